@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make book   executes every notebook in CI mode (papermill) and builds the HTML book in _build/html
+#   make test   runs the unit tests and re-executes the notebooks, checking their outputs (nbval)
+# Both create .venv and install the pinned requirements first (python3 >= 3.10 with venv needed).
+
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: book test notebooks env clean
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+notebooks: env
+	@for nb in $(NOTEBOOKS); do \
+	  echo "executing $$nb (CI mode)"; \
+	  (cd notebooks && ../$(BIN)/papermill --log-level WARNING -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
+	done
+
+book: notebooks
+	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml
+	@echo "The book is in _build/html/index.html"
+
+test: env
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+clean:
+	rm -rf _build notebooks/runs

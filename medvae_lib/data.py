@@ -1,0 +1,293 @@
+"""Datasets described by manifests: loading, checksum verification, download, MONAI transforms.
+
+A manifest (``data_manifests/<name>.yaml``) names a dataset's source, licence and citation, and one
+entry per file with either a local path (the small copy used by tests and CI mode) or a URL (the
+full-size files used on Colab), plus a checksum. Nothing is used before its checksum matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import yaml
+from monai import transforms as mt
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MANIFEST_DIR = REPO_ROOT / "data_manifests"
+SPLITS = ("train", "val", "test")
+_REQUIRED_MANIFEST_KEYS = ("name", "title", "licence", "source", "citation", "spatial_dims", "format", "files")
+_HASHES = ("sha256", "md5")  # strongest first
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed or does not describe the requested file."""
+
+
+class ChecksumError(ValueError):
+    """A data file's content does not match the checksum its manifest records."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    key: str
+    filename: str
+    image_size: int
+    url: str | None = None
+    local: Path | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    n_samples: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """(algorithm, hex digest) of the strongest checksum the manifest records."""
+        for algorithm in _HASHES:
+            digest = getattr(self, algorithm)
+            if digest:
+                return algorithm, digest
+        raise ManifestError(f"file {self.key!r} records no checksum")  # guarded in load_manifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    title: str
+    licence: str
+    source: str
+    citation: str
+    spatial_dims: int
+    format: str
+    files: Mapping[str, DataFile]
+    path: Path
+    labels: Mapping[int, str] = field(default_factory=dict)
+    modality: str = ""
+
+    def file(self, key: str) -> DataFile:
+        try:
+            return self.files[str(key)]
+        except KeyError:
+            raise ManifestError(
+                f"manifest {self.path} has no file {key!r}; it lists {sorted(self.files)}"
+            ) from None
+
+
+def load_manifest(name_or_path: str | Path) -> Manifest:
+    """Read and validate a manifest, by name (``"pneumoniamnist"``) or by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = MANIFEST_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in MANIFEST_DIR.glob("*.yaml"))
+        raise ManifestError(f"no manifest at {path}; known manifests: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ManifestError(f"manifest {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ManifestError(f"manifest {path} must be a mapping, got {type(raw).__name__}")
+    missing = [k for k in _REQUIRED_MANIFEST_KEYS if not raw.get(k)]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks required field(s) {missing}")
+    if not isinstance(raw["files"], dict):
+        raise ManifestError(f"manifest {path}: 'files' must map a key to a file entry")
+    files = {}
+    for key, entry in raw["files"].items():
+        key = str(key)
+        where = f"manifest {path}, file {key!r}"
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: entry must be a mapping")
+        for required in ("filename", "image_size"):
+            if required not in entry:
+                raise ManifestError(f"{where}: lacks {required!r}")
+        if not entry.get("url") and not entry.get("local"):
+            raise ManifestError(f"{where}: gives neither 'url' nor 'local', so it cannot be found")
+        if not any(entry.get(h) for h in _HASHES):
+            raise ManifestError(f"{where}: records no checksum (one of {list(_HASHES)})")
+        for h in _HASHES:
+            if entry.get(h) is not None and not isinstance(entry[h], str):
+                raise ManifestError(f"{where}: {h} must be a string of hex digits (quote it), got {entry[h]!r}")
+        local = entry.get("local")
+        files[key] = DataFile(
+            key=key,
+            filename=entry["filename"],
+            image_size=int(entry["image_size"]),
+            url=entry.get("url"),
+            local=(REPO_ROOT / local).resolve() if local else None,
+            sha256=(entry.get("sha256") or None),
+            md5=(entry.get("md5") or None),
+            n_samples=dict(entry.get("n_samples") or {}),
+        )
+    return Manifest(
+        name=raw["name"],
+        title=raw["title"],
+        licence=raw["licence"],
+        source=raw["source"],
+        citation=" ".join(str(raw["citation"]).split()),
+        spatial_dims=int(raw["spatial_dims"]),
+        format=raw["format"],
+        files=files,
+        path=path,
+        labels={int(k): v for k, v in (raw.get("labels") or {}).items()},
+        modality=raw.get("modality", ""),
+    )
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_file(path: str | Path, datafile: DataFile) -> Path:
+    """Return ``path`` if it exists and matches the manifest's checksum, else raise a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"data file {datafile.filename!r} (manifest key {datafile.key!r}) not found at {path}"
+        )
+    algorithm, expected = datafile.checksum
+    actual = file_digest(path, algorithm)
+    if actual != expected.lower():
+        raise ChecksumError(
+            f"{path}: {algorithm} is {actual}, but the manifest records {expected}; "
+            "the file is corrupt, truncated or a different release - delete it and fetch it again"
+        )
+    return path
+
+
+def fetch(manifest: Manifest | str, key: str, cache_dir: str | Path | None = None, url: str | None = None) -> Path:
+    """Return a verified local path for file ``key`` of a manifest.
+
+    A file with a ``local`` path is verified in place. Otherwise it is downloaded with pooch from
+    ``url`` (default: the manifest's) into ``cache_dir`` (default: pooch's per-user cache), and
+    verified against the manifest's checksum; a file already in the cache is not downloaded again.
+    """
+    with warnings.catch_warnings():  # pooch imports tqdm.auto, which warns in notebooks without ipywidgets
+        warnings.simplefilter("ignore")
+        import pooch
+
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    datafile = manifest.file(key)
+    if datafile.local is not None and url is None:
+        if not datafile.local.is_file():
+            downloadable = sorted(k for k, f in manifest.files.items() if f.url)
+            raise FileNotFoundError(
+                f"{datafile.filename!r} (manifest {manifest.name!r}, file {key!r}) is kept beside the repository "
+                f"at {datafile.local} and is not there; files that can be downloaded instead: {downloadable}"
+            )
+        return verify_file(datafile.local, datafile)
+    url = url or datafile.url
+    if not url:
+        raise ManifestError(f"{manifest.path}: file {key!r} has no URL to download from")
+    cache_dir = Path(cache_dir) if cache_dir else Path(pooch.os_cache("medvae_lib")) / manifest.name
+    algorithm, expected = datafile.checksum
+    try:
+        path = pooch.retrieve(
+            url, known_hash=f"{algorithm}:{expected}", fname=datafile.filename, path=cache_dir, progressbar=False
+        )
+    except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
+        raise ChecksumError(f"download of {url} does not match the manifest's {algorithm}: {err}") from err
+    path = Path(path)
+    if datafile.sha256 is None:
+        print(f"{datafile.filename}: sha256 {file_digest(path)} (not yet recorded in {manifest.path.name})")
+    return path
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # (N, H, W) or (N, D, H, W), uint8
+    labels: np.ndarray  # (N,), int64
+
+
+def load_medmnist_npz(path: str | Path, n_samples: Mapping[str, int] | None = None) -> dict[str, Split]:
+    """Load a MedMNIST-format ``.npz`` into ``{"train"|"val"|"test": Split}`` and check its layout.
+
+    ``n_samples`` (as a manifest records it) checks the size of each split it names. The checksum is
+    not checked here: use :func:`load_dataset` (or :func:`verify_file`) for files from a manifest.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MedMNIST npz file not found at {path}")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+    n_samples = n_samples or {}
+    with npz:
+        expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
+        missing = [k for k in expected if k not in npz.files]
+        if missing:
+            raise ValueError(f"{path} is not in MedMNIST layout: missing key(s) {missing}; it has {npz.files}")
+        splits = {}
+        for s in SPLITS:
+            images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
+            if images.dtype != np.uint8:
+                raise ValueError(f"{path}: {s}_images has dtype {images.dtype}, expected uint8")
+            if labels.ndim == 2 and labels.shape[1] != 1:
+                raise ValueError(f"{path}: {s}_labels has shape {labels.shape}; multi-label files are not supported yet")
+            labels = labels.reshape(-1).astype(np.int64)
+            if len(images) != len(labels):
+                raise ValueError(f"{path}: {s} has {len(images)} images but {len(labels)} labels")
+            if s in n_samples and n_samples[s] != len(images):
+                raise ValueError(f"{path}: {s} has {len(images)} images, the manifest says {n_samples[s]}")
+            splits[s] = Split(images=images, labels=labels)
+    return splits
+
+
+def load_dataset(manifest: Manifest | str, key: str, cache_dir: str | Path | None = None) -> dict[str, Split]:
+    """Fetch (or find) file ``key`` of a manifest, verify its checksum, then load and check its splits."""
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    if manifest.format != "medmnist-npz":
+        raise ManifestError(f"{manifest.path}: format {manifest.format!r} has no loader (known: 'medmnist-npz')")
+    path = fetch(manifest, key, cache_dir=cache_dir)
+    return load_medmnist_npz(path, n_samples=manifest.file(key).n_samples)
+
+
+NORMALISATIONS = ("minmax", "percentile", "zscore")
+
+
+def image_transform(size: int, spatial_dims: int = 2, normalisation: str = "minmax") -> mt.Compose:
+    """MONAI transform from one uint8 image (no channel axis) to a float32 (1, *[size]*dims) tensor.
+
+    ``minmax`` maps the stored 0..255 range to [0, 1] (what the autoencoders train on);
+    ``percentile`` maps each image's 0.5th..99.5th percentiles to [0, 1], clipping outliers;
+    ``zscore`` gives each image zero mean and unit variance. Resizing is (tri)linear with
+    anti-aliasing when shrinking.
+    """
+    if normalisation == "minmax":
+        scale = mt.ScaleIntensityRange(a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True)
+    elif normalisation == "percentile":
+        scale = mt.ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+    elif normalisation == "zscore":
+        scale = mt.NormalizeIntensity()
+    else:
+        raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    return mt.Compose(
+        [
+            mt.EnsureChannelFirst(channel_dim="no_channel"),
+            mt.EnsureType(data_type="numpy", dtype=np.float32),
+            scale,
+            mt.Resize(spatial_size=(size,) * spatial_dims, mode="bilinear" if spatial_dims == 2 else "trilinear", anti_aliasing=True),
+            mt.EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False),
+        ]
+    )
+
+
+def apply_transform(images: np.ndarray, transform) -> torch.Tensor:
+    """Apply a per-image transform to every image of an (N, *spatial) array; returns (N, C, *spatial)."""
+    if len(images) == 0:
+        raise ValueError("no images to transform")
+    return torch.stack([torch.as_tensor(transform(img)) for img in images])

@@ -1,0 +1,128 @@
+"""Chapter ``01_data_prep``: from a manifest to normalised, resized tensors, with the figures and tables
+the chapter shows. Chapter 2 onwards call :func:`prepare_splits` to get the same tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import Manifest, Split, apply_transform, image_transform, load_dataset, load_manifest
+
+# Settings for the two ways a notebook runs; a notebook's `overrides` parameter changes single entries.
+MODES = {
+    "ci": {"data_key": "ci", "image_size": 32, "n_train": None, "n_test": None},
+    "full": {"data_key": "128", "image_size": 128, "n_train": None, "n_test": None},
+}
+
+
+def subsample(split: Split, n: int | None, seed: int) -> Split:
+    """A class-stratified random subset of ``n`` images (all of them when ``n`` is None)."""
+    if n is None or n >= len(split.labels):
+        return split
+    if n < 1:
+        raise ValueError(f"cannot take {n} images")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(split.labels, return_counts=True)
+    take = np.floor(counts / counts.sum() * n).astype(int)
+    take[: n - take.sum()] += 1  # hand out the rounding remainder
+    idx = np.concatenate([rng.choice(np.flatnonzero(split.labels == c), k, replace=False) for c, k in zip(classes, take)])
+    idx.sort()
+    return Split(images=split.images[idx], labels=split.labels[idx])
+
+
+def prepare_splits(
+    manifest: Manifest | str,
+    data_key: str,
+    image_size: int,
+    normalisation: str = "minmax",
+    n: dict[str, int | None] | None = None,
+    seed: int = 0,
+    cache_dir=None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Verified file -> ``{split: (images (N, 1, S, S) float32, labels (N,) int64)}``."""
+    manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    splits = load_dataset(manifest, data_key, cache_dir=cache_dir)
+    transform = image_transform(image_size, manifest.spatial_dims, normalisation)
+    out = {}
+    for name, split in splits.items():
+        split = subsample(split, (n or {}).get(name), seed)
+        out[name] = (apply_transform(split.images, transform), torch.as_tensor(split.labels))
+    return out
+
+
+def split_table(splits: dict[str, Split], labels: dict[int, str]) -> pd.DataFrame:
+    """Images per split and class, with each class's share of the split."""
+    rows = []
+    for name, split in splits.items():
+        counts = np.bincount(split.labels, minlength=len(labels))
+        for c, k in enumerate(counts):
+            rows.append({"split": name, "class": labels.get(c, str(c)), "images": int(k), "share": k / counts.sum()})
+    return pd.DataFrame(rows)
+
+
+def intensity_table(images: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """Per-method summary of intensities: mean, spread and range over all pixels."""
+    rows = []
+    for method, x in images.items():
+        x = x.float()
+        rows.append(
+            {"normalisation": method, "min": x.min().item(), "mean": x.mean().item(), "std": x.std().item(), "max": x.max().item()}
+        )
+    return pd.DataFrame(rows).set_index("normalisation")
+
+
+def plot_examples(split: Split, labels: dict[int, str], per_class: int = 6, seed: int = 0):
+    """A grid of random images, one row per class."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    classes = sorted(labels)
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.5 * per_class, 1.6 * len(classes)), squeeze=False)
+    for r, c in enumerate(classes):
+        idx = rng.choice(np.flatnonzero(split.labels == c), per_class, replace=False)
+        for ax, i in zip(axes[r], idx):
+            ax.imshow(split.images[i], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(labels[c])
+    fig.tight_layout()
+    return fig
+
+
+def plot_intensity_histograms(split: Split, labels: dict[int, str]):
+    """Distribution of raw pixel values for each class (seaborn)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    frame = pd.DataFrame(
+        {
+            "pixel value": split.images.reshape(len(split.images), -1).mean(1),
+            "class": [labels[int(c)] for c in split.labels],
+        }
+    )
+    fig, ax = plt.subplots(figsize=(6, 3))
+    sns.histplot(frame, x="pixel value", hue="class", stat="density", common_norm=False, bins=40, ax=ax)
+    ax.set_xlabel("mean pixel value of an image (0-255)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_resizing(image: np.ndarray, sizes: list[int]):
+    """One image resized to several sides with and without anti-aliasing (MONAI ``Resize``)."""
+    import matplotlib.pyplot as plt
+    from monai.transforms import Resize
+
+    x = torch.as_tensor(image[None].astype(np.float32) / 255.0)
+    fig, axes = plt.subplots(2, len(sizes), figsize=(2 * len(sizes), 4.2), squeeze=False)
+    for j, s in enumerate(sizes):
+        for i, aa in enumerate((False, True)):
+            y = Resize((s, s), mode="bilinear", anti_aliasing=aa)(x)
+            axes[i, j].imshow(np.asarray(y[0]), cmap="gray", vmin=0, vmax=1)
+            axes[i, j].set_title(f"{s}x{s}", fontsize=9)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, 0].set_ylabel("no anti-aliasing")
+        axes[1, 0].set_ylabel("anti-aliased")
+    fig.tight_layout()
+    return fig

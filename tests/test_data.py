@@ -1,0 +1,216 @@
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medvae_lib.data import (
+    ChecksumError,
+    ManifestError,
+    apply_transform,
+    fetch,
+    file_digest,
+    image_transform,
+    load_dataset,
+    load_manifest,
+    load_medmnist_npz,
+    verify_file,
+)
+from medvae_lib.data_prep import prepare_splits, subsample
+
+SHARED_README_SHA256 = "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
+
+
+def test_manifest_describes_source_licence_and_checksums(manifest):
+    assert manifest.licence == "CC BY 4.0"
+    assert manifest.source.startswith("https://")
+    assert "Kermany" in manifest.citation
+    assert set(manifest.files) == {"ci", "28", "64", "128", "224"}
+    assert manifest.file("ci").sha256 == SHARED_README_SHA256
+    for key in ("64", "128", "224"):
+        f = manifest.file(key)
+        assert f.url and f.url.startswith("https://zenodo.org/") and f.image_size == int(key)
+        assert f.checksum[0] in ("sha256", "md5") and len(f.checksum[1]) in (32, 64)
+
+
+def test_real_file_matches_manifest_and_loads(manifest, ci_file):
+    assert file_digest(ci_file) == SHARED_README_SHA256
+    splits = load_dataset(manifest, "ci")
+    assert {k: len(v.images) for k, v in splits.items()} == {"train": 2428, "val": 270, "test": 468}
+    assert splits["train"].images.shape[1:] == (28, 28) and splits["train"].images.dtype == np.uint8
+    assert set(np.unique(splits["test"].labels)) == {0, 1}
+
+
+def test_corrupt_file_raises_checksum_error(manifest, ci_file, tmp_path):
+    bad = tmp_path / "pneumoniamnist.npz"
+    data = bytearray(ci_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="sha256 is .* but the manifest records f36c2b3e"):
+        verify_file(bad, manifest.file("ci"))
+
+
+def test_missing_file_raises_with_the_file_named(manifest, tmp_path):
+    with pytest.raises(FileNotFoundError, match="pneumoniamnist.npz"):
+        verify_file(tmp_path / "nowhere.npz", manifest.file("ci"))
+
+
+def test_missing_local_copy_points_to_downloadable_files(tmp_path):
+    local = tmp_path / "m.yaml"
+    local.write_text(
+        "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
+        "files:\n  ci: {filename: x.npz, image_size: 28, local: /nonexistent/x.npz, sha256: 'ab'}\n"
+        "  '28': {filename: x.npz, image_size: 28, url: 'http://127.0.0.1:9/x.npz', md5: 'ab'}\n"
+    )
+    with pytest.raises(FileNotFoundError, match=r"is not there; files that can be downloaded instead: \['28'\]"):
+        fetch(local, "ci")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: m\n", r"lacks required field\(s\) \['title'"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("name: [unclosed\n", "not valid YAML"),
+        (
+            "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: f\n"
+            "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz}\n",
+            "records no checksum",
+        ),
+        (
+            "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: f\n"
+            "files:\n  a: {filename: x.npz, image_size: 28, sha256: ab}\n",
+            "neither 'url' nor 'local'",
+        ),
+        (
+            "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: f\n"
+            "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz, md5: 123}\n",
+            "md5 must be a string of hex digits",
+        ),
+    ],
+)
+def test_malformed_manifests_are_rejected_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(path)
+
+
+def test_unknown_manifest_and_file_key(manifest):
+    with pytest.raises(ManifestError, match="known manifests: .*pneumoniamnist"):
+        load_manifest("no_such_dataset")
+    with pytest.raises(ManifestError, match="has no file '512'"):
+        manifest.file("512")
+
+
+def test_npz_layout_errors_name_the_problem(tmp_path, ci_file):
+    real = dict(np.load(ci_file))
+    broken = {k: v for k, v in real.items() if k != "val_labels"}
+    np.savez(tmp_path / "missing.npz", **broken)
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['val_labels'\]"):
+        load_medmnist_npz(tmp_path / "missing.npz")
+    np.savez(tmp_path / "float.npz", **{**real, "train_images": real["train_images"].astype(np.float32)})
+    with pytest.raises(ValueError, match="train_images has dtype float32, expected uint8"):
+        load_medmnist_npz(tmp_path / "float.npz")
+    np.savez(tmp_path / "short.npz", **{**real, "test_labels": real["test_labels"][:-1]})
+    with pytest.raises(ValueError, match="test has 468 images but 467 labels"):
+        load_medmnist_npz(tmp_path / "short.npz")
+    with pytest.raises(ValueError, match="train has 2428 images, the manifest says 2000"):
+        load_medmnist_npz(ci_file, n_samples={"train": 2000})
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        load_medmnist_npz(tmp_path / "text.npz")
+
+
+class _Server:
+    """A static file server on loopback that counts the requests it answers."""
+
+    def __init__(self, root: Path):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_is_verified_and_cached(manifest, ci_file, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(ci_file, served / "pneumoniamnist.npz")
+    cache = tmp_path / "cache"
+    with _Server(served) as server:
+        url = server.url("pneumoniamnist.npz")
+        path = fetch(manifest, "ci", cache_dir=cache, url=url)
+        assert path.parent == cache and file_digest(path) == SHARED_README_SHA256
+        assert fetch(manifest, "ci", cache_dir=cache, url=url) == path
+        assert server.requests == 1, "a verified file in the cache must not be downloaded again"
+
+
+def test_corrupt_download_raises_and_leaves_nothing(manifest, ci_file, tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "pneumoniamnist.npz").write_bytes(ci_file.read_bytes()[:-100])  # truncated transfer
+    cache = tmp_path / "cache"
+    with _Server(served) as server:
+        with pytest.raises(ChecksumError, match="does not match the manifest's sha256"):
+            fetch(manifest, "ci", cache_dir=cache, url=server.url("pneumoniamnist.npz"))
+    assert not (cache / "pneumoniamnist.npz").exists()
+
+
+def test_transform_normalises_and_resizes_real_images(ci_file):
+    images = np.load(ci_file)["test_images"][:8]
+    x = apply_transform(images, image_transform(32))
+    assert type(x) is torch.Tensor and x.shape == (8, 1, 32, 32) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    z = apply_transform(images, image_transform(28, normalisation="zscore"))
+    assert torch.allclose(z.mean(dim=(1, 2, 3)), torch.zeros(8), atol=1e-5)
+    # At the stored size, minmax is exactly value / 255.
+    m = apply_transform(images, image_transform(28))
+    assert torch.allclose(m[:, 0], torch.as_tensor(images, dtype=torch.float32) / 255, atol=1e-6)
+
+
+def test_transform_3d_and_bad_arguments():
+    volume = np.random.default_rng(0).integers(0, 256, (2, 20, 20, 20), dtype=np.uint8)
+    assert apply_transform(volume, image_transform(16, spatial_dims=3)).shape == (2, 1, 16, 16, 16)
+    with pytest.raises(ValueError, match="unknown normalisation 'std'"):
+        image_transform(32, normalisation="std")
+    with pytest.raises(ValueError, match="no images"):
+        apply_transform(volume[:0], image_transform(16, spatial_dims=3))
+
+
+def test_subsample_is_stratified_and_seeded(manifest):
+    train = load_dataset(manifest, "ci")["train"]
+    a, b = subsample(train, 101, seed=3), subsample(train, 101, seed=3)
+    assert len(a.labels) == 101 and np.array_equal(a.images, b.images)
+    assert sorted(np.bincount(a.labels)) == [50, 51]
+    assert subsample(train, None, seed=0) is train
+
+
+def test_prepare_splits_gives_model_ready_tensors(manifest):
+    prepared = prepare_splits(manifest, "ci", 32, n={"train": 64})
+    x, y = prepared["train"]
+    assert x.shape == (64, 1, 32, 32) and y.shape == (64,) and y.dtype == torch.int64
+    assert prepared["test"][0].shape == (468, 1, 32, 32)
