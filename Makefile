@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 notebooks: env
 	@for nb in $(NOTEBOOKS); do \
 	  echo "executing $$nb (CI mode)"; \
-	  (cd notebooks && ../$(BIN)/papermill --log-level WARNING -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
+	  (cd notebooks && ../$(BIN)/papermill --no-progress-bar --log-level WARNING -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
 	done
 
 book: notebooks

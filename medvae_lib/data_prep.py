@@ -109,20 +109,24 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
 
 
 def plot_resizing(image: np.ndarray, sizes: list[int]):
-    """One image resized to several sides with and without anti-aliasing (MONAI ``Resize``)."""
+    """One image resized to several sides with and without anti-aliasing (MONAI ``Resize``), and
+    the absolute difference between the two."""
     import matplotlib.pyplot as plt
     from monai.transforms import Resize
 
     x = torch.as_tensor(image[None].astype(np.float32) / 255.0)
-    fig, axes = plt.subplots(2, len(sizes), figsize=(2 * len(sizes), 4.2), squeeze=False)
+    rows = ("no anti-aliasing", "anti-aliased", "|difference|")
+    fig, axes = plt.subplots(len(rows), len(sizes), figsize=(2 * len(sizes), 6.2), squeeze=False)
     for j, s in enumerate(sizes):
-        for i, aa in enumerate((False, True)):
-            y = Resize((s, s), mode="bilinear", anti_aliasing=aa)(x)
-            axes[i, j].imshow(np.asarray(y[0]), cmap="gray", vmin=0, vmax=1)
-            axes[i, j].set_title(f"{s}x{s}", fontsize=9)
-            axes[i, j].set_xticks([])
-            axes[i, j].set_yticks([])
-        axes[0, 0].set_ylabel("no anti-aliasing")
-        axes[1, 0].set_ylabel("anti-aliased")
+        plain, smooth = (np.asarray(Resize((s, s), mode="bilinear", anti_aliasing=aa)(x)[0]) for aa in (False, True))
+        axes[0, j].imshow(plain, cmap="gray", vmin=0, vmax=1)
+        axes[1, j].imshow(smooth, cmap="gray", vmin=0, vmax=1)
+        axes[2, j].imshow(np.abs(plain - smooth), cmap="magma", vmin=0, vmax=0.2)
+        axes[0, j].set_title(f"{s}x{s}", fontsize=9)
+    for i, label in enumerate(rows):
+        axes[i, 0].set_ylabel(label)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.tight_layout()
     return fig

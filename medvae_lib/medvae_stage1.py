@@ -6,6 +6,10 @@ The generator loss is the one of latent-diffusion autoencoders that MedVAE train
 
 where the adversarial term (a MONAI ``PatchDiscriminator`` trained with the hinge loss) is switched on
 only after ``adv_start`` warm-up steps, once reconstructions are good enough to be worth criticising.
+The hinge loss is the one of VQGAN / latent diffusion, on raw logits (:func:`hinge_d_loss`).
+MONAI's ``PatchAdversarialLoss(criterion="hinge")`` passes the logits through ``tanh`` first; in our
+runs the logits grew to a spread of about 10, ``tanh`` saturated and the discriminator stopped
+learning (both losses stuck at exactly 1), so it is not used here.
 
 The perceptual term is MONAI's ``PerceptualLoss`` (LPIPS-style, ``perceptual="alex"`` and friends) in
 full mode; those networks' weights come from a hub, so CI mode, which has no network, uses
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from monai.losses import PatchAdversarialLoss, PerceptualLoss, SSIMLoss
+from monai.losses import PerceptualLoss, SSIMLoss
 from monai.networks.nets import PatchDiscriminator
 
 from .data_prep import MODES as _data_modes
@@ -40,7 +44,8 @@ class Stage1Config:
     kl_weight: float = 1e-6
     perceptual: str = "ssim"
     perceptual_weight: float = 0.2
-    adv_weight: float = 0.05
+    adv_weight: float = 0.5
+    adaptive_adv: bool = True
     adv_start: int = 200
     disc_channels: int = 32
     disc_layers: int = 3
@@ -66,6 +71,24 @@ def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator hinge loss: push real patches' logits above +1 and reconstructed ones below -1."""
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Generator side of the hinge GAN: raise the discriminator's logits on reconstructions."""
+    return -logits_fake.mean()
+
+
+def adaptive_adv_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """VQGAN's balance (Esser et al., 2021), used by latent diffusion and MedVAE: scale the adversarial
+    term so that its gradient at the decoder's last layer is as large as the reconstruction term's."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
+    return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+
+
 class Stage1Trainer:
     """Generator (``AutoencoderKL``), discriminator, their optimizers and losses, with checkpoint/resume."""
 
@@ -81,7 +104,6 @@ class Stage1Trainer:
         self.opt_g = torch.optim.Adam(self.autoencoder.parameters(), lr=config.lr)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d)
         self.perceptual = perceptual_loss(config.perceptual, dims).to(self.device)
-        self.adversarial = PatchAdversarialLoss(criterion="hinge")
         self.step = 0
         self.history: list[dict] = []
 
@@ -101,9 +123,14 @@ class Stage1Trainer:
         logs = {"l1": rec.detach(), "perceptual": perc.detach(), "kl": kl.detach()}
         if adversarial_on:
             logits_fake = self.discriminator(x_hat.contiguous())[-1]
-            adv_g = self.adversarial(logits_fake, target_is_real=True, for_discriminator=False)
-            loss_g = loss_g + c.adv_weight * adv_g
+            adv_g = hinge_g_loss(logits_fake)
+            weight = torch.tensor(c.adv_weight)
+            if c.adaptive_adv:
+                rec_terms = rec + c.perceptual_weight * perc
+                weight = weight * adaptive_adv_weight(rec_terms, adv_g, self.autoencoder.decoder.blocks[-1].conv.weight)
+            loss_g = loss_g + weight * adv_g
             logs["adv_g"] = adv_g.detach()
+            logs["adv_scale"] = weight
         loss_g.backward()
         self.opt_g.step()
 
@@ -111,10 +138,7 @@ class Stage1Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             logits_fake = self.discriminator(x_hat.detach().contiguous())[-1]
             logits_real = self.discriminator(x.contiguous())[-1]
-            loss_d = 0.5 * (
-                self.adversarial(logits_fake, target_is_real=False, for_discriminator=True)
-                + self.adversarial(logits_real, target_is_real=True, for_discriminator=True)
-            )
+            loss_d = hinge_d_loss(logits_real, logits_fake)
             loss_d.backward()
             self.opt_d.step()
             logs["adv_d"] = loss_d.detach()
@@ -240,12 +264,15 @@ def plot_reconstructions(reference: torch.Tensor, reconstructions: dict[str, tor
 MODES = {
     "ci": {
         **_data_modes["ci"], "n_test": 200,
-        "model": "medvae_4_1_2d", "width": 32, "steps": 600, "batch_size": 16, "adv_start": 300, "perceptual": "ssim",
-        "checkpoint_every": 200, "resume": False,
+        "model": "medvae_4_1_2d", "width": 32, "steps": 900, "batch_size": 16, "perceptual": "ssim",
+        # 32x32 images: a two-layer discriminator (patches of about 8x8 pixels), a gentler adversarial weight.
+        "adv_start": 600, "adv_weight": 0.1, "disc_layers": 2,
+        "checkpoint_every": 300, "resume": False,
     },
     "full": {
         **_data_modes["full"], "n_test": None,
-        "model": "medvae_4_1_2d", "width": "full", "steps": 20000, "batch_size": 16, "adv_start": 5000, "perceptual": "alex",
+        "model": "medvae_4_1_2d", "width": "full", "steps": 20000, "batch_size": 16, "perceptual": "alex",
+        "adv_start": 5000, "adv_weight": 0.5, "disc_layers": 3,
         "checkpoint_every": 1000, "resume": True,
     },
 }

@@ -30,9 +30,9 @@ class MedVAEConfig:
         return int(math.log2(self.factor)) + 1
 
     @property
-    def compression(self) -> int:
-        """Pixels (one channel) per latent value: factor**dims / latent_channels."""
-        return self.factor**self.spatial_dims // self.latent_channels
+    def compression(self) -> float:
+        """Image values (one channel) per latent value: factor**dims / latent_channels."""
+        return self.factor**self.spatial_dims / self.latent_channels
 
     def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Latent shape (C, *spatial) for an image of spatial shape ``image_shape``."""

@@ -31,7 +31,7 @@ def test_shapes_per_config(name):
     assert z_mu.shape == z_sigma.shape == z.shape == latent
     assert (z_sigma > 0).all()
     assert get_config(name).latent_shape((side,) * dims) == latent[1:]
-    assert get_config(name).compression == factor**dims // channels
+    assert get_config(name).compression == factor**dims / channels
 
 
 def test_full_width_is_medvae_sized():

@@ -116,3 +116,28 @@ def test_fit_rejects_images_of_the_wrong_shape(images):
 def test_resize_baseline_keeps_shape_and_range(images):
     out = resize_baseline(images[:4], 4)
     assert out.shape == images[:4].shape and 0 <= out.min() and out.max() <= 1
+
+
+def test_hinge_losses_on_known_logits():
+    from medvae_lib.medvae_stage1 import hinge_d_loss, hinge_g_loss
+
+    confident = hinge_d_loss(torch.full((2, 1, 3, 3), 2.0), torch.full((2, 1, 3, 3), -2.0))
+    assert confident.item() == 0.0  # both beyond the margin
+    undecided = hinge_d_loss(torch.zeros(2, 1, 3, 3), torch.zeros(2, 1, 3, 3))
+    assert undecided.item() == 1.0
+    assert hinge_g_loss(torch.tensor([[1.0, 3.0]])).item() == -2.0
+
+
+def test_perceptual_losses():
+    from monai.utils import OptionalImportError
+
+    from medvae_lib.medvae_stage1 import perceptual_loss
+
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    ssim = perceptual_loss("ssim", 2)
+    assert ssim(x, x).item() == pytest.approx(0.0, abs=1e-5) and ssim(x, 1 - x).item() > 0.5
+    # LPIPS needs the lpips package and weights from a hub (full mode, Colab); here it must fail by name.
+    try:
+        perceptual_loss("alex", 2)
+    except (OptionalImportError, ImportError) as err:
+        assert "lpips" in str(err)
