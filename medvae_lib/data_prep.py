@@ -102,7 +102,8 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
         }
     )
     fig, ax = plt.subplots(figsize=(6, 3))
-    sns.histplot(frame, x="pixel value", hue="class", stat="density", common_norm=False, bins=40, ax=ax)
+    order = [labels[c] for c in sorted(labels)]
+    sns.histplot(frame, x="pixel value", hue="class", hue_order=order, stat="density", common_norm=False, bins=40, ax=ax)
     ax.set_xlabel("mean pixel value of an image (0-255)")
     fig.tight_layout()
     return fig

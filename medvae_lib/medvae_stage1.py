@@ -124,10 +124,10 @@ class Stage1Trainer:
         if adversarial_on:
             logits_fake = self.discriminator(x_hat.contiguous())[-1]
             adv_g = hinge_g_loss(logits_fake)
-            weight = torch.tensor(c.adv_weight)
+            weight = c.adv_weight
             if c.adaptive_adv:
-                rec_terms = rec + c.perceptual_weight * perc
-                weight = weight * adaptive_adv_weight(rec_terms, adv_g, self.autoencoder.decoder.blocks[-1].conv.weight)
+                last_layer = self.autoencoder.decoder.blocks[-1].conv.weight
+                weight = weight * adaptive_adv_weight(rec + c.perceptual_weight * perc, adv_g, last_layer)
             loss_g = loss_g + weight * adv_g
             logs["adv_g"] = adv_g.detach()
             logs["adv_scale"] = weight
