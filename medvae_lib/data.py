@@ -193,7 +193,7 @@ def fetch(manifest: Manifest | str, key: str, cache_dir: str | Path | None = Non
     algorithm, expected = datafile.checksum
     try:
         path = pooch.retrieve(
-            url, known_hash=f"{algorithm}:{expected}", fname=datafile.filename, path=cache_dir, progressbar=False
+            url, known_hash=f"{algorithm}:{expected}", fname=datafile.filename, path=cache_dir, progressbar=True
         )
     except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
         raise ChecksumError(f"download of {url} does not match the manifest's {algorithm}: {err}") from err
