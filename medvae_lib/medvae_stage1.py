@@ -238,10 +238,15 @@ def fidelity(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], 
     return pd.DataFrame(rows)
 
 
-def plot_reconstructions(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], n: int = 6, titles=None):
-    """A grid: originals on the first row, one row per method, absolute error maps below each."""
+def plot_reconstructions(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], index, titles=None):
+    """A grid for the images at ``index``: originals on the first row, then one row per method, each
+    followed by its absolute error map."""
     import matplotlib.pyplot as plt
 
+    index = torch.as_tensor(index)
+    reference = reference[index]
+    reconstructions = {method: rec[index] for method, rec in reconstructions.items()}
+    n = len(index)
     rows = ["original"] + [m for m in reconstructions for _ in (0, 1)]
     fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.6 * len(rows)), squeeze=False)
     for j in range(n):

@@ -22,6 +22,8 @@ from medvae_lib.data import (
 )
 from medvae_lib.data_prep import prepare_splits, subsample
 
+# The fields every manifest needs, before its files.
+HEADER = "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
 SHARED_README_SHA256 = "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
 
 
@@ -62,8 +64,7 @@ def test_missing_file_raises_with_the_file_named(manifest, tmp_path):
 def test_missing_local_copy_points_to_downloadable_files(tmp_path):
     local = tmp_path / "m.yaml"
     local.write_text(
-        "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
-        "files:\n  ci: {filename: x.npz, image_size: 28, local: /nonexistent/x.npz, sha256: 'ab'}\n"
+        HEADER + "files:\n  ci: {filename: x.npz, image_size: 28, local: /nonexistent/x.npz, sha256: 'ab'}\n"
         "  '28': {filename: x.npz, image_size: 28, url: 'http://127.0.0.1:9/x.npz', md5: 'ab'}\n"
     )
     with pytest.raises(FileNotFoundError, match=r"is not there; files that can be downloaded instead: \['28'\]"):
@@ -77,18 +78,15 @@ def test_missing_local_copy_points_to_downloadable_files(tmp_path):
         ("- just\n- a list\n", "must be a mapping"),
         ("name: [unclosed\n", "not valid YAML"),
         (
-            "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: f\n"
-            "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz}\n",
+            HEADER + "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz}\n",
             "records no checksum",
         ),
         (
-            "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: f\n"
-            "files:\n  a: {filename: x.npz, image_size: 28, sha256: ab}\n",
+            HEADER + "files:\n  a: {filename: x.npz, image_size: 28, sha256: ab}\n",
             "neither 'url' nor 'local'",
         ),
         (
-            "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: f\n"
-            "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz, md5: 123}\n",
+            HEADER + "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz, md5: 123}\n",
             "md5 must be a string of hex digits",
         ),
     ],
