@@ -119,7 +119,8 @@ class Stage1Trainer:
         rec = F.l1_loss(x_hat, x)
         perc = self.perceptual(x_hat, x)
         kl = kl_divergence(z_mu, z_sigma)
-        loss_g = rec + c.perceptual_weight * perc + c.kl_weight * kl
+        rec_terms = rec + c.perceptual_weight * perc
+        loss_g = rec_terms + c.kl_weight * kl
         logs = {"l1": rec.detach(), "perceptual": perc.detach(), "kl": kl.detach()}
         if adversarial_on:
             logits_fake = self.discriminator(x_hat.contiguous())[-1]
@@ -127,7 +128,7 @@ class Stage1Trainer:
             weight = c.adv_weight
             if c.adaptive_adv:
                 last_layer = self.autoencoder.decoder.blocks[-1].conv.weight
-                weight = weight * adaptive_adv_weight(rec + c.perceptual_weight * perc, adv_g, last_layer)
+                weight = weight * adaptive_adv_weight(rec_terms, adv_g, last_layer)
             loss_g = loss_g + weight * adv_g
             logs["adv_g"] = adv_g.detach()
             logs["adv_scale"] = weight

@@ -136,7 +136,7 @@ def test_perceptual_losses():
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     ssim = perceptual_loss("ssim", 2)
     assert ssim(x, x).item() == pytest.approx(0.0, abs=1e-5) and ssim(x, 1 - x).item() > 0.5
-    # LPIPS needs the lpips package and weights from a hub (full mode, Colab); here it must fail by name.
+    # LPIPS needs the lpips package and weights from a hub (full mode, Colab); without lpips it fails by name.
     try:
         perceptual_loss("alex", 2)
     except (OptionalImportError, ImportError) as err:
