@@ -8,6 +8,7 @@ full-size files used on Colab), plus a checksum. Nothing is used before its chec
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ import yaml
 from monai import transforms as mt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MANIFEST_DIR = REPO_ROOT / "data_manifests"
+MANIFEST_DIR = REPO_ROOT / "data_manifests"  # in a checkout; see manifest_dir() for other installs
+MANIFEST_DIR_ENV = "MEDVAE_MANIFEST_DIR"
 SPLITS = ("train", "val", "test")
 _REQUIRED_MANIFEST_KEYS = ("name", "title", "licence", "source", "citation", "spatial_dims", "format", "files")
 _HASHES = ("sha256", "md5")  # strongest first
@@ -43,6 +45,7 @@ class DataFile:
     sha256: str | None = None
     md5: str | None = None
     n_samples: Mapping[str, int] = field(default_factory=dict)
+    fallback: str | None = None  # file key to subsample when the local copy is missing (e.g. on Colab)
 
     @property
     def checksum(self) -> tuple[str, str]:
@@ -77,14 +80,41 @@ class Manifest:
             ) from None
 
 
+def manifest_dir() -> Path:
+    """Where manifests are found by name: ``$MEDVAE_MANIFEST_DIR`` if set; else the checkout's
+    ``data_manifests/`` beside this package (an editable install or ``sys.path``); else the first
+    ``data_manifests/`` in the working directory or one of its parents (a non-editable install used
+    from inside the repository, e.g. from ``notebooks/``)."""
+    if os.environ.get(MANIFEST_DIR_ENV):
+        path = Path(os.environ[MANIFEST_DIR_ENV]).expanduser()
+        if not path.is_dir():
+            raise ManifestError(f"${MANIFEST_DIR_ENV} points to {path}, which is not a folder")
+        return path
+    if MANIFEST_DIR.is_dir():
+        return MANIFEST_DIR
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "data_manifests").is_dir():
+            return folder / "data_manifests"
+    raise ManifestError(
+        f"no data_manifests/ folder found beside {Path(__file__).parent}, in {Path.cwd()} or its parents; "
+        f"run from inside the repository or set ${MANIFEST_DIR_ENV}"
+    )
+
+
 def load_manifest(name_or_path: str | Path) -> Manifest:
-    """Read and validate a manifest, by name (``"pneumoniamnist"``) or by path."""
+    """Read and validate a manifest, by name (``"pneumoniamnist"``) or by path.
+
+    A file's ``local`` path is relative to the repository root, the folder that holds ``data_manifests/``.
+    """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = MANIFEST_DIR / f"{name_or_path}.yaml"
+        folder = manifest_dir()
+        path = folder / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise ManifestError(f"no manifest at {path}; known manifests: {known}")
     if not path.is_file():
-        known = sorted(p.stem for p in MANIFEST_DIR.glob("*.yaml"))
-        raise ManifestError(f"no manifest at {path}; known manifests: {known}")
+        raise ManifestError(f"no manifest at {path}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -118,11 +148,17 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             filename=entry["filename"],
             image_size=int(entry["image_size"]),
             url=entry.get("url"),
-            local=(REPO_ROOT / local).resolve() if local else None,
+            local=(path.resolve().parent.parent / local).resolve() if local else None,
             sha256=(entry.get("sha256") or None),
             md5=(entry.get("md5") or None),
             n_samples=dict(entry.get("n_samples") or {}),
+            fallback=str(entry["fallback"]) if entry.get("fallback") is not None else None,
         )
+    for key, f in files.items():
+        if f.fallback is not None and (f.fallback not in files or f.fallback == key or not f.n_samples):
+            raise ManifestError(
+                f"manifest {path}, file {key!r}: fallback {f.fallback!r} must name another file, and n_samples must say how many to draw"
+            )
     return Manifest(
         name=raw["name"],
         title=raw["title"],
@@ -209,11 +245,17 @@ class Split:
     labels: np.ndarray  # (N,), int64
 
 
-def load_medmnist_npz(path: str | Path, n_samples: Mapping[str, int] | None = None) -> dict[str, Split]:
+def load_medmnist_npz(
+    path: str | Path,
+    n_samples: Mapping[str, int] | None = None,
+    image_size: int | None = None,
+    spatial_dims: int | None = None,
+) -> dict[str, Split]:
     """Load a MedMNIST-format ``.npz`` into ``{"train"|"val"|"test": Split}`` and check its layout.
 
-    ``n_samples`` (as a manifest records it) checks the size of each split it names. The checksum is
-    not checked here: use :func:`load_dataset` (or :func:`verify_file`) for files from a manifest.
+    ``n_samples``, ``image_size`` and ``spatial_dims`` (as a manifest records them) check the size of
+    each split and the shape of every image. The checksum is not checked here: use
+    :func:`load_dataset` (or :func:`verify_file`) for files from a manifest.
     """
     path = Path(path)
     if not path.is_file():
@@ -235,6 +277,14 @@ def load_medmnist_npz(path: str | Path, n_samples: Mapping[str, int] | None = No
                 raise ValueError(f"{path}: {s}_images has dtype {images.dtype}, expected uint8")
             if labels.ndim == 2 and labels.shape[1] != 1:
                 raise ValueError(f"{path}: {s}_labels has shape {labels.shape}; multi-label files are not supported yet")
+            if image_size is not None or spatial_dims is not None:
+                dims = spatial_dims if spatial_dims is not None else images.ndim - 1
+                want = (image_size,) * dims if image_size is not None else images.shape[1:]
+                if images.shape[1:] != tuple(want) or images.ndim - 1 != dims:
+                    raise ValueError(
+                        f"{path}: {s}_images are {images.shape[1:]}, the manifest says {tuple(want)} "
+                        "(a different release of the dataset?)"
+                    )
             labels = labels.reshape(-1).astype(np.int64)
             if len(images) != len(labels):
                 raise ValueError(f"{path}: {s} has {len(images)} images but {len(labels)} labels")
@@ -250,8 +300,33 @@ def load_dataset(manifest: Manifest | str, key: str, cache_dir: str | Path | Non
         manifest = load_manifest(manifest)
     if manifest.format != "medmnist-npz":
         raise ManifestError(f"{manifest.path}: format {manifest.format!r} has no loader (known: 'medmnist-npz')")
+    datafile = manifest.file(key)
+    if datafile.local is not None and not datafile.local.is_file() and datafile.fallback is not None:
+        print(
+            f"{datafile.filename} (file {key!r}) is not at {datafile.local}; drawing the same kind of subset "
+            f"(class-balanced, {dict(datafile.n_samples)}) from the verified file {datafile.fallback!r} instead"
+        )
+        full = load_dataset(manifest, datafile.fallback, cache_dir=cache_dir)
+        return {s: balanced_subset(full[s], datafile.n_samples[s], seed=0) for s in SPLITS}
     path = fetch(manifest, key, cache_dir=cache_dir)
-    return load_medmnist_npz(path, n_samples=manifest.file(key).n_samples)
+    return load_medmnist_npz(path, datafile.n_samples, datafile.image_size, manifest.spatial_dims)
+
+
+def balanced_subset(split: Split, n: int, seed: int = 0) -> Split:
+    """``n`` images with every class equally often (the kind of subset the CI copy is), drawn with ``seed``."""
+    classes = np.unique(split.labels)
+    if n % len(classes):
+        raise ValueError(f"{n} images cannot be split equally over {len(classes)} classes")
+    per_class = n // len(classes)
+    rng = np.random.default_rng(seed)
+    idx = []
+    for c in classes:
+        members = np.flatnonzero(split.labels == c)
+        if len(members) < per_class:
+            raise ValueError(f"class {c} has {len(members)} images, fewer than the {per_class} a balanced subset of {n} needs")
+        idx.append(rng.choice(members, per_class, replace=False))
+    idx = np.sort(np.concatenate(idx))
+    return Split(images=split.images[idx], labels=split.labels[idx])
 
 
 NORMALISATIONS = ("minmax", "percentile", "zscore")

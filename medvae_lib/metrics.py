@@ -27,17 +27,23 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
 
 
 def ms_ssim_scales(size: int, kernel_size: int = 11, max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
-    """How many MS-SSIM scales fit an image whose smallest side is ``size``.
+    """How many MS-SSIM scales ``monai.metrics.MultiScaleSSIMMetric`` can compute on images whose
+    smallest side is ``size``.
 
-    Each scale halves the image, and the coarsest must stay larger than ``(kernel_size - 1)``
-    (the condition ``monai.metrics`` enforces).
+    Two conditions must hold for ``n`` scales: the one MONAI checks before it starts,
+    ``size // max(1, n - 1)**2 > kernel_size - 1``, and the one its SSIM needs at the coarsest scale
+    after ``n - 1`` halvings by 2x2 average pooling, ``floor(size / 2**(n - 1)) >= kernel_size``.
     """
-    scales = max_scales
-    while scales > 1 and size <= (kernel_size - 1) * 2 ** (scales - 1):
-        scales -= 1
-    if size <= kernel_size - 1:
+    if size < kernel_size:
         raise ValueError(f"images of side {size} are too small for an SSIM window of {kernel_size}")
-    return scales
+
+    def fits(n: int) -> bool:
+        coarsest = size
+        for _ in range(n - 1):
+            coarsest //= 2
+        return size // max(1, n - 1) ** 2 > kernel_size - 1 and coarsest >= kernel_size
+
+    return max(n for n in range(1, max_scales + 1) if fits(n) or n == 1)
 
 
 def ms_ssim(
@@ -63,3 +69,44 @@ def ms_ssim(
         reduction="none",
     )
     return metric(pred, target).reshape(-1)
+
+
+def paired_difference(a, b, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean of the per-image differences ``a - b`` with a bootstrap interval (``scipy.stats.bootstrap``,
+    BCa), for two methods scored on the same images. Pairing removes the spread between images, which
+    is much larger than the spread of the difference.
+    """
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired scores must be two 1D arrays of the same length, got {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError("a bootstrap interval needs at least two paired scores")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired scores contain NaN or infinite values (e.g. PSNR of a perfect reconstruction)")
+    diff = a - b
+    ci = bootstrap((diff,), np.mean, confidence_level=confidence, n_resamples=n_resamples, random_state=seed).confidence_interval
+    return {"mean": float(diff.mean()), "low": float(ci.low), "high": float(ci.high), "n": len(diff), "a_better": float((diff > 0).mean())}
+
+
+def gradient_ratio(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sharpness of a reconstruction relative to its original, one value per image: the mean Sobel
+    gradient magnitude (``monai.transforms.SobelGradients``) of ``pred`` divided by that of ``target``.
+    1 means as much edge energy as the original; a blurred reconstruction scores below 1. PSNR and
+    MS-SSIM reward a blurry average; this measures what they miss."""
+    from monai.transforms import SobelGradients
+
+    _check_pair(pred, target)
+    sobel = SobelGradients(kernel_size=3)
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for image in x.float():
+            g = sobel(image)  # (dims * C, *spatial): one gradient per axis and channel
+            g = g.as_tensor() if hasattr(g, "as_tensor") else g  # a plain tensor, not a MONAI MetaTensor
+            out.append(g.reshape(pred.ndim - 2, -1, *g.shape[1:]).pow(2).sum(0).sqrt().mean())
+        return torch.stack(out)
+
+    return energy(pred) / energy(target).clamp_min(1e-12)

@@ -7,6 +7,13 @@ consecutive entries of ``channels``, so a factor ``f`` needs ``log2(f) + 1`` lev
 ``width`` scales the network: ``"full"`` is the LDM-style width MedVAE uses (128-256-512[-512], two
 residual blocks a level); an integer ``w`` gives a small model ``(w, 2w, 4w[, 4w])`` with one block a
 level, fast enough for CI mode on a CPU.
+
+MONAI's ``AutoencoderKL`` derives the posterior mean and log-variance with two 1x1 convolutions from an
+encoder output that has only ``latent_channels`` channels. For a one-channel model that output is a
+single number per latent position, so the mean and the log-variance are two affine functions of the
+same number: the encoder cannot choose its uncertainty independently of its mean. Latent diffusion and
+MedVAE (``double_z``) let the encoder output ``2 x latent_channels`` maps and split them into mean and
+log-variance. :class:`MedVAEAutoencoder` does the same on top of MONAI's class.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+from monai.networks.blocks import Convolution
 from monai.networks.nets import AutoencoderKL
+from monai.networks.nets.autoencoderkl import Encoder
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,58 @@ def get_config(name: str) -> MedVAEConfig:
         raise ValueError(f"unknown MedVAE model {name!r}; choose one of {sorted(MEDVAE_CONFIGS)}") from None
 
 
-def build_autoencoder(name: str, width: int | str = 32, in_channels: int = 1) -> AutoencoderKL:
-    """A MONAI ``AutoencoderKL`` with the layout of MedVAE model ``name`` (see module docstring)."""
+class MedVAEAutoencoder(AutoencoderKL):
+    """``monai.networks.nets.AutoencoderKL`` whose encoder outputs ``2 x latent_channels`` feature maps
+    (MedVAE's ``double_z``); the 1x1 ``quant_conv_mu`` and ``quant_conv_log_sigma`` read all of them."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        channels: tuple[int, ...],
+        num_res_blocks: tuple[int, ...],
+        latent_channels: int,
+        norm_num_groups: int,
+        with_nonlocal_attn: bool,
+        norm_eps: float = 1e-6,
+    ):
+        attention_levels = (False,) * len(channels)
+        super().__init__(
+            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=channels,
+            num_res_blocks=num_res_blocks, attention_levels=attention_levels, latent_channels=latent_channels,
+            norm_num_groups=norm_num_groups, norm_eps=norm_eps,
+            with_encoder_nonlocal_attn=with_nonlocal_attn, with_decoder_nonlocal_attn=with_nonlocal_attn,
+        )
+        self.encoder = Encoder(
+            spatial_dims=spatial_dims, in_channels=in_channels, channels=channels, out_channels=2 * latent_channels,
+            num_res_blocks=num_res_blocks, norm_num_groups=norm_num_groups, norm_eps=norm_eps,
+            attention_levels=attention_levels, with_nonlocal_attn=with_nonlocal_attn,
+        )
+        for name in ("quant_conv_mu", "quant_conv_log_sigma"):
+            conv = Convolution(
+                spatial_dims=spatial_dims, in_channels=2 * latent_channels, out_channels=latent_channels,
+                strides=1, kernel_size=1, padding=0, conv_only=True,
+            )
+            setattr(self, name, conv)
+
+
+def decoder_output_layer(autoencoder: AutoencoderKL) -> torch.Tensor:
+    """The weight of the decoder's last convolution (the ``last_layer`` of VQGAN's adaptive weight).
+
+    MONAI's ``Decoder`` ends with a ``Convolution`` block (``decoder.blocks[-1]``) that maps to the
+    image channels; this checks that layout, so a change in MONAI fails here with a clear message
+    instead of silently balancing against the wrong layer.
+    """
+    last = autoencoder.decoder.blocks[-1]
+    conv = getattr(last, "conv", None)
+    if not isinstance(conv, torch.nn.modules.conv._ConvNd) or conv.out_channels != autoencoder.decoder.out_channels:
+        raise TypeError(f"the decoder does not end in a convolution to the image channels: {type(last).__name__}")
+    return conv.weight
+
+
+def build_autoencoder(name: str, width: int | str = 32, in_channels: int = 1) -> MedVAEAutoencoder:
+    """A :class:`MedVAEAutoencoder` with the layout of MedVAE model ``name`` (see module docstring)."""
     cfg = get_config(name)
     if width == "full":
         channels = (128, 256, 512, 512)[: cfg.levels]
@@ -75,17 +134,15 @@ def build_autoencoder(name: str, width: int | str = 32, in_channels: int = 1) ->
         num_res_blocks = 1
     else:
         raise ValueError(f"width must be 'full' or a positive multiple of 8, got {width!r}")
-    return AutoencoderKL(
+    return MedVAEAutoencoder(
         spatial_dims=cfg.spatial_dims,
         in_channels=in_channels,
         out_channels=in_channels,
         channels=channels,
         num_res_blocks=(num_res_blocks,) * cfg.levels,
-        attention_levels=(False,) * cfg.levels,
         latent_channels=cfg.latent_channels,
         norm_num_groups=min(32, channels[0] // 2),
-        with_encoder_nonlocal_attn=width == "full",
-        with_decoder_nonlocal_attn=width == "full",
+        with_nonlocal_attn=width == "full",
     )
 
 

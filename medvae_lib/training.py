@@ -4,12 +4,23 @@ Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load w
 ``torch.load(..., weights_only=True)`` (no pickled code runs). Finished weights are exported as
 safetensors, the format model hubs use. Batches are drawn from a generator seeded by ``(seed, step)``,
 so a run resumed from step ``k`` sees exactly the batches the uninterrupted run would have seen.
+On a CPU a resumed run therefore ends bit-identical to the uninterrupted one (a test checks this);
+on a GPU, non-deterministic kernels (atomic adds in convolution backward passes, cuDNN algorithm
+choice) make it end close to, but not exactly at, the same weights.
+
+:class:`CheckpointedTrainer` is the one training loop of the book: a subclass says what its modules,
+optimisers and single step are, and inherits checkpoint/resume, the refusal to resume with other
+settings or other data, and the stop on a non-finite loss.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import random
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -19,6 +30,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the run stopped before writing a checkpoint."""
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -91,6 +106,9 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated file, or content that is not plain tensors and containers
         raise ValueError(f"{path} is not a loadable checkpoint: {err}") from err
+    if not isinstance(state, dict) or not {"step", "modules", "optimizers", "extra"} <= set(state):
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a checkpoint of this book (needs step, modules, optimizers, extra; has {found})")
     for group, wanted in (("modules", modules), ("optimizers", optimizers)):
         missing = sorted(set(wanted) - set(state.get(group, {})))
         if missing:
@@ -135,14 +153,25 @@ def run_steps(
     Appends the logged values (every ``log_every`` steps and the last), each with its ``step``, to
     ``history`` (a new list by default) and returns it, so a checkpoint written mid-run holds the
     history so far. ``checkpoint_fn(done)`` is called with the number of completed steps every
-    ``checkpoint_every`` steps and at the end.
+    ``checkpoint_every`` steps and at the end. A step that logs a NaN or infinite value raises
+    :class:`NonFiniteLossError` before the next checkpoint, so a good checkpoint is never replaced by a
+    diverged one. At the end one summary line is printed (set ``TQDM_DISABLE=1`` to hide the bar, as
+    the book's build does, so that executed notebooks keep a short output).
     """
     if total_steps < start_step:
         raise ValueError(f"the run already has {start_step} steps, more than the {total_steps} asked for")
     history = [] if history is None else history
     bar = tqdm(range(start_step, total_steps), desc=desc, initial=start_step, total=total_steps, mininterval=2.0)
+    started = time.perf_counter()
     for step in bar:
         values = step_fn(step)
+        bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
+        if bad:
+            bar.close()
+            raise NonFiniteLossError(
+                f"{desc}: step {step} gave non-finite values {bad}; stopped before any checkpoint was written "
+                "(lower the learning rate, or check the data for NaN or infinite values)"
+            )
         if step % log_every == 0 or step == total_steps - 1:
             history.append({"step": step, **{k: float(v) for k, v in values.items()}})
             bar.set_postfix({k: f"{float(v):.3g}" for k, v in values.items()}, refresh=False)
@@ -151,4 +180,134 @@ def run_steps(
             checkpoint_fn(done)
     if checkpoint_fn is not None and total_steps > start_step:
         checkpoint_fn(total_steps)
+    if total_steps > start_step and history:
+        last = ", ".join(f"{k}={v:.3g}" for k, v in history[-1].items() if k != "step")
+        print(f"{desc}: steps {start_step}-{total_steps} in {time.perf_counter() - started:.0f} s; last logged {last}")
     return history
+
+
+def tensor_fingerprint(x: torch.Tensor) -> str:
+    """sha256 of a tensor's shape, dtype and values: identifies the data a run was trained on."""
+    x = x.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(x.shape)} {x.dtype}".encode())
+    h.update(x.view(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    return h.hexdigest()
+
+
+class CheckpointedTrainer:
+    """The book's generic trainer: checkpoint, resume, data identity and a non-finite guard.
+
+    A subclass sets ``self.config`` (a dataclass with at least ``steps``, ``batch_size``, ``seed`` and
+    ``log_every``) and implements :meth:`modules`, :meth:`optimizers` and :meth:`train_step`.
+    ``RESUMABLE`` names the settings a resumed run may change (by default only its length and logging).
+    """
+
+    RESUMABLE = ("steps", "log_every")
+    name = "training"
+
+    def __init__(self, config, device: torch.device | str = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.step = 0
+        self.history: list[dict] = []
+        self.data_identity: dict | None = None
+
+    # -- what a subclass provides -----------------------------------------------------------------
+    def modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor | float]:
+        raise NotImplementedError
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Raise a clear error if ``images`` cannot be trained on (a subclass checks shapes)."""
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        extra = {"config": asdict(self.config), "history": self.history, "data": self.data_identity or {}}
+        return save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
+
+    def load(self, path: str | Path, data_identity: Mapping | None = None) -> int:
+        """Restore a checkpoint; refuse one made with other settings, or (given ``data_identity``) other data."""
+        step, extra = load_checkpoint(path, self.modules(), self.optimizers(), map_location=self.device)
+        saved, mine = extra.get("config", {}), asdict(self.config)
+        differ = {k: (saved.get(k), v) for k, v in mine.items() if k not in self.RESUMABLE and saved.get(k) != v}
+        if differ:
+            raise ValueError(f"checkpoint {path} was made with other settings (saved, now): {differ}")
+        if data_identity is not None:
+            had = dict(extra.get("data") or {})
+            other = {k: (had.get(k), v) for k, v in data_identity.items() if had.get(k) != v}
+            if other:
+                raise ValueError(f"checkpoint {path} was trained on other data (saved, now): {other}")
+        self.step, self.history = step, list(extra.get("history", []))
+        self.data_identity = dict(extra.get("data") or {}) or None
+        return step
+
+    # -- the run ----------------------------------------------------------------------------------
+    def fit(
+        self,
+        images: torch.Tensor,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
+        resume: bool = True,
+        data: Mapping | None = None,
+    ) -> list[dict]:
+        """Train up to ``config.steps`` on ``images``.
+
+        ``data`` describes the images (manifest, file key, image size...); it is stored in the
+        checkpoint together with a fingerprint of the tensor, and a checkpoint made on other data is
+        not resumed from. With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_every``
+        steps and at the end; with ``resume``, one found there is continued.
+        """
+        c = self.config
+        self.check_images(images)
+        if not torch.isfinite(images).all():
+            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+            raise ValueError(f"{bad} training image(s) contain NaN or infinite values; clean the data first")
+        identity = {"fingerprint": tensor_fingerprint(images), "shape": list(images.shape), **dict(data or {})}
+        if self.data_identity is not None and self.step > 0 and self.data_identity.get("fingerprint") != identity["fingerprint"]:
+            raise ValueError("this trainer was trained on other data; continue it on the same images or start a new one")
+        ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+        if resume and ckpt is not None and ckpt.is_file():
+            self.load(ckpt, data_identity={"fingerprint": identity["fingerprint"]})
+            print(f"resumed from {ckpt} at step {self.step}")
+        self.data_identity = identity
+
+        def step_fn(step: int):
+            torch.manual_seed(c.seed * 1_000_003 + step)  # sampling noise: a function of the step
+            idx = batch_indices(len(images), c.batch_size, step, c.seed)
+            logs = self.train_step(images[idx].to(self.device), step)
+            self.step = step + 1
+            return logs
+
+        return run_steps(
+            step_fn, self.step, c.steps, (lambda done: self.save(ckpt)) if ckpt else None, checkpoint_every,
+            desc=self.name, log_every=c.log_every, history=self.history,
+        )
+
+
+DRIVE_ROOT = Path("/content/drive")
+
+
+def run_dir(chapter: str, mode: str, drive: bool = False, root: str | Path = "runs") -> Path:
+    """Where a chapter keeps its checkpoints: ``runs/<chapter>/<mode>``, one folder per mode so a CI-mode
+    run never touches a full-mode checkpoint.
+
+    With ``drive=True`` (Colab only) the folder is on the reader's Google Drive
+    (``MyDrive/latent-representation-quality/runs/...``), so a full-mode run survives a disconnected
+    runtime and resumes from its last checkpoint; Drive is mounted if it is not yet.
+    """
+    import sys
+
+    if drive:
+        if "google.colab" not in sys.modules:
+            raise RuntimeError("use_drive=True needs Google Colab (Google Drive is mounted through google.colab)")
+        if not (DRIVE_ROOT / "MyDrive").is_dir():
+            from google.colab import drive as colab_drive  # type: ignore[import-not-found]
+
+            colab_drive.mount(str(DRIVE_ROOT))
+        root = DRIVE_ROOT / "MyDrive" / "latent-representation-quality" / "runs"
+    return Path(root) / chapter / mode

@@ -22,6 +22,8 @@ from medvae_lib.data import (
 )
 from medvae_lib.data_prep import prepare_splits, subsample
 
+REPO = Path(__file__).resolve().parent.parent
+
 # The fields every manifest needs, before its files.
 HEADER = "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
 SHARED_README_SHA256 = "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
@@ -212,3 +214,62 @@ def test_prepare_splits_gives_model_ready_tensors(manifest):
     x, y = prepared["train"]
     assert x.shape == (64, 1, 32, 32) and y.shape == (64,) and y.dtype == torch.int64
     assert prepared["test"][0].shape == (468, 1, 32, 32)
+
+
+def test_image_shape_is_checked_against_the_manifest(ci_file, tmp_path):
+    with pytest.raises(ValueError, match=r"train_images are \(28, 28\), the manifest says \(64, 64\)"):
+        load_medmnist_npz(ci_file, image_size=64, spatial_dims=2)
+    with pytest.raises(ValueError, match=r"the manifest says \(28, 28, 28\)"):
+        load_medmnist_npz(ci_file, image_size=28, spatial_dims=3)
+    assert load_medmnist_npz(ci_file, image_size=28, spatial_dims=2)["val"].images.shape == (270, 28, 28)
+
+
+def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file, tmp_path, capsys):
+    """On Colab the copy beside the repository is absent: the same kind of subset (class-balanced, of
+    the sizes the manifest records) is drawn from the verified public release instead."""
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(ci_file, served / "release.npz")
+    with _Server(served) as server:
+        path = tmp_path / "m.yaml"
+        path.write_text(
+            HEADER + "files:\n"
+            "  ci: {filename: x.npz, image_size: 28, local: /nonexistent/x.npz, sha256: 'ab', fallback: '28',\n"
+            "       n_samples: {train: 100, val: 20, test: 40}}\n"
+            f"  '28': {{filename: release.npz, image_size: 28, url: '{server.url('release.npz')}', sha256: '{SHARED_README_SHA256}'}}\n"
+        )
+        splits = load_dataset(path, "ci", cache_dir=tmp_path / "cache")
+        again = load_dataset(path, "ci", cache_dir=tmp_path / "cache")
+    assert "drawing the same kind of subset" in capsys.readouterr().out
+    assert {s: np.bincount(v.labels).tolist() for s, v in splits.items()} == {"train": [50, 50], "val": [10, 10], "test": [20, 20]}
+    assert np.array_equal(splits["train"].images, again["train"].images)
+
+
+def test_a_fallback_must_name_another_file(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(HEADER + "files:\n  ci: {filename: x.npz, image_size: 28, local: x.npz, sha256: 'ab', fallback: '64', n_samples: {train: 2}}\n")
+    with pytest.raises(ManifestError, match="fallback '64' must name another file"):
+        load_manifest(path)
+
+
+def test_manifests_resolve_without_an_editable_install(tmp_path):
+    """A plain (non-editable) install puts medvae_lib in site-packages, away from data_manifests/."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "medvae_lib", site / "medvae_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from medvae_lib.data import load_manifest; print(load_manifest('pneumoniamnist').file('ci').local)"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("MEDVAE_MANIFEST_DIR", None)
+
+    def run(cwd, **extra):
+        return subprocess.run([sys.executable, "-c", code], cwd=cwd, env={**env, **extra}, capture_output=True, text=True)
+
+    inside = run(REPO / "notebooks")
+    assert inside.returncode == 0, inside.stderr
+    assert Path(inside.stdout.strip()) == (REPO.parent / "shared" / "data" / "pneumoniamnist.npz").resolve()
+    outside = run(tmp_path)
+    assert outside.returncode != 0 and "set $MEDVAE_MANIFEST_DIR" in outside.stderr
+    assert run(tmp_path, MEDVAE_MANIFEST_DIR=str(REPO / "data_manifests")).returncode == 0

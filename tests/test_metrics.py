@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from monai.metrics import SSIMMetric
+from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
 
-from medvae_lib.metrics import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_scales, psnr
+from medvae_lib.metrics import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_scales, paired_difference, psnr
 
 
 def test_psnr_on_known_inputs():
@@ -30,14 +30,51 @@ def test_ms_ssim_on_known_inputs():
 
 
 def test_ms_ssim_scales_fit_the_image():
-    assert ms_ssim_scales(161) == len(MS_SSIM_WEIGHTS)  # 160 = (11 - 1) * 2**4
-    assert ms_ssim_scales(160) == 4
+    assert ms_ssim_scales(176) == len(MS_SSIM_WEIGHTS)  # MONAI: 176 // 16 = 11 > 10
+    assert ms_ssim_scales(175) == 4
     assert ms_ssim_scales(32, kernel_size=7) == 3
     with pytest.raises(ValueError, match="too small for an SSIM window of 11"):
         ms_ssim_scales(10)
     x = torch.rand(1, 1, 32, 32)
     with pytest.raises(ValueError, match="4 MS-SSIM scales do not fit images of shape"):
         ms_ssim(x, x, kernel_size=7, scales=4)
+
+
+def _monai_runs(size, kernel, scales):
+    x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(size))
+    weights = tuple(w / sum(MS_SSIM_WEIGHTS[:scales]) for w in MS_SSIM_WEIGHTS[:scales])
+    try:
+        MultiScaleSSIMMetric(spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none")(x, x)
+    except (ValueError, RuntimeError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kernel", [7, 11])
+def test_scales_agree_with_what_monai_can_compute(kernel):
+    """A sweep over sizes: n scales are said to fit exactly when MONAI computes n scales without error
+    (the sizes 49-62 for a 7-pixel window and 81-98 for an 11-pixel one used to crash)."""
+    for size in range(kernel, 200):
+        fit = ms_ssim_scales(size, kernel)
+        for scales in range(1, len(MS_SSIM_WEIGHTS) + 1):
+            assert _monai_runs(size, kernel, scales) == (scales <= fit), (size, kernel, scales, fit)
+        x = torch.rand(2, 1, size, size)
+        assert ms_ssim(x, x, kernel_size=kernel).shape == (2,)
+
+
+def test_paired_difference_interval():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(25, 3, 300)  # images differ a lot ...
+    better = base + 0.5 + rng.normal(0, 0.1, 300)  # ... the paired difference hardly at all
+    d = paired_difference(better, base)
+    assert d["low"] < 0.5 < d["high"] and d["high"] - d["low"] < 0.05
+    assert d["a_better"] == 1.0 and d["n"] == 300
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference(better, base[:-1])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        paired_difference(np.array([1.0, np.inf]), np.array([1.0, 2.0]))
 
 
 def test_ms_ssim_3d_and_shape_errors():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from medvae_lib.models import MEDVAE_CONFIGS, build_autoencoder, count_parameters, get_config
+from medvae_lib.models import MEDVAE_CONFIGS, build_autoencoder, count_parameters, decoder_output_layer, get_config
 
 EXPECTED = {  # name: (dims, factor, latent channels)
     "medvae_4_1_2d": (2, 4, 1),
@@ -50,3 +50,29 @@ def test_bad_names_sizes_and_widths_are_explained():
         get_config("medvae_4_1_3d").latent_shape((32, 32))
     with pytest.raises(ValueError, match="width must be 'full' or a positive multiple of 8"):
         build_autoencoder("medvae_4_1_2d", width=12)
+
+
+def test_mean_and_variance_come_from_twice_the_latent_channels():
+    """MedVAE's double_z: the encoder gives 2 x latent_channels maps, so for a one-channel model the
+    log-variance is not an affine function of the mean (as it is with MONAI's default layout)."""
+    torch.manual_seed(0)
+    model = build_autoencoder("medvae_4_1_2d", width=8).eval()
+    assert model.encoder.blocks[-1].conv.out_channels == 2
+    assert model.quant_conv_mu.conv.in_channels == model.quant_conv_log_sigma.conv.in_channels == 2
+    with torch.no_grad():
+        torch.nn.init.normal_(model.quant_conv_mu.conv.weight)
+        torch.nn.init.normal_(model.quant_conv_log_sigma.conv.weight)
+        mu, sigma = model.encode(torch.rand(4, 1, 32, 32))
+    a, b = mu.flatten(), sigma.log().flatten()
+    design = torch.stack([a, torch.ones_like(a)], 1)
+    residual = b - design @ torch.linalg.lstsq(design, b[:, None]).solution[:, 0]
+    assert residual.abs().max() > 1e-3, "log sigma must not be an affine function of mu"
+
+
+def test_decoder_output_layer_is_the_last_convolution():
+    model = build_autoencoder("medvae_8_4_2d", width=8)
+    weight = decoder_output_layer(model)
+    assert weight is model.decoder.blocks[-1].conv.weight and weight.shape[0] == 1
+    model.decoder.blocks[-1] = torch.nn.Identity()
+    with pytest.raises(TypeError, match="does not end in a convolution"):
+        decoder_output_layer(model)

@@ -1,0 +1,36 @@
+"""Statements about measured results that an executed notebook can re-check (nbval).
+
+A notebook cell marked ``# NBVAL_CHECK_OUTPUT`` must print the same text on every machine, yet the
+numbers it is about drift with thread counts and library versions. :func:`expect` prints a statement
+that stays the same while the value lies in a stated range, and fails loudly, with the measured value,
+when it does not: a real regression fails ``make test``, float noise does not. The measured numbers
+themselves are shown in the tables beside these cells.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class ResultOutOfRange(AssertionError):
+    """A measured result left the range the chapter states for it."""
+
+
+def expect(label: str, value: float, low: float | None = None, high: float | None = None) -> bool:
+    """Print ``label: <range statement> - yes`` if ``low <= value <= high``; raise otherwise."""
+    value = float(value)
+    if low is None and high is None:
+        raise ValueError("give at least one of low and high")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"empty range [{low}, {high}]")
+    if low is not None and high is not None:
+        statement = f"between {low:g} and {high:g}"
+    elif low is not None:
+        statement = f"at least {low:g}"
+    else:
+        statement = f"at most {high:g}"
+    ok = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        raise ResultOutOfRange(f"{label}: expected {statement}, measured {value:.6g}")
+    print(f"{label}: {statement} - yes")
+    return True
