@@ -1,18 +1,21 @@
 # The two commands of the README:
 #   make book   executes every notebook in CI mode (papermill) and builds the HTML book in _build/html
 #   make test   runs the unit tests and re-executes the notebooks, checking their outputs (nbval)
-# Both create .venv and install the pinned requirements first (python3 >= 3.10 with venv needed).
+# Both create .venv and install the pinned requirements first (python3 >= 3.11 with venv needed).
+# Progress bars are switched off (TQDM_DISABLE) so executed notebooks keep a short output.
 
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export TQDM_DISABLE := 1
 
 .PHONY: book test notebooks env clean
 
 env: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "the book needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .

@@ -16,7 +16,7 @@ class ResultOutOfRange(AssertionError):
     """A measured result left the range the chapter states for it."""
 
 
-def expect(label: str, value: float, low: float | None = None, high: float | None = None) -> bool:
+def expect(label: str, value: float, low: float | None = None, high: float | None = None) -> None:
     """Print ``label: <range statement> - yes`` if ``low <= value <= high``; raise otherwise."""
     value = float(value)
     if low is None and high is None:
@@ -33,4 +33,3 @@ def expect(label: str, value: float, low: float | None = None, high: float | Non
     if not ok:
         raise ResultOutOfRange(f"{label}: expected {statement}, measured {value:.6g}")
     print(f"{label}: {statement} - yes")
-    return True

@@ -91,7 +91,7 @@ def plot_examples(split: Split, labels: dict[int, str], per_class: int = 6, seed
 
 
 def plot_intensity_histograms(split: Split, labels: dict[int, str]):
-    """Distribution of raw pixel values for each class (seaborn)."""
+    """Distribution of each image's mean raw pixel value (0-255), one histogram per class (seaborn)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -110,22 +110,30 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
 
 
 def plot_resizing(image: np.ndarray, sizes: list[int]):
-    """One image resized to several sides with and without anti-aliasing (MONAI ``Resize``), and
-    the absolute difference between the two."""
+    """One image shrunk to several sides with and without anti-aliasing (MONAI ``Resize``), and the
+    absolute difference between the two. Only shrinking is shown: anti-aliasing smooths before
+    sampling *fewer* pixels, so when enlarging there is nothing for it to do."""
     import matplotlib.pyplot as plt
     from monai.transforms import Resize
 
+    side = min(image.shape)
+    if not sizes or any(s >= side for s in sizes):
+        raise ValueError(f"give sides smaller than the image's {side} px: anti-aliasing only acts when shrinking; got {sizes}")
     x = torch.as_tensor(image[None].astype(np.float32) / 255.0)
     rows = ("no anti-aliasing", "anti-aliased", "|difference|")
-    fig, axes = plt.subplots(len(rows), len(sizes), figsize=(2 * len(sizes), 6.2), squeeze=False)
-    for j, s in enumerate(sizes):
+    fig, axes = plt.subplots(len(rows), len(sizes) + 1, figsize=(2 * (len(sizes) + 1), 6.2), squeeze=False)
+    axes[0, 0].imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axes[0, 0].set_title(f"original {side}x{side}", fontsize=9)
+    for r in (1, 2):
+        axes[r, 0].axis("off")
+    for j, s in enumerate(sizes, start=1):
         plain, smooth = (np.asarray(Resize((s, s), mode="bilinear", anti_aliasing=aa)(x)[0]) for aa in (False, True))
-        axes[0, j].imshow(plain, cmap="gray", vmin=0, vmax=1)
-        axes[1, j].imshow(smooth, cmap="gray", vmin=0, vmax=1)
-        axes[2, j].imshow(np.abs(plain - smooth), cmap="magma", vmin=0, vmax=0.2)
-        axes[0, j].set_title(f"{s}x{s}", fontsize=9)
+        axes[0, j].imshow(plain, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[1, j].imshow(smooth, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[2, j].imshow(np.abs(plain - smooth), cmap="magma", vmin=0, vmax=0.2, interpolation="nearest")
+        axes[0, j].set_title(f"{s}x{s} ({side / s:.1f}x smaller)", fontsize=9)
     for i, label in enumerate(rows):
-        axes[i, 0].set_ylabel(label)
+        axes[i, 1].set_ylabel(label)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -279,7 +279,7 @@ def paired_table(scores, pairs: list[tuple[str, str]], metrics=("PSNR (dB)", "MS
         for m in metrics:
             d = paired_difference(wide[m][a].to_numpy(), wide[m][b].to_numpy(), seed=seed)
             rows.append({"comparison": f"{a} - {b}", "metric": m, "mean difference": d["mean"],
-                         "95% CI low": d["low"], "95% CI high": d["high"], "share of images where first is better": d["a_better"]})
+                         "95% CI low": d["low"], "95% CI high": d["high"], "first better on (share)": d["a_better"]})
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
 
 
@@ -301,35 +301,42 @@ def latent_table(z_mu: torch.Tensor, z_sigma: torch.Tensor):
 
 
 def plot_latents(images: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor, index, titles=None):
-    """Left: histogram of every posterior mean value against the N(0, 1) prior density, and of sigma.
-    Right: for the images at ``index``, the image and each latent channel's mean."""
+    """Left: histograms of every posterior mean (against the N(0, 1) prior density) and of every
+    posterior standard deviation (the prior's is 1). Right: for the images at ``index``, the image and
+    each latent channel's mean."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     index = list(index)
     channels = z_mu.shape[1]
-    fig = plt.figure(figsize=(3.2 + 1.5 * len(index), 1.6 * (1 + channels) + 0.3))
-    grid = fig.add_gridspec(1 + channels, 1 + len(index), width_ratios=[2.2] + [1] * len(index))
-    ax = fig.add_subplot(grid[:, 0])
+    rows = max(2, 1 + channels)
+    fig = plt.figure(figsize=(3.6 + 1.5 * len(index), 1.7 * rows + 0.3))
+    grid = fig.add_gridspec(rows, 1 + len(index), width_ratios=[2.4] + [1] * len(index))
+    top, bottom = fig.add_subplot(grid[: rows // 2, 0]), fig.add_subplot(grid[rows // 2 :, 0])
     values = z_mu.flatten().numpy()
-    ax.hist(values, bins=60, density=True, alpha=0.6, label="posterior means $\\mu$")
-    ax.hist(z_sigma.flatten().numpy(), bins=60, density=True, alpha=0.6, label="posterior std $\\sigma$")
+    top.hist(values, bins=60, density=True, alpha=0.7, label="posterior means $\\mu$")
     grid_x = np.linspace(min(values.min(), -4), max(values.max(), 4), 200)
-    ax.plot(grid_x, np.exp(-grid_x**2 / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="prior N(0, 1)")
-    ax.set_xlabel("value")
-    ax.legend(fontsize=7)
+    top.plot(grid_x, np.exp(-grid_x**2 / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="prior N(0, 1)")
+    top.legend(fontsize=7)
+    bottom.hist(z_sigma.flatten().numpy(), bins=60, density=True, alpha=0.7, color="C1", label="posterior std $\\sigma$")
+    bottom.axvline(1.0, color="k", ls="--", lw=1, label="prior std 1")
+    bottom.set_xlim(0, max(1.1, float(z_sigma.max()) * 1.05))
+    bottom.legend(fontsize=7)
+    bottom.set_xlabel("value")
     for j, i in enumerate(index):
         a = fig.add_subplot(grid[0, 1 + j])
         a.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
         a.set_title(titles[j] if titles is not None else f"image {i}", fontsize=8)
+        panels = [a]
         for c in range(channels):
             b = fig.add_subplot(grid[1 + c, 1 + j])
             b.imshow(z_mu[i, c], cmap="viridis")
             if j == 0:
-                b.set_ylabel(f"$\\mu$ channel {c}", fontsize=8)
-        for a_ in fig.axes[-(1 + channels):]:
-            a_.set_xticks([])
-            a_.set_yticks([])
+                b.set_ylabel(f"$\\mu$, channel {c}", fontsize=8)
+            panels.append(b)
+        for p in panels:
+            p.set_xticks([])
+            p.set_yticks([])
     fig.tight_layout()
     return fig
 
@@ -349,9 +356,9 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
         "z": (5.3, 2.0, f"z = $\\mu$ + $\\sigma\\epsilon$\n{latent}", "#e3f1df"),
         "dec": (7.0, 2.0, "decoder\n(mirror of\nthe encoder)", "#f5e6cc"),
         "xh": (8.7, 2.0, f"reconstruction\n$\\hat x$, 1x{image}", "#dfe9f5"),
-        "kl": (4.45, 0.3, "KL($q(z|x)$ || N(0, I))", "#f7d9d9"),
-        "rec": (7.85, 3.7, "L1 + perceptual\n(x vs $\\hat x$)", "#f7d9d9"),
-        "disc": (7.85, 0.3, "PatchGAN D\nreal x vs $\\hat x$\n(hinge)", "#f7d9d9"),
+        "kl": (3.6, 0.3, "KL($q(z|x)$ || N(0, I))", "#f7d9d9"),
+        "rec": (8.7, 3.7, "L1 + perceptual\n(x vs $\\hat x$)", "#f7d9d9"),
+        "disc": (8.7, 0.3, "PatchGAN D\nreal x vs $\\hat x$\n(hinge)", "#f7d9d9"),
     }
     fig, ax = plt.subplots(figsize=(10.5, 3.6))
     for x0, y0, text, color in boxes.values():

@@ -273,3 +273,17 @@ def test_manifests_resolve_without_an_editable_install(tmp_path):
     outside = run(tmp_path)
     assert outside.returncode != 0 and "set $MEDVAE_MANIFEST_DIR" in outside.stderr
     assert run(tmp_path, MEDVAE_MANIFEST_DIR=str(REPO / "data_manifests")).returncode == 0
+
+
+def test_resizing_figure_shows_only_shrinking(ci_file):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from medvae_lib.data_prep import plot_resizing
+
+    image = np.load(ci_file)["val_images"][0]
+    fig = plot_resizing(image, [14, 9, 7])
+    diff = fig.axes[-1].images[0].get_array()  # the last |difference| panel: anti-aliasing changed pixels
+    assert float(np.max(diff)) > 0.01
+    with pytest.raises(ValueError, match="only acts when shrinking"):
+        plot_resizing(image, [14, 32])
