@@ -89,9 +89,6 @@ class Stage1Trainer(CheckpointedTrainer):
     :class:`~medvae_lib.training.CheckpointedTrainer`; it takes images in ``[0, 1]``.
     """
 
-    # A branch may switch the adversarial term off or change its strength and start.
-    RESUMABLE = ("steps", "log_every")
-
     def __init__(self, config: Stage1Config, device: torch.device | str = "cpu"):
         super().__init__(config, device)
         self.name = f"stage 1 {config.model}"
