@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import time
+import zipfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,36 @@ MANIFEST_DIR = REPO_ROOT / "data_manifests"  # in a checkout; see manifest_dir()
 MANIFEST_DIR_ENV = "MEDVAE_MANIFEST_DIR"
 SPLITS = ("train", "val", "test")
 _REQUIRED_MANIFEST_KEYS = ("name", "title", "licence", "source", "citation", "spatial_dims", "format", "files")
-_HASHES = ("sha256", "md5")  # strongest first
+_HASHES = {"sha256": 64, "md5": 32}  # strongest first, with their lengths in hex digits
+DATA_ROOT_ENV = "MEDVAE_DATA_ROOT"
+# What a manifest may say, and the type of each field: anything else (a typo such as 'sha265') is an error.
+_MANIFEST_SCHEMA = {
+    "name": str, "title": str, "licence": str, "source": str, "citation": str, "spatial_dims": int,
+    "format": str, "files": dict, "labels": dict, "modality": str, "homepage": str,
+}
+_FILE_SCHEMA = {
+    "filename": str, "image_size": int, "url": str, "local": str, "sha256": str, "md5": str,
+    "n_samples": dict, "fallback": (str, int),
+}
+
+
+def _check_fields(raw: Mapping, schema: Mapping, where: str) -> None:
+    unknown = sorted(str(k) for k in raw if k not in schema)
+    if unknown:
+        raise ManifestError(f"{where}: unknown field(s) {unknown}; known: {sorted(schema)}")
+    for key, value in raw.items():
+        kind = schema[key]
+        if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+            wanted = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ManifestError(f"{where}: {key} must be {wanted} (quote hex digests), got {value!r} ({type(value).__name__})")
+
+
+def data_root(manifest_path: str | Path) -> Path:
+    """The only folder a manifest's ``local`` files may lie in: ``$MEDVAE_DATA_ROOT`` if set, else
+    ``shared/data`` beside the repository that holds the manifest."""
+    if os.environ.get(DATA_ROOT_ENV):
+        return Path(os.environ[DATA_ROOT_ENV]).expanduser().resolve()
+    return (Path(manifest_path).resolve().parent.parent.parent / "shared" / "data").resolve()
 
 
 class ManifestError(ValueError):
@@ -33,6 +65,10 @@ class ManifestError(ValueError):
 
 class ChecksumError(ValueError):
     """A data file's content does not match the checksum its manifest records."""
+
+
+class NetworkError(ConnectionError):
+    """A download failed for a network reason (unreachable host, HTTP error), not because of its content."""
 
 
 @dataclass(frozen=True)
@@ -121,17 +157,23 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         raise ManifestError(f"manifest {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ManifestError(f"manifest {path} must be a mapping, got {type(raw).__name__}")
+    _check_fields(raw, _MANIFEST_SCHEMA, f"manifest {path}")
     missing = [k for k in _REQUIRED_MANIFEST_KEYS if not raw.get(k)]
     if missing:
         raise ManifestError(f"manifest {path} lacks required field(s) {missing}")
-    if not isinstance(raw["files"], dict):
-        raise ManifestError(f"manifest {path}: 'files' must map a key to a file entry")
+    if raw["spatial_dims"] not in (2, 3):
+        raise ManifestError(f"manifest {path}: spatial_dims must be 2 or 3, got {raw['spatial_dims']!r}")
+    for label, text in (raw.get("labels") or {}).items():
+        if not isinstance(label, int) or isinstance(label, bool) or not isinstance(text, str):
+            raise ManifestError(f"manifest {path}: labels must map integer class ids to names, got {label!r}: {text!r}")
+    root = data_root(path)
     files = {}
     for key, entry in raw["files"].items():
         key = str(key)
         where = f"manifest {path}, file {key!r}"
         if not isinstance(entry, dict):
             raise ManifestError(f"{where}: entry must be a mapping")
+        _check_fields(entry, _FILE_SCHEMA, where)
         for required in ("filename", "image_size"):
             if required not in entry:
                 raise ManifestError(f"{where}: lacks {required!r}")
@@ -139,19 +181,37 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             raise ManifestError(f"{where}: gives neither 'url' nor 'local', so it cannot be found")
         if not any(entry.get(h) for h in _HASHES):
             raise ManifestError(f"{where}: records no checksum (one of {list(_HASHES)})")
-        for h in _HASHES:
-            if entry.get(h) is not None and not isinstance(entry[h], str):
-                raise ManifestError(f"{where}: {h} must be a string of hex digits (quote it), got {entry[h]!r}")
-        local = entry.get("local")
+        for h, length in _HASHES.items():
+            if entry.get(h) is not None and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", entry[h]):
+                raise ManifestError(f"{where}: {h} must be {length} hex digits, got {entry[h]!r}")
+        name = entry["filename"]
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ManifestError(f"{where}: filename must be a plain file name (no folders, no '..'), got {name!r}")
+        if entry["image_size"] < 1:
+            raise ManifestError(f"{where}: image_size must be positive, got {entry['image_size']}")
+        if entry.get("url") and not str(entry["url"]).startswith(("https://", "http://")):
+            raise ManifestError(f"{where}: url must start with https:// or http://, got {entry['url']!r}")
+        samples = entry.get("n_samples") or {}
+        for split, n in samples.items():
+            if split not in SPLITS or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ManifestError(f"{where}: n_samples must map splits {SPLITS} to counts >= 0, got {split!r}: {n!r}")
+        local = None
+        if entry.get("local"):
+            local = (path.resolve().parent.parent / entry["local"]).resolve()
+            if not local.is_relative_to(root):
+                raise ManifestError(
+                    f"{where}: local path {entry['local']!r} resolves to {local}, outside the data folder {root} "
+                    f"(set ${DATA_ROOT_ENV} to use another data folder)"
+                )
         files[key] = DataFile(
             key=key,
-            filename=entry["filename"],
-            image_size=int(entry["image_size"]),
+            filename=name,
+            image_size=entry["image_size"],
             url=entry.get("url"),
-            local=(path.resolve().parent.parent / local).resolve() if local else None,
+            local=local,
             sha256=(entry.get("sha256") or None),
             md5=(entry.get("md5") or None),
-            n_samples=dict(entry.get("n_samples") or {}),
+            n_samples=dict(samples),
             fallback=str(entry["fallback"]) if entry.get("fallback") is not None else None,
         )
     for key, f in files.items():
@@ -194,13 +254,15 @@ def verify_file(path: str | Path, datafile: DataFile) -> Path:
     actual = file_digest(path, algorithm)
     if actual != expected.lower():
         raise ChecksumError(
-            f"{path}: {algorithm} is {actual}, but the manifest records {expected}; "
-            "the file is corrupt, truncated or a different release - delete it and fetch it again"
+            f"{path}: {algorithm} is {actual}, but the manifest records {expected}; the file is corrupt, "
+            f"truncated or a different release than the one the manifest describes (file {datafile.key!r})"
         )
     return path
 
 
-def fetch(manifest: Manifest | str, key: str, cache_dir: str | Path | None = None, url: str | None = None) -> Path:
+def fetch(
+    manifest: Manifest | str, key: str, cache_dir: str | Path | None = None, url: str | None = None, retries: int = 3
+) -> Path:
     """Return a verified local path for file ``key`` of a manifest.
 
     A file with a ``local`` path is verified in place. Otherwise it is downloaded with pooch from
@@ -225,18 +287,38 @@ def fetch(manifest: Manifest | str, key: str, cache_dir: str | Path | None = Non
     url = url or datafile.url
     if not url:
         raise ManifestError(f"{manifest.path}: file {key!r} has no URL to download from")
-    cache_dir = Path(cache_dir) if cache_dir else Path(pooch.os_cache("medvae_lib")) / manifest.name
+    cache_dir = (Path(cache_dir) if cache_dir else Path(pooch.os_cache("medvae_lib")) / manifest.name).resolve()
+    if not (cache_dir / datafile.filename).resolve().is_relative_to(cache_dir):  # load_manifest already refuses such names
+        raise ManifestError(f"{manifest.path}: file name {datafile.filename!r} would be written outside {cache_dir}")
     algorithm, expected = datafile.checksum
-    try:
-        path = pooch.retrieve(
-            url, known_hash=f"{algorithm}:{expected}", fname=datafile.filename, path=cache_dir, progressbar=True
-        )
-    except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
-        raise ChecksumError(f"download of {url} does not match the manifest's {algorithm}: {err}") from err
-    path = Path(path)
+    path = Path(_download(pooch, url, f"{algorithm}:{expected}", datafile.filename, cache_dir, retries))
     if datafile.sha256 is None:
         print(f"{datafile.filename}: sha256 {file_digest(path)} (not yet recorded in {manifest.path.name})")
     return path
+
+
+def _download(pooch, url: str, known_hash: str, filename: str, cache_dir: Path, retries: int) -> str:
+    """pooch.retrieve with a few retries for transient failures (connection errors, time-outs, HTTP 5xx
+    and 429). Network failures raise :class:`NetworkError`, a wrong file :class:`ChecksumError`; pooch
+    downloads into a temporary file that it removes on failure, so nothing is left behind."""
+    import requests
+
+    for attempt in range(1, retries + 1):
+        try:
+            return pooch.retrieve(url, known_hash=known_hash, fname=filename, path=cache_dir, progressbar=True)
+        except requests.HTTPError as err:
+            status = err.response.status_code if err.response is not None else None
+            transient = status is not None and (status >= 500 or status == 429)
+            if not transient or attempt == retries:
+                raise NetworkError(f"download of {url} failed with HTTP {status} (after {attempt} attempt(s)); check the URL and the network") from err
+        except (requests.ConnectionError, requests.Timeout) as err:
+            if attempt == retries:
+                raise NetworkError(f"could not reach {url} after {attempt} attempt(s): {type(err).__name__}; check the network") from err
+        except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
+            algorithm, digest = known_hash.split(":", 1)
+            raise ChecksumError(f"download of {url} does not match the manifest's {algorithm} {digest}: {err}") from err
+        time.sleep(min(2 ** (attempt - 1), 8))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -260,10 +342,13 @@ def load_medmnist_npz(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MedMNIST npz file not found at {path}")
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from err
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds a single {type(npz).__name__}, not named arrays")
+    except unreadable as err:  # empty, truncated, or not a zip of .npy arrays ("pickled data" included)
+        raise ValueError(f"{path} is not a readable .npz file (empty, truncated or another format): {err}") from err
     n_samples = n_samples or {}
     with npz:
         expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
@@ -272,7 +357,12 @@ def load_medmnist_npz(
             raise ValueError(f"{path} is not in MedMNIST layout: missing key(s) {missing}; it has {npz.files}")
         splits = {}
         for s in SPLITS:
-            images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
+            try:
+                images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
+            except unreadable as err:
+                raise ValueError(f"{path}: the {s} arrays cannot be read (truncated or corrupt file): {err}") from err
+            if len(images) == 0:
+                raise ValueError(f"{path}: the {s} split is empty")
             if images.dtype != np.uint8:
                 raise ValueError(f"{path}: {s}_images has dtype {images.dtype}, expected uint8")
             if labels.ndim == 2 and labels.shape[1] != 1:
@@ -282,9 +372,11 @@ def load_medmnist_npz(
                 want = (image_size,) * dims if image_size is not None else images.shape[1:]
                 if images.shape[1:] != tuple(want) or images.ndim - 1 != dims:
                     raise ValueError(
-                        f"{path}: {s}_images are {images.shape[1:]}, the manifest says {tuple(want)} "
-                        "(a different release of the dataset?)"
+                        f"{path}: {s}_images have shape {images.shape[1:]} per image, the manifest says {tuple(want)} "
+                        "(one grey-scale channel, no channel axis; a different release of the dataset?)"
                     )
+            if not (np.issubdtype(labels.dtype, np.integer) or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
+                raise ValueError(f"{path}: {s}_labels must be whole class numbers, got dtype {labels.dtype} with values such as {labels.reshape(-1)[:3]}")
             labels = labels.reshape(-1).astype(np.int64)
             if len(images) != len(labels):
                 raise ValueError(f"{path}: {s} has {len(images)} images but {len(labels)} labels")

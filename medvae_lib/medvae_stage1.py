@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator
 
 from .data_prep import MODES as _data_modes
-from .losses import adaptive_adv_weight, hinge_d_loss, hinge_g_loss, kl_loss, perceptual_loss, reconstruction_nll
+from .losses import PERCEPTUAL_KINDS, adaptive_adv_weight, hinge_d_loss, hinge_g_loss, kl_loss, perceptual_loss, reconstruction_nll
 from .metrics import ms_ssim, psnr
 from .models import build_autoencoder, decoder_output_layer, get_config
-from .training import CheckpointedTrainer
+from .training import CheckpointedTrainer, check_types
 
 
 @dataclass
@@ -56,11 +56,21 @@ class Stage1Config:
     log_every: int = 10
 
     def __post_init__(self):
+        check_types(self)
         get_config(self.model)  # raises on an unknown model name
-        if self.adv_start < 0 or self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps, batch_size must be positive and adv_start >= 0: {self}")
-        if self.adv_weight < 0 or self.kl_weight < 0 or self.perceptual_weight < 0:
-            raise ValueError(f"loss weights must be >= 0: {self}")
+        for name in ("steps", "batch_size", "log_every", "disc_channels", "disc_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Stage1Config.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "lr_d"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Stage1Config.{name} must be positive, got {getattr(self, name)}")
+        for name in ("kl_weight", "perceptual_weight", "adv_weight", "adv_start"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Stage1Config.{name} must be >= 0, got {getattr(self, name)}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise ValueError(f"Adam's betas must lie in [0, 1), got ({self.adam_beta1}, {self.adam_beta2})")
+        if self.perceptual not in PERCEPTUAL_KINDS:
+            raise ValueError(f"unknown perceptual loss {self.perceptual!r}; choose one of {PERCEPTUAL_KINDS}")
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +149,9 @@ class Stage1Trainer(CheckpointedTrainer):
         logs = {"l1": (x_hat - x).abs().mean().detach() / 2, "perceptual": perc.detach(), "kl": kl.detach()}
         if self.adversarial(step):
             self.discriminator.requires_grad_(False)
+            # The discriminator runs in training mode, as in its own step, but its batch-norm running
+            # statistics are put back afterwards: this step changes nothing of the discriminator.
+            buffers = {k: v.clone() for k, v in self.discriminator.named_buffers()}
             try:
                 logits = self.discriminator(torch.cat([x, x_hat]).contiguous())[-1]
                 adv_g = hinge_g_loss(logits[len(x):])
@@ -149,6 +162,9 @@ class Stage1Trainer(CheckpointedTrainer):
                 loss.backward()
             finally:
                 self.discriminator.requires_grad_(True)
+                with torch.no_grad():
+                    for k, v in self.discriminator.named_buffers():
+                        v.copy_(buffers[k])
             logs.update(adv_g=adv_g.detach(), adv_weight=weight.detach())
         else:
             loss.backward()
@@ -180,10 +196,10 @@ class Stage1Trainer(CheckpointedTrainer):
         for name, module in other.modules().items():
             module.load_state_dict(copy.deepcopy(self.modules()[name].state_dict()))
         for name, opt in other.optimizers().items():
-            lrs = [group["lr"] for group in opt.param_groups]
+            settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
             opt.load_state_dict(copy.deepcopy(self.optimizers()[name].state_dict()))
-            for group, lr in zip(opt.param_groups, lrs):  # the state is copied, the settings are the new config's
-                group["lr"] = lr
+            for group, mine in zip(opt.param_groups, settings):  # the moments are copied, lr and betas are the new config's
+                group.update(mine)
         other.step, other.history = self.step, copy.deepcopy(self.history)
         other.data_identity = copy.deepcopy(self.data_identity)
         return other
@@ -219,25 +235,27 @@ def adversarial_ablation(
     checkpoint_every: int = 0,
     resume: bool = True,
     data: dict | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Stage1Trainer]:
     """Train the warm-up (steps before ``adv_start``) once, then two arms from it on the same batches and
     noise: ``"with adversarial"`` (``config``) and ``"without adversarial"`` (``adv_weight = 0``).
 
     The difference between the arms is the effect of the adversarial term alone. Each part writes its
-    checkpoints to its own sub-folder of ``checkpoint_dir``.
+    checkpoints to its own sub-folder of ``checkpoint_dir``; ``resume`` and ``overwrite`` are passed on to
+    :meth:`~medvae_lib.training.CheckpointedTrainer.fit`.
     """
     if not 0 < config.adv_start < config.steps or config.adv_weight == 0:
         raise ValueError(f"the ablation needs 0 < adv_start < steps and adv_weight > 0; got {config}")
     sub = (lambda name: Path(checkpoint_dir) / name) if checkpoint_dir else (lambda name: None)
     warm = Stage1Trainer(replace(config, steps=config.adv_start), device)
     warm.name = f"stage 1 {config.model} warm-up"
-    warm.fit(images, sub("warmup"), checkpoint_every, resume=resume, data=data)
+    warm.fit(images, sub("warmup"), checkpoint_every, resume=resume, data=data, overwrite=overwrite)
     arms = {"with adversarial": config, "without adversarial": replace(config, adv_weight=0.0)}
     runs = {}
     for name, arm_config in arms.items():
         trainer = warm.branch(arm_config)
         trainer.name = f"stage 1 {config.model} {name}"
-        trainer.fit(images, sub(name.replace(" ", "_")), checkpoint_every, resume=resume, data=data)
+        trainer.fit(images, sub(name.replace(" ", "_")), checkpoint_every, resume=resume, data=data, overwrite=overwrite)
         runs[name] = trainer
     return runs
 
@@ -264,8 +282,13 @@ def fidelity(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], 
     return pd.DataFrame(rows)
 
 
+LOWER_IS_BETTER = ("sharpness error",)
+
+
 def paired_table(scores, pairs: list[tuple[str, str]], metrics=("PSNR (dB)", "MS-SSIM"), seed: int = 0):
-    """Paired per-image differences (first minus second method of each pair) with 95% bootstrap intervals."""
+    """Paired per-image differences (first minus second method of each pair) with 95% bootstrap
+    intervals, and the share of images on which the first method is better (higher, or lower for the
+    metrics in ``LOWER_IS_BETTER``)."""
     import pandas as pd
 
     from .metrics import paired_difference
@@ -275,9 +298,24 @@ def paired_table(scores, pairs: list[tuple[str, str]], metrics=("PSNR (dB)", "MS
     for a, b in pairs:
         for m in metrics:
             d = paired_difference(wide[m][a].to_numpy(), wide[m][b].to_numpy(), seed=seed)
+            better = 1.0 - d["a_better"] - d["ties"] if m in LOWER_IS_BETTER else d["a_better"]
             rows.append({"comparison": f"{a} - {b}", "metric": m, "mean difference": d["mean"],
-                         "95% CI low": d["low"], "95% CI high": d["high"], "first better on (share)": d["a_better"]})
+                         "95% CI low": d["low"], "95% CI high": d["high"], "first better on (share)": better})
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
+
+
+def add_sharpness(scores, reference: torch.Tensor, reconstructions: dict[str, torch.Tensor]):
+    """Add ``sharpness`` (edge energy relative to the original, :func:`~medvae_lib.metrics.gradient_ratio`;
+    1 is right, below 1 blurred, above 1 invented edges) and ``sharpness error`` = |1 - sharpness|
+    (lower is better) to a :func:`fidelity` table."""
+    from .metrics import gradient_ratio
+
+    scores = scores.copy()
+    for name, rec in reconstructions.items():
+        ratio = gradient_ratio(rec, reference).numpy()
+        scores.loc[scores.method == name, "sharpness"] = ratio
+        scores.loc[scores.method == name, "sharpness error"] = abs(1.0 - ratio)
+    return scores
 
 
 def latent_table(z_mu: torch.Tensor, z_sigma: torch.Tensor):
@@ -415,7 +453,7 @@ MODES = {
         "lr": 2e-4, "lr_d": 2e-4,
         # A tenth of MedVAE's adversarial weight: with 0.5 the generator follows the still untrained
         # discriminator with half the force of the reconstruction gradient and fidelity collapses.
-        "adv_start": 600, "adv_weight": 0.1, "disc_layers": 3,
+        "adv_start": 600, "adv_weight": 0.1, "disc_layers": 3, "disc_channels": 32,
         # MS-SSIM at 32x32 fits 3 scales of a 7-pixel window (the paper: 5 scales of 11 pixels).
         "ms_ssim_kernel": 7, "ablation": True,
         "checkpoint_every": 300, "resume": False,
@@ -425,7 +463,9 @@ MODES = {
         # LPIPS on VGG-16 features, as MedVAE's LPIPS (from taming-transformers) is.
         "model": "medvae_4_1_2d", "width": "full", "steps": 20000, "batch_size": 16, "perceptual": "vgg",
         "lr": 7.2e-5, "lr_d": 7.2e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch size 16
-        "adv_start": 5000, "adv_weight": 0.5, "disc_layers": 3,
+        # taming's NLayerDiscriminator as MedVAE builds it: 64 channels, 3 layers.
+        "adv_start": 5000, "adv_weight": 0.5, "disc_layers": 3, "disc_channels": 64,
+        # At 128 px a window of 11 fits 4 MS-SSIM scales (the paper: 5, on larger images).
         "ms_ssim_kernel": 11, "ablation": True,
         "checkpoint_every": 1000, "resume": True,
     },

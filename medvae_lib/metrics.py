@@ -18,6 +18,10 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
     if pred.ndim not in (4, 5):
         raise ValueError(f"expected (N, C, H, W) or (N, C, D, H, W) images, got shape {tuple(pred.shape)}")
+    for name, x in (("prediction", pred), ("target", target)):
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise ValueError(f"{bad} {name} image(s) contain NaN or infinite values; a score of them would be NaN")
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -87,8 +91,11 @@ def paired_difference(a, b, confidence: float = 0.95, n_resamples: int = 2000, s
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("paired scores contain NaN or infinite values (e.g. PSNR of a perfect reconstruction)")
     diff = a - b
+    shares = {"n": len(diff), "a_better": float((diff > 0).mean()), "ties": float((diff == 0).mean())}
+    if np.ptp(diff) <= 1e-9 * max(1.0, float(np.abs(diff).max())):  # all differences the same (up to rounding): nothing to resample
+        return {"mean": float(diff[0]), "low": float(diff[0]), "high": float(diff[0]), **shares}
     ci = bootstrap((diff,), np.mean, confidence_level=confidence, n_resamples=n_resamples, random_state=seed).confidence_interval
-    return {"mean": float(diff.mean()), "low": float(ci.low), "high": float(ci.high), "n": len(diff), "a_better": float((diff > 0).mean())}
+    return {"mean": float(diff.mean()), "low": float(ci.low), "high": float(ci.high), **shares}
 
 
 def gradient_ratio(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,15 @@ settings or other data, and the stop on a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import math
 import os
 import random
+import tempfile
 import time
+import typing
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping
@@ -47,14 +51,62 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def _type_ok(value, kind) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is type(None):
+        return value is None
+    return isinstance(value, kind)
+
+
+def _kind_name(kind) -> str:
+    return {bool: "True or False", int: "an integer", float: "a finite number", str: "a string", type(None): "None"}.get(kind, kind.__name__)
+
+
+def check_types(config) -> None:
+    """Check every field of a settings dataclass against its annotation (``int``, ``float``, ``bool``,
+    ``str`` and unions of them): ``steps=10.5``, ``lr="1e-4"``, ``resume="no"`` or ``kl_weight=nan``
+    fail here, when the settings are made, with the field named, not deep inside a run."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        kinds = typing.get_args(hints[f.name]) or (hints[f.name],)
+        value = getattr(config, f.name)
+        if not any(_type_ok(value, k) for k in kinds):
+            wanted = " or ".join(_kind_name(k) for k in kinds)
+            raise TypeError(f"{type(config).__name__}.{f.name} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+
 def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | None = None) -> dict:
-    """A notebook's settings: the entries of ``modes[mode]``, with single entries replaced by ``overrides``."""
+    """A notebook's settings: the entries of ``modes[mode]``, with single entries replaced by ``overrides``.
+
+    An override must have the type of the entry it replaces (an integer may stand for a float, and an
+    entry whose default is None takes anything): a string such as ``"0.1"`` or ``"no"`` from a command
+    line is refused with a message that names the setting, instead of failing (or being read as true)
+    hundreds of steps later.
+    """
     if mode not in modes:
         raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(modes)}")
+    if not isinstance(overrides, (Mapping, type(None))):
+        raise TypeError(f"overrides must be a dict of settings, got {overrides!r}")
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(modes[mode]))
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} in overrides; known: {sorted(modes[mode])}")
+    for key, value in overrides.items():
+        defaults = [m[key] for m in modes.values() if key in m]  # a setting may differ in type between modes ("full" or 16)
+        if any(d is None for d in defaults):
+            continue
+        kinds = {float if isinstance(d, float) else type(d) for d in defaults}
+        if not any(_type_ok(value, k) for k in kinds):
+            wanted = " or ".join(sorted(_kind_name(k) for k in kinds))
+            raise TypeError(
+                f"setting {key!r} must be {wanted} like its default {modes[mode][key]!r}, got {value!r} ({type(value).__name__}); "
+                "with papermill pass typed values through -y, e.g. -y \"overrides: {" + key + ": ...}\""
+            )
     return {**modes[mode], **overrides}
 
 
@@ -70,6 +122,10 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor
     return torch.randint(n, (batch_size,), generator=g)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions...); the previous one is intact."""
+
+
 def save_checkpoint(
     path: str | Path,
     step: int,
@@ -77,7 +133,9 @@ def save_checkpoint(
     optimizers: Mapping[str, torch.optim.Optimizer],
     extra: Mapping | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (a crash mid-write leaves the previous one intact)."""
+    """Write a checkpoint atomically: to a temporary file of its own in the same folder (so two writers
+    never share one), flushed to disk with fsync, then renamed over ``path``. A crash or an error
+    mid-write leaves the previous checkpoint intact and no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -86,19 +144,32 @@ def save_checkpoint(
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "extra": dict(extra or {}),
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(err, (OSError, RuntimeError)):  # torch reports a full disk as a RuntimeError
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {reason}") from err
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows it
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return path
 
 
-def load_checkpoint(
-    path: str | Path,
-    modules: Mapping[str, torch.nn.Module],
-    optimizers: Mapping[str, torch.optim.Optimizer],
-    map_location: str | torch.device = "cpu",
-) -> tuple[int, dict]:
-    """Restore modules and optimizers in place; return ``(step, extra)``. Loads with ``weights_only``."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read and check a checkpoint without touching any model: ``weights_only`` loading, the book's
+    layout, a step >= 0 and finite weights. Compare its settings before :func:`restore_checkpoint`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -109,6 +180,19 @@ def load_checkpoint(
     if not isinstance(state, dict) or not {"step", "modules", "optimizers", "extra"} <= set(state):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a checkpoint of this book (needs step, modules, optimizers, extra; has {found})")
+    if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
+        raise ValueError(f"checkpoint {path} records step {state['step']!r}; a step must be an integer >= 0")
+    for name, module_state in state["modules"].items():
+        bad = [k for k, v in module_state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"checkpoint {path} has non-finite weights in {name}: {bad[:5]}; it cannot be resumed from")
+    return state
+
+
+def restore_checkpoint(
+    state: Mapping, modules: Mapping[str, torch.nn.Module], optimizers: Mapping[str, torch.optim.Optimizer], path: str | Path = "checkpoint"
+) -> tuple[int, dict]:
+    """Load a state read by :func:`read_checkpoint` into modules and optimizers; return ``(step, extra)``."""
     for group, wanted in (("modules", modules), ("optimizers", optimizers)):
         missing = sorted(set(wanted) - set(state.get(group, {})))
         if missing:
@@ -118,6 +202,48 @@ def load_checkpoint(
     for k, o in optimizers.items():
         o.load_state_dict(state["optimizers"][k])
     return int(state["step"]), dict(state["extra"])
+
+
+def load_checkpoint(
+    path: str | Path,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    map_location: str | torch.device = "cpu",
+) -> tuple[int, dict]:
+    """Read, check and restore a checkpoint in place; return ``(step, extra)``."""
+    return restore_checkpoint(read_checkpoint(path, map_location), modules, optimizers, path)
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``<folder>/.lock``, ``fcntl.flock``), held while a run trains
+    there, so two runs never write checkpoints into one folder. The lock dies with its process."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self._file = None
+
+    def __enter__(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock, as before
+            return self
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            raise RuntimeError(
+                f"another run is training in {self.folder} (it holds {self.path}); wait for it to finish or use another checkpoint_dir"
+            ) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
 
 
 def export_weights(path: str | Path, module: torch.nn.Module, metadata: Mapping[str, str] | None = None) -> Path:
@@ -227,21 +353,37 @@ class CheckpointedTrainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
+        """Write a checkpoint; raise :class:`NonFiniteLossError` instead if any weight is NaN or infinite
+        (a finite loss can still be followed by a NaN update), so a good checkpoint is never replaced."""
+        for name, module in self.modules().items():
+            bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise NonFiniteLossError(f"{self.name}: at step {self.step} the {name}'s weights {bad[:3]} are not finite; {path} was not overwritten")
         extra = {"config": asdict(self.config), "history": self.history, "data": self.data_identity or {}}
         return save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
 
-    def load(self, path: str | Path, data_identity: Mapping | None = None) -> int:
-        """Restore a checkpoint; refuse one made with other settings, or (given ``data_identity``) other data."""
-        step, extra = load_checkpoint(path, self.modules(), self.optimizers(), map_location=self.device)
-        saved, mine = extra.get("config", {}), asdict(self.config)
+    def _mismatch(self, state: Mapping, path, data_identity: Mapping | None) -> str | None:
+        """Why the checkpoint ``state`` is not a continuation of this run (None if it is)."""
+        extra = dict(state.get("extra") or {})
+        saved, mine = dict(extra.get("config") or {}), asdict(self.config)
         differ = {k: (saved.get(k), v) for k, v in mine.items() if k not in self.RESUMABLE and saved.get(k) != v}
         if differ:
-            raise ValueError(f"checkpoint {path} was made with other settings (saved, now): {differ}")
+            return f"checkpoint {path} was made with other settings (saved, now): {differ}"
         if data_identity is not None:
             had = dict(extra.get("data") or {})
             other = {k: (had.get(k), v) for k, v in data_identity.items() if had.get(k) != v}
             if other:
-                raise ValueError(f"checkpoint {path} was trained on other data (saved, now): {other}")
+                return f"checkpoint {path} was trained on other data (saved, now): {other}"
+        return None
+
+    def load(self, path: str | Path, data_identity: Mapping | None = None) -> int:
+        """Restore a checkpoint; refuse one made with other settings, or (given ``data_identity``) other
+        data. The checks run before anything is loaded, so a refused checkpoint leaves this trainer as it was."""
+        state = read_checkpoint(path, map_location=self.device)
+        problem = self._mismatch(state, path, data_identity)
+        if problem:
+            raise ValueError(problem)
+        step, extra = restore_checkpoint(state, self.modules(), self.optimizers(), path)
         self.step, self.history = step, list(extra.get("history", []))
         self.data_identity = dict(extra.get("data") or {}) or None
         return step
@@ -254,15 +396,19 @@ class CheckpointedTrainer:
         checkpoint_every: int = 0,
         resume: bool = True,
         data: Mapping | None = None,
+        overwrite: bool = False,
     ) -> list[dict]:
         """Train up to ``config.steps`` on ``images``.
 
         ``data`` describes the images (manifest, file key, image size...); it is stored in the
         checkpoint together with a fingerprint of the tensor, and a checkpoint made on other data is
         not resumed from. With ``checkpoint_dir``, a checkpoint is written every ``checkpoint_every``
-        steps and at the end; with ``resume``, one found there is continued.
+        steps and at the end, and the folder is locked against a second run while this one trains;
+        with ``resume``, a checkpoint found there is continued. Without ``resume`` the run starts
+        afresh, and replaces a checkpoint made with other settings or data only with ``overwrite=True``.
         """
-        c = self.config
+        if not isinstance(resume, bool) or not isinstance(overwrite, bool):
+            raise TypeError(f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}")
         self.check_images(images)
         if not torch.isfinite(images).all():
             bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
@@ -270,10 +416,25 @@ class CheckpointedTrainer:
         identity = {"fingerprint": tensor_fingerprint(images), "shape": list(images.shape), **dict(data or {})}
         if self.data_identity is not None and self.step > 0 and self.data_identity.get("fingerprint") != identity["fingerprint"]:
             raise ValueError("this trainer was trained on other data; continue it on the same images or start a new one")
-        ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-        if resume and ckpt is not None and ckpt.is_file():
-            self.load(ckpt, data_identity={"fingerprint": identity["fingerprint"]})
-            print(f"resumed from {ckpt} at step {self.step}")
+        if checkpoint_dir is None:
+            return self._run(images, None, checkpoint_every, identity)
+        ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
+        with RunLock(checkpoint_dir):
+            if ckpt.is_file():
+                if resume:
+                    self.load(ckpt, data_identity={"fingerprint": identity["fingerprint"]})
+                    print(f"resumed from {ckpt} at step {self.step}")
+                elif not overwrite:
+                    try:
+                        problem = self._mismatch(read_checkpoint(ckpt), ckpt, {"fingerprint": identity["fingerprint"]})
+                    except ValueError as err:  # unreadable or diverged: still not ours to delete silently
+                        problem = str(err)
+                    if problem:
+                        raise FileExistsError(f"{problem}; pass overwrite=True to replace it, or use another checkpoint_dir")
+            return self._run(images, ckpt, checkpoint_every, identity)
+
+    def _run(self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict) -> list[dict]:
+        c = self.config
         self.data_identity = identity
 
         def step_fn(step: int):
@@ -292,9 +453,9 @@ class CheckpointedTrainer:
 DRIVE_ROOT = Path("/content/drive")
 
 
-def run_dir(chapter: str, mode: str, drive: bool = False, root: str | Path = "runs") -> Path:
-    """Where a chapter keeps its checkpoints: ``runs/<chapter>/<mode>``, one folder per mode so a CI-mode
-    run never touches a full-mode checkpoint.
+def run_dir(chapter: str, mode: str, model: str | None = None, drive: bool = False, root: str | Path = "runs") -> Path:
+    """Where a chapter keeps its checkpoints: ``runs/<chapter>/<mode>[/<model>]``, one folder per mode
+    and model, so a CI-mode run never touches a full-mode checkpoint.
 
     With ``drive=True`` (Colab only) the folder is on the reader's Google Drive
     (``MyDrive/latent-representation-quality/runs/...``), so a full-mode run survives a disconnected
@@ -310,4 +471,5 @@ def run_dir(chapter: str, mode: str, drive: bool = False, root: str | Path = "ru
 
             colab_drive.mount(str(DRIVE_ROOT))
         root = DRIVE_ROOT / "MyDrive" / "latent-representation-quality" / "runs"
-    return Path(root) / chapter / mode
+    folder = Path(root) / chapter / mode
+    return folder / model if model else folder

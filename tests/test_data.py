@@ -27,6 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 # The fields every manifest needs, before its files.
 HEADER = "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
 SHARED_README_SHA256 = "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
+SHA, MD5 = "ab" * 32, "ab" * 16  # well-formed digests of no real file
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """Local files of test manifests lie in tmp_path, made the data folder for the test."""
+    monkeypatch.setenv("MEDVAE_DATA_ROOT", str(tmp_path))
+    return tmp_path
 
 
 def test_manifest_describes_source_licence_and_checksums(manifest):
@@ -63,11 +71,11 @@ def test_missing_file_raises_with_the_file_named(manifest, tmp_path):
         verify_file(tmp_path / "nowhere.npz", manifest.file("ci"))
 
 
-def test_missing_local_copy_points_to_downloadable_files(tmp_path):
+def test_missing_local_copy_points_to_downloadable_files(tmp_path, data_root):
     local = tmp_path / "m.yaml"
     local.write_text(
-        HEADER + "files:\n  ci: {filename: x.npz, image_size: 28, local: /nonexistent/x.npz, sha256: 'ab'}\n"
-        "  '28': {filename: x.npz, image_size: 28, url: 'http://127.0.0.1:9/x.npz', md5: 'ab'}\n"
+        HEADER + f"files:\n  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/absent.npz, sha256: '{SHA}'}}\n"
+        f"  '28': {{filename: x.npz, image_size: 28, url: 'http://127.0.0.1:9/x.npz', md5: '{MD5}'}}\n"
     )
     with pytest.raises(FileNotFoundError, match=r"is not there; files that can be downloaded instead: \['28'\]"):
         fetch(local, "ci")
@@ -84,12 +92,12 @@ def test_missing_local_copy_points_to_downloadable_files(tmp_path):
             "records no checksum",
         ),
         (
-            HEADER + "files:\n  a: {filename: x.npz, image_size: 28, sha256: ab}\n",
+            HEADER + f"files:\n  a: {{filename: x.npz, image_size: 28, sha256: '{SHA}'}}\n",
             "neither 'url' nor 'local'",
         ),
         (
             HEADER + "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz, md5: 123}\n",
-            "md5 must be a string of hex digits",
+            "md5 must be str",
         ),
     ],
 )
@@ -217,14 +225,14 @@ def test_prepare_splits_gives_model_ready_tensors(manifest):
 
 
 def test_image_shape_is_checked_against_the_manifest(ci_file, tmp_path):
-    with pytest.raises(ValueError, match=r"train_images are \(28, 28\), the manifest says \(64, 64\)"):
+    with pytest.raises(ValueError, match=r"train_images have shape \(28, 28\) per image, the manifest says \(64, 64\)"):
         load_medmnist_npz(ci_file, image_size=64, spatial_dims=2)
     with pytest.raises(ValueError, match=r"the manifest says \(28, 28, 28\)"):
         load_medmnist_npz(ci_file, image_size=28, spatial_dims=3)
     assert load_medmnist_npz(ci_file, image_size=28, spatial_dims=2)["val"].images.shape == (270, 28, 28)
 
 
-def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file, tmp_path, capsys):
+def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file, tmp_path, capsys, data_root):
     """On Colab the copy beside the repository is absent: the same kind of subset (class-balanced, of
     the sizes the manifest records) is drawn from the verified public release instead."""
     served = tmp_path / "served"
@@ -234,7 +242,7 @@ def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file,
         path = tmp_path / "m.yaml"
         path.write_text(
             HEADER + "files:\n"
-            "  ci: {filename: x.npz, image_size: 28, local: /nonexistent/x.npz, sha256: 'ab', fallback: '28',\n"
+            f"  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/absent.npz, sha256: '{SHA}', fallback: '28',\n"
             "       n_samples: {train: 100, val: 20, test: 40}}\n"
             f"  '28': {{filename: release.npz, image_size: 28, url: '{server.url('release.npz')}', sha256: '{SHARED_README_SHA256}'}}\n"
         )
@@ -245,9 +253,9 @@ def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file,
     assert np.array_equal(splits["train"].images, again["train"].images)
 
 
-def test_a_fallback_must_name_another_file(tmp_path):
+def test_a_fallback_must_name_another_file(tmp_path, data_root):
     path = tmp_path / "m.yaml"
-    path.write_text(HEADER + "files:\n  ci: {filename: x.npz, image_size: 28, local: x.npz, sha256: 'ab', fallback: '64', n_samples: {train: 2}}\n")
+    path.write_text(HEADER + f"files:\n  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/x.npz, sha256: '{SHA}', fallback: '64', n_samples: {{train: 2}}}}\n")
     with pytest.raises(ManifestError, match="fallback '64' must name another file"):
         load_manifest(path)
 

@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -73,7 +74,22 @@ def test_adaptive_weight_balances_the_gradients_at_the_last_layer():
     assert capped.item() == 10.0
 
 
-def test_perceptual_ssim_is_offline_and_lpips_fails_by_name_without_weights():
+def test_lpips_wiring_on_an_offline_backbone(monkeypatch):
+    """LPIPS needs VGG-16 weights from a hub; with the backbone swapped for an untrained VGG-16 the
+    wiring can be checked offline: MONAI's PerceptualLoss on [-1, 1] images, zero for identical ones."""
+    import torchvision
+    from lpips import pretrained_networks
+
+    untrained_vgg16 = functools.partial(torchvision.models.vgg16, weights=None)
+    monkeypatch.setattr(pretrained_networks.tv, "vgg16", lambda pretrained=False, **kw: untrained_vgg16())
+    torch.manual_seed(0)
+    lpips = perceptual_loss("vgg", 2)
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    assert lpips(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert lpips(x, x.flip(-1)).item() > 0
+
+
+def test_perceptual_ssim_is_offline_and_unknown_kinds_are_refused():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 1, 32, 32, generator=g) * 2 - 1
     ssim = perceptual_loss("ssim", 2)

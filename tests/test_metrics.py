@@ -58,8 +58,15 @@ def test_scales_agree_with_what_monai_can_compute(kernel):
         fit = ms_ssim_scales(size, kernel)
         for scales in range(1, len(MS_SSIM_WEIGHTS) + 1):
             assert _monai_runs(size, kernel, scales) == (scales <= fit), (size, kernel, scales, fit)
-        x = torch.rand(2, 1, size, size)
-        assert ms_ssim(x, x, kernel_size=kernel).shape == (2,)
+    for size in (kernel, 3 * kernel, 63, 99, 150, 199):
+        fit = ms_ssim_scales(size, kernel)
+        g = torch.Generator().manual_seed(size)
+        x = torch.rand(2, 1, size, size + 5, generator=g)  # not square: the smaller side decides
+        noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        weights = tuple(w / sum(MS_SSIM_WEIGHTS[:fit]) for w in MS_SSIM_WEIGHTS[:fit])
+        reference = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none")(noisy, x).reshape(-1)
+        assert torch.allclose(ms_ssim(noisy, x, kernel_size=kernel), reference)
+        assert torch.allclose(ms_ssim(x, x, kernel_size=kernel), torch.ones(2), atol=1e-5)
 
 
 def test_paired_difference_interval():
@@ -71,6 +78,9 @@ def test_paired_difference_interval():
     d = paired_difference(better, base)
     assert d["low"] < 0.5 < d["high"] and d["high"] - d["low"] < 0.05
     assert d["a_better"] == 1.0 and d["n"] == 300
+    same = paired_difference(base + 1.0, base)  # a constant difference: no spread, no NaN interval
+    assert same["low"] == same["high"] == pytest.approx(1.0) and same["ties"] == 0.0
+    assert paired_difference(base, base)["ties"] == 1.0
     with pytest.raises(ValueError, match="same length"):
         paired_difference(better, base[:-1])
     with pytest.raises(ValueError, match="NaN or infinite"):
