@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export TQDM_DISABLE := 1
 
-.PHONY: book test notebooks env clean
+.PHONY: book html test lint notebooks env clean
 
 env: $(VENV)/.installed
 
@@ -25,14 +25,23 @@ notebooks: env
 	@for nb in $(NOTEBOOKS); do \
 	  echo "executing $$nb (CI mode)"; \
 	  (cd notebooks && ../$(BIN)/papermill --no-progress-bar --log-level WARNING -k python3 $$(basename $$nb) $$(basename $$nb)) || exit 1; \
+	  $(BIN)/python -m medvae_lib.nbhygiene $$nb || exit 1; \
 	done
 
 book: notebooks
-	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml
+	$(MAKE) --no-print-directory html
+
+# Build the HTML from the committed notebooks, strictly: any Sphinx warning (a broken reference,
+# include or citation) fails the build, after all warnings have been reported.
+html: env
+	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --warningiserror --nitpick --keep-going
 	@echo "The book is in _build/html/index.html"
 
 test: env
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+lint: env
+	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check . && $(BIN)/python -m medvae_lib.nbhygiene --check $(NOTEBOOKS)
 
 clean:
 	rm -rf _build notebooks/runs

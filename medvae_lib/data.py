@@ -11,11 +11,11 @@ import hashlib
 import os
 import re
 import time
-import zipfile
 import warnings
+import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -31,12 +31,27 @@ _HASHES = {"sha256": 64, "md5": 32}  # strongest first, with their lengths in he
 DATA_ROOT_ENV = "MEDVAE_DATA_ROOT"
 # What a manifest may say, and the type of each field: anything else (a typo such as 'sha265') is an error.
 _MANIFEST_SCHEMA = {
-    "name": str, "title": str, "licence": str, "source": str, "citation": str, "spatial_dims": int,
-    "format": str, "files": dict, "labels": dict, "modality": str, "homepage": str,
+    "name": str,
+    "title": str,
+    "licence": str,
+    "source": str,
+    "citation": str,
+    "spatial_dims": int,
+    "format": str,
+    "files": dict,
+    "labels": dict,
+    "modality": str,
+    "homepage": str,
 }
 _FILE_SCHEMA = {
-    "filename": str, "image_size": int, "url": str, "local": str, "sha256": str, "md5": str,
-    "n_samples": dict, "fallback": (str, int),
+    "filename": str,
+    "image_size": int,
+    "url": str,
+    "local": str,
+    "sha256": str,
+    "md5": str,
+    "n_samples": dict,
+    "fallback": (str, int),
 }
 
 
@@ -48,7 +63,9 @@ def _check_fields(raw: Mapping, schema: Mapping, where: str) -> None:
         kind = schema[key]
         if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
             wanted = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            raise ManifestError(f"{where}: {key} must be {wanted} (quote hex digests), got {value!r} ({type(value).__name__})")
+            raise ManifestError(
+                f"{where}: {key} must be {wanted} (quote hex digests), got {value!r} ({type(value).__name__})"
+            )
 
 
 def data_root(manifest_path: str | Path) -> Path:
@@ -111,9 +128,7 @@ class Manifest:
         try:
             return self.files[str(key)]
         except KeyError:
-            raise ManifestError(
-                f"manifest {self.path} has no file {key!r}; it lists {sorted(self.files)}"
-            ) from None
+            raise ManifestError(f"manifest {self.path} has no file {key!r}; it lists {sorted(self.files)}") from None
 
 
 def manifest_dir() -> Path:
@@ -247,9 +262,7 @@ def verify_file(path: str | Path, datafile: DataFile) -> Path:
     """Return ``path`` if it exists and matches the manifest's checksum, else raise a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"data file {datafile.filename!r} (manifest key {datafile.key!r}) not found at {path}"
-        )
+        raise FileNotFoundError(f"data file {datafile.filename!r} (manifest key {datafile.key!r}) not found at {path}")
     algorithm, expected = datafile.checksum
     actual = file_digest(path, algorithm)
     if actual != expected.lower():
@@ -288,7 +301,9 @@ def fetch(
     if not url:
         raise ManifestError(f"{manifest.path}: file {key!r} has no URL to download from")
     cache_dir = (Path(cache_dir) if cache_dir else Path(pooch.os_cache("medvae_lib")) / manifest.name).resolve()
-    if not (cache_dir / datafile.filename).resolve().is_relative_to(cache_dir):  # load_manifest already refuses such names
+    if (
+        not (cache_dir / datafile.filename).resolve().is_relative_to(cache_dir)
+    ):  # load_manifest already refuses such names
         raise ManifestError(f"{manifest.path}: file name {datafile.filename!r} would be written outside {cache_dir}")
     algorithm, expected = datafile.checksum
     path = Path(_download(pooch, url, f"{algorithm}:{expected}", datafile.filename, cache_dir, retries))
@@ -310,10 +325,14 @@ def _download(pooch, url: str, known_hash: str, filename: str, cache_dir: Path, 
             status = err.response.status_code if err.response is not None else None
             transient = status is not None and (status >= 500 or status == 429)
             if not transient or attempt == retries:
-                raise NetworkError(f"download of {url} failed with HTTP {status} (after {attempt} attempt(s)); check the URL and the network") from err
+                raise NetworkError(
+                    f"download of {url} failed with HTTP {status} (after {attempt} attempt(s)); check the URL and the network"
+                ) from err
         except (requests.ConnectionError, requests.Timeout) as err:
             if attempt == retries:
-                raise NetworkError(f"could not reach {url} after {attempt} attempt(s): {type(err).__name__}; check the network") from err
+                raise NetworkError(
+                    f"could not reach {url} after {attempt} attempt(s): {type(err).__name__}; check the network"
+                ) from err
         except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
             algorithm, digest = known_hash.split(":", 1)
             raise ChecksumError(f"download of {url} does not match the manifest's {algorithm} {digest}: {err}") from err
@@ -366,7 +385,9 @@ def load_medmnist_npz(
             if images.dtype != np.uint8:
                 raise ValueError(f"{path}: {s}_images has dtype {images.dtype}, expected uint8")
             if labels.ndim == 2 and labels.shape[1] != 1:
-                raise ValueError(f"{path}: {s}_labels has shape {labels.shape}; multi-label files are not supported yet")
+                raise ValueError(
+                    f"{path}: {s}_labels has shape {labels.shape}; multi-label files are not supported yet"
+                )
             if image_size is not None or spatial_dims is not None:
                 dims = spatial_dims if spatial_dims is not None else images.ndim - 1
                 want = (image_size,) * dims if image_size is not None else images.shape[1:]
@@ -375,8 +396,13 @@ def load_medmnist_npz(
                         f"{path}: {s}_images have shape {images.shape[1:]} per image, the manifest says {tuple(want)} "
                         "(one grey-scale channel, no channel axis; a different release of the dataset?)"
                     )
-            if not (np.issubdtype(labels.dtype, np.integer) or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))):
-                raise ValueError(f"{path}: {s}_labels must be whole class numbers, got dtype {labels.dtype} with values such as {labels.reshape(-1)[:3]}")
+            if not (
+                np.issubdtype(labels.dtype, np.integer)
+                or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))
+            ):
+                raise ValueError(
+                    f"{path}: {s}_labels must be whole class numbers, got dtype {labels.dtype} with values such as {labels.reshape(-1)[:3]}"
+                )
             labels = labels.reshape(-1).astype(np.int64)
             if len(images) != len(labels):
                 raise ValueError(f"{path}: {s} has {len(images)} images but {len(labels)} labels")
@@ -415,7 +441,9 @@ def balanced_subset(split: Split, n: int, seed: int = 0) -> Split:
     for c in classes:
         members = np.flatnonzero(split.labels == c)
         if len(members) < per_class:
-            raise ValueError(f"class {c} has {len(members)} images, fewer than the {per_class} a balanced subset of {n} needs")
+            raise ValueError(
+                f"class {c} has {len(members)} images, fewer than the {per_class} a balanced subset of {n} needs"
+            )
         idx.append(rng.choice(members, per_class, replace=False))
     idx = np.sort(np.concatenate(idx))
     return Split(images=split.images[idx], labels=split.labels[idx])
@@ -447,7 +475,11 @@ def image_transform(size: int, spatial_dims: int = 2, normalisation: str = "minm
             mt.EnsureChannelFirst(channel_dim="no_channel"),
             mt.EnsureType(data_type="numpy", dtype=np.float32),
             scale,
-            mt.Resize(spatial_size=(size,) * spatial_dims, mode="bilinear" if spatial_dims == 2 else "trilinear", anti_aliasing=True),
+            mt.Resize(
+                spatial_size=(size,) * spatial_dims,
+                mode="bilinear" if spatial_dims == 2 else "trilinear",
+                anti_aliasing=True,
+            ),
             mt.EnsureType(data_type="tensor", dtype=torch.float32, track_meta=False),
         ]
     )

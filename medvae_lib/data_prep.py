@@ -26,7 +26,9 @@ def subsample(split: Split, n: int | None, seed: int) -> Split:
     classes, counts = np.unique(split.labels, return_counts=True)
     take = np.floor(counts / counts.sum() * n).astype(int)
     take[: n - take.sum()] += 1  # hand out the rounding remainder
-    idx = np.concatenate([rng.choice(np.flatnonzero(split.labels == c), k, replace=False) for c, k in zip(classes, take)])
+    idx = np.concatenate(
+        [rng.choice(np.flatnonzero(split.labels == c), k, replace=False) for c, k in zip(classes, take, strict=True)]
+    )
     idx.sort()
     return Split(images=split.images[idx], labels=split.labels[idx])
 
@@ -67,7 +69,13 @@ def intensity_table(images: dict[str, torch.Tensor]) -> pd.DataFrame:
     for method, x in images.items():
         x = x.float()
         rows.append(
-            {"normalisation": method, "min": x.min().item(), "mean": x.mean().item(), "std": x.std().item(), "max": x.max().item()}
+            {
+                "normalisation": method,
+                "min": x.min().item(),
+                "mean": x.mean().item(),
+                "std": x.std().item(),
+                "max": x.max().item(),
+            }
         )
     return pd.DataFrame(rows).set_index("normalisation")
 
@@ -81,7 +89,7 @@ def plot_examples(split: Split, labels: dict[int, str], per_class: int = 6, seed
     fig, axes = plt.subplots(len(classes), per_class, figsize=(1.5 * per_class, 1.6 * len(classes)), squeeze=False)
     for r, c in enumerate(classes):
         idx = rng.choice(np.flatnonzero(split.labels == c), per_class, replace=False)
-        for ax, i in zip(axes[r], idx):
+        for ax, i in zip(axes[r], idx, strict=True):
             ax.imshow(split.images[i], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -103,7 +111,9 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
     )
     fig, ax = plt.subplots(figsize=(6, 3))
     order = [labels[c] for c in sorted(labels)]
-    sns.histplot(frame, x="pixel value", hue="class", hue_order=order, stat="density", common_norm=False, bins=40, ax=ax)
+    sns.histplot(
+        frame, x="pixel value", hue="class", hue_order=order, stat="density", common_norm=False, bins=40, ax=ax
+    )
     ax.set_xlabel("mean pixel value of an image (0-255)")
     fig.tight_layout()
     return fig
@@ -118,7 +128,9 @@ def plot_resizing(image: np.ndarray, sizes: list[int]):
 
     side = min(image.shape)
     if not sizes or any(s >= side for s in sizes):
-        raise ValueError(f"give sides smaller than the image's {side} px: anti-aliasing only acts when shrinking; got {sizes}")
+        raise ValueError(
+            f"give sides smaller than the image's {side} px: anti-aliasing only acts when shrinking; got {sizes}"
+        )
     x = torch.as_tensor(image[None].astype(np.float32) / 255.0)
     rows = ("no anti-aliasing", "anti-aliased", "|difference|")
     fig, axes = plt.subplots(len(rows), len(sizes) + 1, figsize=(2 * (len(sizes) + 1), 6.2), squeeze=False)

@@ -28,7 +28,15 @@ import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator
 
 from .data_prep import MODES as _data_modes
-from .losses import PERCEPTUAL_KINDS, adaptive_adv_weight, hinge_d_loss, hinge_g_loss, kl_loss, perceptual_loss, reconstruction_nll
+from .losses import (
+    PERCEPTUAL_KINDS,
+    adaptive_adv_weight,
+    hinge_d_loss,
+    hinge_g_loss,
+    kl_loss,
+    perceptual_loss,
+    reconstruction_nll,
+)
 from .metrics import ms_ssim, psnr
 from .models import build_autoencoder, decoder_output_layer, get_config
 from .training import CheckpointedTrainer, check_types
@@ -154,7 +162,7 @@ class Stage1Trainer(CheckpointedTrainer):
             buffers = {k: v.clone() for k, v in self.discriminator.named_buffers()}
             try:
                 logits = self.discriminator(torch.cat([x, x_hat]).contiguous())[-1]
-                adv_g = hinge_g_loss(logits[len(x):])
+                adv_g = hinge_g_loss(logits[len(x) :])
                 weight = torch.tensor(c.adv_weight)
                 if c.adaptive_adv:
                     weight = weight * adaptive_adv_weight(nll, adv_g, decoder_output_layer(self.autoencoder))
@@ -176,11 +184,15 @@ class Stage1Trainer(CheckpointedTrainer):
         self.discriminator.train()
         self.opt_d.zero_grad(set_to_none=True)
         logits = self.discriminator(torch.cat([x, x_hat.detach()]).contiguous())[-1]
-        logits_real, logits_fake = logits[: len(x)], logits[len(x):]
+        logits_real, logits_fake = logits[: len(x)], logits[len(x) :]
         loss_d = hinge_d_loss(logits_real, logits_fake)
         loss_d.backward()
         self.opt_d.step()
-        return {"d_loss": loss_d.detach(), "logit_real": logits_real.mean().detach(), "logit_fake": logits_fake.mean().detach()}
+        return {
+            "d_loss": loss_d.detach(),
+            "logit_real": logits_real.mean().detach(),
+            "logit_fake": logits_fake.mean().detach(),
+        }
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         x = to_model_range(batch)
@@ -189,7 +201,7 @@ class Stage1Trainer(CheckpointedTrainer):
             logs.update(self.discriminator_step(x, x_hat))
         return logs
 
-    def branch(self, config: Stage1Config) -> "Stage1Trainer":
+    def branch(self, config: Stage1Config) -> Stage1Trainer:
         """A copy of this trainer (weights, optimiser states, step, history) that goes on with
         ``config``: the ablation's two arms continue from one warm-up on the same batches."""
         other = Stage1Trainer(config, self.device)
@@ -198,7 +210,9 @@ class Stage1Trainer(CheckpointedTrainer):
         for name, opt in other.optimizers().items():
             settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
             opt.load_state_dict(copy.deepcopy(self.optimizers()[name].state_dict()))
-            for group, mine in zip(opt.param_groups, settings):  # the moments are copied, lr and betas are the new config's
+            for group, mine in zip(
+                opt.param_groups, settings, strict=True
+            ):  # the moments are copied, lr and betas are the new config's
                 group.update(mine)
         other.step, other.history = self.step, copy.deepcopy(self.history)
         other.data_identity = copy.deepcopy(self.data_identity)
@@ -255,7 +269,9 @@ def adversarial_ablation(
     for name, arm_config in arms.items():
         trainer = warm.branch(arm_config)
         trainer.name = f"stage 1 {config.model} {name}"
-        trainer.fit(images, sub(name.replace(" ", "_")), checkpoint_every, resume=resume, data=data, overwrite=overwrite)
+        trainer.fit(
+            images, sub(name.replace(" ", "_")), checkpoint_every, resume=resume, data=data, overwrite=overwrite
+        )
         runs[name] = trainer
     return runs
 
@@ -271,14 +287,19 @@ def resize_baseline(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(small, size=images.shape[2:], mode=mode, align_corners=False).clamp(0, 1)
 
 
-def fidelity(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], kernel_size: int = 7, scales: int | None = None):
+def fidelity(
+    reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], kernel_size: int = 7, scales: int | None = None
+):
     """PSNR and MS-SSIM of each reconstruction against ``reference``, one row per method and image."""
     import pandas as pd
 
     rows = []
     for method, rec in reconstructions.items():
         p, m = psnr(rec, reference), ms_ssim(rec, reference, kernel_size=kernel_size, scales=scales)
-        rows += [{"method": method, "image": i, "PSNR (dB)": float(a), "MS-SSIM": float(b)} for i, (a, b) in enumerate(zip(p, m))]
+        rows += [
+            {"method": method, "image": i, "PSNR (dB)": float(a), "MS-SSIM": float(b)}
+            for i, (a, b) in enumerate(zip(p, m, strict=True))
+        ]
     return pd.DataFrame(rows)
 
 
@@ -299,8 +320,16 @@ def paired_table(scores, pairs: list[tuple[str, str]], metrics=("PSNR (dB)", "MS
         for m in metrics:
             d = paired_difference(wide[m][a].to_numpy(), wide[m][b].to_numpy(), seed=seed)
             better = 1.0 - d["a_better"] - d["ties"] if m in LOWER_IS_BETTER else d["a_better"]
-            rows.append({"comparison": f"{a} - {b}", "metric": m, "mean difference": d["mean"],
-                         "95% CI low": d["low"], "95% CI high": d["high"], "first better on (share)": better})
+            rows.append(
+                {
+                    "comparison": f"{a} - {b}",
+                    "metric": m,
+                    "mean difference": d["mean"],
+                    "95% CI low": d["low"],
+                    "95% CI high": d["high"],
+                    "first better on (share)": better,
+                }
+            )
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
 
 
@@ -327,11 +356,15 @@ def latent_table(z_mu: torch.Tensor, z_sigma: torch.Tensor):
 
     per_value = kl_divergence(z_mu, z_sigma) / z_mu[0].numel()
     return pd.DataFrame(
-        [{
-            "mean of mu": z_mu.mean().item(), "std of mu": z_mu.std().item(),
-            "mean sigma": z_sigma.mean().item(), "KL per latent value (nats)": per_value.mean().item(),
-            "KL per image (nats)": (per_value * z_mu[0].numel()).mean().item(),
-        }]
+        [
+            {
+                "mean of mu": z_mu.mean().item(),
+                "std of mu": z_mu.std().item(),
+                "mean sigma": z_sigma.mean().item(),
+                "KL per latent value (nats)": per_value.mean().item(),
+                "KL per image (nats)": (per_value * z_mu[0].numel()).mean().item(),
+            }
+        ]
     )
 
 
@@ -351,9 +384,11 @@ def plot_latents(images: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor
     values = z_mu.flatten().numpy()
     top.hist(values, bins=60, density=True, alpha=0.7, label="posterior means $\\mu$")
     grid_x = np.linspace(min(values.min(), -4), max(values.max(), 4), 200)
-    top.plot(grid_x, np.exp(-grid_x**2 / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="prior N(0, 1)")
+    top.plot(grid_x, np.exp(-(grid_x**2) / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="prior N(0, 1)")
     top.legend(fontsize=7)
-    bottom.hist(z_sigma.flatten().numpy(), bins=60, density=True, alpha=0.7, color="C1", label="posterior std $\\sigma$")
+    bottom.hist(
+        z_sigma.flatten().numpy(), bins=60, density=True, alpha=0.7, color="C1", label="posterior std $\\sigma$"
+    )
     bottom.axvline(1.0, color="k", ls="--", lw=1, label="prior std 1")
     bottom.set_xlim(0, max(1.1, float(z_sigma.max()) * 1.05))
     bottom.legend(fontsize=7)
@@ -402,7 +437,11 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
 
     def arrow(a, b, dy_a=0.5, dy_b=0.5, dx_a=1.45, dx_b=0.0):
         (xa, ya, *_), (xb, yb, *_) = boxes[a], boxes[b]
-        ax.add_patch(FancyArrowPatch((xa + dx_a, ya + dy_a), (xb + dx_b, yb + dy_b), arrowstyle="-|>", mutation_scale=12, color="0.3"))
+        ax.add_patch(
+            FancyArrowPatch(
+                (xa + dx_a, ya + dy_a), (xb + dx_b, yb + dy_b), arrowstyle="-|>", mutation_scale=12, color="0.3"
+            )
+        )
 
     for a, b in (("x", "enc"), ("enc", "post"), ("post", "z"), ("z", "dec"), ("dec", "xh")):
         arrow(a, b)
@@ -432,7 +471,7 @@ def plot_reconstructions(reference: torch.Tensor, reconstructions: dict[str, tor
         axes[0, j].imshow(reference[j, 0], cmap="gray", vmin=0, vmax=1)
         if titles is not None:
             axes[0, j].set_title(titles[j], fontsize=8)
-        for r, (method, rec) in enumerate(reconstructions.items()):
+        for r, rec in enumerate(reconstructions.values()):
             axes[1 + 2 * r, j].imshow(rec[j, 0], cmap="gray", vmin=0, vmax=1)
             axes[2 + 2 * r, j].imshow((rec[j, 0] - reference[j, 0]).abs(), cmap="magma", vmin=0, vmax=0.3)
     for i, label in enumerate(rows):
@@ -449,25 +488,45 @@ MODES = {
     "ci": {
         **_data_modes["ci"],
         # width 16 keeps the warm-up and both ablation arms within about 2.5 minutes on 2 CPU cores.
-        "model": "medvae_4_1_2d", "width": 16, "steps": 900, "batch_size": 16, "perceptual": "ssim",
-        "lr": 2e-4, "lr_d": 2e-4,
+        "model": "medvae_4_1_2d",
+        "width": 16,
+        "steps": 900,
+        "batch_size": 16,
+        "perceptual": "ssim",
+        "lr": 2e-4,
+        "lr_d": 2e-4,
         # A tenth of MedVAE's adversarial weight: with 0.5 the generator follows the still untrained
         # discriminator with half the force of the reconstruction gradient and fidelity collapses.
-        "adv_start": 600, "adv_weight": 0.1, "disc_layers": 3, "disc_channels": 32,
+        "adv_start": 600,
+        "adv_weight": 0.1,
+        "disc_layers": 3,
+        "disc_channels": 32,
         # MS-SSIM at 32x32 fits 3 scales of a 7-pixel window (the paper: 5 scales of 11 pixels).
-        "ms_ssim_kernel": 7, "ablation": True,
-        "checkpoint_every": 300, "resume": False,
+        "ms_ssim_kernel": 7,
+        "ablation": True,
+        "checkpoint_every": 300,
+        "resume": False,
     },
     "full": {
         **_data_modes["full"],
         # LPIPS on VGG-16 features, as MedVAE's LPIPS (from taming-transformers) is.
-        "model": "medvae_4_1_2d", "width": "full", "steps": 20000, "batch_size": 16, "perceptual": "vgg",
-        "lr": 7.2e-5, "lr_d": 7.2e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch size 16
+        "model": "medvae_4_1_2d",
+        "width": "full",
+        "steps": 20000,
+        "batch_size": 16,
+        "perceptual": "vgg",
+        "lr": 7.2e-5,
+        "lr_d": 7.2e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch size 16
         # taming's NLayerDiscriminator as MedVAE builds it: 64 channels, 3 layers.
-        "adv_start": 5000, "adv_weight": 0.5, "disc_layers": 3, "disc_channels": 64,
+        "adv_start": 5000,
+        "adv_weight": 0.5,
+        "disc_layers": 3,
+        "disc_channels": 64,
         # At 128 px a window of 11 fits 4 MS-SSIM scales (the paper: 5, on larger images).
-        "ms_ssim_kernel": 11, "ablation": True,
-        "checkpoint_every": 1000, "resume": True,
+        "ms_ssim_kernel": 11,
+        "ablation": True,
+        "checkpoint_every": 1000,
+        "resume": True,
     },
 }
 

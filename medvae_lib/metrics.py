@@ -92,9 +92,13 @@ def paired_difference(a, b, confidence: float = 0.95, n_resamples: int = 2000, s
         raise ValueError("paired scores contain NaN or infinite values (e.g. PSNR of a perfect reconstruction)")
     diff = a - b
     shares = {"n": len(diff), "a_better": float((diff > 0).mean()), "ties": float((diff == 0).mean())}
-    if np.ptp(diff) <= 1e-9 * max(1.0, float(np.abs(diff).max())):  # all differences the same (up to rounding): nothing to resample
+    if np.ptp(diff) <= 1e-9 * max(
+        1.0, float(np.abs(diff).max())
+    ):  # all differences the same (up to rounding): nothing to resample
         return {"mean": float(diff[0]), "low": float(diff[0]), "high": float(diff[0]), **shares}
-    ci = bootstrap((diff,), np.mean, confidence_level=confidence, n_resamples=n_resamples, random_state=seed).confidence_interval
+    ci = bootstrap(
+        (diff,), np.mean, confidence_level=confidence, n_resamples=n_resamples, random_state=seed
+    ).confidence_interval
     return {"mean": float(diff.mean()), "low": float(ci.low), "high": float(ci.high), **shares}
 
 

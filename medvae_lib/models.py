@@ -91,20 +91,38 @@ class MedVAEAutoencoder(AutoencoderKL):
     ):
         attention_levels = (False,) * len(channels)
         super().__init__(
-            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, channels=channels,
-            num_res_blocks=num_res_blocks, attention_levels=attention_levels, latent_channels=latent_channels,
-            norm_num_groups=norm_num_groups, norm_eps=norm_eps,
-            with_encoder_nonlocal_attn=with_nonlocal_attn, with_decoder_nonlocal_attn=with_nonlocal_attn,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            channels=channels,
+            num_res_blocks=num_res_blocks,
+            attention_levels=attention_levels,
+            latent_channels=latent_channels,
+            norm_num_groups=norm_num_groups,
+            norm_eps=norm_eps,
+            with_encoder_nonlocal_attn=with_nonlocal_attn,
+            with_decoder_nonlocal_attn=with_nonlocal_attn,
         )
         self.encoder = Encoder(
-            spatial_dims=spatial_dims, in_channels=in_channels, channels=channels, out_channels=2 * latent_channels,
-            num_res_blocks=num_res_blocks, norm_num_groups=norm_num_groups, norm_eps=norm_eps,
-            attention_levels=attention_levels, with_nonlocal_attn=with_nonlocal_attn,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            channels=channels,
+            out_channels=2 * latent_channels,
+            num_res_blocks=num_res_blocks,
+            norm_num_groups=norm_num_groups,
+            norm_eps=norm_eps,
+            attention_levels=attention_levels,
+            with_nonlocal_attn=with_nonlocal_attn,
         )
         for name in ("quant_conv_mu", "quant_conv_log_sigma"):
             conv = Convolution(
-                spatial_dims=spatial_dims, in_channels=2 * latent_channels, out_channels=latent_channels,
-                strides=1, kernel_size=1, padding=0, conv_only=True,
+                spatial_dims=spatial_dims,
+                in_channels=2 * latent_channels,
+                out_channels=latent_channels,
+                strides=1,
+                kernel_size=1,
+                padding=0,
+                conv_only=True,
             )
             setattr(self, name, conv)
 

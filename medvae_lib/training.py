@@ -24,9 +24,9 @@ import random
 import tempfile
 import time
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -64,7 +64,13 @@ def _type_ok(value, kind) -> bool:
 
 
 def _kind_name(kind) -> str:
-    return {bool: "True or False", int: "an integer", float: "a finite number", str: "a string", type(None): "None"}.get(kind, kind.__name__)
+    return {
+        bool: "True or False",
+        int: "an integer",
+        float: "a finite number",
+        str: "a string",
+        type(None): "None",
+    }.get(kind, kind.__name__)
 
 
 def check_types(config) -> None:
@@ -77,7 +83,9 @@ def check_types(config) -> None:
         value = getattr(config, f.name)
         if not any(_type_ok(value, k) for k in kinds):
             wanted = " or ".join(_kind_name(k) for k in kinds)
-            raise TypeError(f"{type(config).__name__}.{f.name} must be {wanted}, got {value!r} ({type(value).__name__})")
+            raise TypeError(
+                f"{type(config).__name__}.{f.name} must be {wanted}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | None = None) -> dict:
@@ -97,7 +105,9 @@ def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | N
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} in overrides; known: {sorted(modes[mode])}")
     for key, value in overrides.items():
-        defaults = [m[key] for m in modes.values() if key in m]  # a setting may differ in type between modes ("full" or 16)
+        defaults = [
+            m[key] for m in modes.values() if key in m
+        ]  # a setting may differ in type between modes ("full" or 16)
         if any(d is None for d in defaults):
             continue
         kinds = {float if isinstance(d, float) else type(d) for d in defaults}
@@ -105,7 +115,7 @@ def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | N
             wanted = " or ".join(sorted(_kind_name(k) for k in kinds))
             raise TypeError(
                 f"setting {key!r} must be {wanted} like its default {modes[mode][key]!r}, got {value!r} ({type(value).__name__}); "
-                "with papermill pass typed values through -y, e.g. -y \"overrides: {" + key + ": ...}\""
+                'with papermill pass typed values through -y, e.g. -y "overrides: {' + key + ': ...}"'
             )
     return {**modes[mode], **overrides}
 
@@ -179,18 +189,29 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path} is not a loadable checkpoint: {err}") from err
     if not isinstance(state, dict) or not {"step", "modules", "optimizers", "extra"} <= set(state):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a checkpoint of this book (needs step, modules, optimizers, extra; has {found})")
+        raise ValueError(
+            f"{path} is not a checkpoint of this book (needs step, modules, optimizers, extra; has {found})"
+        )
     if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
         raise ValueError(f"checkpoint {path} records step {state['step']!r}; a step must be an integer >= 0")
     for name, module_state in state["modules"].items():
-        bad = [k for k, v in module_state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = [
+            k
+            for k, v in module_state.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+        ]
         if bad:
-            raise ValueError(f"checkpoint {path} has non-finite weights in {name}: {bad[:5]}; it cannot be resumed from")
+            raise ValueError(
+                f"checkpoint {path} has non-finite weights in {name}: {bad[:5]}; it cannot be resumed from"
+            )
     return state
 
 
 def restore_checkpoint(
-    state: Mapping, modules: Mapping[str, torch.nn.Module], optimizers: Mapping[str, torch.optim.Optimizer], path: str | Path = "checkpoint"
+    state: Mapping,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    path: str | Path = "checkpoint",
 ) -> tuple[int, dict]:
     """Load a state read by :func:`read_checkpoint` into modules and optimizers; return ``(step, extra)``."""
     for group, wanted in (("modules", modules), ("optimizers", optimizers)):
@@ -223,7 +244,7 @@ class RunLock:
         self.path = self.folder / ".lock"
         self._file = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a+")
         try:
@@ -358,7 +379,9 @@ class CheckpointedTrainer:
         for name, module in self.modules().items():
             bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
             if bad:
-                raise NonFiniteLossError(f"{self.name}: at step {self.step} the {name}'s weights {bad[:3]} are not finite; {path} was not overwritten")
+                raise NonFiniteLossError(
+                    f"{self.name}: at step {self.step} the {name}'s weights {bad[:3]} are not finite; {path} was not overwritten"
+                )
         extra = {"config": asdict(self.config), "history": self.history, "data": self.data_identity or {}}
         return save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
 
@@ -414,8 +437,14 @@ class CheckpointedTrainer:
             bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
             raise ValueError(f"{bad} training image(s) contain NaN or infinite values; clean the data first")
         identity = {"fingerprint": tensor_fingerprint(images), "shape": list(images.shape), **dict(data or {})}
-        if self.data_identity is not None and self.step > 0 and self.data_identity.get("fingerprint") != identity["fingerprint"]:
-            raise ValueError("this trainer was trained on other data; continue it on the same images or start a new one")
+        if (
+            self.data_identity is not None
+            and self.step > 0
+            and self.data_identity.get("fingerprint") != identity["fingerprint"]
+        ):
+            raise ValueError(
+                "this trainer was trained on other data; continue it on the same images or start a new one"
+            )
         if checkpoint_dir is None:
             return self._run(images, None, checkpoint_every, identity)
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
@@ -430,7 +459,9 @@ class CheckpointedTrainer:
                     except ValueError as err:  # unreadable or diverged: still not ours to delete silently
                         problem = str(err)
                     if problem:
-                        raise FileExistsError(f"{problem}; pass overwrite=True to replace it, or use another checkpoint_dir")
+                        raise FileExistsError(
+                            f"{problem}; pass overwrite=True to replace it, or use another checkpoint_dir"
+                        )
             return self._run(images, ckpt, checkpoint_every, identity)
 
     def _run(self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict) -> list[dict]:
@@ -445,8 +476,14 @@ class CheckpointedTrainer:
             return logs
 
         return run_steps(
-            step_fn, self.step, c.steps, (lambda done: self.save(ckpt)) if ckpt else None, checkpoint_every,
-            desc=self.name, log_every=c.log_every, history=self.history,
+            step_fn,
+            self.step,
+            c.steps,
+            (lambda done: self.save(ckpt)) if ckpt else None,
+            checkpoint_every,
+            desc=self.name,
+            log_every=c.log_every,
+            history=self.history,
         )
 
 

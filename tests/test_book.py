@@ -1,6 +1,7 @@
 """The book's structure: every chapter notebook has its library module, two run modes, a Colab
 badge pointing at the configured repository, and committed outputs without errors."""
 
+import ast
 import importlib
 import re
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+
+from medvae_lib import nbhygiene
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -39,8 +42,28 @@ def test_chapter_notebook(path):
     assert "requirements-colab.txt" in install.source, "on Colab install only what Colab lacks"
 
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    for heading in ("**Learning goals.**", "**Prerequisites.**", "**Time to run.**", "## Summary", "## Exercises", "## References"):
-        assert heading in text, f"{path.name} lacks {heading}"
+    number = int(path.stem[:2])
+    assert re.match(rf"# {number}\. \S", nb.cells[0].source), (
+        "the first cell starts with the chapter's title '# N. ...'"
+    )
+    template = [
+        "**Learning goals.**",
+        "**Prerequisites.**",
+        "**Time to run.**",
+        "## Summary",
+        "## Exercises",
+        "## What's next",
+        "## References",
+    ]
+    positions = [text.find(part) for part in template]
+    assert all(p >= 0 for p in positions), (
+        f"{path.name} lacks {[t for t, p in zip(template, positions, strict=True) if p < 0]}"
+    )
+    assert positions == sorted(positions), "the template's parts must come in the order of CONTRIBUTING.md"
+    sections = re.findall(rf"^## {number}\.(\d+) ", text, re.M)
+    assert sections and [int(n) for n in sections] == list(range(1, len(sections) + 1)), (
+        "number the sections N.1, N.2, ..."
+    )
 
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code), "commit the notebook executed (make book)"
@@ -48,8 +71,47 @@ def test_chapter_notebook(path):
     assert not errors, f"{path.name} was committed with errors: {[e['ename'] for e in errors]}"
     assert sum("# NBVAL_CHECK_OUTPUT" in c.source for c in code) >= 2, "nbval needs cells whose outputs it re-checks"
     streams = [o for c in code for o in c.outputs if o.output_type == "stream"]
-    assert not any("it/s]" in o.text or "s/it]" in o.text for o in streams), "progress bars committed (run with TQDM_DISABLE=1)"
+    assert not any("it/s]" in o.text or "s/it]" in o.text for o in streams), (
+        "progress bars committed (run with TQDM_DISABLE=1)"
+    )
     assert all(o.text.count("\n") <= 20 for o in streams), "keep committed text output to a short summary"
+    texts = [
+        o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+        for c in code
+        for o in c.outputs
+    ]
+    assert all(t.count("\n") < 100 for t in texts), "no committed text output of 100 lines or more"
+    assert not nbhygiene.clean(nb), "volatile metadata committed: run python -m medvae_lib.nbhygiene on the notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_section_opens_with_prose(path):
+    """A code cell may follow a heading only after some prose: a markdown cell that is nothing but a
+    heading must be followed by more markdown."""
+    cells = nbformat.read(path, as_version=4).cells
+    for cell, following in zip(cells, cells[1:], strict=False):
+        lines = [line for line in cell.source.strip().splitlines() if line.strip()]
+        if cell.cell_type == "markdown" and lines and all(line.startswith("#") for line in lines):
+            assert following.cell_type == "markdown", f"{path.name}: '{lines[-1]}' is followed by code without prose"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_included_library_code_exists(path):
+    """Chapters show the library's own code with literalinclude :pyobject:; each named object must exist,
+    so a renamed function fails here rather than as an empty box in the book."""
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    includes = re.findall(r"```\{literalinclude\} (\S+)\n:pyobject: (\S+)", text)
+    for file, obj in includes:
+        source = (path.parent / file).resolve()
+        assert source.is_file() and source.is_relative_to(REPO / "medvae_lib"), f"{file} is not a library file"
+        tree = ast.parse(source.read_text())
+        names = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        owner, _, member = obj.partition(".")
+        assert owner in names, f"{obj} is not defined in {file}"
+        if member:
+            assert member in {n.name for n in names[owner].body if isinstance(n, ast.FunctionDef)}, (
+                f"{obj} is not in {file}"
+            )
 
 
 def _pins(path):
@@ -71,7 +133,30 @@ def test_colab_installs_only_what_colab_lacks_with_the_same_pins():
     colab = _pins(REPO / "requirements-colab.txt")
     assert set(colab) <= requirements, "requirements-colab.txt must pin the versions requirements.txt pins"
     kept = {"torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "ipykernel", "tqdm", "pyyaml"}
-    assert not {c.split("==")[0] for c in colab} & kept, "do not re-pin packages Colab already has in its running kernel"
+    assert not {c.split("==")[0] for c in colab} & kept, (
+        "do not re-pin packages Colab already has in its running kernel"
+    )
+
+
+def test_the_code_that_chapters_teach_is_shown():
+    teaching = {"02_medvae_stage1": ["reconstruction_nll", "kl_divergence", "adaptive_adv_weight"]}
+    for stem, objects in teaching.items():
+        text = (REPO / "notebooks" / f"{stem}.ipynb").read_text()
+        for obj in objects:
+            assert f":pyobject: {obj}" in text, f"{stem} explains {obj} without showing its code"
+
+
+def test_licence_and_citation():
+    assert "MIT License" in (REPO / "LICENSE").read_text() and "data_manifests" in (REPO / "LICENSE").read_text()
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["repository-code"] == CONFIG["repository"]["url"]
+
+
+def test_ruff_pins_agree():
+    pin = next(p for p in _pins(REPO / "requirements.txt") if p.startswith("ruff=="))
+    hooks = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())
+    rev = next(r["rev"] for r in hooks["repos"] if "ruff" in r["repo"])
+    assert rev == "v" + pin.split("==")[1]
 
 
 def test_python_version_is_stated_consistently():

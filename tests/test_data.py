@@ -249,13 +249,20 @@ def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file,
         splits = load_dataset(path, "ci", cache_dir=tmp_path / "cache")
         again = load_dataset(path, "ci", cache_dir=tmp_path / "cache")
     assert "drawing the same kind of subset" in capsys.readouterr().out
-    assert {s: np.bincount(v.labels).tolist() for s, v in splits.items()} == {"train": [50, 50], "val": [10, 10], "test": [20, 20]}
+    assert {s: np.bincount(v.labels).tolist() for s, v in splits.items()} == {
+        "train": [50, 50],
+        "val": [10, 10],
+        "test": [20, 20],
+    }
     assert np.array_equal(splits["train"].images, again["train"].images)
 
 
 def test_a_fallback_must_name_another_file(tmp_path, data_root):
     path = tmp_path / "m.yaml"
-    path.write_text(HEADER + f"files:\n  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/x.npz, sha256: '{SHA}', fallback: '64', n_samples: {{train: 2}}}}\n")
+    path.write_text(
+        HEADER
+        + f"files:\n  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/x.npz, sha256: '{SHA}', fallback: '64', n_samples: {{train: 2}}}}\n"
+    )
     with pytest.raises(ManifestError, match="fallback '64' must name another file"):
         load_manifest(path)
 
@@ -273,7 +280,9 @@ def test_manifests_resolve_without_an_editable_install(tmp_path):
     env.pop("MEDVAE_MANIFEST_DIR", None)
 
     def run(cwd, **extra):
-        return subprocess.run([sys.executable, "-c", code], cwd=cwd, env={**env, **extra}, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-c", code], cwd=cwd, env={**env, **extra}, capture_output=True, text=True
+        )
 
     inside = run(REPO / "notebooks")
     assert inside.returncode == 0, inside.stderr

@@ -64,7 +64,9 @@ def test_scales_agree_with_what_monai_can_compute(kernel):
         x = torch.rand(2, 1, size, size + 5, generator=g)  # not square: the smaller side decides
         noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
         weights = tuple(w / sum(MS_SSIM_WEIGHTS[:fit]) for w in MS_SSIM_WEIGHTS[:fit])
-        reference = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none")(noisy, x).reshape(-1)
+        reference = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none")(
+            noisy, x
+        ).reshape(-1)
         assert torch.allclose(ms_ssim(noisy, x, kernel_size=kernel), reference)
         assert torch.allclose(ms_ssim(x, x, kernel_size=kernel), torch.ones(2), atol=1e-5)
 

@@ -38,7 +38,18 @@ def images(manifest):
 
 
 def tiny(steps, **kw):
-    return Stage1Config(**{"width": 8, "batch_size": 4, "adv_start": 1, "disc_channels": 8, "disc_layers": 2, "log_every": 1, "steps": steps, **kw})
+    return Stage1Config(
+        **{
+            "width": 8,
+            "batch_size": 4,
+            "adv_start": 1,
+            "disc_channels": 8,
+            "disc_layers": 2,
+            "log_every": 1,
+            "steps": steps,
+            **kw,
+        }
+    )
 
 
 # -- 1. no checkpoint is lost --------------------------------------------------------------------------
@@ -68,7 +79,9 @@ for i in range(15):
 def test_two_processes_saving_to_one_folder_neither_crash_nor_corrupt(tmp_path):
     target = tmp_path / CHECKPOINT_NAME
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(target), w], env=env, stderr=subprocess.PIPE) for w in "ab"]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(target), w], env=env, stderr=subprocess.PIPE) for w in "ab"
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
@@ -125,14 +138,26 @@ def test_metrics_refuse_non_finite_images():
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ("{filename: x.npz, image_size: 28, local: ../../../etc/passwd, sha256: '%s'}" % SHA, "outside the data folder"),
+        (
+            "{filename: x.npz, image_size: 28, local: ../../../etc/passwd, sha256: '%s'}" % SHA,
+            "outside the data folder",
+        ),
         ("{filename: ../../x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s'}" % SHA, "plain file name"),
         ("{filename: /tmp/x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s'}" % SHA, "plain file name"),
-        ("{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha265: '%s'}" % SHA, r"unknown field\(s\) \['sha265'\]"),
-        ("{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_sample: {train: 1}}" % SHA, r"unknown field\(s\) \['n_sample'\]"),
+        (
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha265: '%s'}" % SHA,
+            r"unknown field\(s\) \['sha265'\]",
+        ),
+        (
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_sample: {train: 1}}" % SHA,
+            r"unknown field\(s\) \['n_sample'\]",
+        ),
         ("{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: 'abc'}", "sha256 must be 64 hex digits"),
         ("{filename: x.npz, image_size: '28', url: 'https://e.org/x', sha256: '%s'}" % SHA, "image_size must be int"),
-        ("{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_samples: {train: -1}}" % SHA, "counts >= 0"),
+        (
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_samples: {train: -1}}" % SHA,
+            "counts >= 0",
+        ),
         ("{filename: x.npz, image_size: 28, url: 'ftp://e.org/x', sha256: '%s'}" % SHA, "must start with https://"),
     ],
 )
@@ -148,7 +173,10 @@ def test_unknown_top_level_fields_and_bad_dims_are_errors(tmp_path):
     path.write_text(HEADER + "licenses: x\nfiles: {}\n")
     with pytest.raises(ManifestError, match=r"unknown field\(s\) \['licenses'\]"):
         load_manifest(path)
-    path.write_text(HEADER.replace("spatial_dims: 2", "spatial_dims: 4") + "files: {a: {filename: x, image_size: 1, url: 'https://e', md5: '%s'}}\n" % ("a" * 32))
+    path.write_text(
+        HEADER.replace("spatial_dims: 2", "spatial_dims: 4")
+        + "files: {a: {filename: x, image_size: 1, url: 'https://e', md5: '%s'}}\n" % ("a" * 32)
+    )
     with pytest.raises(ManifestError, match="spatial_dims must be 2 or 3"):
         load_manifest(path)
 
@@ -174,13 +202,17 @@ def test_npz_inputs_are_checked_with_the_file_and_split_named(tmp_path):
     with pytest.raises(ValueError, match="train_labels must be whole class numbers"):
         load_medmnist_npz(_npz(tmp_path / "f.npz", train_labels=np.array([[0.7], [1.7], [0.0], [1.0]])))
     with pytest.raises(ValueError, match="the val split is empty"):
-        load_medmnist_npz(_npz(tmp_path / "e.npz", val_images=np.zeros((0, 8, 8), np.uint8), val_labels=np.zeros((0, 1))))
+        load_medmnist_npz(
+            _npz(tmp_path / "e.npz", val_images=np.zeros((0, 8, 8), np.uint8), val_labels=np.zeros((0, 1)))
+        )
     rgb = np.zeros((4, 8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match=r"test_images have shape \(8, 8, 3\) per image, the manifest says \(8, 8\)"):
         load_medmnist_npz(_npz(tmp_path / "rgb.npz", test_images=rgb), image_size=8, spatial_dims=2)
     with pytest.raises(ValueError, match=r"the manifest says \(8, 8, 8\)"):  # a manifest saying 3D for 2D data
         load_medmnist_npz(_npz(tmp_path / "d.npz"), image_size=8, spatial_dims=3)
-    assert load_medmnist_npz(_npz(tmp_path / "ok.npz", train_labels=np.array([[0.0], [1.0], [0.0], [1.0]])))["train"].labels.tolist() == [0, 1, 0, 1]
+    assert load_medmnist_npz(_npz(tmp_path / "ok.npz", train_labels=np.array([[0.0], [1.0], [0.0], [1.0]])))[
+        "train"
+    ].labels.tolist() == [0, 1, 0, 1]
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x80\x04\x95 pickled", b"just text"])

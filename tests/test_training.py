@@ -52,9 +52,11 @@ def test_resume_continues_from_the_saved_step_exactly(images, tmp_path):
     assert [h["step"] for h in resumed.history] == [0, 1, 2, 3]
     assert "d_loss" in resumed.history[-1] and "d_loss" not in resumed.history[1]  # warm-up, then adversarial
     assert {"logit_real", "logit_fake", "adv_weight"} <= set(resumed.history[-1])
-    for a, b in zip(straight.autoencoder.state_dict().values(), resumed.autoencoder.state_dict().values()):
+    for a, b in zip(straight.autoencoder.state_dict().values(), resumed.autoencoder.state_dict().values(), strict=True):
         assert torch.equal(a, b), "a resumed run must end where the uninterrupted run ends (on a CPU)"
-    for a, b in zip(straight.discriminator.state_dict().values(), resumed.discriminator.state_dict().values()):
+    for a, b in zip(
+        straight.discriminator.state_dict().values(), resumed.discriminator.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
 
     fresh = Stage1Trainer(tiny(1))
@@ -65,7 +67,11 @@ def test_resume_continues_from_the_saved_step_exactly(images, tmp_path):
 def test_resume_with_other_settings_or_other_data_is_refused(images, tmp_path):
     Stage1Trainer(tiny(1)).fit(images, checkpoint_dir=tmp_path, data={"manifest": "pneumoniamnist", "key": "ci"})
     saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["extra"]["data"]
-    assert saved["fingerprint"] == tensor_fingerprint(images) and saved["key"] == "ci" and saved["shape"] == [64, 1, 32, 32]
+    assert (
+        saved["fingerprint"] == tensor_fingerprint(images)
+        and saved["key"] == "ci"
+        and saved["shape"] == [64, 1, 32, 32]
+    )
     with pytest.raises(ValueError, match=r"made with other settings .*'kl_weight': \(1e-06, 0.1\)"):
         Stage1Trainer(tiny(2, kl_weight=0.1)).fit(images, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="trained on other data"):
@@ -112,7 +118,7 @@ def test_generator_step_leaves_the_discriminator_unchanged(images):
     for k, v in trainer.discriminator.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert all(p.grad is None and p.requires_grad for p in trainer.discriminator.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(ae_before, trainer.autoencoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(ae_before, trainer.autoencoder.parameters(), strict=True))
 
 
 def test_discriminator_learns_to_tell_real_from_blurred(images):
@@ -175,7 +181,7 @@ def test_safetensors_round_trip_and_strict_keys(tmp_path):
     model = build_autoencoder("medvae_4_1_2d", width=8)
     path = export_weights(tmp_path / "w.safetensors", model, {"model": "medvae_4_1_2d"})
     copy = load_weights(path, build_autoencoder("medvae_4_1_2d", width=8))
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), copy.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), copy.state_dict().values(), strict=True))
     with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
         load_weights(path, build_autoencoder("medvae_8_4_2d", width=8))
 
