@@ -190,7 +190,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             raise ManifestError(f"{where}: entry must be a mapping")
         _check_fields(entry, _FILE_SCHEMA, where)
         for required in ("filename", "image_size"):
-            if required not in entry:
+            if entry.get(required) is None:
                 raise ManifestError(f"{where}: lacks {required!r}")
         if not entry.get("url") and not entry.get("local"):
             raise ManifestError(f"{where}: gives neither 'url' nor 'local', so it cannot be found")
@@ -328,11 +328,20 @@ def _download(pooch, url: str, known_hash: str, filename: str, cache_dir: Path, 
                 raise NetworkError(
                     f"download of {url} failed with HTTP {status} (after {attempt} attempt(s)); check the URL and the network"
                 ) from err
-        except (requests.ConnectionError, requests.Timeout) as err:
-            if attempt == retries:
+        except (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as err:
+            if attempt == retries:  # unreachable, timed out, or the connection dropped mid-download
                 raise NetworkError(
-                    f"could not reach {url} after {attempt} attempt(s): {type(err).__name__}; check the network"
+                    f"could not download {url} after {attempt} attempt(s): {type(err).__name__}; check the network"
                 ) from err
+        except requests.RequestException as err:  # a malformed URL and the like: no point retrying
+            raise NetworkError(
+                f"could not request {url}: {type(err).__name__}: {err}; check the URL in the manifest"
+            ) from err
         except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
             algorithm, digest = known_hash.split(":", 1)
             raise ChecksumError(f"download of {url} does not match the manifest's {algorithm} {digest}: {err}") from err

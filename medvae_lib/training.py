@@ -22,8 +22,8 @@ import math
 import os
 import random
 import tempfile
-import time
 import typing
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -73,6 +73,17 @@ def _kind_name(kind) -> str:
     }.get(kind, kind.__name__)
 
 
+def _parse_number(text: str, kinds: set):
+    """A numeric string for a numeric setting ("1e-4", "600"); anything else is returned unchanged."""
+    for kind in (int, float):
+        if kind in kinds:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    return text
+
+
 def check_types(config) -> None:
     """Check every field of a settings dataclass against its annotation (``int``, ``float``, ``bool``,
     ``str`` and unions of them): ``steps=10.5``, ``lr="1e-4"``, ``resume="no"`` or ``kl_weight=nan``
@@ -91,10 +102,11 @@ def check_types(config) -> None:
 def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | None = None) -> dict:
     """A notebook's settings: the entries of ``modes[mode]``, with single entries replaced by ``overrides``.
 
-    An override must have the type of the entry it replaces (an integer may stand for a float, and an
-    entry whose default is None takes anything): a string such as ``"0.1"`` or ``"no"`` from a command
-    line is refused with a message that names the setting, instead of failing (or being read as true)
-    hundreds of steps later.
+    An override must have the type of the entry it replaces (an integer may stand for a float; an entry
+    whose default is None, "all", takes None or a count). A numeric string such as ``"1e-4"`` (which
+    YAML 1.1, and so papermill's ``-y``, reads as a string) is parsed for a numeric setting; any other
+    mismatch, such as ``"no"`` for True/False, is refused with a message that names the setting,
+    instead of failing, or being read as true, hundreds of steps later.
     """
     if mode not in modes:
         raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(modes)}")
@@ -104,19 +116,21 @@ def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | N
     unknown = sorted(set(overrides) - set(modes[mode]))
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} in overrides; known: {sorted(modes[mode])}")
-    for key, value in overrides.items():
+    for key, value in list(overrides.items()):
         defaults = [
             m[key] for m in modes.values() if key in m
         ]  # a setting may differ in type between modes ("full" or 16)
-        if any(d is None for d in defaults):
-            continue
-        kinds = {float if isinstance(d, float) else type(d) for d in defaults}
+        kinds = {type(None), int} if any(d is None for d in defaults) else set()  # None stands for "all": a count
+        kinds |= {float if isinstance(d, float) else type(d) for d in defaults if d is not None}
+        if isinstance(value, str) and not any(_type_ok(value, k) for k in kinds):
+            value = overrides[key] = _parse_number(value, kinds)  # YAML 1.1 reads 1e-4 as a string
         if not any(_type_ok(value, k) for k in kinds):
             wanted = " or ".join(sorted(_kind_name(k) for k in kinds))
             raise TypeError(
-                f"setting {key!r} must be {wanted} like its default {modes[mode][key]!r}, got {value!r} ({type(value).__name__}); "
-                'with papermill pass typed values through -y, e.g. -y "overrides: {' + key + ': ...}"'
+                f"setting {key!r} must be {wanted} like its default {modes[mode][key]!r}, got {value!r} ({type(value).__name__})"
             )
+        if value is not None and not isinstance(value, (bool, str)) and type(None) in kinds and value < 0:
+            raise ValueError(f"setting {key!r} must be None or a count >= 0, got {value!r}")
     return {**modes[mode], **overrides}
 
 
@@ -155,7 +169,10 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint gets ordinary permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -259,6 +276,12 @@ class RunLock:
             raise RuntimeError(
                 f"another run is training in {self.folder} (it holds {self.path}); wait for it to finish or use another checkpoint_dir"
             ) from None
+        except OSError as err:  # a file system without locks (some network and FUSE mounts)
+            self._file.close()
+            self._file = None
+            warnings.warn(
+                f"cannot lock {self.folder} ({err}); continuing without a lock: start no second run there", stacklevel=2
+            )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -309,7 +332,6 @@ def run_steps(
         raise ValueError(f"the run already has {start_step} steps, more than the {total_steps} asked for")
     history = [] if history is None else history
     bar = tqdm(range(start_step, total_steps), desc=desc, initial=start_step, total=total_steps, mininterval=2.0)
-    started = time.perf_counter()
     for step in bar:
         values = step_fn(step)
         bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
@@ -329,7 +351,8 @@ def run_steps(
         checkpoint_fn(total_steps)
     if total_steps > start_step and history:
         last = ", ".join(f"{k}={v:.3g}" for k, v in history[-1].items() if k != "step")
-        print(f"{desc}: steps {start_step}-{total_steps} in {time.perf_counter() - started:.0f} s; last logged {last}")
+        # No run time here: it changes on every run, and the line ends up in committed notebook outputs.
+        print(f"{desc}: steps {start_step}-{total_steps}; last logged {last}")
     return history
 
 
@@ -450,18 +473,23 @@ class CheckpointedTrainer:
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
         with RunLock(checkpoint_dir):
             if ckpt.is_file():
-                if resume:
-                    self.load(ckpt, data_identity={"fingerprint": identity["fingerprint"]})
+                fingerprint = {"fingerprint": identity["fingerprint"]}
+                try:
+                    state = read_checkpoint(ckpt)
+                    problem = self._mismatch(state, ckpt, fingerprint)
+                    if not problem and not resume and state["step"] > self.config.steps:
+                        problem = f"checkpoint {ckpt} holds {state['step']} steps, more than the {self.config.steps} of this run"
+                except ValueError as err:  # unreadable or diverged: still not ours to delete silently
+                    problem = str(err)
+                if problem and not overwrite:
+                    raise FileExistsError(
+                        f"{problem}; pass overwrite=True to start afresh and replace it, or use another checkpoint_dir"
+                    )
+                if resume and not problem:
+                    self.load(ckpt, data_identity=fingerprint)
                     print(f"resumed from {ckpt} at step {self.step}")
-                elif not overwrite:
-                    try:
-                        problem = self._mismatch(read_checkpoint(ckpt), ckpt, {"fingerprint": identity["fingerprint"]})
-                    except ValueError as err:  # unreadable or diverged: still not ours to delete silently
-                        problem = str(err)
-                    if problem:
-                        raise FileExistsError(
-                            f"{problem}; pass overwrite=True to replace it, or use another checkpoint_dir"
-                        )
+                elif problem:
+                    print(f"starting afresh: overwrite=True replaces {ckpt} ({problem})")
             return self._run(images, ckpt, checkpoint_every, identity)
 
     def _run(self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict) -> list[dict]:

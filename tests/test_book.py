@@ -85,14 +85,16 @@ def test_chapter_notebook(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_every_section_opens_with_prose(path):
-    """A code cell may follow a heading only after some prose: a markdown cell that is nothing but a
-    heading must be followed by more markdown."""
+def test_prose_comes_before_every_code_cell(path):
+    """Every code cell follows a markdown cell that has prose in it, not only a heading."""
     cells = nbformat.read(path, as_version=4).cells
-    for cell, following in zip(cells, cells[1:], strict=False):
-        lines = [line for line in cell.source.strip().splitlines() if line.strip()]
-        if cell.cell_type == "markdown" and lines and all(line.startswith("#") for line in lines):
-            assert following.cell_type == "markdown", f"{path.name}: '{lines[-1]}' is followed by code without prose"
+    for before, cell in zip(cells, cells[1:], strict=False):
+        if cell.cell_type != "code":
+            continue
+        first = cell.source.splitlines()[0] if cell.source else ""
+        assert before.cell_type == "markdown", f"{path.name}: code cell '{first}' follows another code cell"
+        prose = [line for line in before.source.splitlines() if line.strip() and not line.startswith("#")]
+        assert prose, f"{path.name}: code cell '{first}' follows a heading without prose"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -100,7 +102,9 @@ def test_included_library_code_exists(path):
     """Chapters show the library's own code with literalinclude :pyobject:; each named object must exist,
     so a renamed function fails here rather than as an empty box in the book."""
     text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
-    includes = re.findall(r"```\{literalinclude\} (\S+)\n:pyobject: (\S+)", text)
+    blocks = re.findall(r"```\{literalinclude\} (\S+)\n((?::\w+:.*\n)*)", text)
+    includes = [(file, m.group(1)) for file, options in blocks if (m := re.search(r"^:pyobject: (\S+)", options, re.M))]
+    assert len(includes) == text.count(":pyobject:"), "every :pyobject: include must be parsed"
     for file, obj in includes:
         source = (path.parent / file).resolve()
         assert source.is_file() and source.is_relative_to(REPO / "medvae_lib"), f"{file} is not a library file"

@@ -61,9 +61,43 @@ def test_a_checkpoint_with_other_settings_is_replaced_only_when_asked(images, tm
     assert (tmp_path / CHECKPOINT_NAME).read_bytes() == before
     Stage1Trainer(tiny(1)).fit(images, tmp_path, resume=False, overwrite=True)
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 1
-    # the same settings and data: starting afresh over one's own checkpoint needs no flag
+    # the same settings and data: starting afresh over one's own checkpoint needs no flag ...
     Stage1Trainer(tiny(2)).fit(images, tmp_path, resume=False)
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
+    # ... unless it holds more progress than the new run will reach
+    with pytest.raises(FileExistsError, match="holds 2 steps, more than the 1 of this run"):
+        Stage1Trainer(tiny(1)).fit(images, tmp_path, resume=False)
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
+
+
+def test_resuming_onto_other_settings_is_refused_unless_overwrite(images, tmp_path):
+    Stage1Trainer(tiny(2)).fit(images, tmp_path)
+    with pytest.raises(FileExistsError, match="other settings.*overwrite=True to start afresh"):
+        Stage1Trainer(tiny(3, lr=1e-3)).fit(images, tmp_path, resume=True)
+    fresh = Stage1Trainer(tiny(3, lr=1e-3))
+    fresh.fit(images, tmp_path, resume=True, overwrite=True)
+    assert [h["step"] for h in fresh.history][0] == 0, "overwrite=True starts afresh instead of loading"
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["extra"]["config"]["lr"] == 1e-3
+
+
+def test_checkpoints_get_ordinary_file_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = save_checkpoint(tmp_path / CHECKPOINT_NAME, 1, {"m": torch.nn.Linear(2, 2)}, {})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(images, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="continuing without a lock"):
+        Stage1Trainer(tiny(1)).fit(images, tmp_path)
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 1
 
 
 # -- 2. concurrent writers -----------------------------------------------------------------------------
@@ -159,6 +193,7 @@ def test_metrics_refuse_non_finite_images():
             "counts >= 0",
         ),
         ("{filename: x.npz, image_size: 28, url: 'ftp://e.org/x', sha256: '%s'}" % SHA, "must start with https://"),
+        ("{filename: x.npz, image_size: null, url: 'https://e.org/x', sha256: '%s'}" % SHA, "lacks 'image_size'"),
     ],
 )
 def test_manifest_entries_are_checked_against_a_schema(tmp_path, entry, message):
@@ -241,7 +276,7 @@ def test_a_refused_resume_leaves_the_trainer_untouched(images, tmp_path):
     resumed = Stage1Trainer(tiny(3, log_every=2))  # a harmless setting does not block a resume
     resumed.fit(images, tmp_path)
     assert resumed.step == 3
-    with pytest.raises(ValueError, match="other data"):
+    with pytest.raises(FileExistsError, match="other data"):
         Stage1Trainer(tiny(4)).fit(images[:16], tmp_path)
 
 
@@ -249,8 +284,9 @@ def test_a_refused_resume_leaves_the_trainer_untouched(images, tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ({"adv_weight": "0.1"}, "'adv_weight' must be a finite number"),
+        ({"adv_weight": "a tenth"}, "'adv_weight' must be a finite number"),
         ({"resume": "no"}, "'resume' must be True or False"),
+        ({"n_train": 10.5}, "'n_train' must be None or an integer"),
         ({"steps": 10.5}, "'steps' must be an integer"),
         ({"width": 16.0}, "'width' must be a string or an integer"),
     ],
@@ -260,9 +296,17 @@ def test_settings_overrides_must_have_the_right_type(override, message):
         settings_for(medvae_stage1.MODES, "ci", override)
 
 
-def test_typed_overrides_are_accepted():
+def test_typed_overrides_are_accepted_and_numeric_strings_parsed():
     settings = settings_for(medvae_stage1.MODES, "ci", {"lr": 1, "width": "full", "resume": True, "n_train": 100})
     assert settings["lr"] == 1 and settings["width"] == "full"
+    # YAML 1.1 (papermill -y "overrides: {lr: 1e-4}") reads 1e-4 as a string
+    parsed = settings_for(
+        medvae_stage1.MODES, "ci", {"lr": "1e-4", "adv_weight": "0.1", "steps": "700", "n_train": "100"}
+    )
+    assert (parsed["lr"], parsed["adv_weight"], parsed["steps"], parsed["n_train"]) == (1e-4, 0.1, 700, 100)
+    assert type(parsed["steps"]) is int
+    with pytest.raises(ValueError, match="'n_train' must be None or a count"):
+        settings_for(medvae_stage1.MODES, "ci", {"n_train": -1})
 
 
 @pytest.mark.parametrize(
@@ -340,6 +384,8 @@ def test_network_errors_are_reported_as_network_errors_and_leave_nothing(manifes
         assert server.requests == 1, "a 404 is not retried"
     finally:
         server.close()
-    with pytest.raises(NetworkError, match="could not reach"):
+    with pytest.raises(NetworkError, match="could not download"):
         fetch(manifest, "ci", cache_dir=cache, url=server.url("pneumoniamnist.npz"), retries=2)  # server is gone
+    with pytest.raises(NetworkError, match="check the URL"):  # malformed, not a checksum problem
+        fetch(manifest, "ci", cache_dir=cache, url="http://exa mple.org:x/f")
     assert not cache.exists() or not any(cache.iterdir())

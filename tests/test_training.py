@@ -60,7 +60,7 @@ def test_resume_continues_from_the_saved_step_exactly(images, tmp_path):
         assert torch.equal(a, b)
 
     fresh = Stage1Trainer(tiny(1))
-    fresh.fit(images, checkpoint_dir=tmp_path, resume=False)
+    fresh.fit(images, checkpoint_dir=tmp_path, resume=False, overwrite=True)
     assert fresh.step == 1 and torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 1
 
 
@@ -72,9 +72,9 @@ def test_resume_with_other_settings_or_other_data_is_refused(images, tmp_path):
         and saved["key"] == "ci"
         and saved["shape"] == [64, 1, 32, 32]
     )
-    with pytest.raises(ValueError, match=r"made with other settings .*'kl_weight': \(1e-06, 0.1\)"):
+    with pytest.raises(FileExistsError, match=r"made with other settings .*'kl_weight': \(1e-06, 0.1\)"):
         Stage1Trainer(tiny(2, kl_weight=0.1)).fit(images, checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="trained on other data"):
+    with pytest.raises(FileExistsError, match="trained on other data"):
         Stage1Trainer(tiny(2)).fit(images.flip(0), checkpoint_dir=tmp_path)
 
 
@@ -99,7 +99,21 @@ def test_non_finite_weights_stop_the_run_before_the_checkpoint_is_replaced(image
     assert all(torch.isfinite(v).all() for v in saved["modules"]["autoencoder"].values())
 
 
-def test_a_non_finite_loss_stops_the_run(images, tmp_path):
+class _NaNLoss(Stage1Trainer):
+    """Logs a NaN loss at step 2."""
+
+    def train_step(self, batch, step):
+        logs = super().train_step(batch, step)
+        return {**logs, "l1": torch.tensor(float("nan"))} if step == 2 else logs
+
+
+def test_a_non_finite_loss_stops_the_run_before_its_checkpoint(images, tmp_path):
+    with pytest.raises(NonFiniteLossError, match="step 2 gave non-finite values"):
+        _NaNLoss(tiny(6, adv_start=100)).fit(images, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 2, "no checkpoint after the NaN step"
+
+
+def test_a_diverging_run_stops(images, tmp_path):
     with pytest.raises(NonFiniteLossError, match="non-finite values"):
         Stage1Trainer(tiny(4, lr=1e12, adv_start=100)).fit(images, checkpoint_dir=tmp_path)
     bad = images.clone()
