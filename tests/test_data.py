@@ -1,12 +1,10 @@
-import functools
-import http.server
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import HEADER, MD5, REPO, SHA, SHARED_README_SHA256, LoopbackServer
 
 from medvae_lib.data import (
     ChecksumError,
@@ -21,13 +19,6 @@ from medvae_lib.data import (
     verify_file,
 )
 from medvae_lib.data_prep import prepare_splits, subsample
-
-REPO = Path(__file__).resolve().parent.parent
-
-# The fields every manifest needs, before its files.
-HEADER = "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
-SHARED_README_SHA256 = "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
-SHA, MD5 = "ab" * 32, "ab" * 16  # well-formed digests of no real file
 
 
 @pytest.fixture
@@ -134,42 +125,12 @@ def test_npz_layout_errors_name_the_problem(tmp_path, ci_file):
         load_medmnist_npz(tmp_path / "text.npz")
 
 
-class _Server:
-    """A static file server on loopback that counts the requests it answers."""
-
-    def __init__(self, root: Path):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_download_is_verified_and_cached(manifest, ci_file, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     shutil.copy(ci_file, served / "pneumoniamnist.npz")
     cache = tmp_path / "cache"
-    with _Server(served) as server:
+    with LoopbackServer(served) as server:
         url = server.url("pneumoniamnist.npz")
         path = fetch(manifest, "ci", cache_dir=cache, url=url)
         assert path.parent == cache and file_digest(path) == SHARED_README_SHA256
@@ -182,7 +143,7 @@ def test_corrupt_download_raises_and_leaves_nothing(manifest, ci_file, tmp_path)
     served.mkdir()
     (served / "pneumoniamnist.npz").write_bytes(ci_file.read_bytes()[:-100])  # truncated transfer
     cache = tmp_path / "cache"
-    with _Server(served) as server:
+    with LoopbackServer(served) as server:
         with pytest.raises(ChecksumError, match="does not match the manifest's sha256"):
             fetch(manifest, "ci", cache_dir=cache, url=server.url("pneumoniamnist.npz"))
     assert not (cache / "pneumoniamnist.npz").exists()
@@ -238,7 +199,7 @@ def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file,
     served = tmp_path / "served"
     served.mkdir()
     shutil.copy(ci_file, served / "release.npz")
-    with _Server(served) as server:
+    with LoopbackServer(served) as server:
         path = tmp_path / "m.yaml"
         path.write_text(
             HEADER + "files:\n"

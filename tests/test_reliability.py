@@ -1,17 +1,15 @@
 """Regression tests for the failure cases of a hostile-but-realistic probe of medvae_lib: lost or corrupt
 checkpoints, files outside the data folders, silent wrong results, untyped settings, flaky downloads."""
 
-import functools
-import http.server
 import os
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 import torch
+from helpers import HEADER, REPO, SHA, LoopbackServer
 
 from medvae_lib import medvae_stage1
 from medvae_lib.data import ManifestError, NetworkError, fetch, load_manifest, load_medmnist_npz
@@ -27,10 +25,6 @@ from medvae_lib.training import (
     settings_for,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-HEADER = "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
-SHA = "ab" * 32
-
 
 @pytest.fixture(scope="module")
 def images(manifest):
@@ -38,18 +32,7 @@ def images(manifest):
 
 
 def tiny(steps, **kw):
-    return Stage1Config(
-        **{
-            "width": 8,
-            "batch_size": 4,
-            "adv_start": 1,
-            "disc_channels": 8,
-            "disc_layers": 2,
-            "log_every": 1,
-            "steps": steps,
-            **kw,
-        }
-    )
+    return helpers.tiny(steps, **{"adv_start": 1, **kw})
 
 
 # -- 1. no checkpoint is lost --------------------------------------------------------------------------
@@ -332,58 +315,23 @@ def test_fit_takes_only_booleans_for_resume(images, tmp_path):
 
 
 # -- 8. downloads --------------------------------------------------------------------------------------
-class _FlakyServer:
-    """Serves a folder on loopback; the first ``fail`` requests get HTTP 503."""
-
-    def __init__(self, root: Path, fail: int = 0):
-        self.requests, self.fail = 0, fail
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):
-                outer.requests += 1
-                if outer.requests <= outer.fail:
-                    self.send_error(503, "try again")
-                    return
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_downloads_retry_transient_failures(manifest, ci_file, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     (served / "pneumoniamnist.npz").write_bytes(ci_file.read_bytes())
-    server = _FlakyServer(served, fail=2)
-    try:
+    with LoopbackServer(served, fail=2) as server:
         path = fetch(manifest, "ci", cache_dir=tmp_path / "cache", url=server.url("pneumoniamnist.npz"))
-    finally:
-        server.close()
     assert path.is_file() and server.requests == 3
 
 
 def test_network_errors_are_reported_as_network_errors_and_leave_nothing(manifest, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    server = _FlakyServer(served)
     cache = tmp_path / "cache"
-    try:
+    with LoopbackServer(served) as server:
         with pytest.raises(NetworkError, match="HTTP 404"):  # a typo in the URL: not a checksum problem
             fetch(manifest, "ci", cache_dir=cache, url=server.url("typo.npz"))
         assert server.requests == 1, "a 404 is not retried"
-    finally:
-        server.close()
     with pytest.raises(NetworkError, match="could not download"):
         fetch(manifest, "ci", cache_dir=cache, url=server.url("pneumoniamnist.npz"), retries=2)  # server is gone
     with pytest.raises(NetworkError, match="check the URL"):  # malformed, not a checksum problem

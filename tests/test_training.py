@@ -1,10 +1,11 @@
 import pytest
 import torch
+from helpers import tiny
 from monai.transforms import GaussianSmooth
 
 from medvae_lib import medvae_stage1
 from medvae_lib.data_prep import prepare_splits
-from medvae_lib.medvae_stage1 import Stage1Config, Stage1Trainer, adversarial_ablation, resize_baseline, to_model_range
+from medvae_lib.medvae_stage1 import Stage1Trainer, adversarial_ablation, resize_baseline, to_model_range
 from medvae_lib.models import build_autoencoder
 from medvae_lib.training import (
     CHECKPOINT_NAME,
@@ -23,11 +24,6 @@ from medvae_lib.training import (
 @pytest.fixture(scope="module")
 def images(manifest):
     return prepare_splits(manifest, "ci", 32, n={"train": 64})["train"][0]
-
-
-def tiny(steps, **kw):
-    settings = {"width": 8, "batch_size": 4, "adv_start": 2, "disc_channels": 8, "disc_layers": 2, "log_every": 1, **kw}
-    return Stage1Config(steps=steps, **settings)
 
 
 def test_batches_depend_only_on_seed_and_step():
