@@ -19,9 +19,14 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.ndim not in (4, 5):
         raise ValueError(f"expected (N, C, H, W) or (N, C, D, H, W) images, got shape {tuple(pred.shape)}")
     for name, x in (("prediction", pred), ("target", target)):
-        if not torch.isfinite(x).all():
-            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+        bad = count_non_finite(x)
+        if bad:
             raise ValueError(f"{bad} {name} image(s) contain NaN or infinite values; a score of them would be NaN")
+
+
+def count_non_finite(images: torch.Tensor) -> int:
+    """How many images of a batch (N, ...) hold at least one NaN or infinite value."""
+    return int((~torch.isfinite(images)).flatten(1).any(1).sum())
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

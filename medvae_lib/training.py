@@ -33,6 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from .metrics import count_non_finite
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -194,6 +196,13 @@ def save_checkpoint(
     return path
 
 
+def non_finite_entries(state_dict: Mapping) -> list[str]:
+    """The names of the floating-point tensors of a state dict that hold a NaN or infinite value."""
+    return [
+        k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read and check a checkpoint without touching any model: ``weights_only`` loading, the book's
     layout, a step >= 0 and finite weights. Compare its settings before :func:`restore_checkpoint`."""
@@ -212,11 +221,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
         raise ValueError(f"checkpoint {path} records step {state['step']!r}; a step must be an integer >= 0")
     for name, module_state in state["modules"].items():
-        bad = [
-            k
-            for k, v in module_state.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
-        ]
+        bad = non_finite_entries(module_state)
         if bad:
             raise ValueError(
                 f"checkpoint {path} has non-finite weights in {name}: {bad[:5]}; it cannot be resumed from"
@@ -400,7 +405,7 @@ class CheckpointedTrainer:
         """Write a checkpoint; raise :class:`NonFiniteLossError` instead if any weight is NaN or infinite
         (a finite loss can still be followed by a NaN update), so a good checkpoint is never replaced."""
         for name, module in self.modules().items():
-            bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            bad = non_finite_entries(module.state_dict())
             if bad:
                 raise NonFiniteLossError(
                     f"{self.name}: at step {self.step} the {name}'s weights {bad[:3]} are not finite; {path} was not overwritten"
@@ -429,6 +434,9 @@ class CheckpointedTrainer:
         problem = self._mismatch(state, path, data_identity)
         if problem:
             raise ValueError(problem)
+        return self._restore(state, path)
+
+    def _restore(self, state: Mapping, path) -> int:
         step, extra = restore_checkpoint(state, self.modules(), self.optimizers(), path)
         self.step, self.history = step, list(extra.get("history", []))
         self.data_identity = dict(extra.get("data") or {}) or None
@@ -456,8 +464,8 @@ class CheckpointedTrainer:
         if not isinstance(resume, bool) or not isinstance(overwrite, bool):
             raise TypeError(f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}")
         self.check_images(images)
-        if not torch.isfinite(images).all():
-            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+        bad = count_non_finite(images)
+        if bad:
             raise ValueError(f"{bad} training image(s) contain NaN or infinite values; clean the data first")
         identity = {"fingerprint": tensor_fingerprint(images), "shape": list(images.shape), **dict(data or {})}
         if (
@@ -475,7 +483,7 @@ class CheckpointedTrainer:
             if ckpt.is_file():
                 fingerprint = {"fingerprint": identity["fingerprint"]}
                 try:
-                    state = read_checkpoint(ckpt)
+                    state = read_checkpoint(ckpt, map_location=self.device)
                     problem = self._mismatch(state, ckpt, fingerprint)
                     if not problem and not resume and state["step"] > self.config.steps:
                         problem = f"checkpoint {ckpt} holds {state['step']} steps, more than the {self.config.steps} of this run"
@@ -486,7 +494,7 @@ class CheckpointedTrainer:
                         f"{problem}; pass overwrite=True to start afresh and replace it, or use another checkpoint_dir"
                     )
                 if resume and not problem:
-                    self.load(ckpt, data_identity=fingerprint)
+                    self._restore(state, ckpt)  # read and checked once, above
                     print(f"resumed from {ckpt} at step {self.step}")
                 elif problem:
                     print(f"starting afresh: overwrite=True replaces {ckpt} ({problem})")
