@@ -11,6 +11,12 @@ choice) make it end close to, but not exactly at, the same weights.
 :class:`CheckpointedTrainer` is the one training loop of the book: a subclass says what its modules,
 optimisers and single step are, and inherits checkpoint/resume, the refusal to resume with other
 settings or other data, and the stop on a non-finite loss.
+
+The same trainer runs on several processes under ``torchrun`` with DistributedDataParallel (DDP):
+call :func:`init_distributed` first, and use ``self.net(name)`` instead of the plain module in
+``train_step``. ``config.batch_size`` stays the *global* batch; each of the ``W`` processes trains
+on every ``W``-th sample of it, DDP averages the gradients, and so ``W`` processes take (up to float
+rounding) the steps one process would take. A single process runs exactly as before.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .metrics import count_non_finite
@@ -138,6 +146,59 @@ def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | N
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def init_distributed() -> torch.device:
+    """Join the process group ``torchrun`` set up, and return this process's device.
+
+    ``torchrun --nproc_per_node N script.py`` starts ``N`` copies of a script and tells each, in the
+    environment variables ``RANK`` (its number among all processes), ``WORLD_SIZE`` (how many there
+    are) and ``LOCAL_RANK`` (its number on this machine), who it is. Here the default process group
+    is initialised from them (once; a second call only returns the device): with the "nccl" backend
+    and the GPU ``cuda:LOCAL_RANK`` when CUDA is available, else "gloo" on the CPU. Run without
+    ``torchrun`` (no ``WORLD_SIZE``), nothing is initialised and :func:`default_device` is returned,
+    so a notebook and a ``torchrun`` script can share one line: ``device = init_distributed()``.
+    """
+    if "WORLD_SIZE" not in os.environ:
+        return default_device()
+    found = {k: os.environ.get(k) for k in TORCHRUN_VARIABLES}
+    try:
+        rank, world_size, local_rank = (int(found[k]) for k in TORCHRUN_VARIABLES)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"WORLD_SIZE is set, so this looks like a torchrun process, but {found} are not all integers; "
+            "start the script with torchrun, or unset WORLD_SIZE"
+        ) from None
+    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+        raise ValueError(f"torchrun variables out of range: {found} (need WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE)")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # reads MASTER_ADDR/PORT too
+    return device
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless a process group is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def sum_over_ranks(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Add ``values`` element-wise over all processes (``all_reduce``; float64). A collective: every
+    rank must call it, with as many values. Without a process group the values come back unchanged."""
+    if world()[1] == 1:
+        return list(values)
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
@@ -295,6 +356,36 @@ class RunLock:
             self._file = None
 
 
+@contextlib.contextmanager
+def rank_zero_lock(folder: str | Path, device: torch.device | str = "cpu"):
+    """:class:`RunLock` for a run on several processes: rank 0 alone holds it, for everyone.
+
+    All ranks of one run share its folder, so they cannot each take the exclusive lock (the second
+    would be refused as "another run"). Rank 0 takes it; then every rank waits at one collective
+    (a barrier that also carries whether the lock was taken), so no rank reads the folder before
+    the lock is held, and if rank 0 could not take it (another run trains there) every rank raises,
+    instead of the others waiting for rank 0 forever. Rank 0 releases it when the block ends.
+    With one process this is :class:`RunLock` itself.
+    """
+    rank, world_size = world()
+    if world_size == 1:
+        with RunLock(folder):
+            yield
+        return
+    lock, error = RunLock(folder), None
+    if rank == 0:
+        try:
+            lock.__enter__()
+        except Exception as err:
+            error = err
+    if sum_over_ranks([error is not None], device)[0]:
+        raise error or RuntimeError(f"rank 0 could not lock {folder}; see its error")
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def export_weights(path: str | Path, module: torch.nn.Module, metadata: Mapping[str, str] | None = None) -> Path:
     """Save a module's weights as safetensors."""
     path = Path(path)
@@ -322,6 +413,7 @@ def run_steps(
     desc: str = "training",
     log_every: int = 1,
     history: list[dict] | None = None,
+    verbose: bool = True,
 ) -> list[dict]:
     """Call ``step_fn(step)`` for ``step`` in ``[start_step, total_steps)`` with a tqdm bar.
 
@@ -331,12 +423,16 @@ def run_steps(
     ``checkpoint_every`` steps and at the end. A step that logs a NaN or infinite value raises
     :class:`NonFiniteLossError` before the next checkpoint, so a good checkpoint is never replaced by a
     diverged one. At the end one summary line is printed (set ``TQDM_DISABLE=1`` to hide the bar, as
-    the book's build does, so that executed notebooks keep a short output).
+    the book's build does, so that executed notebooks keep a short output). ``verbose=False`` shows
+    neither (the processes of a distributed run other than rank 0).
     """
     if total_steps < start_step:
         raise ValueError(f"the run already has {start_step} steps, more than the {total_steps} asked for")
     history = [] if history is None else history
-    bar = tqdm(range(start_step, total_steps), desc=desc, initial=start_step, total=total_steps, mininterval=2.0)
+    quiet = {} if verbose else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
+    bar = tqdm(
+        range(start_step, total_steps), desc=desc, initial=start_step, total=total_steps, mininterval=2.0, **quiet
+    )
     for step in bar:
         values = step_fn(step)
         bad = {k: float(v) for k, v in values.items() if not math.isfinite(float(v))}
@@ -354,7 +450,7 @@ def run_steps(
             checkpoint_fn(done)
     if checkpoint_fn is not None and total_steps > start_step:
         checkpoint_fn(total_steps)
-    if total_steps > start_step and history:
+    if verbose and total_steps > start_step and history:
         last = ", ".join(f"{k}={v:.3g}" for k, v in history[-1].items() if k != "step")
         # No run time here: it changes on every run, and the line ends up in committed notebook outputs.
         print(f"{desc}: steps {start_step}-{total_steps}; last logged {last}")
@@ -375,6 +471,28 @@ class CheckpointedTrainer:
     A subclass sets ``self.config`` (a dataclass with at least ``steps``, ``batch_size``, ``seed`` and
     ``log_every``) and implements :meth:`modules`, :meth:`optimizers` and :meth:`train_step`.
     ``RESUMABLE`` names the settings a resumed run may change (by default only its length and logging).
+
+    **On several processes** (``torchrun``, after :func:`init_distributed`), with world size ``W``:
+
+    * ``train_step`` calls ``self.net(name)`` where it would call ``self.modules()[name]``: that is the
+      module's DDP wrapper, whose backward pass averages the gradients over the processes.
+      :meth:`distributed_modules` says which modules get one (by default every trainable one).
+    * ``config.batch_size`` is the *global* batch and must be divisible by ``W``. The global batch's
+      indices are drawn as in one process (:func:`batch_indices`), and rank ``r`` trains on
+      ``idx[r::W]``: every ``W``-th sample, starting at its own rank. With a loss averaged over the
+      batch, the averaged gradients are those of the global batch.
+    * Random noise is drawn for the global batch and sliced the same way: :meth:`global_randn_like`
+      (or :meth:`shard_rows` of any global draw). Each step reseeds torch's generator from
+      ``(seed, step)`` on every rank, so every rank draws the same global noise.
+    * The logged values are averaged over the ranks, so every rank's ``history`` holds the
+      global batch's values and the non-finite guard stops every rank at the same step.
+    * Rank 0 alone takes the folder's lock and writes checkpoints; every rank reads one to resume.
+      The checkpoint holds the plain modules' weights (no ``module.`` prefix), so a run on ``W``
+      processes resumes one made on any other number, one included. The folder must be one that
+      every rank sees (one machine, or a shared file system).
+
+    With one process, none of this changes a number: ``net`` is the plain module and
+    ``global_randn_like`` is ``torch.randn_like``.
     """
 
     RESUMABLE = ("steps", "log_every")
@@ -386,6 +504,9 @@ class CheckpointedTrainer:
         self.step = 0
         self.history: list[dict] = []
         self.data_identity: dict | None = None
+        self.shard = (0, 1)  # (rank, world size) of the running step; see shard_rows
+        self._ddp: dict[str, DistributedDataParallel] = {}
+        self._net_used = False
 
     # -- what a subclass provides -----------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -400,10 +521,59 @@ class CheckpointedTrainer:
     def check_images(self, images: torch.Tensor) -> None:
         """Raise a clear error if ``images`` cannot be trained on (a subclass checks shapes)."""
 
+    def distributed_modules(self) -> tuple[str, ...]:
+        """The names of the entries of :meth:`modules` that train with DDP on several processes: by
+        default each one with a parameter that requires a gradient (a frozen loss network needs none)."""
+        return tuple(name for name, m in self.modules().items() if any(p.requires_grad for p in m.parameters()))
+
+    # -- several processes -------------------------------------------------------------------------
+    def _wrap_distributed(self) -> None:
+        """Build the DDP wrappers of :meth:`distributed_modules` once (again only for a module that was
+        replaced). A collective: DDP's constructor copies rank 0's weights to every rank, so every rank
+        must get here, in the same order. The wrappers are kept beside :meth:`modules`, which stays
+        the plain modules: their ``state_dict`` has no ``module.`` prefix."""
+        if world()[1] == 1:
+            return
+        ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
+        for name in self.distributed_modules():
+            module = self.modules()[name]
+            if name not in self._ddp or self._ddp[name].module is not module:
+                self._ddp[name] = DistributedDataParallel(module, device_ids=ids)
+
+    def net(self, name: str) -> torch.nn.Module:
+        """The module to call in ``train_step``: the DDP wrapper of ``modules()[name]`` on several
+        processes (so its gradients are averaged over them), else the plain module itself."""
+        if world()[1] == 1 or name not in self.distributed_modules():
+            return self.modules()[name]
+        self._wrap_distributed()  # already built at the start of the run
+        self._net_used = True
+        return self._ddp[name]
+
+    def shard_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """This process's rows of ``t``, a tensor made for the global batch: ``t[rank::W]``, the rows of
+        the samples it trains on (see the class docstring); ``t`` itself with one process."""
+        rank, world_size = self.shard
+        return t if world_size == 1 else t[rank::world_size]
+
+    def global_randn_like(self, local: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise for this process's batch ``local``: drawn (from torch's generator) for
+        the global batch, ``W`` times as many rows, and cut to this process's rows, so every sample
+        gets the noise it would get in a one-process run. With one process: ``torch.randn_like(local)``."""
+        rank, world_size = self.shard
+        if world_size == 1:
+            return torch.randn_like(local)
+        full = torch.randn((local.shape[0] * world_size, *local.shape[1:]), dtype=local.dtype, device=local.device)
+        return self.shard_rows(full).contiguous()
+
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint; raise :class:`NonFiniteLossError` instead if any weight is NaN or infinite
-        (a finite loss can still be followed by a NaN update), so a good checkpoint is never replaced."""
+        (a finite loss can still be followed by a NaN update), so a good checkpoint is never replaced.
+
+        On several processes every rank calls this, and rank 0 alone writes; the others wait until it
+        has (a collective that also tells them whether it could, so a failed write raises on every
+        rank instead of leaving them waiting). The weights are the same on every rank, so every rank
+        reaches the same verdict on them."""
         for name, module in self.modules().items():
             bad = non_finite_entries(module.state_dict())
             if bad:
@@ -411,7 +581,18 @@ class CheckpointedTrainer:
                     f"{self.name}: at step {self.step} the {name}'s weights {bad[:3]} are not finite; {path} was not overwritten"
                 )
         extra = {"config": asdict(self.config), "history": self.history, "data": self.data_identity or {}}
-        return save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
+        rank, world_size = world()
+        if world_size == 1:
+            return save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
+        error = None
+        if rank == 0:
+            try:
+                save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
+            except Exception as err:
+                error = err
+        if sum_over_ranks([error is not None], self.device)[0]:
+            raise error or CheckpointWriteError(f"rank 0 could not write checkpoint {path}; see its error")
+        return Path(path)
 
     def _mismatch(self, state: Mapping, path, data_identity: Mapping | None) -> str | None:
         """Why the checkpoint ``state`` is not a continuation of this run (None if it is)."""
@@ -460,6 +641,10 @@ class CheckpointedTrainer:
         steps and at the end, and the folder is locked against a second run while this one trains;
         with ``resume``, a checkpoint found there is continued. Without ``resume`` the run starts
         afresh, and replaces a checkpoint made with other settings or data only with ``overwrite=True``.
+
+        On several processes every rank calls ``fit`` with the same images and settings; rank 0 locks
+        the folder (:func:`rank_zero_lock`) and every rank reads the checkpoint and makes the same
+        decision from it.
         """
         if not isinstance(resume, bool) or not isinstance(overwrite, bool):
             raise TypeError(f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}")
@@ -479,7 +664,8 @@ class CheckpointedTrainer:
         if checkpoint_dir is None:
             return self._run(images, None, checkpoint_every, identity)
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
-        with RunLock(checkpoint_dir):
+        rank = world()[0]
+        with rank_zero_lock(checkpoint_dir, self.device):
             if ckpt.is_file():
                 fingerprint = {"fingerprint": identity["fingerprint"]}
                 try:
@@ -495,19 +681,44 @@ class CheckpointedTrainer:
                     )
                 if resume and not problem:
                     self._restore(state, ckpt)  # read and checked once, above
-                    print(f"resumed from {ckpt} at step {self.step}")
-                elif problem:
+                    if rank == 0:
+                        print(f"resumed from {ckpt} at step {self.step}")
+                elif problem and rank == 0:
                     print(f"starting afresh: overwrite=True replaces {ckpt} ({problem})")
             return self._run(images, ckpt, checkpoint_every, identity)
 
+    def _mean_over_ranks(self, logs: Mapping) -> dict[str, float]:
+        """A step's logged values averaged over the ranks: with equal shards and losses averaged over
+        the batch, the global batch's values. Every rank must log the same names."""
+        names = sorted(logs)  # one order on every rank, whatever order a rank built its dict in
+        totals = dict(zip(names, sum_over_ranks([float(logs[k]) for k in names], self.device), strict=True))
+        world_size = world()[1]
+        return {k: totals[k] / world_size for k in logs}
+
     def _run(self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict) -> list[dict]:
         c = self.config
+        rank, world_size = world()
+        if c.batch_size % world_size:
+            raise ValueError(
+                f"batch_size {c.batch_size} is the global batch, split over the {world_size} processes; "
+                f"it must be divisible by {world_size}"
+            )
         self.data_identity = identity
+        self._wrap_distributed()
+        first = self.step
 
         def step_fn(step: int):
             torch.manual_seed(c.seed * 1_000_003 + step)  # sampling noise: a function of the step
-            idx = batch_indices(len(images), c.batch_size, step, c.seed)
-            logs = self.train_step(images[idx].to(self.device), step)
+            idx = batch_indices(len(images), c.batch_size, step, c.seed)  # the global batch
+            self.shard, self._net_used = (rank, world_size), False
+            logs = self.train_step(images[idx[rank::world_size]].to(self.device), step)
+            if world_size > 1:
+                if step == first and self._ddp and not self._net_used:
+                    raise RuntimeError(
+                        f"{self.name}: train_step used no DDP wrapper; call self.net(name), not the module itself, "
+                        "or the processes' gradients are never averaged and their weights drift apart"
+                    )
+                logs = self._mean_over_ranks(logs)
             self.step = step + 1
             return logs
 
@@ -520,6 +731,7 @@ class CheckpointedTrainer:
             desc=self.name,
             log_every=c.log_every,
             history=self.history,
+            verbose=rank == 0,
         )
 
 
