@@ -50,3 +50,187 @@ def build_classifier(
 
 def count_trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# -- scoring ----------------------------------------------------------------------------------------
+
+
+def auroc(labels, scores) -> float:
+    """Area under the ROC curve (scikit-learn's ``roc_auc_score``) with clear errors for input it cannot score."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = np.asarray(labels).ravel(), np.asarray(scores, dtype=float).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.size} labels but {scores.size} scores")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+    classes = set(np.unique(labels).tolist())
+    if not classes <= {0, 1}:
+        raise ValueError(f"AUROC here is for binary labels 0/1; got classes {sorted(classes)}")
+    if len(classes) < 2:
+        raise ValueError("AUROC needs both classes among the labels; only one is present")
+    return float(roc_auc_score(labels, scores))
+
+
+def bootstrap_auroc(labels, scores: dict, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95):
+    """AUROC of each method in ``scores`` (``{method: (n_seeds, n_images) array}``: one row of test-image
+    scores per training seed), with a percentile bootstrap interval over the test images.
+
+    Each resample draws the test images with replacement, the *same* draw for every method and seed,
+    and scores the seed-averaged AUROC; the interval therefore covers the uncertainty from which test
+    images happen to be in the split, and ``seed std`` (the spread over training seeds) is reported
+    beside it. Returns a DataFrame with ``AUROC`` (mean over seeds), ``95% CI low/high``, ``seed std``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    labels = np.asarray(labels).ravel()
+    arrays = {m: np.atleast_2d(np.asarray(s, dtype=float)) for m, s in scores.items()}
+    for m, s in arrays.items():
+        if s.shape[1] != labels.size:
+            raise ValueError(f"{m}: {s.shape[1]} scores per seed for {labels.size} labels")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, labels.size, size=(n_resamples, labels.size))
+    alpha = (1 - confidence) / 2
+    rows = {}
+    for m, s in arrays.items():
+        per_seed = [auroc(labels, row) for row in s]
+        boot = []
+        for idx in draws:
+            y = labels[idx]
+            if y.min() == y.max():
+                continue  # a resample with one class cannot be scored; skipped for every method alike
+            boot.append(np.mean([auroc(y, row[idx]) for row in s]))
+        low, high = np.quantile(boot, [alpha, 1 - alpha])
+        rows[m] = {
+            "AUROC": float(np.mean(per_seed)),
+            "95% CI low": float(low),
+            "95% CI high": float(high),
+            "seed std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+            "seeds": len(per_seed),
+        }
+    return pd.DataFrame(rows).T
+
+
+def paired_auroc_difference(labels, a, b, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Seed-averaged AUROC of ``a`` minus that of ``b`` (each ``(n_seeds, n_images)``) on the same test
+    images, with a paired percentile bootstrap interval: both are rescored on the same resample."""
+    import numpy as np
+
+    labels = np.asarray(labels).ravel()
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+
+    def score(s, idx):
+        return np.mean([auroc(labels[idx], row[idx]) for row in s])
+
+    everything = np.arange(labels.size)
+    diff = score(a, everything) - score(b, everything)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for idx in rng.integers(0, labels.size, size=(n_resamples, labels.size)):
+        if labels[idx].min() != labels[idx].max():
+            boot.append(score(a, idx) - score(b, idx))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return {"difference": float(diff), "95% CI low": float(low), "95% CI high": float(high)}
+
+
+# -- the two classifier kinds -----------------------------------------------------------------------
+
+
+def flatten(x: torch.Tensor):
+    """(N, ...) tensor -> (N, features) float64 numpy array for scikit-learn."""
+    return x.reshape(len(x), -1).double().numpy()
+
+
+def linear_probe(train_x, train_y, val_x, val_y, cs=(0.001, 0.01, 0.1, 1.0, 10.0), seed: int = 0):
+    """A linear probe: standardised features, L2-regularised logistic regression (scikit-learn), its
+    regularisation strength ``C`` chosen by validation AUROC. Returns the fitted pipeline and a table
+    of the validation AUROC for each ``C``."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xt, xv = flatten(torch.as_tensor(train_x)), flatten(torch.as_tensor(val_x))
+    yt, yv = torch.as_tensor(train_y).numpy(), torch.as_tensor(val_y).numpy()
+    fits, table = {}, []
+    for c in cs:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        model.fit(xt, yt)
+        fits[c] = model
+        table.append({"C": c, "validation AUROC": auroc(yv, model.decision_function(xv))})
+    table = pd.DataFrame(table)
+    best = table.loc[table["validation AUROC"].idxmax(), "C"]
+    return fits[best], table
+
+
+def probe_scores(model, x):
+    """The probe's decision values (log-odds) for ``x``."""
+    return model.decision_function(flatten(torch.as_tensor(x)))
+
+
+class Standardised(torch.nn.Module):
+    """``model((x - mean) / std)`` with the per-channel mean and std of the training inputs as buffers:
+    latents have no fixed scale, so every input kind is standardised the same way."""
+
+    def __init__(self, model: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def train_classifier(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    steps: int = 300,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    width: int = 16,
+    seed: int = 0,
+    device="cpu",
+) -> tuple[Standardised, list[dict]]:
+    """Train :func:`build_classifier` on ``train_x`` (images or latents, (N, C, *spatial)) for a binary
+    label with BCE and AdamW; batches drawn as the book's trainers draw them (seeded by step).
+    Returns the classifier (eval mode) and its training history."""
+    from .training import batch_indices, run_steps
+
+    if train_x.ndim not in (4, 5) or len(train_x) != len(train_y):
+        raise ValueError(f"need (N, C, *spatial) inputs and N labels; got {tuple(train_x.shape)} and {len(train_y)}")
+    if not torch.isfinite(train_x).all():
+        raise ValueError("the training inputs contain NaN or infinite values")
+    labels = torch.as_tensor(train_y).float()
+    if set(labels.unique().tolist()) - {0.0, 1.0}:
+        raise ValueError(f"train_classifier is for binary 0/1 labels; got {sorted(labels.unique().tolist())}")
+    dims = tuple(i for i in range(train_x.ndim) if i != 1)
+    mean = train_x.mean(dims, keepdim=True)[0]
+    std = train_x.std(dims, keepdim=True)[0].clamp_min(1e-6)
+    torch.manual_seed(seed)
+    model = Standardised(build_classifier(train_x.shape[1], train_x.ndim - 2, width=width), mean, std).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def step_fn(step: int):
+        model.train()
+        idx = batch_indices(len(train_x), batch_size, step, seed)
+        loss = loss_fn(model(train_x[idx].to(device))[:, 0], labels[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"bce": loss.detach()}
+
+    history = run_steps(step_fn, 0, steps, desc=f"classifier on {tuple(train_x.shape[1:])}", log_every=10)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def classifier_scores(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, device="cpu"):
+    """The classifier's logits for ``x``, as a numpy array."""
+    model.eval()
+    return torch.cat([model(b.to(device))[:, 0].cpu() for b in x.split(batch_size)]).numpy()

@@ -535,3 +535,17 @@ def stage1_config(settings: dict, seed: int) -> Stage1Config:
     """The Stage1Config for a notebook's settings (entries that are not training settings are ignored)."""
     fields = Stage1Config.__dataclass_fields__
     return Stage1Config(seed=seed, **{k: v for k, v in settings.items() if k in fields})
+
+
+def export_metadata(config, mode: str, data: dict) -> dict[str, str]:
+    """The metadata chapter 2 writes into its exported safetensors and chapter 3 checks before reusing
+    them. What identifies an exported stage-1 model: its settings, the run mode and the data's checksum."""
+    from dataclasses import asdict
+
+    return {
+        "stage": "1",
+        "mode": mode,
+        **{k: str(v) for k, v in asdict(config).items() if k != "log_every"},
+        "data": str(data.get("checksum")),
+        "image_size": str(data.get("image_size")),
+    }
