@@ -234,3 +234,161 @@ def classifier_scores(model: torch.nn.Module, x: torch.Tensor, batch_size: int =
     """The classifier's logits for ``x``, as a numpy array."""
     model.eval()
     return torch.cat([model(b.to(device))[:, 0].cpu() for b in x.split(batch_size)]).numpy()
+
+
+# -- the rate-distortion sweep over MedVAE's 2D configurations ---------------------------------------
+
+
+def resize_side(image_size: int, model: str) -> int:
+    """Side of the square image that holds as many values as ``model``'s latent of an ``image_size`` image
+    (rounded: for ``medvae_4_3_2d`` at 32 px, 14x14 = 196 values against the latent's 3x8x8 = 192)."""
+    from .models import get_config
+
+    cfg = get_config(model)
+    if cfg.spatial_dims != 2:
+        raise ValueError(f"the sweep is over 2D models; {model} is 3D")
+    return max(1, round(image_size * cfg.latent_channels**0.5 / cfg.factor))
+
+
+def shrink(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Area-average ``images`` down to ``side`` x ``side``: the resize baseline's stored numbers."""
+    return torch.nn.functional.interpolate(images, size=(side, side), mode="area")
+
+
+def enlarge(small: torch.Tensor, side: int) -> torch.Tensor:
+    """Bicubic enlargement back to ``side`` x ``side``, clipped to [0, 1]: the resize baseline's reconstruction."""
+    return torch.nn.functional.interpolate(small, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def rate_distortion(
+    models, splits: dict, steps: int, width: int, batch_size: int, seed: int = 0, kernel_size=7, device="cpu"
+):
+    """For each 2D MedVAE configuration in ``models``: train stage 1 for ``steps`` (L1 + 1 - SSIM + KL,
+    no discriminator, the same budget for all), then on the test split its PSNR and MS-SSIM and the
+    AUROC of a linear probe on its latents (C chosen on validation), and the same three numbers for the
+    resize baseline that stores as many values. ``splits`` maps train/val/test to (images, labels)."""
+    import pandas as pd
+
+    from .medvae_stage1 import Stage1Config, Stage1Trainer
+    from .metrics import ms_ssim, psnr
+    from .models import get_config
+
+    (tx, ty), (vx, vy), (sx, sy) = splits["train"], splits["val"], splits["test"]
+    size = tx.shape[-1]
+    rows = []
+    for model in models:
+        cfg = get_config(model)
+        config = Stage1Config(model=model, width=width, steps=steps, batch_size=batch_size, adv_weight=0.0, seed=seed)
+        trainer = Stage1Trainer(config, device)
+        trainer.fit(tx)
+        rec = trainer.reconstruct(sx)
+        feats = {name: trainer.encode(x)[0] for name, x in (("train", tx), ("val", vx), ("test", sx))}
+        probe, _ = linear_probe(feats["train"], ty, feats["val"], vy, seed=seed)
+        side = resize_side(size, model)
+        small = {name: shrink(x, side) for name, x in (("train", tx), ("val", vx), ("test", sx))}
+        resize_probe, _ = linear_probe(small["train"], ty, small["val"], vy, seed=seed)
+        back = enlarge(small["test"], size)
+        for method, values, r, s in (
+            (f"{model}", cfg.latent_channels * (size // cfg.factor) ** 2, rec, probe_scores(probe, feats["test"])),
+            (f"resize to {side}x{side}", side * side, back, probe_scores(resize_probe, small["test"])),
+        ):
+            rows.append(
+                {
+                    "configuration": model,
+                    "method": "MedVAE latent" if method == model else "resize",
+                    "stored values": values,
+                    "compression": size * size / values,
+                    "PSNR (dB)": float(psnr(r, sx).mean()),
+                    "MS-SSIM": float(ms_ssim(r, sx, kernel_size=kernel_size).mean()),
+                    "probe AUROC": auroc(sy, s),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_rate_distortion(table):
+    """Compression against PSNR, MS-SSIM and probe AUROC, latents and the resize baseline side by side."""
+    import matplotlib.pyplot as plt
+
+    metrics = ("PSNR (dB)", "MS-SSIM", "probe AUROC")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for method, marker in (("MedVAE latent", "o"), ("resize", "s")):
+            part = table[table.method == method]
+            ax.scatter(part["compression"], part[metric], marker=marker, label=method)
+            if method == "MedVAE latent":
+                for _, row in part.iterrows():
+                    ax.annotate(
+                        row["configuration"].removeprefix("medvae_").removesuffix("_2d"),
+                        (row["compression"], row[metric]),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("compression (image values per stored value)")
+        ax.set_title(metric, fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# Settings for the two ways chapter 4 runs; stage 1, the teacher and stage 2 come with chapters 2 and
+# 3's settings for the same mode (their exports are reused when they match).
+MODES = {
+    "ci": {
+        "classifier_seeds": [0, 1, 2],
+        "classifier_steps": 200,
+        "classifier_batch_size": 32,
+        "classifier_lr": 1e-3,
+        "classifier_width": 16,
+        "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
+        "sweep_steps": 250,
+        "sweep_width": 16,
+        "sweep_batch_size": 16,
+        # Throughput: the CI size, and MedVAE's 512x512 (a few timed batches on a CPU).
+        "throughput_sizes": [32, 512],
+        "throughput_batch_size": 8,
+        "throughput_iters": 3,
+    },
+    "full": {
+        "classifier_seeds": [0, 1, 2, 3, 4],
+        "classifier_steps": 3000,
+        "classifier_batch_size": 64,
+        "classifier_lr": 1e-3,
+        "classifier_width": 32,
+        "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
+        "sweep_steps": 5000,
+        "sweep_width": 64,
+        "sweep_batch_size": 16,
+        "throughput_sizes": [128, 512],
+        "throughput_batch_size": 32,
+        "throughput_iters": 20,
+    },
+}
+
+
+def downstream_inputs(autoencoder, head, splits: dict, side: int, device="cpu") -> dict:
+    """The four inputs of chapter 4 for every split: ``{input: {split: tensor}}`` with pixels, the
+    stage-1 latent (posterior mean), the stage-2 latent (the head on the posterior mean) and the image
+    shrunk to ``side`` x ``side`` (as many values as a one-channel latent of that side)."""
+    from .medvae_stage2 import project, stage1_latents
+
+    out = {"pixels": {}, "stage-1 latent": {}, "stage-2 latent": {}, f"resize to {side}x{side}": {}}
+    for split, (x, _) in splits.items():
+        out["pixels"][split] = x
+        out["stage-1 latent"][split] = stage1_latents(autoencoder, x, device=device)
+        out["stage-2 latent"][split] = project(autoencoder, head, x, device=device)
+        out[f"resize to {side}x{side}"][split] = shrink(x, side)
+    return out
+
+
+def paired_table(labels, scores: dict, pairs, seed: int = 0, n_resamples: int = 2000):
+    """:func:`paired_auroc_difference` for each ``(a, b)`` of ``pairs``, one row each."""
+    import pandas as pd
+
+    rows = {
+        f"{a} - {b}": paired_auroc_difference(labels, scores[a], scores[b], n_resamples=n_resamples, seed=seed)
+        for a, b in pairs
+    }
+    return pd.DataFrame(rows).T

@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from .data_prep import MODES as _data_modes
+from .medvae_stage1 import export_metadata
 from .models import build_autoencoder, get_config
 from .teachers import BIOMEDCLIP, FrozenTeacher
-from .training import CheckpointedTrainer, check_types
+from .training import CheckpointedTrainer, check_types, world
 
 LATENT_SCALE = 4.6  # MedVAE's BiomedClipLoss divides the latent by 4.6 before rendering it
 
@@ -78,10 +79,19 @@ def teacher_distance(teacher: FrozenTeacher, images: torch.Tensor, latents: torc
     if len(images) != len(latents):
         raise ValueError(f"{len(images)} images but {len(latents)} latents")
     out = []
+    device = next(teacher.parameters()).device
     with torch.no_grad():
         for x, z in zip(images.split(batch_size), latents.split(batch_size), strict=True):
+            x, z = x.to(device), z.to(device)
             out.append(((teacher(x) - teacher(render_latent(z))) ** 2).sum(1).cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def embed(teacher: FrozenTeacher, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The teacher's embeddings of ``images`` (in [0, 1]), batch by batch, on the CPU."""
+    device = next(teacher.parameters()).device
+    return torch.cat([teacher(x.to(device)).cpu() for x in images.split(batch_size)])
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -185,6 +195,10 @@ class Stage2Trainer(CheckpointedTrainer):
         self.head.eval()
         return project(self.autoencoder, self.head, images, batch_size, self.device)
 
+    def reconstruct(self, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+        """What the stage-2 model reconstructs: the frozen decoder on the posterior mean."""
+        return reconstruct(self.autoencoder, images, batch_size, self.device)
+
 
 @torch.no_grad()
 def stage1_latents(autoencoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 128, device="cpu"):
@@ -192,6 +206,14 @@ def stage1_latents(autoencoder: torch.nn.Module, images: torch.Tensor, batch_siz
     autoencoder.eval()
     out = [autoencoder.encode(x.to(device) * 2.0 - 1.0)[0].cpu() for x in images.split(batch_size)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def reconstruct(autoencoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 128, device="cpu"):
+    """Reconstructions in [0, 1] from the posterior mean: ``decode(mu)``, as in both stages (stage 2's
+    head never feeds the decoder)."""
+    mus = stage1_latents(autoencoder, images, batch_size, device)
+    return torch.cat([((autoencoder.decode(m.to(device)) + 1) / 2).clamp(0, 1).cpu() for m in mus.split(batch_size)])
 
 
 @torch.no_grad()
@@ -239,6 +261,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
 class TeacherConfig:
     image_size: int = 32
     width: int = 16
+    stem_stride: int = 2  # halves the first feature maps: a quarter of the cost on a CPU
     embed_dim: int = 64
     steps: int = 300
     batch_size: int = 128
@@ -249,7 +272,7 @@ class TeacherConfig:
 
     def __post_init__(self):
         check_types(self)
-        for name in ("image_size", "width", "embed_dim", "steps", "batch_size", "log_every"):
+        for name in ("image_size", "width", "stem_stride", "embed_dim", "steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TeacherConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -270,7 +293,9 @@ class ContrastiveTeacherTrainer(CheckpointedTrainer):
 
         self.name = "contrastive teacher"
         torch.manual_seed(config.seed)
-        self.encoder = build_classifier(3, width=config.width, num_classes=config.embed_dim).to(self.device)
+        self.encoder = build_classifier(
+            3, width=config.width, num_classes=config.embed_dim, stem_stride=config.stem_stride
+        ).to(self.device)
         d = config.embed_dim
         self.projector = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, d)).to(
             self.device
@@ -358,7 +383,7 @@ def stage1_autoencoder(config, mode: str, images: torch.Tensor, data: dict, devi
     or this chapter's own when its metadata match ``config`` and the data, else trained here through
     :class:`~medvae_lib.medvae_stage1.Stage1Trainer` on ``images`` and exported for the next run.
     Returns the autoencoder and a sentence saying which happened."""
-    from .medvae_stage1 import Stage1Trainer, export_metadata
+    from .medvae_stage1 import Stage1Trainer
     from .training import export_weights, load_weights, run_dir
 
     expected = export_metadata(config, mode, data)
@@ -396,11 +421,14 @@ def contrastive_teacher(config: TeacherConfig, mode: str, images: torch.Tensor, 
     path = run_dir("03_medvae_stage2", mode) / "teacher.safetensors"
     found, why = _matching_export([path], expected)
     if found is not None:
-        encoder = load_weights(found, build_classifier(3, width=config.width, num_classes=config.embed_dim))
+        encoder = load_weights(
+            found, build_classifier(3, width=config.width, num_classes=config.embed_dim, stem_stride=config.stem_stride)
+        )
         return ci_teacher(encoder, config, mean, std).to(device), why
     trainer = ContrastiveTeacherTrainer(config, device)
     trainer.fit(images, data=data)
-    export_weights(path, trainer.encoder, expected)
+    if world()[0] == 0:  # under torchrun, one process writes
+        export_weights(path, trainer.encoder, expected)
     return trainer.teacher(), f"trained the teacher here ({why})"
 
 
@@ -416,7 +444,9 @@ def head_metadata(config: Stage2Config, mode: str, data: dict) -> dict[str, str]
 def stage2_head(config: Stage2Config, mode: str, autoencoder, teacher, images, data, device="cpu", **fit_kwargs):
     """Chapter 3's head: loaded from ``runs/03_medvae_stage2/<mode>/<model>/head.safetensors`` when it was
     trained with ``config`` (which names the stage-1 weights and the teacher) on the same data, else
-    trained here. Returns the trainer (its ``history`` is empty when loaded) and a sentence."""
+    trained here; ``fit_kwargs`` go to :meth:`~medvae_lib.training.CheckpointedTrainer.fit`, so, as for
+    every trainer of the book, a checkpoint made with other settings is replaced only with
+    ``overwrite=True``. Returns the trainer (its ``history`` is empty when loaded) and a sentence."""
     from .training import export_weights, load_weights, run_dir
 
     trainer = Stage2Trainer(config, autoencoder, teacher, device)
@@ -427,7 +457,8 @@ def stage2_head(config: Stage2Config, mode: str, autoencoder, teacher, images, d
         load_weights(found, trainer.head)
         return trainer, why
     trainer.fit(images, folder / "head", data=data, **fit_kwargs)
-    export_weights(folder / "head.safetensors", trainer.head, expected)
+    if world()[0] == 0:  # under torchrun, one process writes
+        export_weights(folder / "head.safetensors", trainer.head, expected)
     return trainer, f"trained the head here ({why})"
 
 
@@ -485,3 +516,97 @@ MODES = {
         "resume": True,
     },
 }
+
+
+def plot_rendered_latents(images, teacher: FrozenTeacher, latents: dict, index, titles=None, scale=LATENT_SCALE):
+    """For the images at ``index``: the image as the teacher sees it (after its resize), then each
+    latent of ``latents`` (``{name: (N, C, h, w)}``) rendered as the teacher sees it. Every panel shows
+    the teacher's input before normalisation, each on its own grey scale."""
+    import matplotlib.pyplot as plt
+
+    index = torch.as_tensor(index)
+    rows = {"image": images[index]} | {name: render_latent(z[index], scale) for name, z in latents.items()}
+    fig, axes = plt.subplots(len(rows), len(index), figsize=(1.7 * len(index), 1.7 * len(rows)), squeeze=False)
+    size = teacher.image_size
+    for r, (name, x) in enumerate(rows.items()):
+        shown = F.interpolate(x.float(), size=(size, size), mode="bicubic", align_corners=False)
+        for j in range(len(index)):
+            axes[r, j].imshow(shown[j, 0], cmap="gray")
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+            if r == 0 and titles is not None:
+                axes[r, j].set_title(titles[j], fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> None:
+    """Train the stage-2 head from a terminal, on one or several GPUs (``torchrun``)::
+
+        python -m medvae_lib.medvae_stage2 --mode full
+        torchrun --nproc_per_node 4 -m medvae_lib.medvae_stage2 --mode full
+
+    It needs chapter 2's exported stage-1 weights (run chapter 2 first) and, in CI mode, chapter 3's
+    teacher; it writes the head where chapter 3 looks for it, so the notebook then loads it.
+    """
+    import argparse
+
+    from . import data_prep, medvae_stage1
+    from .data import load_manifest
+    from .teachers import load_open_clip_teacher
+    from .training import init_distributed, run_dir, seed_everything, settings_for
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="full")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="override the mode's number of steps")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint made with other settings")
+    args = parser.parse_args(argv)
+
+    device = init_distributed()
+    seed_everything(args.seed)
+    settings = settings_for(MODES, args.mode, {"steps": args.steps} if args.steps else None)
+    prepared = data_prep.prepare_splits("pneumoniamnist", settings["data_key"], settings["image_size"], seed=args.seed)
+    train_x = prepared["train"][0]
+    datafile = load_manifest("pneumoniamnist").file(settings["data_key"])
+    data = {
+        "manifest": "pneumoniamnist",
+        "key": settings["data_key"],
+        "checksum": ":".join(datafile.checksum),
+        "image_size": settings["image_size"],
+    }
+    stage1 = medvae_stage1.stage1_config(settings_for(medvae_stage1.MODES, args.mode), args.seed)
+    name = f"{stage1.model}.safetensors"
+    candidates = [run_dir(c, args.mode, stage1.model) for c in ("02_medvae_stage1", "03_medvae_stage2")]
+    path, why = _matching_export(
+        [candidates[0] / name, candidates[1] / "stage1" / name], export_metadata(stage1, args.mode, data)
+    )
+    if path is None:
+        raise SystemExit(f"no stage-1 weights to start from ({why}); run chapter 2 (or chapter 3) first")
+    from .training import load_weights
+
+    autoencoder = load_weights(path, build_autoencoder(stage1.model, width=stage1.width)).to(device)
+    if settings["teacher"] == "contrastive":
+        teacher, why = contrastive_teacher(teacher_config(settings, args.seed), args.mode, train_x, data, device)
+    else:
+        teacher = load_open_clip_teacher(settings["teacher"], device)
+    config = stage2_config(settings, args.seed, autoencoder, teacher)
+    trainer, why = stage2_head(
+        config,
+        args.mode,
+        autoencoder,
+        teacher,
+        train_x,
+        data,
+        device,
+        checkpoint_every=settings["checkpoint_every"],
+        resume=True,
+        overwrite=args.overwrite,
+    )
+    if world()[0] == 0:
+        print(why)
+
+
+if __name__ == "__main__":
+    main()
