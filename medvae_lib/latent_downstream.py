@@ -73,6 +73,19 @@ def auroc(labels, scores) -> float:
     return float(roc_auc_score(labels, scores))
 
 
+def _auroc_by_ranks(labels, scores) -> float:
+    """AUROC as the Mann-Whitney statistic (average ranks for ties): what ``roc_auc_score`` computes,
+    without its checks, for the thousands of bootstrap resamples (both classes must be present)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    positives = labels == 1
+    n1 = int(positives.sum())
+    n0 = labels.size - n1
+    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)) if n1 and n0 else np.nan
+
+
 def bootstrap_auroc(labels, scores: dict, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95):
     """AUROC of each method in ``scores`` (``{method: (n_seeds, n_images) array}``: one row of test-image
     scores per training seed), with a percentile bootstrap interval over the test images.
@@ -101,7 +114,7 @@ def bootstrap_auroc(labels, scores: dict, n_resamples: int = 2000, seed: int = 0
             y = labels[idx]
             if y.min() == y.max():
                 continue  # a resample with one class cannot be scored; skipped for every method alike
-            boot.append(np.mean([auroc(y, row[idx]) for row in s]))
+            boot.append(np.mean([_auroc_by_ranks(y, row[idx]) for row in s]))
         low, high = np.quantile(boot, [alpha, 1 - alpha])
         rows[m] = {
             "AUROC": float(np.mean(per_seed)),
@@ -122,7 +135,7 @@ def paired_auroc_difference(labels, a, b, n_resamples: int = 2000, seed: int = 0
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
 
     def score(s, idx):
-        return np.mean([auroc(labels[idx], row[idx]) for row in s])
+        return np.mean([_auroc_by_ranks(labels[idx], row[idx]) for row in s])
 
     everything = np.arange(labels.size)
     diff = score(a, everything) - score(b, everything)

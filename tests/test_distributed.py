@@ -1,4 +1,5 @@
-"""CheckpointedTrainer on two CPU processes (torchrun, gloo) trains as one process does."""
+"""CheckpointedTrainer on two CPU processes (torchrun, gloo) trains as one process does: a toy trainer,
+and the real stage-2 trainer, which full mode runs under torchrun."""
 
 import os
 import socket
@@ -7,9 +8,10 @@ import sys
 
 import pytest
 import torch
-from ddp_worker import TinyConfig, TinyTrainer, tiny_images
+from ddp_worker import TinyConfig, TinyTrainer, stage2_parts, stage2_result, tiny_images
 from helpers import REPO
 
+from medvae_lib.medvae_stage2 import Stage2Trainer
 from medvae_lib.training import CHECKPOINT_NAME, default_device, init_distributed, world
 
 
@@ -26,6 +28,9 @@ def runs(tmp_path_factory):
     images = tiny_images()
     reference = TinyTrainer(TinyConfig())
     reference.fit(images)
+    config, autoencoder, teacher, stage2_images = stage2_parts()
+    stage2 = Stage2Trainer(config, autoencoder, teacher)
+    stage2.fit(stage2_images)
     TinyTrainer(TinyConfig(steps=7)).fit(images, checkpoint_dir=outdir / "resumed")  # for the 2 processes to go on
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     command += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), "tests/ddp_worker.py", str(outdir)]
@@ -33,7 +38,8 @@ def runs(tmp_path_factory):
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, f"torchrun failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     ranks = [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    return {"reference": reference, "ranks": ranks, "outdir": outdir, "log": done.stdout + done.stderr}
+    logs = done.stdout + done.stderr
+    return {"reference": reference, "stage2": stage2, "ranks": ranks, "outdir": outdir, "log": logs}
 
 
 @pytest.mark.parametrize("part", ["fresh", "resumed"])
@@ -51,6 +57,29 @@ def test_two_processes_end_where_one_process_ends(runs, part):
     for key in ("loss", "noisy_mean"):
         got, want = (torch.tensor([h[key] for h in hist]) for hist in (r0["history"], ref.history))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=0, msg=f"{part}: logged {key} differs")
+
+
+def test_stage2_on_two_processes_ends_where_one_process_ends(runs):
+    """The real Stage2Trainer: posterior noise drawn for the global batch (global_randn_like), the
+    head's gradients averaged by DDP, the autoencoder and the teacher left alone on every rank."""
+    ref = runs["stage2"]
+    r0, r1 = (r["stage2"] for r in runs["ranks"])
+    assert r0["step"] == r1["step"] == ref.step == 8
+    _, autoencoder, teacher, _ = stage2_parts()  # the frozen parts as built, before any training
+    untrained = Stage2Trainer(*stage2_parts()[:3]).head.state_dict()
+    for name, w in ref.head.state_dict().items():
+        assert torch.equal(r0["head"][name], r1["head"][name]), f"the ranks' head {name} differ"
+        assert not torch.equal(w, untrained[name]), f"the head's {name} must train"
+        torch.testing.assert_close(r0["head"][name], w, rtol=0, atol=1e-6, msg=f"stage 2: head {name} differs")
+    assert r0["history"] == r1["history"], "every rank logs the global batch's values"
+    assert [h["step"] for h in r0["history"]] == [h["step"] for h in ref.history] == list(range(8))
+    got, want = (torch.tensor([h["teacher distance"] for h in hist]) for hist in (r0["history"], ref.history))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0, msg="stage 2: logged teacher distance differs")
+    for frozen, built in (("autoencoder", autoencoder), ("teacher", teacher)):
+        for trained in (r0, r1, stage2_result(ref)):
+            assert trained[frozen].keys() == built.state_dict().keys()
+            for name, w in built.state_dict().items():
+                assert torch.equal(trained[frozen][name], w), f"the frozen {frozen}'s {name} changed"
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(runs):

@@ -284,3 +284,12 @@ def test_train_classifier_rejects_bad_input():
         train_classifier(x, y[:7], steps=1)
     with pytest.raises(ValueError, match=r"\(N, C, \*spatial\)"):
         train_classifier(x.flatten(1), y, steps=1)
+
+
+def test_the_bootstrap_auroc_by_ranks_equals_scikit_learn_with_ties():
+    from medvae_lib.latent_downstream import _auroc_by_ranks
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.integers(0, 6, 200).astype(float) + labels * 0.5  # many ties
+    assert _auroc_by_ranks(labels, scores) == pytest.approx(auroc(labels, scores), abs=1e-12)
