@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export TQDM_DISABLE := 1
 
-.PHONY: book html test lint notebooks env clean
+.PHONY: book html test lint notebooks env clean lab
 
 env: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ test: env
 
 lint: env
 	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check . && $(BIN)/python -m medvae_lib.nbhygiene --check $(NOTEBOOKS)
+
+# Open the notebooks in JupyterLab, in the book's venv (the kernel "python3" is that venv's Python).
+lab: env
+	$(BIN)/jupyter lab notebooks
 
 clean:
 	rm -rf _build notebooks/runs

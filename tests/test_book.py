@@ -167,3 +167,19 @@ def test_python_version_is_stated_consistently():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'requires-python = ">=3.11"' in pyproject
     assert "Python ≥ 3.11" in (REPO / "README.md").read_text()
+
+
+def test_the_workflow_tests_builds_and_deploys_the_configured_branch():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
+    jobs = workflow["jobs"]
+    steps = jobs["test-and-build"]["steps"]
+    commands = [s.get("run", "") for s in steps]
+    assert any(c.startswith("make test") for c in commands) and any(c.startswith("make html") for c in commands)
+    assert commands.index(next(c for c in commands if c.startswith("make test"))) < commands.index(
+        next(c for c in commands if c.startswith("make html"))
+    ), "test before building"
+    upload = next(s for s in steps if "upload-pages-artifact" in s.get("uses", ""))
+    assert upload["with"]["path"] == "_build/html"
+    branch = CONFIG["repository"]["branch"]
+    assert upload["if"] == jobs["deploy"]["if"] == f"github.ref == 'refs/heads/{branch}'"
+    assert any("deploy-pages" in s.get("uses", "") for s in jobs["deploy"]["steps"])
