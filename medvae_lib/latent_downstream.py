@@ -351,12 +351,12 @@ def plot_rate_distortion(table):
 MODES = {
     "ci": {
         "classifier_seeds": [0, 1, 2],
-        "classifier_steps": 200,
+        "classifier_steps": 150,
         "classifier_batch_size": 32,
         "classifier_lr": 1e-3,
         "classifier_width": 16,
         "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
-        "sweep_steps": 250,
+        "sweep_steps": 200,
         "sweep_width": 16,
         "sweep_batch_size": 16,
         # Throughput: the CI size, and MedVAE's 512x512 (a few timed batches on a CPU).
