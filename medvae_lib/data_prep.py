@@ -53,6 +53,13 @@ def prepare_splits(
     return out
 
 
+def data_identity(manifest: str, data_key: str, image_size: int) -> dict:
+    """What identifies the images a model was trained on, as trainers store it in checkpoints and
+    exports: the manifest, the file key, its verified checksum and the image size."""
+    datafile = load_manifest(manifest).file(data_key)
+    return {"manifest": manifest, "key": data_key, "checksum": ":".join(datafile.checksum), "image_size": image_size}
+
+
 def split_table(splits: dict[str, Split], labels: dict[int, str]) -> pd.DataFrame:
     """Images per split and class, with each class's share of the split."""
     rows = []

@@ -541,6 +541,47 @@ def plot_rendered_latents(images, teacher: FrozenTeacher, latents: dict, index, 
     return fig
 
 
+def chapter_models(
+    stage1,
+    settings: dict,
+    mode: str,
+    seed: int,
+    train_x,
+    data: dict,
+    device="cpu",
+    require_stage1: bool = False,
+    **fit_kwargs,
+):
+    """Chapter 3's three models for chapter 4 and the command line: the stage-1 autoencoder
+    (:func:`stage1_autoencoder`), the teacher (BiomedCLIP through open_clip, or the CI teacher of
+    :func:`contrastive_teacher`) and the stage-2 trainer (:func:`stage2_head`), each loaded when an
+    export matches and trained otherwise. Returns them and a sentence for each saying which happened.
+    With ``require_stage1`` a missing stage-1 export is an error instead of a training run."""
+    from .teachers import load_open_clip_teacher
+    from .training import run_dir
+
+    if require_stage1:
+        name = f"{stage1.model}.safetensors"
+        found, why = _matching_export(
+            [
+                run_dir("02_medvae_stage1", mode, stage1.model) / name,
+                run_dir("03_medvae_stage2", mode, stage1.model) / "stage1" / name,
+            ],
+            export_metadata(stage1, mode, data),
+        )
+        if found is None:
+            raise FileNotFoundError(f"no stage-1 weights to start from ({why}); run chapter 2 (or chapter 3) first")
+    notes = {}
+    autoencoder, notes["stage 1"] = stage1_autoencoder(stage1, mode, train_x, data, device)
+    if settings["teacher"] == "contrastive":
+        teacher, notes["teacher"] = contrastive_teacher(teacher_config(settings, seed), mode, train_x, data, device)
+    else:
+        teacher, notes["teacher"] = load_open_clip_teacher(settings["teacher"], device), f"loaded {settings['teacher']}"
+    config = stage2_config(settings, seed, autoencoder, teacher)
+    trainer, notes["stage 2"] = stage2_head(config, mode, autoencoder, teacher, train_x, data, device, **fit_kwargs)
+    return autoencoder, teacher, trainer, notes
+
+
 def main(argv=None) -> None:
     """Train the stage-2 head from a terminal, on one or several GPUs (``torchrun``)::
 
@@ -553,9 +594,7 @@ def main(argv=None) -> None:
     import argparse
 
     from . import data_prep, medvae_stage1
-    from .data import load_manifest
-    from .teachers import load_open_clip_teacher
-    from .training import init_distributed, run_dir, seed_everything, settings_for
+    from .training import init_distributed, seed_everything, settings_for
 
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
@@ -568,44 +607,23 @@ def main(argv=None) -> None:
     seed_everything(args.seed)
     settings = settings_for(MODES, args.mode, {"steps": args.steps} if args.steps else None)
     prepared = data_prep.prepare_splits("pneumoniamnist", settings["data_key"], settings["image_size"], seed=args.seed)
-    train_x = prepared["train"][0]
-    datafile = load_manifest("pneumoniamnist").file(settings["data_key"])
-    data = {
-        "manifest": "pneumoniamnist",
-        "key": settings["data_key"],
-        "checksum": ":".join(datafile.checksum),
-        "image_size": settings["image_size"],
-    }
+    data = data_prep.data_identity("pneumoniamnist", settings["data_key"], settings["image_size"])
     stage1 = medvae_stage1.stage1_config(settings_for(medvae_stage1.MODES, args.mode), args.seed)
-    name = f"{stage1.model}.safetensors"
-    candidates = [run_dir(c, args.mode, stage1.model) for c in ("02_medvae_stage1", "03_medvae_stage2")]
-    path, why = _matching_export(
-        [candidates[0] / name, candidates[1] / "stage1" / name], export_metadata(stage1, args.mode, data)
-    )
-    if path is None:
-        raise SystemExit(f"no stage-1 weights to start from ({why}); run chapter 2 (or chapter 3) first")
-    from .training import load_weights
-
-    autoencoder = load_weights(path, build_autoencoder(stage1.model, width=stage1.width)).to(device)
-    if settings["teacher"] == "contrastive":
-        teacher, why = contrastive_teacher(teacher_config(settings, args.seed), args.mode, train_x, data, device)
-    else:
-        teacher = load_open_clip_teacher(settings["teacher"], device)
-    config = stage2_config(settings, args.seed, autoencoder, teacher)
-    trainer, why = stage2_head(
-        config,
+    *_, notes = chapter_models(
+        stage1,
+        settings,
         args.mode,
-        autoencoder,
-        teacher,
-        train_x,
+        args.seed,
+        prepared["train"][0],
         data,
         device,
+        require_stage1=True,
         checkpoint_every=settings["checkpoint_every"],
         resume=True,
         overwrite=args.overwrite,
     )
     if world()[0] == 0:
-        print(why)
+        print("\n".join(f"{part}: {how}" for part, how in notes.items()))
 
 
 if __name__ == "__main__":
