@@ -1,0 +1,495 @@
+"""Chapter 6: the multimodal theory of Huang et al. (2021) in a simulation where everything is known.
+
+Huang, Du, Xue, Chen, Zhao and Huang, "What Makes Multi-modal Learning Better than Single (Provably)",
+NeurIPS 2021 (arXiv:2106.04538), has no public code; this module is the book's own construction.
+
+A latent ``z`` generates ``K = 4`` modalities, each a noisy view of ``z`` that sees its own block of
+``z`` fully and the other blocks with weight ``overlap``. The *true encoder* ``g*`` reads a small
+representation out of all modalities (the posterior mean of ``V^T z`` given every modality), and the
+task is ``y = h*(g*(x)) + noise`` with a linear ``h*``. So the risk of ``h*∘g*`` is the noise variance
+``task_noise**2``, exactly, and every quantity of the paper can be computed (for linear views in closed
+form from the population covariances, for the nonlinear views on large fresh samples).
+
+A learner sees only the modalities of a subset ``M`` (the others are zeroed, the paper's ``p_M``) and
+trains an encoder ``g`` (``rep_dim`` numbers) and a linear head ``h`` by empirical risk minimisation
+(ERM) of the squared error over linear encoders and heads: reduced-rank least squares, solved in
+closed form. The *latent representation quality* of the trained encoder is
+``eta(g) = inf_h r(h∘g) - r(h*∘g*)``: the best head refitted on the frozen encoder.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+MODALITIES = ("a", "b", "c", "d")
+
+MODES = {
+    "ci": {
+        "overlap": 0.3,
+        "redundant": {"overlap": 1.0, "noise": 0.2},
+        "crossover_sizes": [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024],
+        "sample_sizes": [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+        "seeds": 10,
+        "eval_samples": 20_000,
+        "overlaps": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "overlap_m": 256,
+        "rademacher_draws": 100,
+        "nonlinear_sizes": [8, 32, 128, 512, 2048],
+    },
+    "full": {
+        "overlap": 0.3,
+        "redundant": {"overlap": 1.0, "noise": 0.2},
+        "crossover_sizes": [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256, 512, 1024, 2048],
+        "sample_sizes": [4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+        "seeds": 50,
+        "eval_samples": 200_000,
+        "overlaps": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        "overlap_m": 256,
+        "rademacher_draws": 200,
+        "nonlinear_sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+    },
+}
+
+
+# --- modality subsets ------------------------------------------------------------------------------
+
+
+def parse_subset(subset: str | Iterable[str]) -> tuple[str, ...]:
+    """A modality subset, from ``"a+c"`` or ``("a", "c")``, as a sorted tuple of names.
+
+    Raises ``ValueError`` naming the bad entry and the valid modalities."""
+    names = subset.split("+") if isinstance(subset, str) else list(subset)
+    if not names or names == [""]:
+        raise ValueError(f"empty modality subset; valid modalities: {', '.join(MODALITIES)}")
+    for name in names:
+        if name not in MODALITIES:
+            raise ValueError(f"unknown modality {name!r} in {subset!r}; valid modalities: {', '.join(MODALITIES)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"modality named twice in {subset!r}")
+    return tuple(sorted(names))
+
+
+def subset_name(subset: str | Iterable[str]) -> str:
+    return "+".join(parse_subset(subset))
+
+
+def all_subsets() -> list[str]:
+    """The 15 non-empty subsets of the four modalities, smallest first."""
+    return ["+".join(c) for size in range(1, len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, size)]
+
+
+def nested_pairs(subsets: Iterable[str]) -> list[tuple[str, str]]:
+    """Every pair ``(N, M)`` of the given subsets with ``N`` a strict subset of ``M``."""
+    sets = {s: set(parse_subset(s)) for s in subsets}
+    return [(n, m) for n in sets for m in sets if sets[n] < sets[m]]
+
+
+# --- the simulator ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The data-generating process: latent, modalities, true encoder ``g*`` and task map ``h*``."""
+
+    overlap: float = 0.3  # how strongly a modality sees the other modalities' blocks of z (0: not, 1: fully)
+    latent_dim: int = 8  # z ~ N(0, I); four blocks of two
+    modality_dim: int = 8  # numbers per modality
+    rep_dim: int = 2  # size of the representation g(x)
+    task_dim: int = 4  # outputs of the task
+    noise: float = 0.5  # noise of each modality
+    task_noise: float = 0.5  # noise of the task: r(h*∘g*) = task_noise**2
+    nonlinear: bool = False  # x = tanh(view) instead of the view itself
+    problem_seed: int = 0  # draws the views' rotations and the task
+    arrays: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not 0.0 <= self.overlap <= 1.0:
+            raise ValueError(f"overlap must lie in [0, 1], got {self.overlap}")
+        k, d, p = len(MODALITIES), self.latent_dim, self.modality_dim
+        if d % k:
+            raise ValueError(f"latent_dim must be a multiple of {k}")
+        rng = np.random.default_rng(self.problem_seed)
+        block = d // k
+        views = []
+        for i in range(k):
+            weights = np.full(d, self.overlap)
+            weights[i * block : (i + 1) * block] = 1.0
+            q, _ = np.linalg.qr(rng.standard_normal((p, d)))  # p x d with orthonormal columns (p >= d)
+            views.append(q * weights)  # Q_k D_k
+        w = np.vstack(views)  # (K p) x d
+        # g*: the posterior mean of V^T z given all modalities (before the nonlinearity); h*: a random U.
+        v, _ = np.linalg.qr(rng.standard_normal((d, self.rep_dim)))
+        u = rng.standard_normal((self.task_dim, self.rep_dim))
+        cov_s = w @ w.T + self.noise**2 * np.eye(len(w))
+        k_post = np.linalg.solve(cov_s, w).T  # d x (K p): E[z | s] = k_post s
+        g_star = v.T @ k_post  # rep_dim x (K p)
+        object.__setattr__(self, "arrays", {"W": w, "cov_s": cov_s, "g_star": g_star, "h_star": u})
+
+    @property
+    def n_inputs(self) -> int:
+        return len(MODALITIES) * self.modality_dim
+
+    def columns(self, subset) -> np.ndarray:
+        """The input columns that belong to the modalities of ``subset``."""
+        p = self.modality_dim
+        return np.concatenate(
+            [np.arange(MODALITIES.index(n) * p, (MODALITIES.index(n) + 1) * p) for n in parse_subset(subset)]
+        )
+
+    def bayes_risk(self) -> float:
+        """r(h*∘g*): the mean squared error per output of the true predictor, the task noise's variance."""
+        return self.task_noise**2
+
+
+def true_encoder(problem: Problem, x: np.ndarray) -> np.ndarray:
+    """g*(x): the posterior mean of V^T z given every modality (through the inverse of tanh if nonlinear)."""
+    s = np.arctanh(x) if problem.nonlinear else x
+    return s @ problem.arrays["g_star"].T
+
+
+def sample(problem: Problem, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """m draws of (x, y): z ~ N(0, I), x^(k) = Q_k D_k z + noise (tanh of it if nonlinear), y = h*(g*(x)) + noise."""
+    a = problem.arrays
+    z = rng.standard_normal((m, problem.latent_dim))
+    s = z @ a["W"].T + problem.noise * rng.standard_normal((m, problem.n_inputs))
+    x = np.tanh(s) if problem.nonlinear else s
+    y = true_encoder(problem, x) @ a["h_star"].T + problem.task_noise * rng.standard_normal((m, problem.task_dim))
+    return x, y
+
+
+def mask(problem: Problem, x: np.ndarray, subset) -> np.ndarray:
+    """p_M(x): the input with every modality outside ``subset`` set to zero."""
+    out = np.zeros_like(x)
+    cols = problem.columns(subset)
+    out[:, cols] = x[:, cols]
+    return out
+
+
+# --- learning: ERM of encoder and head -------------------------------------------------------------
+
+
+@dataclass
+class Learned:
+    """A trained h∘g: ``g(x) = p_M(x) @ encoder.T``, ``h(u) = u @ head.T``."""
+
+    problem: Problem
+    subset: str
+    encoder: np.ndarray  # rep_dim x inputs (zero outside the subset's columns)
+    head: np.ndarray  # task_dim x rep_dim
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return mask(self.problem, x, self.subset) @ self.encoder.T
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.encode(x) @ self.head.T
+
+
+def fit_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset) -> Learned:
+    """ERM of h∘g over linear heads and rank-``rep_dim`` linear encoders of p_M(x): reduced-rank least squares.
+
+    The minimum-norm least-squares map B (what gradient descent from zero reaches, also when m is
+    smaller than the number of inputs) is projected on the top ``rep_dim`` right singular vectors of
+    its fitted values; that projection is the ERM over the composition (Reinsel & Velu, 1998)."""
+    xm = mask(problem, x, subset)
+    b = np.linalg.pinv(xm, rcond=1e-10) @ y  # inputs x task_dim
+    _, _, vt = np.linalg.svd(xm @ b, full_matrices=False)
+    v = vt[: problem.rep_dim].T  # task_dim x rep_dim
+    return Learned(problem, subset_name(subset), encoder=(b @ v).T, head=v)
+
+
+# --- risks and latent representation quality ------------------------------------------------------
+
+
+def _population_cov(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Cov(x) and the linear map A* = h* g* of the linear problem (y = A* x + noise)."""
+    if problem.nonlinear:
+        raise ValueError("closed-form risks exist for the linear views only; use the sampled estimates")
+    return problem.arrays["cov_s"], problem.arrays["h_star"] @ problem.arrays["g_star"]
+
+
+def linear_map(learned: Learned) -> np.ndarray:
+    """The learned predictor h∘g as one matrix on the full input (zero columns outside the subset)."""
+    return learned.head @ learned.encoder
+
+
+def risk_exact(problem: Problem, a: np.ndarray) -> float:
+    """r(f) for the linear predictor f(x) = A x: tr((A - A*) Cov(x) (A - A*)^T) / T + task_noise**2."""
+    cov, a_star = _population_cov(problem)
+    d = a - a_star
+    return float(np.trace(d @ cov @ d.T) / problem.task_dim + problem.bayes_risk())
+
+
+def eta_exact(problem: Problem, encoder: np.ndarray) -> float:
+    """eta(g) for the linear encoder g(x) = G x (G: rep x inputs): the best head h = A* C G^T (G C G^T)^+."""
+    cov, a_star = _population_cov(problem)
+    gc = encoder @ cov
+    best = a_star @ gc.T @ np.linalg.pinv(gc @ encoder.T, rcond=1e-12) @ gc @ a_star.T
+    return float((np.trace(a_star @ cov @ a_star.T) - np.trace(best)) / problem.task_dim)
+
+
+def eta_population(problem: Problem, subset) -> float:
+    """The best eta any rank-``rep_dim`` linear encoder of p_M(x) reaches (infinite data): the part of
+    A* x that the top ``rep_dim`` directions of E[A* x | x_M] leave unexplained."""
+    cov, a_star = _population_cov(problem)
+    cols = problem.columns(subset)
+    c = a_star @ cov[:, cols]
+    explained = np.linalg.eigvalsh(c @ np.linalg.solve(cov[np.ix_(cols, cols)], c.T))[::-1][: problem.rep_dim]
+    return float((np.trace(a_star @ cov @ a_star.T) - explained.sum()) / problem.task_dim)
+
+
+def risk_sampled(learned: Learned, x: np.ndarray, y: np.ndarray) -> float:
+    """The mean squared error per output of h∘g on a (large, fresh) sample."""
+    return float(np.mean((y - learned.predict(x)) ** 2))
+
+
+def eta_sampled(learned: Learned, fit: tuple, test: tuple) -> float:
+    """eta(g) estimated: g frozen, the best linear head (with intercept) fitted by least squares on the
+    fresh sample ``fit`` and scored on the fresh sample ``test``, minus r(h*∘g*)."""
+    u_fit = np.c_[learned.encode(fit[0]), np.ones(len(fit[0]))]
+    head = np.linalg.lstsq(u_fit, fit[1], rcond=None)[0]
+    u_test = np.c_[learned.encode(test[0]), np.ones(len(test[0]))]
+    return float(np.mean((test[1] - u_test @ head) ** 2) - learned.problem.bayes_risk())
+
+
+# --- Rademacher complexity -------------------------------------------------------------------------
+
+
+def rademacher_linear(problem: Problem, x: np.ndarray, subset, radius: float, draws: int, seed: int) -> float:
+    """Empirical Rademacher complexity of {x -> A p_M(x): ||A||_F <= radius} (vector-valued, T outputs):
+    E_sigma sup_A (1/m) sum_i <sigma_i, A x_i> = (radius / m) E_sigma ||sum_i sigma_i x_i^T||_F."""
+    rng = np.random.default_rng(seed)
+    xm = mask(problem, x, subset)
+    m = len(xm)
+    sigma = rng.choice([-1.0, 1.0], size=(draws, m, problem.task_dim))
+    norms = np.linalg.norm(np.einsum("dmt,mi->dti", sigma, xm).reshape(draws, -1), axis=1)
+    return float(radius * norms.mean() / m)
+
+
+# --- sweeps ----------------------------------------------------------------------------------------
+
+
+def sweep(
+    problem: Problem, subsets, sizes, seeds: int, seed: int = 0, eval_samples: int = 20_000, rademacher_draws: int = 0
+) -> pd.DataFrame:
+    """Train h∘g by ERM for every subset, sample size and seed; measure test risk and eta.
+
+    Linear views use the closed forms; nonlinear views estimate both on two fresh samples of
+    ``eval_samples`` draws (the same for every subset and m of a seed, so differences are paired)."""
+    exact = not problem.nonlinear
+    radius = float(np.linalg.norm(problem.arrays["h_star"] @ problem.arrays["g_star"]))
+    rows = []
+    for s in range(seeds):
+        run_seed = seed * 1000 + s
+        if not exact:
+            rng_eval = np.random.default_rng([run_seed, 1])
+            fit_set, test_set = sample(problem, eval_samples, rng_eval), sample(problem, eval_samples, rng_eval)
+        for m in sizes:
+            x, y = sample(problem, m, np.random.default_rng([run_seed, 0, m]))
+            for subset in subsets:
+                learned = fit_erm(problem, x, y, subset)
+                if exact:
+                    risk, eta = risk_exact(problem, linear_map(learned)), eta_exact(problem, learned.encoder)
+                else:
+                    risk, eta = risk_sampled(learned, *test_set), eta_sampled(learned, fit_set, test_set)
+                row = {
+                    "subset": learned.subset,
+                    "size": len(parse_subset(subset)),
+                    "m": m,
+                    "seed": s,
+                    "excess risk": risk - problem.bayes_risk(),
+                    "eta": eta,
+                    "train risk": risk_sampled(learned, x, y),
+                    "train risk of h*∘g*": float(
+                        np.mean((y - true_encoder(problem, x) @ problem.arrays["h_star"].T) ** 2)
+                    ),
+                }
+                if rademacher_draws:
+                    row["rademacher"] = rademacher_linear(problem, x, subset, radius, rademacher_draws, run_seed)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(results: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of ``value``, one row per subset and m."""
+    out = results.groupby(["subset", "size", "m"])[value].agg(["mean", "std"]).reset_index()
+    return out.sort_values(["size", "subset", "m"]).reset_index(drop=True)
+
+
+def theorem1_table(results: pd.DataFrame) -> pd.DataFrame:
+    """For every nested pair N ⊂ M, every m and every training sample S (seed): the observed risk gap
+    r(M) - r(N), gamma_S(M, N) = eta(g_M) - eta(g_N) on the same S, and whether their signs agree."""
+    wide = results.set_index(["seed", "m", "subset"])[["excess risk", "eta"]]
+    rows = []
+    for n, m_ in nested_pairs(results["subset"].unique()):
+        big = wide.xs(m_, level="subset")
+        small = wide.xs(n, level="subset")
+        gap = big["excess risk"] - small["excess risk"]
+        gamma = big["eta"] - small["eta"]
+        rows.append(
+            pd.DataFrame(
+                {"N": n, "M": m_, "risk gap": gap, "gamma_S": gamma, "same sign": np.sign(gap) == np.sign(gamma)}
+            )
+        )
+    return pd.concat(rows).reset_index()
+
+
+def theorem1_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per m, over all nested pairs and seeds: how often M has the lower risk, the better latent
+    (gamma_S < 0), and how often the two signs agree; and the median of |gap - gamma_S|."""
+    g = table.groupby("m")
+    return pd.DataFrame(
+        {
+            "cases": g.size(),
+            "M lower risk": g["risk gap"].apply(lambda s: float((s < 0).mean())),
+            "gamma_S < 0": g["gamma_S"].apply(lambda s: float((s < 0).mean())),
+            "signs agree": g["same sign"].mean(),
+            "median |gap - gamma_S|": (table["risk gap"] - table["gamma_S"]).abs().groupby(table["m"]).median(),
+        }
+    )
+
+
+def theorem2_table(results: pd.DataFrame, sizes=None) -> pd.DataFrame:
+    """The pieces of Theorem 2 per subset size and m (medians over seeds and the subsets of a size):
+    eta(g_M), the empirical risk difference L_S(h_M∘g_M) - L_S(h*∘g*) on the training sample, what eta
+    exceeds it by, and 4 (R_M + R_all) with the Lipschitz constant L set to 1."""
+    df = results.copy()
+    df["empirical gap"] = df["train risk"] - df["train risk of h*∘g*"]
+    df["eta - empirical gap"] = df["eta"] - df["empirical gap"]
+    everything = df[df["size"] == len(MODALITIES)].set_index(["seed", "m"])["rademacher"]
+    df["4 (R_M + R_all)"] = 4 * (df["rademacher"] + everything.loc[list(zip(df.seed, df.m, strict=True))].to_numpy())
+    if sizes is not None:
+        df = df[df["m"].isin(sizes)]
+    cols = ["eta", "empirical gap", "eta - empirical gap", "4 (R_M + R_all)"]
+    return df.groupby(["size", "m"])[cols].median()
+
+
+def crossover(results: pd.DataFrame, small: str, large: str) -> pd.DataFrame:
+    """Median (over seeds) excess risk of two subsets per m, and which is lower."""
+    med = results.groupby(["m", "subset"])["excess risk"].median().unstack()[[small, large]]
+    med["fewer modalities win"] = med[small] < med[large]
+    return med
+
+
+def overlap_sweep(base: Problem, overlaps, subsets, m: int, seeds: int, seed: int = 0) -> pd.DataFrame:
+    """eta of the ERM encoder at sample size m and the best eta at infinite data, for every overlap w."""
+    rows = []
+    for w in overlaps:
+        problem = replace(base, overlap=w)
+        res = sweep(problem, subsets, [m], seeds, seed=seed)
+        for subset in subsets:
+            rows.append(
+                {
+                    "overlap": w,
+                    "subset": subset_name(subset),
+                    "size": len(parse_subset(subset)),
+                    "eta (ERM, m)": res.loc[res.subset == subset_name(subset), "eta"].mean(),
+                    "eta (infinite data)": eta_population(problem, subset),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+
+def plot_by_size(results: pd.DataFrame, values=("excess risk", "eta"), axes=None):
+    """Median over seeds (lines) with the seeds' 10-90% band of each value against m, one line per subset
+    size (the subsets of one size averaged first)."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 3.4))
+    axes = np.atleast_1d(axes)
+    per_seed = results.groupby(["size", "m", "seed"])[list(values)].mean().reset_index()
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 4))
+    for ax, value in zip(axes, values, strict=True):
+        for size, group in per_seed.groupby("size"):
+            stats = group.groupby("m")[value]
+            ax.plot(
+                stats.median().index,
+                stats.median(),
+                "o-",
+                ms=3,
+                color=colours[size - 1],
+                label=f"{size} modalit{'y' if size == 1 else 'ies'}",
+            )
+            ax.fill_between(
+                stats.median().index, stats.quantile(0.1), stats.quantile(0.9), color=colours[size - 1], alpha=0.2
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training samples m")
+        ax.set_ylabel(value)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    return axes
+
+
+def plot_theorem1(table: pd.DataFrame, results: pd.DataFrame, axes=None):
+    """Left: the risk gap against gamma_S for every nested pair and seed, coloured by m. Right: the
+    median |gap - gamma_S| and the empirical Rademacher complexity of each subset size against m."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ms = np.sort(table["m"].unique())
+    colours = plt.get_cmap("plasma")(np.linspace(0, 0.9, len(ms)))
+    ax = axes[0]
+    for colour, m in zip(colours, ms, strict=True):
+        part = table[table.m == m]
+        ax.scatter(part["gamma_S"], part["risk gap"], s=4, color=colour, label=f"m={m}", alpha=0.6)
+    lim = 3.0
+    ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    ax.set_xscale("symlog", linthresh=1e-2)
+    ax.set_yscale("symlog", linthresh=1e-2)
+    ax.set_xlabel(r"$\gamma_S(M,N) = \eta(\hat g_M) - \eta(\hat g_N)$")
+    ax.set_ylabel(r"risk gap $r(\hat h_M\circ\hat g_M) - r(\hat h_N\circ\hat g_N)$")
+    ax.legend(fontsize=6, ncol=2, markerscale=3)
+    ax = axes[1]
+    diff = (table["risk gap"] - table["gamma_S"]).abs().groupby(table["m"]).median()
+    ax.plot(diff.index, diff, "ko-", ms=3, label=r"median $|$gap $-\ \gamma_S|$ (nested pairs)")
+    rad = results.groupby(["size", "m"])["rademacher"].median().unstack(0)
+    viridis = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 4))
+    for size in rad.columns:
+        ax.plot(
+            rad.index, rad[size], "--", color=viridis[size - 1], label=rf"$\hat{{\mathfrak{{R}}}}$, {size} modalities"
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training samples m")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return axes
+
+
+def plot_overlap(table: pd.DataFrame, ax=None):
+    """eta against the overlap w: ERM at one m (solid) and the infinite-data optimum (dashed), by subset size."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.6))
+    mean = table.groupby(["size", "overlap"])[["eta (ERM, m)", "eta (infinite data)"]].mean()
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 4))
+    for size in sorted(table["size"].unique()):
+        part = mean.loc[size]
+        ax.plot(
+            part.index,
+            part["eta (ERM, m)"],
+            "o-",
+            ms=3,
+            color=colours[size - 1],
+            label=f"{size} modalit{'y' if size == 1 else 'ies'}, ERM",
+        )
+        ax.plot(part.index, part["eta (infinite data)"], "--", color=colours[size - 1])
+    ax.set_xlabel("overlap w")
+    ax.set_ylabel(r"$\eta$")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
