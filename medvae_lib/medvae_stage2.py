@@ -152,6 +152,12 @@ class Stage2Trainer(CheckpointedTrainer):
             raise ValueError(f"Stage2Config.teacher is {config.teacher!r} but the teacher is {teacher.name!r}")
         self.name = f"stage 2 {config.model}"
         cfg = get_config(config.model)
+        channels = getattr(getattr(autoencoder, "quant_conv_mu", None), "conv", None)
+        if channels is not None and channels.out_channels != cfg.latent_channels:
+            raise ValueError(
+                f"{config.model} has {cfg.latent_channels} latent channels but the stage-1 autoencoder has "
+                f"{channels.out_channels}: train (or load) the stage-1 model of {config.model} first"
+            )
         self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
         self.teacher = teacher.to(self.device)
         torch.manual_seed(config.seed)
@@ -378,10 +384,19 @@ def _matching_export(paths, expected: dict[str, str]) -> tuple[Path | None, str]
     return None, "; ".join(reasons)
 
 
-def stage1_autoencoder(config, mode: str, images: torch.Tensor, data: dict, device="cpu", checkpoint_every: int = 0):
+def stage1_autoencoder(
+    config,
+    mode: str,
+    images: torch.Tensor,
+    data: dict,
+    device="cpu",
+    checkpoint_every: int = 0,
+    overwrite: bool = False,
+):
     """Chapter 2's stage-1 model: loaded from chapter 2's export (``runs/02_medvae_stage1/<mode>/<model>/``)
     or this chapter's own when its metadata match ``config`` and the data, else trained here through
-    :class:`~medvae_lib.medvae_stage1.Stage1Trainer` on ``images`` and exported for the next run.
+    :class:`~medvae_lib.medvae_stage1.Stage1Trainer` on ``images`` and exported for the next run (a
+    checkpoint of other settings in this chapter's folder is replaced only with ``overwrite=True``).
     Returns the autoencoder and a sentence saying which happened."""
     from .medvae_stage1 import Stage1Trainer
     from .training import export_weights, load_weights, run_dir
@@ -393,8 +408,9 @@ def stage1_autoencoder(config, mode: str, images: torch.Tensor, data: dict, devi
     if path is not None:
         return load_weights(path, build_autoencoder(config.model, width=config.width)).to(device), why
     trainer = Stage1Trainer(config, device)
-    trainer.fit(images, own, checkpoint_every, resume=True, data=data, overwrite=True)
-    export_weights(own / name, trainer.autoencoder, expected)
+    trainer.fit(images, own, checkpoint_every, resume=True, data=data, overwrite=overwrite)
+    if world()[0] == 0:  # under torchrun, one process writes
+        export_weights(own / name, trainer.autoencoder, expected)
     return trainer.autoencoder, f"trained stage 1 here ({why})"
 
 
@@ -425,6 +441,11 @@ def contrastive_teacher(config: TeacherConfig, mode: str, images: torch.Tensor, 
             found, build_classifier(3, width=config.width, num_classes=config.embed_dim, stem_stride=config.stem_stride)
         )
         return ci_teacher(encoder, config, mean, std).to(device), why
+    if world()[1] > 1:
+        raise RuntimeError(
+            f"the CI teacher is trained in one process (its contrastive loss needs the whole batch), not under "
+            f"torchrun: run chapter 3 once first ({why})"
+        )
     trainer = ContrastiveTeacherTrainer(config, device)
     trainer.fit(images, data=data)
     if world()[0] == 0:  # under torchrun, one process writes
@@ -497,6 +518,8 @@ MODES = {
         "batch_size": 16,
         "lr": 1.6e-3,
         "hidden": 64,
+        "latent_scale": LATENT_SCALE,
+        "sample_posterior": True,
         "ms_ssim_kernel": 7,
         "checkpoint_every": 0,
         "resume": False,
@@ -511,6 +534,8 @@ MODES = {
         "batch_size": 4,
         "lr": 4e-4,
         "hidden": 64,
+        "latent_scale": LATENT_SCALE,
+        "sample_posterior": True,
         "ms_ssim_kernel": 11,
         "checkpoint_every": 1000,
         "resume": True,
@@ -572,7 +597,8 @@ def chapter_models(
         if found is None:
             raise FileNotFoundError(f"no stage-1 weights to start from ({why}); run chapter 2 (or chapter 3) first")
     notes = {}
-    autoencoder, notes["stage 1"] = stage1_autoencoder(stage1, mode, train_x, data, device)
+    overwrite = fit_kwargs.get("overwrite", False)
+    autoencoder, notes["stage 1"] = stage1_autoencoder(stage1, mode, train_x, data, device, overwrite=overwrite)
     if settings["teacher"] == "contrastive":
         teacher, notes["teacher"] = contrastive_teacher(teacher_config(settings, seed), mode, train_x, data, device)
     else:

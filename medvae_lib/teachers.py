@@ -288,6 +288,11 @@ def load_open_clip_teacher(
         repo_id = model_id[len(_HF_PREFIX) :]
         try:
             model = open_clip.create_model_from_pretrained(model_id, device=device, return_transform=False)
+        except ImportError as error:  # BiomedCLIP's text tower is a Hugging Face BERT
+            raise ImportError(
+                f"{model_id} needs the package '{error.name or 'transformers'}' for its text tower "
+                "(pip install transformers; Colab has it): " + str(error)
+            ) from error
         except RuntimeError as error:
             raise RuntimeError(
                 f"could not load {model_id} from the Hugging Face Hub: {error}. Without network access, "

@@ -293,3 +293,30 @@ def test_the_bootstrap_auroc_by_ranks_equals_scikit_learn_with_ties():
     labels = rng.integers(0, 2, 200)
     scores = rng.integers(0, 6, 200).astype(float) + labels * 0.5  # many ties
     assert _auroc_by_ranks(labels, scores) == pytest.approx(auroc(labels, scores), abs=1e-12)
+
+
+def test_the_rate_distortion_sweep_compares_each_latent_with_a_resize_of_the_same_size():
+    from medvae_lib.latent_downstream import rate_distortion, resize_side
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        y = torch.arange(n) % 2
+        x = (torch.rand(n, 1, 16, 16, generator=g) * 0.5 + 0.5 * y[:, None, None, None]).clamp(0, 1)
+        return x, y
+
+    splits = {"train": split(24), "val": split(16), "test": split(16)}
+    table, pairs = rate_distortion(["medvae_4_1_2d", "medvae_8_4_2d"], splits, steps=2, width=8, batch_size=8)
+    assert len(table) == 4 and set(table.method) == {"MedVAE latent", "resize"}
+    assert resize_side(16, "medvae_8_4_2d") == 4 and resize_side(32, "medvae_4_3_2d") == 14
+    latent = table[table.method == "MedVAE latent"].set_index("configuration")["stored values"]
+    resized = table[table.method == "resize"].set_index("configuration")["stored values"]
+    assert latent.to_dict() == resized.to_dict() == {"medvae_4_1_2d": 16, "medvae_8_4_2d": 16}
+    assert set(pairs.index.get_level_values("metric")) == {"PSNR (dB)", "MS-SSIM", "probe AUROC"}
+    assert (pairs["95% CI low"] <= pairs["difference"] + 1e-12).all()
+    assert (pairs["difference"] <= pairs["95% CI high"] + 1e-12).all()
+    wide = table.pivot(index="configuration", columns="method", values="PSNR (dB)")
+    psnr_pairs = pairs.xs("PSNR (dB)", level="metric")["difference"]
+    assert np.allclose(psnr_pairs, wide["MedVAE latent"] - wide["resize"])
+    with pytest.raises(ValueError, match="3D"):
+        resize_side(16, "medvae_4_1_3d")

@@ -495,3 +495,9 @@ def test_stage2_head_retrains_after_a_changed_setting(tmp_path, monkeypatch):
         stage2_head(config(teacher=teacher.name, lr=1e-3), "ci", ae, teacher, x, data)
     _, why = stage2_head(config(teacher=teacher.name, lr=1e-3), "ci", ae, teacher, x, data, overwrite=True)
     assert why.startswith("trained the head here") and "'lr'" in why
+
+
+def test_a_head_for_another_model_than_the_autoencoder_is_refused():
+    ae = autoencoder()  # medvae_4_1_2d: one latent channel
+    with pytest.raises(ValueError, match="latent channels"):
+        Stage2Trainer(Stage2Config(model="medvae_4_3_2d", width=8, hidden=8), ae, tiny_teacher())
