@@ -1,5 +1,6 @@
 # The two commands of the README:
 #   make book   executes every notebook in CI mode (papermill) and builds the HTML book in _build/html
+#               (the scorecard page, book/scorecard.md, is regenerated from notebooks/results/ first)
 #   make test   runs the unit tests and re-executes the notebooks, checking their outputs (nbval)
 # Both create .venv and install the pinned requirements first (python3 >= 3.11 with venv needed).
 # Progress bars are switched off (TQDM_DISABLE) so executed notebooks keep a short output.
@@ -34,11 +35,12 @@ book: notebooks
 # Build the HTML from the committed notebooks, strictly: any Sphinx warning (a broken reference,
 # include or citation) fails the build, after all warnings have been reported.
 html: env
+	$(BIN)/python -m medvae_lib.scorecard
 	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --warningiserror --nitpick --keep-going
 	@echo "The book is in _build/html/index.html"
 
 test: env
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+	MEDVAE_RESULTS_DIR=$(CURDIR)/_build/test-results $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 lint: env
 	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check . && $(BIN)/python -m medvae_lib.nbhygiene --check $(NOTEBOOKS)
