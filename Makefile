@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export TQDM_DISABLE := 1
 
-.PHONY: book html test lint notebooks env clean lab
+.PHONY: book html test lint notebooks env clean lab student browser
 
 env: $(VENV)/.installed
 
@@ -39,7 +39,17 @@ html: env
 	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --warningiserror --nitpick --keep-going
 	@echo "The book is in _build/html/index.html"
 
-test: env
+# Chromium for the browser tests of the site and of JupyterLab (tests/test_site.py): Debian's package,
+# installed when missing and this runs as root with apt-get; otherwise it says what to install.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium (apt-get) for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; \
+	  else echo "no Chromium: the browser tests will be skipped (install it: sudo apt-get install chromium)"; fi; }
+
+test: env browser
 	MEDVAE_RESULTS_DIR=$(CURDIR)/_build/test-results $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 lint: env
@@ -48,6 +58,12 @@ lint: env
 # Open the notebooks in JupyterLab, in the book's venv (the kernel "python3" is that venv's Python).
 lab: env
 	$(BIN)/jupyter lab notebooks
+
+# A copy of the notebooks for students: solution cells removed (a code cell `answer = None` in place of each
+# solution's code), outputs cleared; see README.md, "For teachers".
+STUDENT_DIR ?= _build/student_notebooks
+student: env
+	$(BIN)/python -m medvae_lib.student_copy notebooks $(STUDENT_DIR)
 
 clean:
 	rm -rf _build notebooks/runs
