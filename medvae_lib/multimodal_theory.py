@@ -59,16 +59,16 @@ MODES = {
 # --- modality subsets ------------------------------------------------------------------------------
 
 
-def parse_subset(subset: str | Iterable[str]) -> tuple[str, ...]:
+def parse_subset(subset: str | Iterable[str], modalities: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
     """A modality subset, from ``"a+c"`` or ``("a", "c")``, as a sorted tuple of names.
 
     Raises ``ValueError`` naming the bad entry and the valid modalities."""
     names = subset.split("+") if isinstance(subset, str) else list(subset)
     if not names or names == [""]:
-        raise ValueError(f"empty modality subset; valid modalities: {', '.join(MODALITIES)}")
+        raise ValueError(f"empty modality subset; valid modalities: {', '.join(modalities)}")
     for name in names:
-        if name not in MODALITIES:
-            raise ValueError(f"unknown modality {name!r} in {subset!r}; valid modalities: {', '.join(MODALITIES)}")
+        if name not in modalities:
+            raise ValueError(f"unknown modality {name!r} in {subset!r}; valid modalities: {', '.join(modalities)}")
     if len(set(names)) != len(names):
         raise ValueError(f"modality named twice in {subset!r}")
     return tuple(sorted(names))
@@ -493,3 +493,244 @@ def plot_overlap(table: pd.DataFrame, ax=None):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real data (section 6.10): late fusion on co-registered brain MRI, the paper's IEMOCAP experiment in small.
+#
+# Modalities are three MRI contrasts of the same tissue (T1, T1 with contrast, T2); the task is a property
+# of a fourth contrast the model never sees: is an 8x8 patch FLAIR-hyperintense (its mean FLAIR above the
+# person's 90th percentile of patch means)? Oedema and tumour are bright in FLAIR, so the task is clinical in
+# spirit, and every person in ../shared/data/brain_mri has all four contrasts. Training and test patches
+# come from different people: generalisation to a new person is what is measured.
+
+BRAIN_MODALITIES = ("t1", "t1c", "t2")
+BRAIN_TARGET = "flair"
+
+REAL_MODES = {
+    "ci": {
+        "test_subjects": ["TCGA-DU-7294"],  # one fold: train on the two other people
+        "slices": [50, 110, 3],  # axial slices lo, hi, step
+        "patch": 8,
+        "quantile": 0.9,
+        "fractions": [0.01, 0.1, 1.0],  # of the training patches
+        "max_train": 4000,  # the full training set is subsampled to this many patches (CI time)
+        "seeds": 3,
+        "hidden": 16,
+        "rep_dim": 4,
+        "steps": 150,
+        "lr": 0.01,
+    },
+    "full": {
+        "test_subjects": ["TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000"],  # leave one person out
+        "slices": [30, 130, 1],
+        "patch": 8,
+        "quantile": 0.9,
+        "fractions": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+        "max_train": None,
+        "seeds": 5,
+        "hidden": 32,
+        "rep_dim": 8,
+        "steps": 400,
+        "lr": 0.01,
+    },
+}
+
+
+def load_brain_subject(subject: str, manifest="brain_mri") -> dict[str, np.ndarray]:
+    """One person's four contrasts (verified against the manifest, read with MONAI), each z-scored on the
+    brain mask (voxels where every contrast is non-zero: the volumes are skull-stripped), plus the mask."""
+    from monai.transforms import LoadImage
+
+    from . import data
+
+    manifest = data.load_manifest(manifest) if isinstance(manifest, str) else manifest
+    wanted = (*BRAIN_MODALITIES, BRAIN_TARGET)
+    missing = [c for c in wanted if f"{subject}/{c}" not in manifest.files]
+    if missing:
+        people = sorted({k.split("/")[0] for k in manifest.files})
+        raise ValueError(f"subject {subject!r} has no {missing} in manifest {manifest.name!r}; people: {people}")
+    loader = LoadImage(image_only=True)
+    volumes = {c: np.asarray(loader(str(data.fetch(manifest, f"{subject}/{c}"))), dtype=np.float32) for c in wanted}
+    shapes = {c: v.shape for c, v in volumes.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"subject {subject!r}: the contrasts are not on one grid: {shapes}")
+    brain = np.all([v != 0 for v in volumes.values()], axis=0)
+    if brain.sum() < 1000:
+        raise ValueError(f"subject {subject!r}: only {brain.sum()} voxels are non-zero in every contrast")
+    out = {"mask": brain}
+    for c, v in volumes.items():
+        inside = v[brain]
+        out[c] = np.where(brain, (v - inside.mean()) / (inside.std() + 1e-8), 0.0).astype(np.float32)
+    return out
+
+
+def brain_patches(volumes: dict[str, np.ndarray], slices=(50, 110, 3), patch: int = 8, quantile: float = 0.9):
+    """Non-overlapping ``patch x patch`` windows of axial slices ``range(*slices)`` that lie wholly in the
+    brain: per modality the window's values (``patch**2`` numbers), and the label 1 when the window's mean
+    FLAIR is above the person's ``quantile`` of window means (hyperintense), else 0."""
+    mask = volumes["mask"]
+    lo, hi, step = slices
+    if not 0 <= lo < hi <= mask.shape[2]:
+        raise ValueError(f"slices {slices} outside the volume's {mask.shape[2]} axial slices")
+    zs = np.arange(lo, hi, step)
+    rows, cols = (mask.shape[0] // patch) * patch, (mask.shape[1] // patch) * patch
+
+    def windows(volume):  # (rows, cols, slices) -> (n_windows, patch * patch), row-major within a window
+        v = volume[:rows, :cols, zs].reshape(rows // patch, patch, cols // patch, patch, len(zs))
+        return v.transpose(4, 0, 2, 1, 3).reshape(-1, patch * patch)
+
+    inside = windows(mask).all(axis=1)
+    feats = {c: windows(volumes[c])[inside] for c in BRAIN_MODALITIES}
+    target = windows(volumes[BRAIN_TARGET])[inside].mean(axis=1)
+    if len(target) < 10:
+        raise ValueError(f"only {len(target)} patches of {patch}x{patch} lie wholly in the brain in slices {slices}")
+    y = (target > np.quantile(target, quantile)).astype(np.int64)
+    return feats, y
+
+
+class LateFusion:
+    """One small MLP encoder per modality (``patch**2 -> hidden -> rep_dim``), their outputs concatenated,
+    and a linear logistic head: the paper's late fusion. Modalities outside the subset are zeroed at the
+    input (the paper's ``p_M``), so every subset has the same architecture."""
+
+    def __init__(self, n_inputs: int, hidden: int, rep_dim: int, seed: int):
+        import torch
+
+        torch.manual_seed(seed)
+        self.encoders = torch.nn.ModuleDict(
+            {
+                c: torch.nn.Sequential(
+                    torch.nn.Linear(n_inputs, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, rep_dim)
+                )
+                for c in BRAIN_MODALITIES
+            }
+        )
+        self.head = torch.nn.Linear(rep_dim * len(BRAIN_MODALITIES), 1)
+
+    def encode(self, x: dict, subset):
+        import torch
+
+        keep = set(parse_subset(subset, BRAIN_MODALITIES))
+        parts = [self.encoders[c](x[c] if c in keep else torch.zeros_like(x[c])) for c in BRAIN_MODALITIES]
+        return torch.cat(parts, dim=1)
+
+
+def _tensors(x: dict, rows=None):
+    import torch
+
+    return {c: torch.as_tensor(v if rows is None else v[rows]) for c, v in x.items()}
+
+
+def train_late_fusion(x: dict, y: np.ndarray, subset, hidden: int, rep_dim: int, steps: int, lr: float, seed: int):
+    """ERM of head∘encoders on one training sample (full-batch Adam on the logistic loss)."""
+    import torch
+
+    model = LateFusion(next(iter(x.values())).shape[1], hidden, rep_dim, seed)
+    params = [*model.encoders.parameters(), *model.head.parameters()]
+    opt = torch.optim.Adam(params, lr=lr)
+    xt, yt = _tensors(x), torch.as_tensor(y, dtype=torch.float32)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.head(model.encode(xt, subset))[:, 0], yt)
+        loss.backward()
+        opt.step()
+    return model
+
+
+def late_fusion_scores(model: LateFusion, x: dict, subset) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model.head(model.encode(_tensors(x), subset))[:, 0].numpy()
+
+
+def refit_risk(model: LateFusion, subset, fit: tuple, test: tuple) -> float:
+    """The eta estimate of the paper on real data: the encoders frozen, the best logistic head refitted on a
+    large sample ``fit`` (all training patches), its test error (1 - accuracy) on ``test``. eta itself needs
+    r(h*∘g*), unknown on real data, so only differences between subsets (gamma_S) are meaningful."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    with torch.no_grad():
+        u_fit = model.encode(_tensors(fit[0]), subset).numpy()
+        u_test = model.encode(_tensors(test[0]), subset).numpy()
+    head = LogisticRegression(C=10.0, max_iter=2000).fit(u_fit, fit[1])
+    return float(1.0 - head.score(u_test, test[1]))
+
+
+def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """For every held-out person, fraction of the training patches, seed and modality subset: train late
+    fusion on that many patches of the other people, and record the test accuracy on the held-out person,
+    the per-patch correctness (for paired comparisons) and the refitted-head error (the eta estimate).
+    ``people`` maps a person to ``brain_patches`` output."""
+    from tqdm.auto import tqdm
+
+    subsets = ["+".join(s) for r in (1, 2, 3) for s in itertools.combinations(BRAIN_MODALITIES, r)]
+    unknown = [p for p in settings["test_subjects"] if p not in people]
+    if unknown:
+        raise ValueError(f"held-out people {unknown} are not among the loaded people {sorted(people)}")
+    rows = []
+    jobs = [
+        (t, f, s) for t in settings["test_subjects"] for f in settings["fractions"] for s in range(settings["seeds"])
+    ]
+    for test_person, fraction, s in tqdm(jobs, disable=not progress, desc="late fusion"):
+        train_people = [p for p in people if p != test_person]
+        x_all = {c: np.concatenate([people[p][0][c] for p in train_people]) for c in BRAIN_MODALITIES}
+        y_all = np.concatenate([people[p][1] for p in train_people])
+        rng = np.random.default_rng([seed, s])
+        pool = rng.permutation(len(y_all))
+        if settings.get("max_train"):
+            pool = pool[: settings["max_train"]]
+        m = max(8, int(round(fraction * len(pool))))
+        rows_m = pool[:m]
+        x_m, y_m = {c: v[rows_m] for c, v in x_all.items()}, y_all[rows_m]
+        x_test, y_test = people[test_person]
+        fit = ({c: v[pool] for c, v in x_all.items()}, y_all[pool])
+        for subset in subsets:
+            model = train_late_fusion(
+                x_m, y_m, subset, settings["hidden"], settings["rep_dim"], settings["steps"], settings["lr"], seed + s
+            )
+            correct = (late_fusion_scores(model, x_test, subset) > 0).astype(int) == y_test
+            rows.append(
+                {
+                    "test person": test_person,
+                    "fraction": fraction,
+                    "m": m,
+                    "seed": s,
+                    "subset": subset,
+                    "size": len(parse_subset(subset, BRAIN_MODALITIES)),
+                    "accuracy": float(correct.mean()),
+                    "refit error": refit_risk(model, subset, fit, (x_test, y_test)),
+                    "correct": correct,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def late_fusion_table(results: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
+    """Mean (and standard deviation over seeds and held-out people) of ``value``: subsets x fractions."""
+    g = results.groupby(["subset", "fraction"])[value]
+    table = g.mean().unstack("fraction")
+    order = sorted(table.index, key=lambda s: (len(parse_subset(s, BRAIN_MODALITIES)), s))
+    return table.loc[order]
+
+
+def late_fusion_differences(results: pd.DataFrame, large: str, small: str, seed: int = 0) -> pd.DataFrame:
+    """Per fraction: the paired difference in test accuracy, subset ``large`` minus ``small``, over the same
+    test patches and training samples (per-patch correctness pooled over seeds), with a bootstrap interval."""
+    from .metrics import paired_difference
+
+    rows = []
+    for fraction, part in results.groupby("fraction"):
+        a = part[part["subset"] == "+".join(parse_subset(large, BRAIN_MODALITIES))].sort_values(["test person", "seed"])
+        b = part[part["subset"] == "+".join(parse_subset(small, BRAIN_MODALITIES))].sort_values(["test person", "seed"])
+        if a.empty or b.empty:
+            raise ValueError(f"subsets {large!r} and {small!r} must both be in the results")
+        d = paired_difference(
+            np.concatenate(list(a["correct"])).astype(float),
+            np.concatenate(list(b["correct"])).astype(float),
+            seed=seed,
+        )
+        rows.append({"fraction": fraction, "m": int(a["m"].iloc[0]), **{k: d[k] for k in ("mean", "low", "high")}})
+    return pd.DataFrame(rows).set_index("fraction")
