@@ -499,9 +499,10 @@ def plot_overlap(table: pd.DataFrame, ax=None):
 # Real data (section 6.10): late fusion on co-registered brain MRI, the paper's IEMOCAP experiment in small.
 #
 # Modalities are three MRI contrasts of the same tissue (T1, T1 with contrast, T2); the task is a property
-# of a fourth contrast the model never sees: is an 8x8 patch FLAIR-hyperintense (its mean FLAIR above the
-# person's 90th percentile of patch means)? Oedema and tumour are bright in FLAIR, so the task is clinical in
-# spirit, and every person in ../shared/data/brain_mri has all four contrasts. Training and test patches
+# of a fourth contrast the model never sees: is an 8x8 patch brighter in FLAIR than the person's median patch?
+# (A balanced task, so accuracy means what it says; with the top 10% as the class, as for "hyperintense",
+# every model was within a point of always answering "no".) Every person in ../shared/data/brain_mri has all
+# four contrasts. Training and test patches
 # come from different people: generalisation to a new person is what is measured.
 
 BRAIN_MODALITIES = ("t1", "t1c", "t2")
@@ -512,7 +513,7 @@ REAL_MODES = {
         "test_subjects": ["TCGA-DU-7294"],  # one fold: train on the two other people
         "slices": [50, 110, 3],  # axial slices lo, hi, step
         "patch": 8,
-        "quantile": 0.9,
+        "quantile": 0.5,
         "fractions": [0.01, 0.1, 1.0],  # of the training patches
         "max_train": 4000,  # the full training set is subsampled to this many patches (CI time)
         "seeds": 3,
@@ -525,7 +526,7 @@ REAL_MODES = {
         "test_subjects": ["TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000"],  # leave one person out
         "slices": [30, 130, 1],
         "patch": 8,
-        "quantile": 0.9,
+        "quantile": 0.5,
         "fractions": [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
         "max_train": None,
         "seeds": 5,
