@@ -1,0 +1,64 @@
+"""Checks for the exercises of chapter 7 (personalised invariant representation). Each check recomputes the
+answer from the model and the validation samples it is given."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import personalized_invariant as pi
+from ..exercises import as_number, close, report
+
+
+def protocol_gap(model, samples, settings) -> float:
+    """Cross-contrast PSNR of the released evaluation (background pasted from the truth, whole image) minus
+    the brain-mask PSNR, averaged over the 12 source != target pairs and the samples."""
+    paper = pi.off_diagonal_mean(pi.paper_protocol_scores(model, samples, settings)["psnr"]).mean()
+    brain = pi.off_diagonal_mean(pi.synthesis_scores(model, samples, settings)["psnr"]).mean()
+    return float(paper - brain)
+
+
+def check_07_1(answer, model, samples, settings) -> bool:
+    """``answer``: how many dB the paper's protocol adds to the cross-contrast PSNR on these samples."""
+    value = as_number(answer, "the PSNR gap in dB")
+    expected = protocol_gap(model, samples, settings)
+    if close(value, expected, rtol=1e-3, atol=1e-3):
+        return report(
+            True,
+            "every background voxel counts as perfect under the paper's protocol, so the smaller the brain's share "
+            "of the image, the more dB it adds, whatever the model learned.",
+            "",
+        )
+    if close(value, -expected, rtol=1e-3, atol=1e-3):
+        return report(False, "", "the sign is the other way round: paper's protocol minus brain mask")
+    return report(
+        False,
+        "",
+        "score the same model on the same validation samples with pi.paper_protocol_scores and pi.synthesis_scores, "
+        "take the mean of pi.off_diagonal_mean of each 'psnr' and subtract",
+    )
+
+
+def hardest_target(psnr: np.ndarray) -> str:
+    """The target contrast with the lowest PSNR when synthesised from the other three contrasts."""
+    k = len(pi.CONTRASTS)
+    means = [np.mean([psnr[s, t].mean() for s in range(k) if s != t]) for t in range(k)]
+    return pi.CONTRASTS[int(np.argmin(means))]
+
+
+def check_07_2(answer, psnr: np.ndarray) -> bool:
+    """``answer``: the contrast ('t1', 't1c', 't2' or 'flair') that is hardest to synthesise from the others,
+    given validation PSNR scores (4 sources, 4 targets, samples)."""
+    if answer not in pi.CONTRASTS:
+        return report(False, "", f"answer with one of {list(pi.CONTRASTS)}")
+    expected = hardest_target(psnr)
+    if answer == expected:
+        return report(True, f"{expected} is the contrast the other three predict worst on these slices.", "")
+    k = len(pi.CONTRASTS)
+    worst_source = pi.CONTRASTS[
+        int(np.argmin([np.mean([psnr[s, t].mean() for t in range(k) if t != s]) for s in range(k)]))
+    ]
+    if answer == worst_source:
+        return report(
+            False, "", "that is the worst *source* (a row); the question asks for the worst *target* (a column)"
+        )
+    return report(False, "", "average each column of the PSNR matrix without its diagonal and take the lowest")
