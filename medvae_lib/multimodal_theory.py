@@ -665,7 +665,7 @@ def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: boo
     fusion on that many patches of the other people, and record the test accuracy on the held-out person,
     the per-patch correctness (for paired comparisons) and the refitted-head error (the eta estimate).
     ``people`` maps a person to ``brain_patches`` output."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain tqdm honours TQDM_DISABLE in notebooks (tqdm.auto printed a bar)
 
     subsets = ["+".join(s) for r in (1, 2, 3) for s in itertools.combinations(BRAIN_MODALITIES, r)]
     unknown = [p for p in settings["test_subjects"] if p not in people]
@@ -675,7 +675,8 @@ def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: boo
     jobs = [
         (t, f, s) for t in settings["test_subjects"] for f in settings["fractions"] for s in range(settings["seeds"])
     ]
-    for test_person, fraction, s in tqdm(jobs, disable=not progress, desc="late fusion"):
+    quiet = {} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
+    for test_person, fraction, s in tqdm(jobs, desc="late fusion", **quiet):
         train_people = [p for p in people if p != test_person]
         x_all = {c: np.concatenate([people[p][0][c] for p in train_people]) for c in BRAIN_MODALITIES}
         y_all = np.concatenate([people[p][1] for p in train_people])
