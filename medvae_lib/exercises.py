@@ -49,6 +49,21 @@ def close(answer, expected, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
 UNANSWERED = "set `answer` first: replace `answer = None` with your result and run both cells again"
 
 
+class Verdict(int):
+    """A check's answer: true or false like a bool, but shown by nothing in a notebook (the printed line
+    is the message). A plain bool would be echoed as ``True`` after the line, and a trailing ``;`` hides
+    it only where IPython keeps the cell's history, which nbval's kernel does not."""
+
+    def __new__(cls, ok: bool):
+        return super().__new__(cls, bool(ok))
+
+    def __repr__(self) -> str:
+        return repr(bool(self))
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
 def guarded(check: Callable) -> Callable:
     """``check`` that first says "Not yet: set `answer` first" while ``answer is None`` (the student copy's
     placeholder), so the chapter's check never fails on a missing answer with an unrelated error."""
@@ -56,8 +71,8 @@ def guarded(check: Callable) -> Callable:
     @functools.wraps(check)
     def checked(answer, *args, **kwargs):
         if answer is None:
-            return report(False, "", UNANSWERED)
-        return check(answer, *args, **kwargs)
+            return Verdict(report(False, "", UNANSWERED))
+        return Verdict(check(answer, *args, **kwargs))
 
     return checked
 

@@ -19,14 +19,7 @@ from medvae_lib.latent_downstream import (
     train_classifier,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny convolutions on a shared 2-core machine run far faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def noisy_scores(n: int, noise: float, seed: int, n_seeds: int = 1):

@@ -28,13 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the machine running the tests is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def verdict(capsys, check, answer, *args):
@@ -47,9 +41,9 @@ def verdict(capsys, check, answer, *args):
 
 def accepts_and_rejects(capsys, name, right, wrong, *args, hint=""):
     check = getattr(exercises, name)
-    assert verdict(capsys, check, right, *args)[0] is True, f"{name} rejects the reference answer"
+    assert bool(verdict(capsys, check, right, *args)[0]) is True, f"{name} rejects the reference answer"
     ok, line = verdict(capsys, check, wrong, *args)
-    assert ok is False, f"{name} accepts a wrong answer"
+    assert bool(ok) is False, f"{name} accepts a wrong answer"
     assert hint in line, line
 
 
@@ -58,7 +52,7 @@ def accepts_and_rejects(capsys, name, right, wrong, *args, hint=""):
 
 def test_a_missing_answer_asks_for_one_and_unknown_checks_are_named(capsys):
     check = exercises.check_01_2
-    assert check(None) is False
+    assert bool(check(None)) is False
     assert capsys.readouterr().out.startswith("Not yet: set `answer` first")
     with pytest.raises(AttributeError, match="no exercise checks for chapter 99"):
         exercises.check_99_1  # noqa: B018

@@ -28,12 +28,7 @@ from medvae_lib.models import build_autoencoder
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "brain_mri"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def trained_like_2d(seed: int = 0):

@@ -37,14 +37,7 @@ from medvae_lib.training import CHECKPOINT_NAME, batch_indices, export_weights
 MODEL = "medvae_4_1_2d"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads per tiny convolution make these
-    tests hundreds of times slower whenever the other core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def images(n: int = 8, seed: int = 1, side: int = 16) -> torch.Tensor:
