@@ -52,7 +52,7 @@ def check_07_2(answer, psnr: np.ndarray) -> bool:
         return report(False, "", f"answer with one of {list(pi.CONTRASTS)}")
     expected = hardest_target(psnr)
     if answer == expected:
-        return report(True, f"{expected} is the contrast the other three predict worst on these slices.", "")
+        return report(True, "that is the contrast the other three predict worst on these slices.", "")
     k = len(pi.CONTRASTS)
     worst_source = pi.CONTRASTS[
         int(np.argmin([np.mean([psnr[s, t].mean() for t in range(k) if t != s]) for s in range(k)]))
