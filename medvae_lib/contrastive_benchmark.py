@@ -9,9 +9,10 @@ probes (scikit-learn), image-to-text and text-to-image recall@k against the whol
 VQA with a small answer classifier on frozen embeddings. Every score is kept per test item, so
 tables carry bootstrap intervals and comparisons are paired.
 
-Command line::
+Command line (a progress bar over the runs; the CSV has one row per method, seed, initialisation and task)::
 
     python -m medvae_lib.contrastive_benchmark --methods clip siglip --seeds 0 1 --out results.csv
+    python -m medvae_lib.contrastive_benchmark --mode full --download --image-init biomedclip --methods clip --out r.csv
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from medvae_lib import data as mdata
+from medvae_lib.teachers import BIOMEDCLIP
 from medvae_lib.training import batch_indices, run_steps, seed_everything, settings_for
+
+# General-domain CLIP's ViT-B/16 image tower (OpenAI's weights, as open_clip's "ViT-B-16"/"openai" entry
+# points to them) and BiomedCLIP, both through open_clip's hub loader (chapter 3's loader).
+GENERAL_CLIP = "hf-hub:timm/vit_base_patch16_clip_224.openai"
 
 # The official sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors (Hugging Face hub).
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -55,6 +61,10 @@ MODES = {
         "probe_c": 1.0,
         "n_bootstrap": 1000,
         "pneumonia_train": 600,  # PneumoniaMNIST images for the linear probe's training (class-balanced)
+        "breast_train": None,  # BreastMNIST: all 546 training images (None: the whole training split)
+        "image_init": "scratch",  # or an open_clip id: GENERAL_CLIP, teachers.BIOMEDCLIP, "local-dir:..."
+        "image_inits": (),  # further image initialisations compared with CLIP (full mode: question i, image side)
+        "extra_train_sets": (),  # full mode: the paper's public pair sets added to the training pairs
     },
     "full": {
         "image_size": 128,
@@ -72,6 +82,16 @@ MODES = {
         "probe_c": 1.0,
         "n_bootstrap": 2000,
         "pneumonia_train": 2428,
+        "breast_train": None,
+        "image_init": "scratch",
+        # question (i) on the image side, as the paper asks it: CLIP with a general-domain CLIP image tower
+        # and with BiomedCLIP's, partially frozen, against the same objective from scratch
+        "image_inits": (GENERAL_CLIP, BIOMEDCLIP),
+        "pretrained_freeze_blocks": 6,  # of 12 ViT-B/16 blocks, with the patch embedding
+        "extra_train_sets": ("pmc_oa", "roco"),
+        "extra_max_pairs": 20000,  # per set, drawn with the seed (images and token states are kept in memory)
+        "extra_root": "~/.cache/medvae_lib/pairs",
+        "roco_limit": 5000,  # ROCO images fetched (one PMC article package each, several MB); None for all
     },
 }
 
@@ -111,10 +131,27 @@ ZERO_SHOT_TASKS = {
         ("an {} image", "{} view", "{} slice of the scan", "a {} plane image"),
     ),
 }
-PNEUMONIA_PROMPTS = (
-    {0: "a normal chest x-ray", 1: "a chest x-ray with pneumonia"},
-    ("{}", "this image shows {}", "radiograph: {}"),
-)
+# Zero-shot and probe tasks on modalities no method trains on (MedMNIST, verified through their manifests):
+# task -> (manifest, file key, setting with the probe's training size, {label: class prompt}, templates).
+EXTERNAL_TASKS = {
+    "pneumonia": (
+        "pneumoniamnist",
+        "ci",
+        "pneumonia_train",
+        {0: "a normal chest x-ray", 1: "a chest x-ray with pneumonia"},
+        ("{}", "this image shows {}", "radiograph: {}"),
+    ),
+    "breast": (
+        "breastmnist",
+        "64",
+        "breast_train",
+        {
+            0: "a breast ultrasound image of a malignant tumour",
+            1: "a breast ultrasound image of normal or benign tissue",
+        },
+        ("{}", "this image shows {}", "ultrasound: {}"),
+    ),
+}
 
 
 class BenchmarkError(ValueError):
@@ -223,17 +260,66 @@ def load_medpix2(
     return MedPixData(table=table, images=torch.stack(images), vqa=vqa, digest=mdata.file_digest(pairs_path))
 
 
-def load_pneumonia(size: int, n_train: int, seed: int = 0) -> dict:
-    """PneumoniaMNIST (verified through its manifest): a class-balanced training subset for the linear
-    probe and the whole test split, resized to ``size``."""
-    splits = mdata.load_dataset("pneumoniamnist", "ci")
-    train = mdata.balanced_subset(splits["train"], min(n_train, len(splits["train"].labels)), seed=seed)
+def load_external(task: str, size: int, n_train: int | None, seed: int = 0) -> dict:
+    """A MedMNIST task of :data:`EXTERNAL_TASKS` (verified through its manifest): the training split, or a
+    class-balanced subset of ``n_train`` of it, for the linear probe, and the whole test split; resized
+    to ``size``. Returns ``{"train": (images, labels), "test": (images, labels)}``."""
+    if task not in EXTERNAL_TASKS:
+        raise BenchmarkError(f"unknown external task {task!r}; known: {list(EXTERNAL_TASKS)}")
+    manifest, key = EXTERNAL_TASKS[task][:2]
+    splits = mdata.load_dataset(manifest, key)
+    train = splits["train"]
+    if n_train is not None:
+        train = mdata.balanced_subset(train, min(n_train, len(train.labels)), seed=seed)
 
     def prep(split):
         x = torch.from_numpy(split.images).float()[:, None] / 255.0
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), split.labels
 
     return {"train": prep(train), "test": prep(splits["test"])}
+
+
+def load_pair_table(name: str, root: str | Path, split: str = "train") -> pd.DataFrame:
+    """The image-caption table (``image_path``, ``caption``) of a downloaded public set in mmlearn's
+    layout: ``"pmc_oa"`` or ``"roco"`` (radiology group), read by :mod:`medvae_lib.image_text_data`."""
+    from medvae_lib import image_text_data as itd
+
+    if name == "pmc_oa":
+        return itd.load_pmc_oa(root, {"val": "valid"}.get(split, split))
+    if name == "roco":
+        return itd.load_roco(root, {"val": "validation"}.get(split, split), "radiology")
+    raise BenchmarkError(f"unknown pair set {name!r}; known: ['pmc_oa', 'roco']")
+
+
+def download_pair_set(name: str, root: str | Path, settings: Mapping) -> Path:
+    """Download (full mode, on Colab) one of the paper's public sets into ``root`` with
+    :mod:`medvae_lib.image_text_data`: PMC-OA from the Hugging Face hub, ROCO's training radiology images
+    from the PMC open-access packages, as its ``fetch.py`` does (``roco_limit`` images)."""
+    from medvae_lib import image_text_data as itd
+
+    if name == "pmc_oa":
+        return itd.download_pmc_oa(root, splits=("train",))
+    if name == "roco":
+        return itd.download_roco(root, "train", "radiology", limit=settings.get("roco_limit"), skip_missing=True)
+    raise BenchmarkError(f"unknown pair set {name!r}; known: ['pmc_oa', 'roco']")
+
+
+def pair_images(table: pd.DataFrame, size: int, max_pairs: int | None = None, seed: int = 0):
+    """Up to ``max_pairs`` rows of a pair table (drawn with ``seed``), their images read as grey-scale,
+    padded to a square and resized to ``size`` (float16, (N, 1, S, S) in [0, 1]), and their captions.
+    These sets carry no MedPix watermark, so nothing is masked. A missing image or an empty caption is
+    an error (the loaders check both), never a silent drop."""
+    from PIL import Image
+
+    if max_pairs is not None and len(table) > max_pairs:
+        table = table.iloc[np.sort(np.random.default_rng(seed).choice(len(table), max_pairs, replace=False))]
+    images = []
+    for path in table["image_path"]:
+        if not Path(path).is_file():
+            raise BenchmarkError(f"image {path} of the pair table is missing")
+        with Image.open(path) as im:
+            images.append(square_resize(np.asarray(im.convert("L")), size).to(torch.float16))
+    return torch.stack(images), [str(c) for c in table["caption"]]
 
 
 # ------------------------------------------------------------------------------------- text encoder
@@ -287,6 +373,12 @@ class TextFeatures:
 
     def take(self, idx) -> TextFeatures:
         return TextFeatures(self.tokens[idx], self.mask[idx], self.words[idx])
+
+    def cat(self, other: TextFeatures) -> TextFeatures:
+        return TextFeatures(*(torch.cat([a, b]) for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+
+    def astuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.tokens, self.mask, self.words
 
 
 @torch.no_grad()
@@ -466,7 +558,7 @@ class ImageEncoder(nn.Module):
             Convolution(2, chans[i], chans[i + 1], strides=2, kernel_size=3, norm="instance", act="prelu")
             for i in range(len(widths))
         )
-        self.out_dim = widths[-1]
+        self.out_dim = self.region_dim = widths[-1]
 
     def freeze_stages(self, n: int) -> None:
         """Freeze the first ``n`` stages (partial freezing, as the paper does for pretrained encoders)."""
@@ -482,15 +574,87 @@ class ImageEncoder(nn.Module):
         return regions.mean(1), regions
 
 
+class PretrainedImageEncoder(nn.Module):
+    """The image tower of a pretrained open_clip model (general-domain CLIP or BiomedCLIP, loaded by
+    :func:`medvae_lib.teachers.load_open_clip_model` from the hub or a local model directory), trainable,
+    with the interface of :class:`ImageEncoder`: one-channel images in [0, 1] are resized to the model's
+    input side, repeated to three channels and normalised with its own statistics; it returns the pooled,
+    projected embedding (global feature) and the patch tokens (regions).
+
+    ``freeze_stages(n)`` freezes the patch embedding and the first ``n`` transformer blocks: the paper's
+    partial freezing (mmlearn's ``freeze_layers`` counts the embeddings and the blocks the same way)."""
+
+    def __init__(self, model_id: str):
+        super().__init__()
+        from medvae_lib.teachers import load_open_clip_model, open_clip_preprocessing
+
+        model, self.model_id, self.provenance = load_open_clip_model(model_id)
+        self.size, mean, std = open_clip_preprocessing(model, self.model_id)
+        self.visual = model.visual  # the text tower is dropped: chapter 8's text side is MiniLM
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        trunk = getattr(self.visual, "trunk", None)
+        if trunk is not None:  # a timm tower (BiomedCLIP): blocks and tokens come from the timm ViT
+            self.kind, self.blocks = "timm", trunk.blocks
+            extra = [getattr(trunk, name, None) for name in ("cls_token", "pos_embed")]
+            self.embedding = [trunk.patch_embed, *(p for p in extra if p is not None)]
+            self.region_dim = trunk.num_features
+        elif hasattr(self.visual, "transformer"):  # open_clip's own ViT (OpenAI CLIP)
+            self.kind, self.blocks = "open_clip", self.visual.transformer.resblocks
+            v = self.visual
+            self.embedding = [v.conv1, v.class_embedding, v.positional_embedding, v.ln_pre]
+            self.region_dim = v.transformer.width
+        else:
+            raise BenchmarkError(f"{model_id}: only ViT image towers (open_clip's own or timm's) are supported")
+        self.out_dim = int(self.visual.output_dim)
+
+    def freeze_stages(self, n: int) -> None:
+        if not 0 <= n <= len(self.blocks):
+            raise BenchmarkError(f"can freeze 0 to {len(self.blocks)} transformer blocks of {self.model_id}, got {n}")
+        if n == 0:
+            return
+        for part in [*self.embedding, *list(self.blocks)[:n]]:
+            part.requires_grad_(False)  # a module's parameters, or a bare parameter (class token, positions)
+
+    def forward(self, x):
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        if self.kind == "timm":
+            trunk = self.visual.trunk
+            tokens = trunk.forward_features(x)
+            pooled = self.visual.head(trunk.forward_head(tokens))
+            return pooled, tokens[:, getattr(trunk, "num_prefix_tokens", 1) :]
+        self.visual.output_tokens = True
+        pooled, tokens = self.visual(x)
+        return pooled, tokens
+
+
+def image_encoder(settings: Mapping) -> nn.Module:
+    """The image encoder a run's settings ask for: ``image_init="scratch"`` gives :class:`ImageEncoder`
+    of ``widths``; any other value is an open_clip model id (``"hf-hub:..."``, ``"local-dir:..."``) for
+    :class:`PretrainedImageEncoder`."""
+    init = settings.get("image_init", "scratch")
+    if init == "scratch":
+        return ImageEncoder(settings["widths"])
+    return PretrainedImageEncoder(init)
+
+
 class DualEncoder(nn.Module):
     """The shared architecture: image encoder with global and region projections; a trainable text head
     on frozen token states (global: MLP on the masked mean; local: linear per token); a learnable
     logit scale; plus only the extra parameters the method needs."""
 
-    def __init__(self, method: str, widths: Sequence[int], text_dim: int = 384, embed_dim: int = 64):
+    def __init__(
+        self,
+        method: str,
+        widths: Sequence[int],
+        text_dim: int = 384,
+        embed_dim: int = 64,
+        image: nn.Module | None = None,
+    ):
         super().__init__()
         self.method = check_method(method)
-        self.image = ImageEncoder(widths)
+        self.image = image if image is not None else ImageEncoder(widths)
         c = self.image.out_dim
         self.img_proj = nn.Linear(c, embed_dim)
         self.txt_proj = nn.Sequential(
@@ -501,7 +665,7 @@ class DualEncoder(nn.Module):
             self.logit_scale = LearnableLogitScale(init=10.0, max_scale=100.0)
             self.sig_bias = nn.Parameter(torch.tensor(-10.0))
         if method in ("filip", "gloria"):
-            self.img_local = nn.Linear(c, embed_dim)
+            self.img_local = nn.Linear(self.image.region_dim, embed_dim)
             self.txt_local = nn.Linear(text_dim, embed_dim)
         if method == "slip":  # SimCLR's projection MLP on the image feature
             self.ssl_head = nn.Sequential(nn.Linear(c, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
@@ -594,7 +758,9 @@ def train_method(
     if len(images) != len(text.tokens):
         raise BenchmarkError(f"{len(images)} images but {len(text.tokens)} texts")
     seed_everything(seed)
-    model = DualEncoder(method, settings["widths"], text.tokens.shape[-1], settings["embed_dim"])
+    model = DualEncoder(
+        method, settings["widths"], text.tokens.shape[-1], settings["embed_dim"], image=image_encoder(settings)
+    )
     model.image.freeze_stages(settings["freeze_image_stages"])
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
@@ -709,7 +875,7 @@ class Bench:
     captions: TextFeatures
     prompts: dict  # task -> (TextFeatures of classes*templates, n_classes, n_templates, label list)
     questions: TextFeatures
-    pneumonia: dict
+    external: dict  # task -> {"train": (images, labels), "test": (images, labels)}
     settings: dict
     text_init: str = "pretrained"
     extra: dict = field(default_factory=dict)
@@ -720,18 +886,38 @@ def prompt_texts(classes: Mapping, templates: Sequence[str]) -> list[str]:
 
 
 def build_bench(
-    settings: Mapping, text_init: str = "pretrained", cache_dir: str | Path | None = None, data=None
+    settings: Mapping,
+    text_init: str = "pretrained",
+    cache_dir: str | Path | None = None,
+    data=None,
+    download: bool = False,
 ) -> Bench:
     """Load and verify the data, and cache the frozen text encoder's outputs for captions, prompts and
-    questions (with the pretrained or the randomly initialised MiniLM)."""
+    questions (with the pretrained or the randomly initialised MiniLM). With ``extra_train_sets`` (full
+    mode) the public pair sets are downloaded (``download=True``) or read from ``extra_root`` and up to
+    ``extra_max_pairs`` of each join the training pairs (``Bench.extra``); evaluation stays on MedPix and
+    MedMNIST."""
     data = data or load_medpix2(settings["image_size"], settings["mask_fraction"])
-    pneu = load_pneumonia(settings["image_size"], settings["pneumonia_train"])
+    extra_images, extra_texts, extra_counts = [], [], {}
+    for name in settings.get("extra_train_sets", ()):
+        root = Path(settings["extra_root"]).expanduser() / name
+        if download:
+            download_pair_set(name, root, settings)
+        table = load_pair_table(name, root, "train")
+        images, captions = pair_images(table, settings["image_size"], settings.get("extra_max_pairs"))
+        extra_images.append(images)
+        extra_texts += captions
+        extra_counts[name] = len(captions)
+    external = {
+        task: load_external(task, settings["image_size"], settings.get(spec[2]))
+        for task, spec in EXTERNAL_TASKS.items()
+    }
     texts = list(data.table["caption"])
     prompt_sets = {task: (classes, templates) for task, (_, classes, templates) in ZERO_SHOT_TASKS.items()}
-    prompt_sets["pneumonia"] = PNEUMONIA_PROMPTS
+    prompt_sets.update({task: spec[3:] for task, spec in EXTERNAL_TASKS.items()})
     prompt_lists = {task: prompt_texts(c, t) for task, (c, t) in prompt_sets.items()}
     questions = list(data.vqa["question"].astype(str))
-    everything = texts + [p for ps in prompt_lists.values() for p in ps] + questions
+    everything = texts + [p for ps in prompt_lists.values() for p in ps] + questions + extra_texts
     feats = cached_text_features(everything, text_init, settings["max_tokens"], cache_dir)
     n = len(texts)
     captions = feats.take(slice(0, n))
@@ -740,7 +926,12 @@ def build_bench(
         classes, templates = prompt_sets[task]
         prompts[task] = (feats.take(slice(pos, pos + len(ps))), len(classes), len(templates), list(classes))
         pos += len(ps)
-    return Bench(data, captions, prompts, feats.take(slice(pos, pos + len(questions))), pneu, dict(settings), text_init)
+    question_feats = feats.take(slice(pos, pos + len(questions)))
+    extra = {}
+    if extra_texts:
+        start = pos + len(questions)
+        extra = {"images": torch.cat(extra_images), "text": feats.take(slice(start, None)), "counts": extra_counts}
+    return Bench(data, captions, prompts, question_feats, external, dict(settings), text_init, extra)
 
 
 def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 0) -> dict[str, np.ndarray]:
@@ -761,14 +952,16 @@ def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 
         out[f"probe.{task}"] = linear_probe(
             img_feat[keep_tr], y_tr, img_feat[keep_ev], y_ev, bench.settings["probe_c"], seed
         )
-    # PneumoniaMNIST: zero-shot and probe on another modality (chest X-ray), never seen in training.
-    feats, n_cls, n_tpl, _ = bench.prompts["pneumonia"]
-    cls_emb = class_embeddings(embed_texts(model, feats).reshape(n_cls, n_tpl, -1))
-    (xtr, ytr), (xte, yte) = bench.pneumonia["train"], bench.pneumonia["test"]
-    pe_tr, pf_tr = embed_images(model, xtr)
-    pe_te, pf_te = embed_images(model, xte)
-    out["zero_shot.pneumonia"] = (zero_shot_predict(pe_te, cls_emb) == yte).astype(float)
-    out["probe.pneumonia"] = linear_probe(pf_tr, ytr, pf_te, yte, bench.settings["probe_c"], seed)
+    # PneumoniaMNIST and BreastMNIST: zero-shot and probe on modalities (chest X-ray, breast ultrasound)
+    # that no method saw in training; their own test splits.
+    for task, sets in bench.external.items():
+        feats, n_cls, n_tpl, _ = bench.prompts[task]
+        cls_emb = class_embeddings(embed_texts(model, feats).reshape(n_cls, n_tpl, -1))
+        (xtr, ytr), (xte, yte) = sets["train"], sets["test"]
+        _, f_tr = embed_images(model, xtr)
+        e_te, f_te = embed_images(model, xte)
+        out[f"zero_shot.{task}"] = (zero_shot_predict(e_te, cls_emb) == yte).astype(float)
+        out[f"probe.{task}"] = linear_probe(f_tr, ytr, f_te, yte, bench.settings["probe_c"], seed)
     # Retrieval against the whole split's gallery; identical captions count as the same positive.
     caps = table["caption"].to_numpy()[ev]
     positives = caps[:, None] == caps[None, :]
@@ -803,6 +996,12 @@ class RunRecord:
     pairs_per_second: float
     final_loss: float
     model: DualEncoder | None = None
+    image_init: str = "scratch"
+
+
+def image_init_label(image_init: str) -> str:
+    """A short name for an image initialisation: "" for scratch, "CLIP", "BiomedCLIP" or the model id."""
+    return {"scratch": "", GENERAL_CLIP: "CLIP", BIOMEDCLIP: "BiomedCLIP"}.get(image_init, image_init)
 
 
 def run_benchmark(
@@ -811,16 +1010,26 @@ def run_benchmark(
     seeds: Sequence[int],
     split: str = "test",
     progress: bool = True,
+    image_init: str | None = None,
 ) -> list[RunRecord]:
-    """Train and evaluate every method with every seed, with a progress bar over the runs."""
+    """Train and evaluate every method with every seed, with a progress bar over the runs. ``image_init``
+    (an open_clip model id) starts the image encoder from a pretrained tower, with its patch embedding and
+    first ``pretrained_freeze_blocks`` blocks frozen (the paper's partial freezing); default: the settings'."""
     from tqdm.auto import tqdm
 
     for m in methods:
         check_method(m)
+    settings = dict(bench.settings)
+    if image_init is not None and image_init != settings.get("image_init", "scratch"):
+        freeze = settings.get("pretrained_freeze_blocks", 0) if image_init != "scratch" else 0
+        settings.update(image_init=image_init, freeze_image_stages=freeze)
     train = bench.data.indices("train")
+    images, text = bench.data.images[train], bench.captions.take(train)
+    if bench.extra:  # full mode: the public pair sets join MedPix's training pairs
+        images, text = torch.cat([images, bench.extra["images"].float()]), text.cat(bench.extra["text"])
     runs = []
     for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="runs", disable=None if progress else True):
-        res = train_method(method, bench.data.images[train], bench.captions.take(train), bench.settings, seed)
+        res = train_method(method, images, text, settings, seed)
         runs.append(
             RunRecord(
                 method,
@@ -830,6 +1039,7 @@ def run_benchmark(
                 res.pairs_per_second,
                 res.history[-1]["loss"],
                 res.model,
+                settings.get("image_init", "scratch"),
             )
         )
     return runs
@@ -846,25 +1056,30 @@ def bootstrap_interval(scores: np.ndarray, n_resamples: int = 1000, seed: int = 
     return float(scores.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def seed_mean_scores(runs: Sequence[RunRecord], method: str, text_init: str = "pretrained") -> dict[str, np.ndarray]:
-    """Per-item scores of one method averaged over its seeds (the unit the intervals resample)."""
-    chosen = [r for r in runs if r.method == method and r.text_init == text_init]
+def seed_mean_scores(
+    runs: Sequence[RunRecord], method: str, text_init: str = "pretrained", image_init: str = "scratch"
+) -> dict[str, np.ndarray]:
+    """Per-item scores of one method (and initialisation) averaged over its seeds (the unit the intervals
+    resample)."""
+    chosen = [r for r in runs if (r.method, r.text_init, r.image_init) == (method, text_init, image_init)]
     if not chosen:
-        raise BenchmarkError(f"no runs of {method!r} with text init {text_init!r}")
+        raise BenchmarkError(f"no runs of {method!r} with text init {text_init!r} and image init {image_init!r}")
     return {task: np.mean([r.scores[task] for r in chosen], 0) for task in chosen[0].scores}
 
 
 def results_table(runs: Sequence[RunRecord], n_resamples: int = 1000) -> pd.DataFrame:
-    """Long table: one row per (method, text init, task) with mean, 95 % interval, items and seeds."""
+    """Long table: one row per (method, text init, image init, task) with mean, 95 % interval, items and seeds."""
     rows = []
-    for method, init in dict.fromkeys((r.method, r.text_init) for r in runs):
-        seeds = sorted(r.seed for r in runs if r.method == method and r.text_init == init)
-        for task, scores in seed_mean_scores(runs, method, init).items():
+    for key in dict.fromkeys((r.method, r.text_init, r.image_init) for r in runs):
+        method, init, image_init = key
+        seeds = sorted(r.seed for r in runs if (r.method, r.text_init, r.image_init) == key)
+        for task, scores in seed_mean_scores(runs, *key).items():
             mean, low, high = bootstrap_interval(scores, n_resamples)
             rows.append(
                 {
                     "method": method,
                     "text_init": init,
+                    "image_init": image_init,
                     "task": task,
                     "mean": mean,
                     "low": low,
@@ -885,6 +1100,8 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
         ]
     )
     label = cell["method"] + np.where(cell["text_init"] == "pretrained", "", " (" + cell["text_init"] + " text)")
+    image = [image_init_label(i) for i in cell.get("image_init", ["scratch"] * len(cell))]
+    label = label + [f" ({name} image)" if name else "" for name in image]
     return (
         cell.assign(label=label)
         .pivot(index="label", columns="task", values="cell")
@@ -893,10 +1110,10 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_differences(
-    runs: Sequence[RunRecord], a: tuple[str, str], b: tuple[str, str], tasks: Sequence[str] | None = None
+    runs: Sequence[RunRecord], a: tuple[str, ...], b: tuple[str, ...], tasks: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Per task: mean of (method a - method b) per-item scores (seed-averaged), with a BCa bootstrap
-    interval (``metrics.paired_difference``). ``a`` and ``b`` are (method, text init)."""
+    interval (``metrics.paired_difference``). ``a`` and ``b`` are (method, text init[, image init])."""
     from medvae_lib.metrics import paired_difference
 
     sa, sb = seed_mean_scores(runs, *a), seed_mean_scores(runs, *b)
@@ -909,8 +1126,8 @@ def paired_differences(
 
 def overall_difference(
     runs: Sequence[RunRecord],
-    a: tuple[str, str],
-    b: tuple[str, str],
+    a: tuple[str, ...],
+    b: tuple[str, ...],
     tasks: Sequence[str],
     n_resamples: int = 1000,
     seed: int = 0,
@@ -948,8 +1165,8 @@ def compare_with_paper(diff: Mapping, paper_says_it_helps: bool, what: str) -> s
 
 
 TASK_GROUPS = {
-    "zero-shot": ["zero_shot.scan", "zero_shot.region", "zero_shot.plane", "zero_shot.pneumonia"],
-    "probe": ["probe.scan", "probe.region", "probe.plane", "probe.pneumonia"],
+    "zero-shot": ["zero_shot.scan", "zero_shot.region", "zero_shot.plane", "zero_shot.pneumonia", "zero_shot.breast"],
+    "probe": ["probe.scan", "probe.region", "probe.plane", "probe.pneumonia", "probe.breast"],
     "retrieval": ["i2t.r1", "i2t.r5", "i2t.r10", "t2i.r1", "t2i.r5", "t2i.r10"],
     "vqa": ["vqa.closed", "vqa.open"],
 }
@@ -994,6 +1211,7 @@ def to_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
                 "method": r.method,
                 "seed": r.seed,
                 "text_init": r.text_init,
+                "image_init": r.image_init,
                 "task": t,
                 "score": float(v.mean()),
                 "n_items": len(v),
@@ -1013,6 +1231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--text-init", default="pretrained", choices=["pretrained", "random"])
+    parser.add_argument(
+        "--image-init",
+        default=None,
+        help="open_clip id of a pretrained image tower (e.g. 'clip', 'biomedclip', 'hf-hub:...', 'local-dir:...'); "
+        "default: the mode's setting (scratch)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the mode's public pair sets (extra_train_sets: PMC-OA, ROCO in full mode) first",
+    )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", required=True, help="CSV file for per-run, per-task scores")
@@ -1020,8 +1249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m in args.methods:
         check_method(m)
     settings = settings_for(MODES, args.mode, {"steps": args.steps} if args.steps else None)
-    bench = build_bench(settings, args.text_init, args.cache_dir)
-    runs = run_benchmark(args.methods, bench, args.seeds or settings["seeds"], args.split)
+    image_init = {"clip": GENERAL_CLIP, "biomedclip": BIOMEDCLIP}.get(args.image_init, args.image_init)
+    bench = build_bench(settings, args.text_init, args.cache_dir, download=args.download)
+    runs = run_benchmark(args.methods, bench, args.seeds or settings["seeds"], args.split, image_init=image_init)
     to_frame(runs).to_csv(args.out, index=False)
     print(wide_table(results_table(runs, settings["n_bootstrap"])).to_string())
     return 0

@@ -248,39 +248,11 @@ def _square_side(size, model_id: str) -> int:
     raise ValueError(f"{model_id} expects images of size {size}; FrozenTeacher supports square inputs only")
 
 
-def load_open_clip_teacher(
-    model_id: str | os.PathLike = BIOMEDCLIP, device: str | torch.device = "cpu"
-) -> FrozenTeacher:
-    """Load an open_clip model as a :class:`FrozenTeacher`, the way MedVAE loads BiomedCLIP.
-
-    Args:
-        model_id: where the model is --
-
-            * ``"hf-hub:org/name"``: a Hugging Face Hub repository (default: BiomedCLIP). Downloads on the
-              first call, then reads the Hugging Face cache; meant for the book's full mode on Colab.
-            * ``"local-dir:/path"``: an open_clip model directory on disk, holding ``open_clip_config.json``
-              and a weights file, as the hub repository does (``huggingface_hub.snapshot_download`` of
-              the repository gives one).
-            * a plain path to such a directory (``str`` or :class:`~pathlib.Path`); it is read as
-              ``"local-dir:<path>"``.
-
-        device: where the teacher's weights go.
-
-    The model is created with ``open_clip.create_model_from_pretrained``, which insists that the weights
-    are really loaded (it fails rather than return a randomly initialised model). The input size, mean
-    and std are read from the model's preprocessing configuration (``model.visual.preprocess_cfg``), so a
-    model with another input size works too; the resize is MedVAE's bicubic one regardless of the
-    configuration's interpolation setting. The teacher's ``name`` is the open_clip identifier used
-    (``"local-dir:<path>"`` for a plain path) and its ``provenance`` says where the weights came from.
-
-    Note that BiomedCLIP's text tower is a Hugging Face BERT: open_clip builds it too (as in MedVAE),
-    which needs the ``transformers`` package and that BERT's configuration from the hub or its cache.
-
-    Raises:
-        FileNotFoundError: for a local directory that does not exist, is not a directory, or lacks
-            ``open_clip_config.json`` or a weights file.
-        RuntimeError: if a hub model cannot be fetched (no network and nothing cached, say).
-    """
+def load_open_clip_model(model_id: str | os.PathLike = BIOMEDCLIP, device: str | torch.device = "cpu"):
+    """Load a whole open_clip model (weights required) from the hub or a local model directory, as
+    :func:`load_open_clip_teacher` describes ``model_id``; returns ``(model, model_id, provenance)``, the
+    identifier normalised (``"local-dir:<path>"`` for a plain path) and a sentence saying where the
+    weights came from. The one loader behind the stage-2 teacher and chapter 8's pretrained image encoders."""
     import open_clip
 
     model_id = os.fspath(model_id)
@@ -325,16 +297,56 @@ def load_open_clip_teacher(
             f"({weights.stat().st_size} bytes)"
         )
 
+    return model, model_id, provenance
+
+
+def open_clip_preprocessing(model: torch.nn.Module, model_id: str) -> tuple[int, Sequence[float], Sequence[float]]:
+    """``(square input side, mean, std)`` from an open_clip model's preprocessing configuration."""
     visual = getattr(model, "visual", model)
     config = getattr(visual, "preprocess_cfg", None) or {}
     size = config.get("size", getattr(visual, "image_size", None))
     if size is None:
         raise ValueError(f"{model_id} declares no input image size (model.visual.preprocess_cfg['size'])")
+    mean = config.get("mean", getattr(visual, "image_mean", None) or CLIP_MEAN)
+    std = config.get("std", getattr(visual, "image_std", None) or CLIP_STD)
+    return _square_side(size, model_id), mean, std
+
+
+def load_open_clip_teacher(
+    model_id: str | os.PathLike = BIOMEDCLIP, device: str | torch.device = "cpu"
+) -> FrozenTeacher:
+    """Load an open_clip model as a :class:`FrozenTeacher`, the way MedVAE loads BiomedCLIP.
+
+    Args:
+        model_id: where the model is --
+
+            * ``"hf-hub:org/name"``: a Hugging Face Hub repository (default: BiomedCLIP). Downloads on the
+              first call, then reads the Hugging Face cache; meant for the book's full mode on Colab.
+            * ``"local-dir:/path"``: an open_clip model directory on disk, holding ``open_clip_config.json``
+              and a weights file, as the hub repository does (``huggingface_hub.snapshot_download`` of
+              the repository gives one).
+            * a plain path to such a directory (``str`` or :class:`~pathlib.Path`); it is read as
+              ``"local-dir:<path>"``.
+
+        device: where the teacher's weights go.
+
+    The model is created with ``open_clip.create_model_from_pretrained``, which insists that the weights
+    are really loaded (it fails rather than return a randomly initialised model). The input size, mean
+    and std are read from the model's preprocessing configuration (``model.visual.preprocess_cfg``), so a
+    model with another input size works too; the resize is MedVAE's bicubic one regardless of the
+    configuration's interpolation setting. The teacher's ``name`` is the open_clip identifier used
+    (``"local-dir:<path>"`` for a plain path) and its ``provenance`` says where the weights came from.
+
+    Note that BiomedCLIP's text tower is a Hugging Face BERT: open_clip builds it too (as in MedVAE),
+    which needs the ``transformers`` package and that BERT's configuration from the hub or its cache.
+
+    Raises:
+        FileNotFoundError: for a local directory that does not exist, is not a directory, or lacks
+            ``open_clip_config.json`` or a weights file.
+        RuntimeError: if a hub model cannot be fetched (no network and nothing cached, say).
+    """
+    model, model_id, provenance = load_open_clip_model(model_id, device)
+    size, mean, std = open_clip_preprocessing(model, model_id)
     return FrozenTeacher(
-        _OpenClipImageTower(model),
-        image_size=_square_side(size, model_id),
-        mean=config.get("mean", getattr(visual, "image_mean", None) or CLIP_MEAN),
-        std=config.get("std", getattr(visual, "image_std", None) or CLIP_STD),
-        name=model_id,
-        provenance=provenance,
+        _OpenClipImageTower(model), image_size=size, mean=mean, std=std, name=model_id, provenance=provenance
     )

@@ -2,6 +2,7 @@
 
 import functools
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -52,3 +53,37 @@ class LoopbackServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# A tiny CLIP with open_clip's built-in ViT and text transformer (no timm weights, no Hugging Face text model).
+TINY_CLIP_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "head_width": 16, "layers": 1},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+}
+# Not CLIP's statistics, so a loader that ignores the config (hard-codes CLIP's mean and std) is caught.
+TINY_CLIP_PREPROCESS = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+
+
+def write_open_clip_config(directory: Path, model_cfg=None) -> None:
+    directory.mkdir(parents=True)
+    config = {"model_cfg": model_cfg or TINY_CLIP_CFG, "preprocess_cfg": TINY_CLIP_PREPROCESS}
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+
+
+def write_open_clip_dir(directory: Path, seed: int, weights: str, model_cfg=None):
+    """An open_clip model directory in the format of a hub repository (open_clip_config.json + weights)
+    holding a seeded random tiny CLIP; returns that model (eval mode)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    write_open_clip_config(directory, model_cfg)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(f"local-dir:{directory}")  # no weights there yet: random initialisation
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if weights.endswith(".safetensors"):
+        save_file(state, str(directory / weights))
+    else:
+        torch.save(state, directory / weights)
+    return model.eval()

@@ -381,3 +381,120 @@ def test_encode_texts_refuses_empty_text_and_keeps_word_masks():
     # two related captions are closer than with random weights
     rand = cb.encode_texts(["a chest CT", "axial MR of the brain"], folder, init="random", max_tokens=12)
     assert not torch.allclose(feats.tokens.float(), rand.tokens.float())
+
+
+# ------------------------------------------------------------------- external tasks, pretrained encoders
+
+
+BREAST = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist_64.npz"
+
+
+@pytest.mark.skipif(not BREAST.is_file(), reason="BreastMNIST copy not beside the repository")
+def test_breastmnist_task_loads_its_verified_splits_resized():
+    sets = cb.load_external("breast", 24, None)
+    (xtr, ytr), (xte, _) = sets["train"], sets["test"]
+    assert xtr.shape == (546, 1, 24, 24) and xte.shape == (156, 1, 24, 24)
+    assert set(np.unique(ytr)) == {0, 1} and 0 <= float(xte.min()) and float(xte.max()) <= 1
+    with pytest.raises(cb.BenchmarkError, match="unknown external task 'skin'"):
+        cb.load_external("skin", 24, None)
+
+
+def test_every_external_task_has_a_prompt_per_class_of_its_manifest():
+    for task, (manifest, _key, setting, classes, templates) in cb.EXTERNAL_TASKS.items():
+        labels = mdata.load_manifest(manifest).labels
+        assert set(classes) == set(labels), task
+        assert setting in cb.MODES["ci"] and setting in cb.MODES["full"]
+        assert all("{}" in t for t in templates)
+        assert f"zero_shot.{task}" in cb.TASK_GROUPS["zero-shot"] and f"probe.{task}" in cb.TASK_GROUPS["probe"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny open_clip model directory in the hub's format (open_clip_config.json + weights)."""
+    from helpers import write_open_clip_dir
+
+    directory = tmp_path_factory.mktemp("clip") / "tiny"
+    model = write_open_clip_dir(directory, 0, "open_clip_model.safetensors")
+    return directory, model
+
+
+def test_pretrained_image_encoder_loads_the_checkpoint_and_gives_global_and_patch_features(tiny_clip_dir):
+    directory, original = tiny_clip_dir
+    encoder = cb.PretrainedImageEncoder(f"local-dir:{directory}")
+    for name, value in original.visual.state_dict().items():
+        assert torch.equal(encoder.visual.state_dict()[name], value), name
+    x = torch.rand(3, 1, 20, 20, generator=torch.Generator().manual_seed(0))
+    pooled, regions = encoder.eval()(x)
+    assert pooled.shape == (3, 16) and regions.shape == (3, 16, 32)  # 32 px / 8 px patches = 4 x 4 tokens
+    # the same as open_clip's own image embedding of the resized, three-channel, normalised input
+    prepared = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
+    with torch.no_grad():
+        assert torch.allclose(pooled, original.encode_image((prepared - mean) / std), atol=1e-5)
+
+
+def test_partial_freezing_of_a_pretrained_tower_keeps_embedding_and_first_blocks(tiny_clip_dir):
+    directory, _ = tiny_clip_dir
+    settings = {
+        **cb.MODES["ci"],
+        "embed_dim": 8,
+        "batch_size": 4,
+        "steps": 3,
+        "image_init": f"local-dir:{directory}",
+        "freeze_image_stages": 1,
+    }
+    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    start = cb.PretrainedImageEncoder(settings["image_init"]).visual.state_dict()
+    res = cb.train_method("filip", images, _tiny_text(n=4), settings, seed=0)
+    trained = res.model.image.visual.state_dict()
+    frozen = [n for n in trained if n.startswith(("conv1", "class_embedding", "positional_embedding", "ln_pre"))]
+    assert frozen and all(torch.equal(trained[n], start[n]) for n in frozen)
+    assert not torch.equal(trained["ln_post.weight"], start["ln_post.weight"])  # after the frozen block: trained
+    assert math.isfinite(res.history[-1]["loss"])
+    with pytest.raises(cb.BenchmarkError, match="can freeze 0 to 1 transformer blocks"):
+        res.model.image.freeze_stages(2)
+
+
+def test_run_benchmark_labels_image_initialisations_in_the_tables():
+    scores = {"zero_shot.scan": np.array([1.0, 0.0, 1.0]), "probe.scan": np.array([0.0, 1.0, 1.0])}
+    runs = [
+        cb.RunRecord("clip", s, "pretrained", scores, 1.0, 0.5, None, init)
+        for s in (0, 1)
+        for init in ("scratch", cb.GENERAL_CLIP)
+    ]
+    long = cb.results_table(runs, n_resamples=50)
+    assert set(long["image_init"]) == {"scratch", cb.GENERAL_CLIP} and (long["seeds"] == 2).all()
+    assert list(cb.wide_table(long).index) == ["clip", "clip (CLIP image)"]
+    diff = cb.paired_differences(runs, ("clip", "pretrained", cb.GENERAL_CLIP), ("clip", "pretrained"))
+    assert np.allclose(diff["difference"], 0.0)
+    with pytest.raises(cb.BenchmarkError, match="image init 'hf-hub:nowhere'"):
+        cb.seed_mean_scores(runs, "clip", "pretrained", "hf-hub:nowhere")
+
+
+@needs_medpix
+def test_public_pair_sets_are_read_in_mmlearns_layout_and_capped(tmp_path):
+    """A PMC-OA folder (train.jsonl + images/) built from real MedPix images and captions."""
+    table = pd.read_csv(PAIRS).drop_duplicates("caption").head(5)
+    (tmp_path / "images").mkdir()
+    rows = []
+    for name, caption in zip(table["image"], table["caption"], strict=True):
+        shutil.copy(PAIRS.parent / "images_224" / name, tmp_path / "images" / name)
+        rows.append({"image": name, "caption": caption})
+    pd.DataFrame(rows).to_json(tmp_path / "train.jsonl", orient="records", lines=True)
+    pairs = cb.load_pair_table("pmc_oa", tmp_path, "train")
+    images, captions = cb.pair_images(pairs, 16, max_pairs=3, seed=0)
+    assert images.shape == (3, 1, 16, 16) and images.dtype == torch.float16
+    assert set(captions) <= set(table["caption"]) and len(set(captions)) == 3
+    again, _ = cb.pair_images(pairs, 16, max_pairs=3, seed=0)
+    assert torch.equal(images, again)  # the cap draws the same rows for the same seed
+    (tmp_path / "images" / table["image"].iloc[0]).unlink()
+    with pytest.raises(Exception, match=table["image"].iloc[0]):
+        cb.pair_images(cb.load_pair_table("pmc_oa", tmp_path, "train"), 16)
+    with pytest.raises(cb.BenchmarkError, match="unknown pair set 'mimic'"):
+        cb.load_pair_table("mimic", tmp_path)
+
+
+def test_text_features_concatenate_row_wise():
+    a, b = _tiny_text(n=3), _tiny_text(n=2)
+    both = a.cat(b)
+    assert both.tokens.shape[0] == 5 and torch.equal(both.take(slice(3, None)).mask, b.mask)

@@ -1,26 +1,17 @@
 """The frozen teacher of stage 2 (medvae_lib.teachers), on a tiny open_clip model written to disk in the
 format of BiomedCLIP's hub repository (open_clip_config.json + weights). Nothing here reaches a hub."""
 
-import json
 import time
 
 import huggingface_hub.constants
-import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
+from helpers import TINY_CLIP_CFG, TINY_CLIP_PREPROCESS, write_open_clip_config, write_open_clip_dir
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize
 
 from medvae_lib.teachers import CLIP_MEAN, CLIP_STD, FrozenTeacher, load_open_clip_teacher
 
-# A tiny CLIP with open_clip's built-in ViT and text transformer (no timm weights, no Hugging Face text model).
-TINY_MODEL_CFG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "head_width": 16, "layers": 1},
-    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
-}
-# Not CLIP's statistics, so a loader that ignores the config (hard-codes CLIP_MEAN / CLIP_STD) is caught.
-TINY_PREPROCESS_CFG = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+TINY_MODEL_CFG, TINY_PREPROCESS_CFG = TINY_CLIP_CFG, TINY_CLIP_PREPROCESS
 SIZE, DIM = 32, 16
 
 
@@ -31,23 +22,8 @@ def offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-def write_config(directory):
-    directory.mkdir(parents=True)
-    config = {"model_cfg": TINY_MODEL_CFG, "preprocess_cfg": TINY_PREPROCESS_CFG}
-    (directory / "open_clip_config.json").write_text(json.dumps(config))
-
-
-def write_model_dir(directory, seed: int, weights: str):
-    """An open_clip model directory holding a seeded random tiny CLIP; returns that model (eval mode)."""
-    write_config(directory)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{directory}")  # no weights there yet: random initialisation
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if weights.endswith(".safetensors"):
-        save_file(state, str(directory / weights))
-    else:
-        torch.save(state, directory / weights)
-    return model.eval()
+write_config = write_open_clip_config
+write_model_dir = write_open_clip_dir
 
 
 @pytest.fixture(scope="module")
