@@ -831,10 +831,10 @@ def plot_planes(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor
         p = planes(rec)
         rows.append((name, p, "gray", 1.0))
         rows.append(("|error|", {k: (p[k] - v).abs() for k, v in planes(reference).items()}, "magma", error_max))
-    fig, axes = plt.subplots(len(rows), 3, figsize=(5.4, 1.7 * len(rows)), squeeze=False, dpi=80)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(4.8, 1.5 * len(rows)), squeeze=False, dpi=60)
     for r, (label, p, cmap, vmax) in enumerate(rows):
         for c, (plane, img) in enumerate(p.items()):
-            axes[r, c].imshow(img, cmap=cmap, vmin=0, vmax=vmax, origin="lower")
+            axes[r, c].imshow(img, cmap=cmap, vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if r == 0:
@@ -882,15 +882,18 @@ MODES = {
         # the 3D model: chapter 2's 2D model, inflated
         "model": "medvae_4_1_3d",
         "width": 16,
-        "steps": 48,
-        "eval_steps": [16, 32, 48],
-        "batch_size": 2,
-        "lr": 2e-4,
-        "lr_d": 2e-4,
+        # 96 steps of 4 patches (MedVAE's batch), the adversarial term from step 64 at a small weight: with
+        # batches of 2, a learning rate of 2e-4 and weight 0.1, validation PSNR swung by about 2 dB either
+        # way between seeds, and which run won on the test subject depended on the seed
+        "steps": 96,
+        "eval_steps": [32, 64, 96],
+        "batch_size": 4,
+        "lr": 1e-4,
+        "lr_d": 1e-4,
         "perceptual": "ssim",
         "perceptual_weight": 1.0,
-        "adv_start": 32,
-        "adv_weight": 0.1,
+        "adv_start": 64,
+        "adv_weight": 0.02,
         "disc_layers": 2,
         "disc_channels": 16,
         "disc_slices": 4,
