@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -402,7 +403,16 @@ def encode_texts(
     folder = verify_minilm_dir(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if init == "pretrained":
-        model = AutoModel.from_pretrained(folder)
+        from transformers.utils import logging as hf_logging
+
+        shown = hf_logging.is_progress_bar_enabled()
+        if os.environ.get("TQDM_DISABLE"):  # transformers' weight-loading bar ignores TQDM_DISABLE
+            hf_logging.disable_progress_bar()
+        try:
+            model = AutoModel.from_pretrained(folder)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
     else:
         torch.manual_seed(seed)
         model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
@@ -1015,7 +1025,7 @@ def run_benchmark(
     """Train and evaluate every method with every seed, with a progress bar over the runs. ``image_init``
     (an open_clip model id) starts the image encoder from a pretrained tower, with its patch embedding and
     first ``pretrained_freeze_blocks`` blocks frozen (the paper's partial freezing); default: the settings'."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its notebook bar ignores TQDM_DISABLE
 
     for m in methods:
         check_method(m)
@@ -1028,7 +1038,8 @@ def run_benchmark(
     if bench.extra:  # full mode: the public pair sets join MedPix's training pairs
         images, text = torch.cat([images, bench.extra["images"].float()]), text.cat(bench.extra["text"])
     runs = []
-    for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="runs", disable=None if progress else True):
+    quiet = {} if progress else {"disable": True}  # with progress, tqdm's own default (TQDM_DISABLE) decides
+    for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="runs", **quiet):
         res = train_method(method, images, text, settings, seed)
         runs.append(
             RunRecord(
