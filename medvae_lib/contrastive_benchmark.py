@@ -63,8 +63,10 @@ MODES = {
         "n_bootstrap": 1000,
         "pneumonia_train": 600,  # PneumoniaMNIST images for the linear probe's training (class-balanced)
         "breast_train": None,  # BreastMNIST: all 546 training images (None: the whole training split)
+        "device": "auto",  # the GPU when there is one
         "image_init": "scratch",  # or an open_clip id: GENERAL_CLIP, teachers.BIOMEDCLIP, "local-dir:..."
         "image_inits": (),  # further image initialisations compared with CLIP (full mode: question i, image side)
+        "pretrained_freeze_blocks": 6,  # a pretrained tower's patch embedding and first blocks stay frozen
         "extra_train_sets": (),  # full mode: the paper's public pair sets added to the training pairs
     },
     "full": {
@@ -84,13 +86,14 @@ MODES = {
         "n_bootstrap": 2000,
         "pneumonia_train": 2428,
         "breast_train": None,
+        "device": "auto",
         "image_init": "scratch",
         # question (i) on the image side, as the paper asks it: CLIP with a general-domain CLIP image tower
         # and with BiomedCLIP's, partially frozen, against the same objective from scratch
         "image_inits": (GENERAL_CLIP, BIOMEDCLIP),
         "pretrained_freeze_blocks": 6,  # of 12 ViT-B/16 blocks, with the patch embedding
         "extra_train_sets": ("pmc_oa", "roco"),
-        "extra_max_pairs": 20000,  # per set, drawn with the seed (images and token states are kept in memory)
+        "extra_max_pairs": 20000,  # per set, drawn once (seed 0); images and token states are kept in memory
         "extra_root": "~/.cache/medvae_lib/pairs",
         "roco_limit": 5000,  # ROCO images fetched (one PMC article package each, several MB); None for all
     },
@@ -375,6 +378,9 @@ class TextFeatures:
     def take(self, idx) -> TextFeatures:
         return TextFeatures(self.tokens[idx], self.mask[idx], self.words[idx])
 
+    def to(self, device) -> TextFeatures:
+        return TextFeatures(*(t.to(device) for t in self.astuple()))
+
     def cat(self, other: TextFeatures) -> TextFeatures:
         return TextFeatures(*(torch.cat([a, b]) for a, b in zip(self.astuple(), other.astuple(), strict=True)))
 
@@ -598,7 +604,10 @@ class PretrainedImageEncoder(nn.Module):
         super().__init__()
         from medvae_lib.teachers import load_open_clip_model, open_clip_preprocessing
 
-        model, self.model_id, self.provenance = load_open_clip_model(model_id)
+        # OpenAI's CLIP weights need QuickGELU (open_clip's registry: "ViT-B-16", "openai", quick_gelu=True)
+        model, self.model_id, self.provenance = load_open_clip_model(
+            model_id, force_quick_gelu=model_id == GENERAL_CLIP
+        )
         self.size, mean, std = open_clip_preprocessing(model, self.model_id)
         self.visual = model.visual  # the text tower is dropped: chapter 8's text side is MiniLM
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -606,7 +615,7 @@ class PretrainedImageEncoder(nn.Module):
         trunk = getattr(self.visual, "trunk", None)
         if trunk is not None:  # a timm tower (BiomedCLIP): blocks and tokens come from the timm ViT
             self.kind, self.blocks = "timm", trunk.blocks
-            extra = [getattr(trunk, name, None) for name in ("cls_token", "pos_embed")]
+            extra = [getattr(trunk, name, None) for name in ("cls_token", "reg_token", "pos_embed", "norm_pre")]
             self.embedding = [trunk.patch_embed, *(p for p in extra if p is not None)]
             self.region_dim = trunk.num_features
         elif hasattr(self.visual, "transformer"):  # open_clip's own ViT (OpenAI CLIP)
@@ -616,7 +625,11 @@ class PretrainedImageEncoder(nn.Module):
             self.region_dim = v.transformer.width
         else:
             raise BenchmarkError(f"{model_id}: only ViT image towers (open_clip's own or timm's) are supported")
-        self.out_dim = int(self.visual.output_dim)
+        declared = getattr(self.visual, "output_dim", None)  # open_clip's ViT says; a timm tower does not
+        if declared is None:
+            with torch.no_grad():
+                declared = self(torch.zeros(1, 1, self.size, self.size))[0].shape[-1]
+        self.out_dim = int(declared)
 
     def freeze_stages(self, n: int) -> None:
         if not 0 <= n <= len(self.blocks):
@@ -710,8 +723,8 @@ class DualEncoder(nn.Module):
             b = F.normalize(self.ssl_head(self.image(views[2])[0]), dim=-1)
             loss = loss + nt_xent(a, b)
         elif m == "clip_textssl":
-            keep1 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3)
-            keep2 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3)
+            keep1 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3).to(text.mask.device)
+            keep2 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3).to(text.mask.device)
             a = F.normalize(self.text_ssl_head(self.embed_text(text.tokens, keep1 | _first(text.mask))), dim=-1)
             b = F.normalize(self.text_ssl_head(self.embed_text(text.tokens, keep2 | _first(text.mask))), dim=-1)
             loss = loss + nt_xent(a, b)
@@ -735,21 +748,30 @@ def _first(mask: torch.Tensor) -> torch.Tensor:
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The one augmentation every method gets: a random resized crop (scale 0.75-1, shift up to 10 %)
     through an affine grid, and a random contrast/brightness change."""
-    b = len(x)
+    b = len(x)  # the random numbers come from the CPU generator, so a GPU run draws the same ones
     s = 0.75 + 0.25 * torch.rand(b, generator=generator)
     t = (torch.rand(b, 2, generator=generator) - 0.5) * 0.2
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = s
     theta[:, 1, 1] = s
     theta[:, :, 2] = t
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
     gain = 0.8 + 0.4 * torch.rand(b, 1, 1, 1, generator=generator)
     bias = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 0.1
-    return (out * gain + bias).clamp(0, 1)
+    return (out * gain.to(x.device) + bias.to(x.device)).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------------- training
+
+
+def run_device(settings: Mapping) -> torch.device:
+    """The device a run trains on: the settings' ``device``, where ``"auto"`` (the default) is the GPU when
+    there is one (``training.default_device``), else the CPU."""
+    from medvae_lib.training import default_device
+
+    choice = settings.get("device", "auto")
+    return default_device() if choice == "auto" else torch.device(choice)
 
 
 @dataclass
@@ -768,10 +790,13 @@ def train_method(
     if len(images) != len(text.tokens):
         raise BenchmarkError(f"{len(images)} images but {len(text.tokens)} texts")
     seed_everything(seed)
+    device = run_device(settings)
     model = DualEncoder(
         method, settings["widths"], text.tokens.shape[-1], settings["embed_dim"], image=image_encoder(settings)
     )
-    model.image.freeze_stages(settings["freeze_image_stages"])
+    pretrained = settings.get("image_init", "scratch") != "scratch"
+    model.image.freeze_stages(settings["pretrained_freeze_blocks"] if pretrained else settings["freeze_image_stages"])
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     rest = [p for p in params if p.ndim <= 1]
@@ -792,9 +817,9 @@ def train_method(
 
     def step_fn(step: int) -> dict:
         idx = batch_indices(len(images), settings["batch_size"], step, seed)
-        x = images[idx].float()
+        x = images[idx].float().to(device)
         views = [augment(x, gen) for _ in range(n_views)]
-        loss = model.loss(views, text.take(idx), gen)
+        loss = model.loss(views, text.take(idx).to(device), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -839,6 +864,28 @@ def recall_at_k(similarity: np.ndarray, positives: np.ndarray, ks: Sequence[int]
     return {k: (rank < k).astype(float) for k in ks}
 
 
+def retrieval_chance(
+    captions: Sequence[str], ks: Sequence[int] = (1, 5, 10), n_draws: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """The recall@k that embeddings knowing nothing would score on this gallery, in both directions, as
+    :func:`evaluate` scores them: i.i.d. random similarities between every image and every *distinct*
+    caption (identical captions have identical embeddings, so their scores tie), identical captions as
+    positives, :func:`recall_at_k`; the mean over ``n_draws`` draws. With every caption distinct this is
+    k / n; shared captions change it, and differently for image -> text (a shared caption is one gallery
+    score) and text -> image (each of its images is a gallery item of its own)."""
+    caps = np.asarray([str(c) for c in captions])
+    _, group = np.unique(caps, return_inverse=True)
+    positives = caps[:, None] == caps[None, :]
+    rng = np.random.default_rng(seed)
+    total = {f"{d}.r{k}": 0.0 for d in ("i2t", "t2i") for k in ks}
+    for _ in range(n_draws):
+        sim = rng.random((len(caps), group.max() + 1))[:, group]
+        for direction, (s, p) in {"i2t": (sim, positives), "t2i": (sim.T, positives.T)}.items():
+            for k, hits in recall_at_k(s, p, ks).items():
+                total[f"{direction}.r{k}"] += float(hits.mean()) / n_draws
+    return total
+
+
 def linear_probe(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> np.ndarray:
     """Per-test-item correctness of a logistic-regression probe (standardised features) on frozen features."""
     from sklearn.linear_model import LogisticRegression
@@ -863,18 +910,21 @@ def vqa_scores(train_x, train_answers, test_x, test_answers, alpha: float = 1.0)
 
 @torch.no_grad()
 def embed_images(model: DualEncoder, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(projected normalised embeddings, encoder features) of images, in batches."""
+    """(projected normalised embeddings, encoder features) of images, in batches on the model's device;
+    returned on the CPU."""
+    device = next(model.parameters()).device
     embs, feats = [], []
     for i in range(0, len(images), batch):
-        e, f, _ = model.embed_image(images[i : i + batch].float())
-        embs.append(e)
-        feats.append(f)
+        e, f, _ = model.embed_image(images[i : i + batch].float().to(device))
+        embs.append(e.cpu())
+        feats.append(f.cpu())
     return torch.cat(embs), torch.cat(feats)
 
 
 @torch.no_grad()
 def embed_texts(model: DualEncoder, text: TextFeatures) -> torch.Tensor:
-    return model.embed_text(text.tokens, text.mask)
+    device = next(model.parameters()).device
+    return model.embed_text(text.tokens.to(device), text.mask.to(device)).cpu()
 
 
 @dataclass
@@ -1030,13 +1080,12 @@ def run_benchmark(
     for m in methods:
         check_method(m)
     settings = dict(bench.settings)
-    if image_init is not None and image_init != settings.get("image_init", "scratch"):
-        freeze = settings.get("pretrained_freeze_blocks", 0) if image_init != "scratch" else 0
-        settings.update(image_init=image_init, freeze_image_stages=freeze)
+    if image_init is not None:
+        settings["image_init"] = image_init
     train = bench.data.indices("train")
     images, text = bench.data.images[train], bench.captions.take(train)
-    if bench.extra:  # full mode: the public pair sets join MedPix's training pairs
-        images, text = torch.cat([images, bench.extra["images"].float()]), text.cat(bench.extra["text"])
+    if bench.extra:  # full mode: the public pair sets join MedPix's training pairs (float16; cast per batch)
+        images, text = torch.cat([images.half(), bench.extra["images"]]), text.cat(bench.extra["text"])
     runs = []
     quiet = {} if progress else {"disable": True}  # with progress, tqdm's own default (TQDM_DISABLE) decides
     for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="runs", **quiet):
@@ -1049,7 +1098,7 @@ def run_benchmark(
                 evaluate(res.model, bench, split, seed),
                 res.pairs_per_second,
                 res.history[-1]["loss"],
-                res.model,
+                res.model.cpu(),  # kept for the exercises; off the GPU, which the next run needs
                 settings.get("image_init", "scratch"),
             )
         )
@@ -1264,7 +1313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = build_bench(settings, args.text_init, args.cache_dir, download=args.download)
     runs = run_benchmark(args.methods, bench, args.seeds or settings["seeds"], args.split, image_init=image_init)
     to_frame(runs).to_csv(args.out, index=False)
-    print(wide_table(results_table(runs, settings["n_bootstrap"])).to_string())
+    wide = wide_table(results_table(runs, settings["n_bootstrap"]))
+    print(wide[[t for group in TASK_GROUPS.values() for t in group if t in wide]].to_string())
     return 0
 
 

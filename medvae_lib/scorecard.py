@@ -318,6 +318,20 @@ def claim_row(claim: dict, results: dict) -> dict:
     }
 
 
+def _data_text(data: dict) -> str:
+    """The Data column of the results files: the manifest (and file key, size), a simulation (and the real
+    data beside it), or the sha256 of each file a chapter names by checksum."""
+    parts = [f"{k} {data[k]}" for k in ("manifest", "key", "image_size") if k in data]
+    if not parts and "simulated" in data:
+        real = data.get("real")
+        parts = ["simulated" + (f"; real: {real['manifest']}" if isinstance(real, dict) and "manifest" in real else "")]
+    if not parts:
+        parts = [
+            f"{k.removesuffix('_sha256')} sha256 {str(v)[:12]}..." for k, v in data.items() if k.endswith("_sha256")
+        ]
+    return ", ".join(parts) or "not recorded"
+
+
 def build_page(results_dir: str | Path = RESULTS_DIR, claims_path: str | Path = CLAIMS) -> str:
     """The scorecard page, Markdown, from the results files and the claims."""
     results = load_results(results_dir)
@@ -384,7 +398,7 @@ def build_page(results_dir: str | Path = RESULTS_DIR, claims_path: str | Path = 
     ]
     for (chapter, mode), doc in sorted(results.items()):
         data = doc["data"]
-        data_text = ", ".join(f"{k} {data[k]}" for k in ("manifest", "key", "image_size") if k in data) or "simulated"
+        data_text = _data_text(data)
         lines.append(
             f"| `{chapter}.{mode}.json` | {chapter[:2]} | {mode} | {', '.join(map(str, doc['seeds']))} | {_cell(data_text)} "
             f"| {doc['library_version']} | {doc['date']} | {len(doc['results'])} |"

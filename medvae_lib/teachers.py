@@ -248,18 +248,24 @@ def _square_side(size, model_id: str) -> int:
     raise ValueError(f"{model_id} expects images of size {size}; FrozenTeacher supports square inputs only")
 
 
-def load_open_clip_model(model_id: str | os.PathLike = BIOMEDCLIP, device: str | torch.device = "cpu"):
+def load_open_clip_model(
+    model_id: str | os.PathLike = BIOMEDCLIP, device: str | torch.device = "cpu", force_quick_gelu: bool = False
+):
     """Load a whole open_clip model (weights required) from the hub or a local model directory, as
     :func:`load_open_clip_teacher` describes ``model_id``; returns ``(model, model_id, provenance)``, the
     identifier normalised (``"local-dir:<path>"`` for a plain path) and a sentence saying where the
-    weights came from. The one loader behind the stage-2 teacher and chapter 8's pretrained image encoders."""
+    weights came from. The one loader behind the stage-2 teacher and chapter 8's pretrained image encoders.
+    ``force_quick_gelu`` builds the model with QuickGELU activations, which OpenAI's CLIP weights were
+    trained with (open_clip's own registry marks them so)."""
     import open_clip
 
     model_id = os.fspath(model_id)
     if model_id.startswith(_HF_PREFIX):
         repo_id = model_id[len(_HF_PREFIX) :]
         try:
-            model = open_clip.create_model_from_pretrained(model_id, device=device, return_transform=False)
+            model = open_clip.create_model_from_pretrained(
+                model_id, device=device, return_transform=False, force_quick_gelu=force_quick_gelu
+            )
         except ImportError as error:  # BiomedCLIP's text tower is a Hugging Face BERT
             raise ImportError(
                 f"{model_id} needs the package '{error.name or 'transformers'}' for its text tower "
@@ -291,7 +297,9 @@ def load_open_clip_model(model_id: str | os.PathLike = BIOMEDCLIP, device: str |
             raise FileNotFoundError(f"{directory} has no {_CONFIG_NAME}. " + _DIRECTORY_HELP)
         weights = _weights_in(directory)
         model_id = f"{_LOCAL_PREFIX}{directory}"
-        model = open_clip.create_model_from_pretrained(model_id, device=device, return_transform=False)
+        model = open_clip.create_model_from_pretrained(
+            model_id, device=device, return_transform=False, force_quick_gelu=force_quick_gelu
+        )
         provenance = (
             f"open_clip model directory {directory.resolve()}: {_CONFIG_NAME} and weights {weights.name} "
             f"({weights.stat().st_size} bytes)"

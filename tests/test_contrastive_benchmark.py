@@ -433,29 +433,73 @@ def test_pretrained_image_encoder_loads_the_checkpoint_and_gives_global_and_patc
         assert torch.allclose(pooled, original.encode_image((prepared - mean) / std), atol=1e-5)
 
 
-def test_partial_freezing_of_a_pretrained_tower_keeps_embedding_and_first_blocks(tiny_clip_dir):
-    directory, _ = tiny_clip_dir
-    settings = {
-        **cb.MODES["ci"],
-        "embed_dim": 8,
-        "batch_size": 4,
-        "steps": 3,
-        "image_init": f"local-dir:{directory}",
-        "freeze_image_stages": 1,
-    }
+def _tower_dir(root, name, vision_cfg):
+    """An open_clip model directory whose image tower is ``vision_cfg`` (text tower: the tiny one)."""
+    from helpers import TINY_CLIP_CFG, write_open_clip_dir
+
+    cfg = {**TINY_CLIP_CFG, "vision_cfg": vision_cfg}
+    return write_open_clip_dir(root / name, 0, "open_clip_model.safetensors", model_cfg=cfg), root / name
+
+
+@pytest.mark.parametrize(
+    "vision_cfg",
+    [
+        {"image_size": 32, "patch_size": 8, "width": 32, "head_width": 16, "layers": 2},  # open_clip's ViT (CLIP)
+        {"timm_model_name": "vit_tiny_patch16_224", "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+    ],
+    ids=["open_clip_vit", "timm_vit"],  # the second is BiomedCLIP's kind of tower (timm trunk, linear head)
+)
+def test_partial_freezing_of_a_pretrained_tower_keeps_embedding_and_first_blocks(tmp_path, vision_cfg):
+    original, directory = _tower_dir(tmp_path, "tower", vision_cfg)
+    encoder = cb.PretrainedImageEncoder(f"local-dir:{directory}")
+    x = torch.rand(2, 1, 20, 20, generator=torch.Generator().manual_seed(0))
+    pooled, regions = encoder.eval()(x)
+    side, patch = (224, 16) if "timm_model_name" in vision_cfg else (32, 8)
+    assert pooled.shape == (2, 16) and regions.shape[:2] == (2, (side // patch) ** 2)
+    assert regions.shape[2] == encoder.region_dim
+    settings = {**cb.MODES["ci"], "embed_dim": 8, "batch_size": 4, "steps": 3, "lr": 1e-2}
+    settings.update(image_init=f"local-dir:{directory}", pretrained_freeze_blocks=1, freeze_image_stages=3)
     images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    start = cb.PretrainedImageEncoder(settings["image_init"]).visual.state_dict()
     res = cb.train_method("filip", images, _tiny_text(n=4), settings, seed=0)
+    start = {k: v for k, v in original.visual.state_dict().items()}
     trained = res.model.image.visual.state_dict()
-    frozen = [n for n in trained if n.startswith(("conv1", "class_embedding", "positional_embedding", "ln_pre"))]
-    assert frozen and all(torch.equal(trained[n], start[n]) for n in frozen)
-    assert not torch.equal(trained["ln_post.weight"], start["ln_post.weight"])  # after the frozen block: trained
+    timm = "timm_model_name" in vision_cfg
+    first, second = (
+        ("trunk.blocks.0.", "trunk.blocks.1.") if timm else ("transformer.resblocks.0.", "transformer.resblocks.1.")
+    )
+    embed = (
+        ("trunk.patch_embed", "trunk.cls_token", "trunk.pos_embed") if timm else ("conv1", "class_embedding", "ln_pre")
+    )
+    frozen = [n for n in trained if n.startswith(embed + (first,))]
+    assert frozen and all(torch.equal(trained[n], start[n]) for n in frozen)  # embedding and block 0 frozen
+    later = [n for n in trained if n.startswith(second) and n.endswith("weight")]
+    assert later and any(not torch.equal(trained[n], start[n]) for n in later)  # block 1 trained
     assert math.isfinite(res.history[-1]["loss"])
-    with pytest.raises(cb.BenchmarkError, match="can freeze 0 to 1 transformer blocks"):
-        res.model.image.freeze_stages(2)
+    blocks = len(res.model.image.blocks)
+    with pytest.raises(cb.BenchmarkError, match=f"can freeze 0 to {blocks} transformer blocks"):
+        res.model.image.freeze_stages(blocks + 1)
 
 
-def test_run_benchmark_labels_image_initialisations_in_the_tables():
+def test_general_domain_clip_is_built_with_quickgelu(monkeypatch, tiny_clip_dir):
+    """OpenAI's CLIP weights were trained with QuickGELU: the encoder asks open_clip for it."""
+    from medvae_lib import teachers
+
+    directory, _ = tiny_clip_dir
+    asked = {}
+    real = teachers.load_open_clip_model
+
+    def spy(model_id, device="cpu", force_quick_gelu=False):
+        asked[model_id] = force_quick_gelu
+        return real(f"local-dir:{directory}", device, force_quick_gelu)
+
+    monkeypatch.setattr(teachers, "load_open_clip_model", spy)
+    clip = cb.PretrainedImageEncoder(cb.GENERAL_CLIP)
+    cb.PretrainedImageEncoder(cb.BIOMEDCLIP)
+    assert asked == {cb.GENERAL_CLIP: True, cb.BIOMEDCLIP: False}
+    assert type(clip.blocks[0].mlp.gelu).__name__ == "QuickGELU"
+
+
+def test_tables_label_runs_by_image_initialisation():
     scores = {"zero_shot.scan": np.array([1.0, 0.0, 1.0]), "probe.scan": np.array([0.0, 1.0, 1.0])}
     runs = [
         cb.RunRecord("clip", s, "pretrained", scores, 1.0, 0.5, None, init)
@@ -498,3 +542,15 @@ def test_text_features_concatenate_row_wise():
     a, b = _tiny_text(n=3), _tiny_text(n=2)
     both = a.cat(b)
     assert both.tokens.shape[0] == 5 and torch.equal(both.take(slice(3, None)).mask, b.mask)
+
+
+def test_retrieval_chance_is_k_over_n_for_distinct_captions_and_counts_shared_ones():
+    distinct = cb.retrieval_chance([f"caption {i}" for i in range(20)], (1, 5), n_draws=2000, seed=0)
+    for key, expected in {"i2t.r1": 0.05, "i2t.r5": 0.25, "t2i.r1": 0.05, "t2i.r5": 0.25}.items():
+        assert distinct[key] == pytest.approx(expected, abs=0.01), key
+    same = cb.retrieval_chance(["one caption"] * 5, (1,), n_draws=10)
+    assert same["i2t.r1"] == pytest.approx(1.0) and same["t2i.r1"] == pytest.approx(1.0)  # all positives
+    # 10 images share one caption, 10 have their own: text -> image finds one of 10 images more easily
+    # than image -> text finds the shared caption, which is a single tied score in the gallery
+    shared = cb.retrieval_chance(["shared"] * 10 + [f"own {i}" for i in range(10)], (1,), n_draws=2000)
+    assert shared["t2i.r1"] > shared["i2t.r1"] + 0.1
