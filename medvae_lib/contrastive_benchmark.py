@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -135,17 +136,27 @@ ZERO_SHOT_TASKS = {
         ("an {} image", "{} view", "{} slice of the scan", "a {} plane image"),
     ),
 }
-# Zero-shot and probe tasks on modalities no method trains on (MedMNIST, verified through their manifests):
-# task -> (manifest, file key, setting with the probe's training size, {label: class prompt}, templates).
+
+
+class ExternalTask(NamedTuple):
+    """A zero-shot and probe task on a modality no method trains on (a MedMNIST set, through its manifest)."""
+
+    manifest: str
+    key: str  # the manifest's file key
+    train_setting: str  # the setting that holds the probe's training size (None: the whole training split)
+    classes: dict  # label -> class name in the prompts
+    templates: tuple
+
+
 EXTERNAL_TASKS = {
-    "pneumonia": (
+    "pneumonia": ExternalTask(
         "pneumoniamnist",
         "ci",
         "pneumonia_train",
         {0: "a normal chest x-ray", 1: "a chest x-ray with pneumonia"},
         ("{}", "this image shows {}", "radiograph: {}"),
     ),
-    "breast": (
+    "breast": ExternalTask(
         "breastmnist",
         "64",
         "breast_train",
@@ -270,8 +281,8 @@ def load_external(task: str, size: int, n_train: int | None, seed: int = 0) -> d
     to ``size``. Returns ``{"train": (images, labels), "test": (images, labels)}``."""
     if task not in EXTERNAL_TASKS:
         raise BenchmarkError(f"unknown external task {task!r}; known: {list(EXTERNAL_TASKS)}")
-    manifest, key = EXTERNAL_TASKS[task][:2]
-    splits = mdata.load_dataset(manifest, key)
+    spec = EXTERNAL_TASKS[task]
+    splits = mdata.load_dataset(spec.manifest, spec.key)
     train = splits["train"]
     if n_train is not None:
         train = mdata.balanced_subset(train, min(n_train, len(train.labels)), seed=seed)
@@ -312,15 +323,13 @@ def pair_images(table: pd.DataFrame, size: int, max_pairs: int | None = None, se
     """Up to ``max_pairs`` rows of a pair table (drawn with ``seed``), their images read as grey-scale,
     padded to a square and resized to ``size`` (float16, (N, 1, S, S) in [0, 1]), and their captions.
     These sets carry no MedPix watermark, so nothing is masked. A missing image or an empty caption is
-    an error (the loaders check both), never a silent drop."""
+    an error (:func:`load_pair_table` checks both), never a silent drop."""
     from PIL import Image
 
     if max_pairs is not None and len(table) > max_pairs:
         table = table.iloc[np.sort(np.random.default_rng(seed).choice(len(table), max_pairs, replace=False))]
     images = []
-    for path in table["image_path"]:
-        if not Path(path).is_file():
-            raise BenchmarkError(f"image {path} of the pair table is missing")
+    for path in table["image_path"]:  # load_pair_table has checked that every image is there
         with Image.open(path) as im:
             images.append(square_resize(np.asarray(im.convert("L")), size).to(torch.float16))
     return torch.stack(images), [str(c) for c in table["caption"]]
@@ -951,30 +960,37 @@ def build_bench(
     cache_dir: str | Path | None = None,
     data=None,
     download: bool = False,
+    like: Bench | None = None,
 ) -> Bench:
     """Load and verify the data, and cache the frozen text encoder's outputs for captions, prompts and
     questions (with the pretrained or the randomly initialised MiniLM). With ``extra_train_sets`` (full
     mode) the public pair sets are downloaded (``download=True``) or read from ``extra_root`` and up to
     ``extra_max_pairs`` of each join the training pairs (``Bench.extra``); evaluation stays on MedPix and
-    MedMNIST."""
-    data = data or load_medpix2(settings["image_size"], settings["mask_fraction"])
-    extra_images, extra_texts, extra_counts = [], [], {}
-    for name in settings.get("extra_train_sets", ()):
-        root = Path(settings["extra_root"]).expanduser() / name
-        if download:
-            download_pair_set(name, root, settings)
-        table = load_pair_table(name, root, "train")
-        images, captions = pair_images(table, settings["image_size"], settings.get("extra_max_pairs"))
-        extra_images.append(images)
-        extra_texts += captions
-        extra_counts[name] = len(captions)
-    external = {
-        task: load_external(task, settings["image_size"], settings.get(spec[2]))
-        for task, spec in EXTERNAL_TASKS.items()
-    }
+    MedMNIST. ``like``: a bench of the same settings whose images (MedPix, MedMNIST, the extra pairs) are
+    reused, so that only the text features are computed again (another ``text_init``)."""
+    if like is not None:
+        data, external = like.data, like.external
+        extra_images = [like.extra["images"]] if like.extra else []
+        extra_texts, extra_counts = list(like.extra.get("captions", [])), dict(like.extra.get("counts", {}))
+    else:
+        data = data or load_medpix2(settings["image_size"], settings["mask_fraction"])
+        extra_images, extra_texts, extra_counts = [], [], {}
+        for name in settings.get("extra_train_sets", ()):
+            root = Path(settings["extra_root"]).expanduser() / name
+            if download:
+                download_pair_set(name, root, settings)
+            table = load_pair_table(name, root, "train")
+            images, captions = pair_images(table, settings["image_size"], settings.get("extra_max_pairs"))
+            extra_images.append(images)
+            extra_texts += captions
+            extra_counts[name] = len(captions)
+        external = {
+            task: load_external(task, settings["image_size"], settings.get(spec.train_setting))
+            for task, spec in EXTERNAL_TASKS.items()
+        }
     texts = list(data.table["caption"])
     prompt_sets = {task: (classes, templates) for task, (_, classes, templates) in ZERO_SHOT_TASKS.items()}
-    prompt_sets.update({task: spec[3:] for task, spec in EXTERNAL_TASKS.items()})
+    prompt_sets.update({task: (spec.classes, spec.templates) for task, spec in EXTERNAL_TASKS.items()})
     prompt_lists = {task: prompt_texts(c, t) for task, (c, t) in prompt_sets.items()}
     questions = list(data.vqa["question"].astype(str))
     everything = texts + [p for ps in prompt_lists.values() for p in ps] + questions + extra_texts
@@ -990,7 +1006,12 @@ def build_bench(
     extra = {}
     if extra_texts:
         start = pos + len(questions)
-        extra = {"images": torch.cat(extra_images), "text": feats.take(slice(start, None)), "counts": extra_counts}
+        extra = {
+            "images": torch.cat(extra_images),
+            "captions": extra_texts,
+            "text": feats.take(slice(start, None)),
+            "counts": extra_counts,
+        }
     return Bench(data, captions, prompts, question_feats, external, dict(settings), text_init, extra)
 
 

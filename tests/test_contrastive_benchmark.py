@@ -554,3 +554,24 @@ def test_retrieval_chance_is_k_over_n_for_distinct_captions_and_counts_shared_on
     # than image -> text finds the shared caption, which is a single tied score in the gallery
     shared = cb.retrieval_chance(["shared"] * 10 + [f"own {i}" for i in range(10)], (1,), n_draws=2000)
     assert shared["t2i.r1"] > shared["i2t.r1"] + 0.1
+
+
+def test_a_bench_built_like_another_reuses_its_images_and_encodes_only_the_texts(tmp_path):
+    table = pd.DataFrame({"caption": ["a ct of the chest", "an mri of the head", "a ct of the chest"]})
+    vqa = pd.DataFrame({"question": ["is this a ct?"]})
+    data = cb.MedPixData(table=table, images=torch.rand(3, 1, 8, 8), vqa=vqa, digest="x")
+    external = {task: {"train": None, "test": None} for task in cb.EXTERNAL_TASKS}
+    extra = {"images": torch.rand(2, 1, 8, 8).half(), "captions": ["a pmc figure", "a roco figure"], "counts": {}}
+    settings = {**cb.MODES["ci"], "max_tokens": 8}
+    texts = list(table["caption"])
+    prompts = [p for spec in [*cb.ZERO_SHOT_TASKS.values()] for p in cb.prompt_texts(spec[1], spec[2])]
+    n_prompts = len(prompts) + sum(len(t.classes) * len(t.templates) for t in cb.EXTERNAL_TASKS.values())
+    first = cb.Bench(data, None, {}, None, external, settings, "pretrained", extra)
+    again = cb.build_bench(settings, "random", tmp_path, like=first)
+    assert again.data is data and again.external is external  # nothing read again
+    assert torch.equal(again.extra["images"], extra["images"]) and again.extra["captions"] == extra["captions"]
+    assert again.text_init == "random" and again.captions.tokens.shape[:2] == (3, 8)
+    assert again.extra["text"].tokens.shape[0] == 2 and again.questions.tokens.shape[0] == 1
+    assert len(list(tmp_path.glob("minilm_random_*.pt"))) == 1  # one cache file for the texts
+    encoded = [again.captions, again.questions, again.extra["text"], *(p[0] for p in again.prompts.values())]
+    assert sum(t.tokens.shape[0] for t in encoded) == len(texts) + n_prompts + 1 + 2  # every text, once
