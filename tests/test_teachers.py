@@ -6,12 +6,11 @@ import time
 import huggingface_hub.constants
 import pytest
 import torch
-from helpers import TINY_CLIP_CFG, TINY_CLIP_PREPROCESS, write_open_clip_config, write_open_clip_dir
+from helpers import TINY_CLIP_PREPROCESS, write_open_clip_config, write_open_clip_dir
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize
 
 from medvae_lib.teachers import CLIP_MEAN, CLIP_STD, FrozenTeacher, load_open_clip_teacher
 
-TINY_MODEL_CFG, TINY_PREPROCESS_CFG = TINY_CLIP_CFG, TINY_CLIP_PREPROCESS
 SIZE, DIM = 32, 16
 
 
@@ -22,18 +21,14 @@ def offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-write_config = write_open_clip_config
-write_model_dir = write_open_clip_dir
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """Two directories of the same seeded model (hub-style .bin and .safetensors weights) and a differently
     seeded model, with the original models to compare against."""
     root = tmp_path_factory.mktemp("teachers")
-    original = write_model_dir(root / "bin", 0, "open_clip_pytorch_model.bin")
-    write_model_dir(root / "safetensors", 0, "open_clip_model.safetensors")
-    other = write_model_dir(root / "other", 1, "open_clip_pytorch_model.bin")
+    original = write_open_clip_dir(root / "bin", 0, "open_clip_pytorch_model.bin")
+    write_open_clip_dir(root / "safetensors", 0, "open_clip_model.safetensors")
+    other = write_open_clip_dir(root / "other", 1, "open_clip_pytorch_model.bin")
     return {"root": root, "original": original, "other": other}
 
 
@@ -55,8 +50,8 @@ def test_loaded_teacher_embeds_with_the_saved_weights(tiny, form):
     weights = "open_clip_pytorch_model.bin" if form == "local-dir" else "open_clip_model.safetensors"
     assert str(directory.resolve()) in teacher.provenance and weights in teacher.provenance
     assert teacher.image_size == SIZE and teacher.embedding_dim == DIM
-    assert teacher.mean == pytest.approx(TINY_PREPROCESS_CFG["mean"])
-    assert teacher.std == pytest.approx(TINY_PREPROCESS_CFG["std"])
+    assert teacher.mean == pytest.approx(TINY_CLIP_PREPROCESS["mean"])
+    assert teacher.std == pytest.approx(TINY_CLIP_PREPROCESS["std"])
 
     x = images(2, 1, 40, 48)  # not square, not the model's size: resize and crop both act
     with torch.no_grad():
@@ -143,7 +138,7 @@ def test_missing_directory_config_or_weights_is_a_clear_error(tmp_path):
     assert str(empty) in str(info.value) and "open_clip_pytorch_model.bin" in str(info.value)
 
     no_weights = tmp_path / "no_weights"
-    write_config(no_weights)
+    write_open_clip_config(no_weights)
     with pytest.raises(FileNotFoundError, match="no weights file") as info:
         load_open_clip_teacher(no_weights)
     assert str(no_weights) in str(info.value)
