@@ -57,11 +57,14 @@ figures are out) and the images are re-derived from them, so the ROCO table reco
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import hashlib
 import http.client
 import io
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -156,7 +159,7 @@ def download_pmc_oa(
         raise PairDataError(f"PMC-OA source {str(source)!r} is neither a folder nor a Hugging Face dataset id")
     dest.mkdir(parents=True, exist_ok=True)
     record_path = dest / CHECKSUMS_FILE
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record = _read_record(record_path)
     if record and (record.get("source"), record.get("revision")) != (origin, revision):
         raise PairDataError(
             f"{dest} was downloaded from {record.get('source')!r} at revision {record.get('revision')!r}, "
@@ -164,6 +167,7 @@ def download_pmc_oa(
         )
     recorded: dict[str, str] = dict(record.get("files", {}))
     added: dict[str, str] = {}
+    fetched: set[str] = set()  # fetched by this call: deleted again if they prove bad
     for name in [f"{split}.jsonl" for split in splits] + ["images.zip"]:
         target = dest / name
         if not target.is_file():
@@ -173,15 +177,24 @@ def download_pmc_oa(
                 shutil.copyfile(local / name, target)
             else:
                 _hub_download(origin, name, revision, dest)
+            fetched.add(name)
         digest = _sha256(target)
         if name in recorded:
             if digest != recorded[name]:
                 raise ChecksumError(
                     f"{target}: sha256 is {digest}, but {record_path} recorded {recorded[name]} when it was first "
-                    "downloaded; the file is corrupt, truncated or has changed since (delete it to download again)"
+                    "downloaded; the file is corrupt, truncated or has changed since. Delete it to download "
+                    f"it again; if you replaced it on purpose with a file you trust, remove {name!r} from "
+                    f"the 'files' of {record_path} and the next call records the new digest"
                 )
         else:
             added[name] = digest
+    # Nothing is recorded before it has proved to be what the set holds: split files that parse, an
+    # archive that opens, holds the images the splits name, and extracts (every member's CRC checked).
+    with _blame_new_files(dest, added, fetched):
+        images_of = _check_pmc_oa_splits(dest, splits, added)
+        _check_pmc_oa_archive(dest / "images.zip", images_of, "images.zip" in added)
+        _extract_images(dest / "images.zip", dest / "images", added.get("images.zip") or recorded["images.zip"])
     if added:
         recorded.update(added)
         record = {
@@ -190,11 +203,108 @@ def download_pmc_oa(
             "files": dict(sorted(recorded.items())),
             "note": "sha256 recorded on first download (trust on first use); the authors publish no checksums",
         }
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        partial = record_path.with_name(record_path.name + ".partial")
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.replace(record_path)
         for name, digest in added.items():
             print(f"PMC-OA {name}: sha256 {digest} (recorded in {record_path})")
-    _extract_images(dest / "images.zip", dest / "images", recorded["images.zip"])
     return dest
+
+
+class _BadFile(PairDataError):
+    """A downloaded file that is not what the set holds; ``name`` is the file (in ``dest``) to blame."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+@contextlib.contextmanager
+def _blame_new_files(dest: Path, added: dict[str, str], fetched: set[str]):
+    """Turn a :class:`_BadFile` into a PairDataError that names the file and says how to recover;
+    a file fetched by this call is deleted (a failed download is never kept), another one is left for
+    the reader to delete. A file already recorded is trusted: its error says so."""
+    try:
+        yield
+    except _BadFile as err:
+        target = dest / err.name
+        if err.name not in added:
+            hint = f"{target} matches its recorded sha256, so the other files of the set disagree with it"
+        elif err.name in fetched:
+            target.unlink(missing_ok=True)
+            hint = f"it was deleted and nothing was recorded; call again to download {err.name} again"
+        else:
+            hint = f"nothing was recorded; delete {target} (or put the right file there) and call again"
+        raise PairDataError(f"{err}; {hint}") from err.__cause__
+
+
+def _read_record(record_path: Path) -> dict:
+    """``checksums.json`` as written by :func:`download_pmc_oa`, or ``{}`` when there is none."""
+    if not record_path.is_file():
+        return {}
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        record = err
+    if not isinstance(record, dict) or not isinstance(record.get("files", {}), dict):
+        raise PairDataError(
+            f"{record_path} is not the checksum record download_pmc_oa writes ({record}); "
+            "delete it to record the files' sha256 again on the next call (trust on first use)"
+        )
+    return record
+
+
+def _check_pmc_oa_splits(dest: Path, splits: Sequence[str], added: dict[str, str]) -> dict[str, set]:
+    """The image names each split file lists, reading every split file (a new one that is not JSON lines
+    with ``image`` and ``caption``, say an HTML error page, is blamed)."""
+    images_of = {}
+    for split in splits:
+        name = f"{split}.jsonl"
+        try:
+            rows = _read_jsonl(dest / name, ("image", "caption"), hint="run download_pmc_oa again")
+            images_of[name] = {_image_name(row["image"], dest / name, row["_line"]) for row in rows}
+        except PairDataError as err:
+            raise _BadFile(name, f"{err} (a PMC-OA split file holds JSON lines)") from err
+    return images_of
+
+
+def _check_pmc_oa_archive(zip_path: Path, images_of: dict[str, set], new: bool) -> None:
+    """``images.zip`` opens, its members are safe, and it holds every image the split files name."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = {str(path) for _, path in _zip_targets(archive, zip_path)}
+    except PairDataError as err:  # an unsafe member
+        raise _BadFile("images.zip", str(err)) from err
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+        raise _BadFile(
+            "images.zip",
+            f"{zip_path} is not a readable zip archive (an error page or a truncated "
+            f"download?): {type(err).__name__}: {err}",
+        ) from err
+    for name, wanted in images_of.items():
+        missing = sorted(wanted - members)
+        if missing:
+            blame = "images.zip" if new else name
+            raise _BadFile(
+                blame,
+                f"{zip_path} lacks {len(missing)} of the {len(wanted)} images that {name} "
+                f"names, e.g. {missing[:3]}: the two files are not of one PMC-OA release",
+            )
+
+
+def _image_name(value, where: Path, line: int) -> str:
+    """A split file's ``image`` as a path below the images folder; one that would leave it (an
+    absolute path, ``..``, a drive) is refused, as manifests refuse such paths."""
+    if not isinstance(value, str) or not value.strip():
+        raise PairDataError(f"{where}, line {line}: 'image' must be a file name, got {value!r}")
+    name = value.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in parts or "\0" in name:
+        raise PairDataError(
+            f"{where}, line {line}: image {value!r} is not a path inside the images folder "
+            "(absolute, a drive or '..'); refusing to read it"
+        )
+    return str(PurePosixPath(*parts))
 
 
 def _hub_download(repo_id: str, filename: str, revision: str | None, dest: Path) -> None:
@@ -239,25 +349,82 @@ def _zip_targets(archive: zipfile.ZipFile, where: Path) -> list[tuple[zipfile.Zi
 
 
 def _extract_images(zip_path: Path, images: Path, digest: str) -> None:
-    """Extract ``zip_path`` into ``images`` (once per archive digest), refusing members that escape it."""
+    """Extract ``zip_path`` into ``images`` (once per archive digest), refusing members that escape it.
+
+    The folder is locked while it is checked and extracted (a second process waits, then finds it
+    done), and the marker ``.extracted-sha256`` (the archive's digest and its number of files) is
+    written only once every member is out; a folder that holds another number of files than its
+    marker says (an interrupted or damaged extraction) is extracted again."""
     marker = images / ".extracted-sha256"
-    if marker.is_file() and marker.read_text().strip() == digest:
-        return
-    partial = images.with_name(images.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    root = partial.resolve()
-    with zipfile.ZipFile(zip_path) as archive:
-        members = _zip_targets(archive, zip_path)  # checked before anything is written
-        for info, relative in members:
-            target = (root / relative).resolve()
-            if not target.is_relative_to(root):  # belt and braces after the check above
-                raise PairDataError(f"{zip_path}: member {info.filename!r} would be written outside {images}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
-    (partial / marker.name).write_text(digest + "\n")
-    shutil.rmtree(images, ignore_errors=True)
-    partial.rename(images)
+    with _folder_lock(images.with_name(f".{images.name}.lock"), f"extracting into {images}"):
+        if _extracted(marker, digest):
+            return
+        if marker.is_file():
+            print(f"{images} is incomplete or from another archive: extracting {zip_path} again")
+        partial = images.with_name(images.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        root = partial.resolve()
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                members = _zip_targets(archive, zip_path)  # checked before anything is written
+                for info, relative in members:
+                    target = (root / relative).resolve()
+                    if not target.is_relative_to(root):  # belt and braces after the check above
+                        raise PairDataError(f"{zip_path}: member {info.filename!r} would be written outside {images}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(info) as src, open(target, "wb") as out:
+                        shutil.copyfileobj(src, out)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise _BadFile(
+                "images.zip",
+                f"{zip_path} could not be extracted (corrupt or truncated archive): {type(err).__name__}: {err}",
+            ) from err
+        wanted, found = len({str(relative) for _, relative in members}), _count_files(partial)
+        if found != wanted:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise PairDataError(
+                f"extracting {zip_path} gave {found} files instead of its {wanted} members; "
+                "nothing was kept, call again to extract it again"
+            )
+        (partial / marker.name).write_text(f"{digest}\n{wanted}\n")
+        shutil.rmtree(images, ignore_errors=True)
+        partial.rename(images)
+
+
+def _extracted(marker: Path, digest: str) -> bool:
+    """Whether the folder of ``marker`` holds a complete extraction of the archive ``digest``."""
+    if not marker.is_file():
+        return False
+    lines = marker.read_text(errors="replace").split()
+    if len(lines) != 2 or lines[0] != digest or not lines[1].isdigit():
+        return False  # another archive, or a marker written before the count was recorded
+    return _count_files(marker.parent) - 1 == int(lines[1])
+
+
+def _count_files(folder: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path, what: str):
+    """An exclusive ``fcntl.flock`` on ``path``, waited for (the lock dies with its process); no lock
+    where the platform or file system has none, as :class:`medvae_lib.training.RunLock`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"another process is {what} ({path}); waiting for it")
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            except OSError as err:  # a file system without locks (some network mounts)
+                print(f"cannot lock {path} ({err}); go on without a lock: run no second copy")
+        yield  # closing the file releases the lock
 
 
 def load_pmc_oa(root: str | Path, split: str, image_dir: str = "images") -> pd.DataFrame:
@@ -272,8 +439,20 @@ def load_pmc_oa(root: str | Path, split: str, image_dir: str = "images") -> pd.D
     _check_choice(split, PMC_OA_SPLITS, "PMC-OA split")
     root = Path(root).expanduser().resolve()
     images = root / image_dir
-    rows = _read_jsonl(root / f"{split}.jsonl", ("image", "caption"), hint="run download_pmc_oa first")
-    return _pair_table(rows, lambda row: images / str(row["image"]), root / f"{split}.jsonl", keep_extra=False)
+    path = root / f"{split}.jsonl"
+    rows = _read_jsonl(path, ("image", "caption"), hint="run download_pmc_oa first")
+    inside = images.resolve()
+
+    def image_of(row):
+        image = (inside / _image_name(row["image"], path, row["_line"])).resolve()
+        if not image.is_relative_to(inside):  # a link in the images folder that leads out of it
+            raise PairDataError(
+                f"{path}, line {row['_line']}: image {row['image']!r} leads outside {inside} "
+                "(a link); refusing to read it"
+            )
+        return image
+
+    return _pair_table(rows, image_of, path, keep_extra=False)
 
 
 # ------------------------------------------------------------------------------------------- ROCO
@@ -426,14 +605,11 @@ class _RocoRepo:
         self.url = self.repo if self.repo.startswith(("http://", "https://")) else None
         self.zip: zipfile.ZipFile | None = None
         if self.url and self.url.endswith(".zip"):
-            archive = dest / ".roco-dataset.zip"
-            if not archive.is_file():
-                _download(self.url, archive, retries, "the roco-dataset archive")
-            self.zip, self.url = zipfile.ZipFile(archive), None
+            self.zip, self.url = _cached_roco_zip(self.url, dest, retries), None
         elif not self.url:
             path = Path(self.repo).expanduser()
             if path.is_file() and path.suffix == ".zip":
-                self.zip = zipfile.ZipFile(path)
+                self.zip = _open_roco_zip(path, f"the roco-dataset archive {path}")
             elif not path.is_dir():
                 raise PairFileMissing(f"the roco-dataset repository {self.repo!r} is not a folder, zip file or URL")
 
@@ -446,8 +622,9 @@ class _RocoRepo:
 
     def text(self, relative: str, required: bool = True) -> str | None:
         if self.url:
+            url = f"{self.url.rstrip('/')}/{relative}"
             try:
-                return _download(f"{self.url.rstrip('/')}/{relative}", None, self.retries, relative).decode("utf-8")
+                return _utf8(_download(url, None, self.retries, relative), url)
             except NetworkError as err:
                 if not required and getattr(err, "status", None) == 404:
                     return None
@@ -456,14 +633,69 @@ class _RocoRepo:
             names = [n for n in self.zip.namelist() if n == relative or n.endswith("/" + relative)]
             names = [n for n in names if n.count("/") <= relative.count("/") + 1]
             if names:
-                return self.zip.read(min(names, key=len)).decode("utf-8")
+                name = min(names, key=len)
+                try:
+                    data = self.zip.read(name)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+                    raise PairDataError(
+                        f"{name} in the roco-dataset archive {self.repo} cannot be read "
+                        f"(corrupt archive: {err}); download the archive again"
+                    ) from err
+                return _utf8(data, f"{self.repo}: {name}")
         else:
             path = Path(self.repo).expanduser() / relative
             if path.is_file():
-                return path.read_text(encoding="utf-8")
+                return _utf8(path.read_bytes(), str(path))
         if required:
             raise PairFileMissing(f"the roco-dataset repository {self.repo!r} has no {relative}")
         return None
+
+
+def _utf8(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PairDataError(
+            f"{where} is not UTF-8 text (byte {err.start}: {data[err.start : err.start + 8]!r}); "
+            "is it the roco-dataset repository's file, or an error page or binary file?"
+        ) from err
+
+
+def _open_roco_zip(path: Path, what: str) -> zipfile.ZipFile:
+    """Open an archive of the roco-dataset repository, or PairDataError naming it if it is not one."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise PairDataError(f"{what} is not a zip archive (an error page or a truncated download?): {err}") from err
+    if not any(re.search(r"(^|/)data/[^/]+/[^/]+/dlinks\.txt$", n) for n in archive.namelist()):
+        archive.close()
+        raise PairDataError(
+            f"{what} is a zip archive but not of the roco-dataset repository "
+            "(it has no data/<split>/<group>/dlinks.txt)"
+        )
+    return archive
+
+
+def _cached_roco_zip(url: str, dest: Path, retries: int) -> zipfile.ZipFile:
+    """The roco-dataset archive at ``url``, downloaded once into ``dest`` under a name of its own per
+    URL; a download is checked before it is kept, and a cached copy that fails the check is replaced."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    archive = dest / f".roco-dataset-{key}.zip"
+    if archive.is_file():
+        try:
+            return _open_roco_zip(archive, f"the cached roco-dataset archive {archive} of {url}")
+        except PairDataError as err:
+            print(f"{err}; downloading it again")
+            archive.unlink()
+    download = archive.with_name(archive.name + ".download")
+    try:
+        _download(url, download, retries, "the roco-dataset archive")
+        _open_roco_zip(download, f"the roco-dataset archive downloaded from {url}").close()
+    except BaseException:
+        download.unlink(missing_ok=True)  # a failed download is never kept
+        raise
+    download.replace(archive)
+    return _open_roco_zip(archive, f"the roco-dataset archive {archive} of {url}")
 
 
 def _parse_dlinks(text: str, where: str) -> list[_Link]:
@@ -595,8 +827,12 @@ def _download(url: str, target: Path | None, retries: int, what: str) -> bytes:
                 if target is None:
                     return response.read()
                 part = target.with_name(target.name + ".part")
-                with open(part, "wb") as out:
-                    shutil.copyfileobj(response, out, 1 << 20)
+                try:
+                    with open(part, "wb") as out:
+                        shutil.copyfileobj(response, out, 1 << 20)
+                except BaseException:
+                    part.unlink(missing_ok=True)
+                    raise
                 part.replace(target)
                 return b""
         except urllib.error.HTTPError as err:
@@ -635,8 +871,12 @@ def _read_jsonl(path: Path, keys: Sequence[str], hint: str) -> list[dict]:
     if not path.is_file():
         raise PairFileMissing(f"{path} is not there ({hint})")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise PairDataError(f"{path}, line {number}: not UTF-8 text ({err.reason})") from err
             if not line.strip():
                 continue
             try:
