@@ -7,55 +7,75 @@ from medvae_lib import stats
 from medvae_lib.latent_downstream import auroc
 
 
-def crossed(rng, n_seeds, n_clusters, per_cluster, sd_seed, sd_cluster, sd_inter, sd_item):
-    """Scores (seeds, items) from the two-way model with true mean 0, and the items' cluster labels."""
-    seed = rng.normal(0, sd_seed, (n_seeds, 1, 1))
-    cluster = rng.normal(0, sd_cluster, (1, n_clusters, 1))
-    inter = rng.normal(0, sd_inter, (n_seeds, n_clusters, 1))
-    item = rng.normal(0, sd_item, (n_seeds, n_clusters, per_cluster))
-    values = (seed + cluster + inter + item).reshape(n_seeds, -1)
-    return values, np.repeat(np.arange(n_clusters), per_cluster)
-
-
-def coverage(n_rep, make, interval):
-    rng = np.random.default_rng(1)
-    hits = 0
-    for _ in range(n_rep):
-        values, clusters = make(rng)
-        r = interval(values, clusters)
-        hits += r["low"] <= 0 <= r["high"]
-    return hits / n_rep
-
-
 @pytest.mark.parametrize(
     "shape",
     [
         # one training run, 30 people with 20 correlated patches each
-        dict(n_seeds=1, n_clusters=30, per_cluster=20, sd_seed=0, sd_cluster=1, sd_inter=0, sd_item=1),
+        dict(
+            n_seeds=1,
+            n_clusters=30,
+            per_cluster=20,
+            sd_seed=0,
+            sd_cluster=1,
+            sd_inter=0,
+            sd_item=1,
+        ),
         # five seeds crossed with 20 cases: seed and case variance both matter
-        dict(n_seeds=5, n_clusters=20, per_cluster=5, sd_seed=0.5, sd_cluster=1, sd_inter=0.3, sd_item=1),
+        dict(
+            n_seeds=5,
+            n_clusters=20,
+            per_cluster=5,
+            sd_seed=0.5,
+            sd_cluster=1,
+            sd_inter=0.3,
+            sd_item=1,
+        ),
         # three seeds, independent test images: the seed variance dominates
-        dict(n_seeds=3, n_clusters=200, per_cluster=1, sd_seed=1, sd_cluster=1, sd_inter=0, sd_item=0),
+        dict(
+            n_seeds=3,
+            n_clusters=200,
+            per_cluster=1,
+            sd_seed=1,
+            sd_cluster=1,
+            sd_inter=0,
+            sd_item=0,
+        ),
     ],
 )
 def test_nominal_95_percent_covers_93_to_97_percent(shape):
-    cover = coverage(2000, lambda rng: crossed(rng, **shape), stats.mean_interval)
+    cover = stats.coverage(stats.mean_interval, 2000, seed=1, **shape)
     assert 0.93 <= cover <= 0.97, cover
 
 
 def test_item_bootstrap_under_covers_on_clustered_data():
     """The reason the book resamples people, not patches: with 20 correlated patches per person the
     patch bootstrap's '95 %' interval misses the true mean most of the time."""
-    shape = dict(n_seeds=1, n_clusters=30, per_cluster=20, sd_seed=0, sd_cluster=1, sd_inter=0, sd_item=1)
-    cover = coverage(500, lambda rng: crossed(rng, **shape), lambda v, c: stats.item_bootstrap(v))
+    shape = dict(
+        n_seeds=1,
+        n_clusters=30,
+        per_cluster=20,
+        sd_seed=0,
+        sd_cluster=1,
+        sd_inter=0,
+        sd_item=1,
+    )
+    cover = stats.coverage(stats.item_bootstrap, 500, seed=1, **shape)
     assert cover < 0.6, cover
 
 
 def test_item_bootstrap_under_covers_with_training_noise():
     """Every test image scored by the same three trained networks: the image bootstrap ignores that
     another three seeds would shift every score together."""
-    shape = dict(n_seeds=3, n_clusters=200, per_cluster=1, sd_seed=1, sd_cluster=1, sd_inter=0, sd_item=0)
-    cover = coverage(500, lambda rng: crossed(rng, **shape), lambda v, c: stats.item_bootstrap(v))
+    shape = dict(
+        n_seeds=3,
+        n_clusters=200,
+        per_cluster=1,
+        sd_seed=1,
+        sd_cluster=1,
+        sd_inter=0,
+        sd_item=0,
+    )
+    cover = stats.coverage(stats.item_bootstrap, 500, seed=1, **shape)
     assert cover < 0.6, cover
 
 
