@@ -27,6 +27,8 @@ import hashlib
 import math
 import os
 import random
+import re
+import socket
 import tempfile
 import typing
 import warnings
@@ -221,8 +223,10 @@ def save_checkpoint(
     extra: Mapping | None = None,
 ) -> Path:
     """Write a checkpoint atomically: to a temporary file of its own in the same folder (so two writers
-    never share one), flushed to disk with fsync, then renamed over ``path``. A crash or an error
-    mid-write leaves the previous checkpoint intact and no temporary file behind."""
+    never share one), flushed to disk with fsync, then renamed over ``path``. An error mid-write leaves
+    the previous checkpoint intact and no temporary file behind. A process killed mid-write cannot
+    remove its temporary file; it is named after its writer (process id and host), and
+    :class:`RunLock` removes those of writers that are gone when it takes the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -231,7 +235,7 @@ def save_checkpoint(
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "extra": dict(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -318,9 +322,44 @@ def load_checkpoint(
     return restore_checkpoint(read_checkpoint(path, map_location), modules, optimizers, path)
 
 
+_HOST = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in socket.gethostname())[:64] or "host"
+# A temporary checkpoint of save_checkpoint: .<name>.<pid>@<host>.<8 random characters>.tmp
+_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[a-z0-9_]{8}\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary checkpoint files in ``folder`` whose writer (a process on this host) is
+    gone, as a kill during :func:`save_checkpoint` leaves them; return them. Files of a living
+    process, of another host, or of another name pattern are left alone."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match is None or match["host"] != _HOST:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 class RunLock:
     """An exclusive lock on a run folder (``<folder>/.lock``, ``fcntl.flock``), held while a run trains
-    there, so two runs never write checkpoints into one folder. The lock dies with its process."""
+    there, so two runs never write checkpoints into one folder. The lock dies with its process. Taking
+    it removes the temporary checkpoint files of writers killed mid-write
+    (:func:`remove_stale_temporaries`)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -348,6 +387,10 @@ class RunLock:
             warnings.warn(
                 f"cannot lock {self.folder} ({err}); continuing without a lock: start no second run there", stacklevel=2
             )
+            return self
+        removed = remove_stale_temporaries(self.folder)
+        if removed:
+            print(f"removed {len(removed)} temporary checkpoint file(s) of killed runs from {self.folder}")
         return self
 
     def __exit__(self, *exc) -> None:
