@@ -1,7 +1,7 @@
 """How much faster the same classifier trains and infers on MedVAE latents than on pixels.
 
 For each MedVAE configuration (``medvae_lib.models.MEDVAE_CONFIGS``) this builds two classifiers of the
-book's family (:func:`medvae_lib.latent_downstream.build_classifier`, a small MONAI ResNet) that differ
+book's family (:func:`medvae_lib.models.build_classifier`, a small MONAI ResNet) that differ
 only in their input: one reads the image (1 channel, ``image_size`` per side), the other the latent
 (``latent_channels`` channels, ``image_size / factor`` per side). Width, depth, stem and head are the
 same. It then measures, side by side in one call, images per second for
@@ -12,9 +12,12 @@ same. It then measures, side by side in one call, images per second for
 Inputs are random tensors made once before timing (speed does not depend on the values); warm-up
 iterations are not timed; each timed iteration is read with ``time.perf_counter``, after
 ``torch.cuda.synchronize`` on a GPU, and the throughput is the batch over the fastest iteration (as
-``timeit`` advises: slower ones are slowed by other processes, not by the model). Encoding the images
-into latents is not counted: MedVAE encodes a data set once and trains and evaluates downstream models
-on the stored latents many times.
+``timeit`` advises: slower ones are slowed by other processes, not by the model). :func:`compare` does
+not count encoding the images into latents: MedVAE encodes a data set once and trains and evaluates
+downstream models on the stored latents many times. :func:`end_to_end` counts it, for an image that
+must be encoded before it is classified (online encoding), and gives the number of passes over the data
+(training epochs, or evaluations) after which encoding once and reusing the latents has paid for the
+encoder (:func:`break_even_passes`).
 
 Why the speed-up is about the ratio of input sizes, and why not exactly. A convolutional network does a
 fixed amount of work per spatial position in every layer, so its cost is proportional to the number of
@@ -56,8 +59,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from medvae_lib.latent_downstream import build_classifier
-from medvae_lib.models import MEDVAE_CONFIGS, get_config
+from medvae_lib.models import MEDVAE_CONFIGS, build_classifier, get_config
 
 MODES = ("train", "inference")
 QUICK = {"image_size_2d": 64, "image_size_3d": 32, "iters": 1}
@@ -212,6 +214,98 @@ def compare(
             row[f"{kind} (img/s)"] = throughput(model, shape, batch_size, mode == "train", device, iters=iters)
         row["speed-up"] = row["latents (img/s)"] / row["pixels (img/s)"]
         rows.append(row)
+    return rows
+
+
+class _EncodedFirst(torch.nn.Module):
+    """``classifier(encode(x))`` with a frozen encoder: ``encode`` is a function, not a submodule, so
+    its weights are neither trained nor switched to training mode, and only the classifier learns."""
+
+    def __init__(self, encode, classifier: torch.nn.Module):
+        super().__init__()
+        self.encode = encode
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.encode(x)
+        return self.classifier(z)
+
+
+def break_even_passes(encoder: float, pixels: float, latents: float) -> float:
+    """Passes over a data set (training epochs, or evaluations of a test set) after which encoding
+    it once and working on the stored latents has cost less time than working on the pixels.
+
+    The arguments are throughputs in images per second: the encoder's, and the classifier's on pixels
+    and on latents. Encoding costs ``1 / encoder`` seconds per image once; each pass then saves
+    ``1 / pixels - 1 / latents``. Returns ``inf`` when latents save nothing per pass."""
+    for value, name in ((encoder, "encoder"), (pixels, "pixels"), (latents, "latents")):
+        if not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"{name} throughput must be a positive number, got {value!r}")
+    saved = 1 / pixels - 1 / latents
+    return (1 / encoder) / saved if saved > 0 else float("inf")
+
+
+def end_to_end(
+    autoencoder: torch.nn.Module,
+    config_name: str,
+    image_size: int,
+    batch_size: int,
+    device="cpu",
+    iters: int = 5,
+    width: int = 16,
+    stem_stride: int = 1,
+) -> list[dict]:
+    """Throughput with the encoder counted: the classifier on pixels, on latents encoded once and
+    stored (what :func:`compare` times), and on latents encoded on the fly by ``autoencoder``'s
+    posterior mean (online encoding: the frozen encoder runs on every batch, then the classifier).
+
+    One row per mode (``"train"``, ``"inference"``) with the three throughputs in images per second,
+    the encoder's alone, both speed-ups over pixels, and ``"break-even passes"``
+    (:func:`break_even_passes`: epochs for training, evaluations for inference). All are measured
+    here, one after the other, on random images of side ``image_size``."""
+    cfg = get_config(config_name)
+    _positive_int(image_size, "image_size")
+    image = (1, *(image_size,) * cfg.spatial_dims)
+    latent = cfg.latent_shape(image[1:])
+    device = _device(device)
+    autoencoder = autoencoder.eval().to(device)
+
+    def encode(x):
+        return autoencoder.encode(x)[0]
+
+    with torch.inference_mode():
+        got = tuple(encode(torch.zeros(1, *image, device=device)).shape[1:])
+    if got != tuple(latent):
+        raise ValueError(f"the autoencoder gives latents of shape {got}, {config_name} has {tuple(latent)}")
+
+    def fresh(channels: int) -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build_classifier(channels, cfg.spatial_dims, width=width, stem_stride=stem_stride)
+
+    timing = {"batch_size": batch_size, "device": device, "iters": iters}
+    encoder = throughput(_EncodedFirst(encode, torch.nn.Identity()), image, train=False, **timing)
+    rows = []
+    for mode in MODES:
+        train = mode == "train"
+        pixels = throughput(fresh(1), image, train=train, **timing)
+        once = throughput(fresh(latent[0]), latent, train=train, **timing)
+        online = throughput(_EncodedFirst(encode, fresh(latent[0])), image, train=train, **timing)
+        rows.append(
+            {
+                "model": cfg.name,
+                "image": _shape(image[1:]),
+                "mode": mode,
+                "pixels (img/s)": pixels,
+                "latents, encoded once (img/s)": once,
+                "latents, encoded online (img/s)": online,
+                "encoder (img/s)": encoder,
+                "speed-up, encoded once": once / pixels,
+                "speed-up, encoded online": online / pixels,
+                "break-even passes": break_even_passes(encoder, pixels, once),
+            }
+        )
     return rows
 
 

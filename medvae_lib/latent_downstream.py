@@ -3,49 +3,23 @@ pixels, on stage-1 and stage-2 latents and on a resized image of the latent's si
 with bootstrap intervals; their speed on latents against pixels; and the rate-distortion trade of the
 four 2D MedVAE configurations.
 
+Every interval comes from :mod:`medvae_lib.stats`: an AUROC or a difference of AUROCs is averaged over
+the training seeds, and its interval adds the seed-to-seed variance to a bootstrap over the test images
+(:func:`medvae_lib.stats.statistic_difference`), so that another seed of the classifier (or, in the
+sweep, of the autoencoder) is inside the uncertainty, not only another draw of test images.
+
 MedVAE's own downstream classifiers are MONAI ResNets (``configs/model/monai_seresnet152.yaml`` in the
-MedVAE repository). This chapter uses the same family, a MONAI :class:`~monai.networks.nets.ResNet`,
-small enough for a CPU: basic blocks, one per stage, and a stem without striding or max pooling so
-that an 8x8 latent and a 32x32 image go through the very same layers.
+MedVAE repository). This chapter uses the same family, a MONAI :class:`~monai.networks.nets.ResNet`
+built by :func:`medvae_lib.models.build_classifier`, small enough for a CPU: basic blocks, one per
+stage, and a stem without striding or max pooling so that an 8x8 latent and a 32x32 image go through
+the very same layers.
 """
 
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import ResNet
 
-
-def build_classifier(
-    in_channels: int,
-    spatial_dims: int = 2,
-    width: int = 16,
-    layers: tuple[int, ...] = (1, 1, 1, 1),
-    num_classes: int = 1,
-    stem_stride: int = 1,
-) -> ResNet:
-    """A MONAI ResNet with basic blocks: ``width``, 2x, 4x, 8x channels in its four stages, ``layers``
-    blocks per stage, a 3-wide stem with stride ``stem_stride`` and no max pooling; global average
-    pooling makes it accept any input size. ``num_classes=1`` gives one logit (binary tasks)."""
-    if in_channels < 1 or width < 1 or num_classes < 1 or stem_stride < 1:
-        raise ValueError(
-            f"in_channels, width, num_classes and stem_stride must be positive; got {in_channels}, {width}, "
-            f"{num_classes}, {stem_stride}"
-        )
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    if len(layers) != 4 or min(layers) < 1:
-        raise ValueError(f"layers must give four positive block counts, got {layers}")
-    return ResNet(
-        block="basic",
-        layers=list(layers),
-        block_inplanes=[width, 2 * width, 4 * width, 8 * width],
-        spatial_dims=spatial_dims,
-        n_input_channels=in_channels,
-        conv1_t_size=3,
-        conv1_t_stride=stem_stride,
-        no_max_pool=True,
-        num_classes=num_classes,
-    )
+from .models import build_classifier
 
 
 def count_trainable(model: torch.nn.Module) -> int:
@@ -149,6 +123,79 @@ def paired_auroc_difference(labels, a, b, n_resamples: int = 2000, seed: int = 0
     return {"difference": float(diff), "95% CI low": float(low), "95% CI high": float(high)}
 
 
+def trivial_controls(labels) -> dict:
+    """What knowing nothing scores on ``labels`` (0/1): the share of the larger class (the accuracy of
+    always answering it) and the AUROC of a constant score (0.5: every pair is a tie)."""
+    import numpy as np
+
+    labels = np.asarray(labels).ravel()
+    positives = float((labels == 1).mean())
+    return {
+        "test images": int(labels.size),
+        "share of class 1": positives,
+        "majority-class rate": max(positives, 1 - positives),
+        "AUROC of a constant score": auroc(labels, np.zeros(labels.size)),
+    }
+
+
+def _reading(result: dict) -> str:
+    """The phrase of :func:`medvae_lib.stats.verdict`: above 0, below 0, or not detectable."""
+    from .stats import verdict
+
+    return verdict(result).split(":")[0]
+
+
+def _per_seed(values) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def auroc_table(labels, scores: dict, n_resamples: int = 1000, seed: int = 0):
+    """Test AUROC of each method in ``scores`` (``{method: (n_seeds, n_images)}``: one row of scores
+    per training seed), averaged over seeds, with a 95% interval over seeds and test images.
+
+    The interval is that of :func:`medvae_lib.stats.statistic_difference` for the method against a
+    constant score, whose AUROC is 0.5 (chance) on every resample: the AUROC's distance from chance,
+    shifted back by 0.5. Beside it: the per-seed AUROCs and whether the method is above chance."""
+    import numpy as np
+    import pandas as pd
+
+    from .stats import statistic_difference
+
+    labels = np.asarray(labels).ravel()
+    rows = {}
+    for method, s in scores.items():
+        s = np.atleast_2d(np.asarray(s, dtype=float))
+        if s.shape[1] != labels.size:
+            raise ValueError(f"{method}: {s.shape[1]} scores per seed for {labels.size} labels")
+        chance = np.zeros_like(s)
+        r = statistic_difference(_auroc_by_ranks, labels, s, chance, n_resamples=n_resamples, seed=seed)
+        rows[method] = {
+            "AUROC": r["mean"] + 0.5,
+            "95% CI low": r["low"] + 0.5,
+            "95% CI high": r["high"] + 0.5,
+            "per seed": _per_seed(np.asarray(r["per_seed"]) + 0.5),
+            "seeds": r["n_seeds"],
+            "vs chance (0.5)": _reading(r),
+        }
+    return pd.DataFrame(rows).T.infer_objects()
+
+
+def auroc_difference(labels, a, b, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Seed-averaged AUROC of ``a`` minus that of ``b`` (each ``(n_seeds, n_images)``, seed ``s`` of
+    ``a`` paired with seed ``s`` of ``b``), with the interval of
+    :func:`medvae_lib.stats.statistic_difference`: test-image bootstrap plus seed variance."""
+    from .stats import statistic_difference
+
+    r = statistic_difference(_auroc_by_ranks, labels, a, b, n_resamples=n_resamples, seed=seed)
+    return {
+        "difference": r["mean"],
+        "95% CI low": r["low"],
+        "95% CI high": r["high"],
+        "per seed": _per_seed(r["per_seed"]),
+        "reading": _reading(r),
+    }
+
+
 # -- the two classifier kinds -----------------------------------------------------------------------
 
 
@@ -208,10 +255,11 @@ def train_classifier(
     width: int = 16,
     seed: int = 0,
     device="cpu",
+    verbose: bool = True,
 ) -> tuple[Standardised, list[dict]]:
     """Train :func:`build_classifier` on ``train_x`` (images or latents, (N, C, *spatial)) for a binary
     label with BCE and AdamW; batches drawn as the book's trainers draw them (seeded by step).
-    Returns the classifier (eval mode) and its training history."""
+    Returns the classifier (eval mode) and its training history; ``verbose=False`` prints nothing."""
     from .training import batch_indices, run_steps
 
     if train_x.ndim not in (4, 5) or len(train_x) != len(train_y):
@@ -238,7 +286,8 @@ def train_classifier(
         opt.step()
         return {"bce": loss.detach()}
 
-    history = run_steps(step_fn, 0, steps, desc=f"classifier on {tuple(train_x.shape[1:])}", log_every=10)
+    desc = f"classifier on {tuple(train_x.shape[1:])}"
+    history = run_steps(step_fn, 0, steps, desc=desc, log_every=10, verbose=verbose)
     return model.eval(), history
 
 
@@ -274,64 +323,82 @@ def enlarge(small: torch.Tensor, side: int) -> torch.Tensor:
 
 
 def rate_distortion(
-    models, splits: dict, steps: int, width: int, batch_size: int, seed: int = 0, kernel_size=7, device="cpu"
+    models,
+    splits: dict,
+    steps: int,
+    width: int,
+    batch_size: int,
+    seeds=(0,),
+    kernel_size=7,
+    device="cpu",
 ):
-    """For each 2D MedVAE configuration in ``models``: train stage 1 for ``steps`` (L1 + 1 - SSIM + KL,
-    no discriminator, the same budget for all), then on the test split its PSNR and MS-SSIM and the
-    AUROC of a linear probe on its latents (C chosen on validation), and the same three numbers for the
-    resize baseline that stores as many values. ``splits`` maps train/val/test to (images, labels).
+    """For each 2D MedVAE configuration in ``models`` and each seed in ``seeds``: train stage 1 for
+    ``steps`` (L1 + 1 - SSIM + KL, no discriminator, the same budget for all), then on the test split
+    its PSNR and MS-SSIM and the AUROC of a linear probe on its latents (C chosen on validation), and
+    the same three numbers for the resize baseline that stores as many values (which has no seed).
+    ``splits`` maps train/val/test to (images, labels).
 
-    Returns two tables: the means (one row per configuration and method), and the paired differences
-    latent minus resize on the same test images, with 95% bootstrap intervals (BCa over images for PSNR
-    and MS-SSIM, :func:`paired_auroc_difference` for AUROC)."""
+    Returns two tables: the means over seeds (one row per configuration and method), and the paired
+    differences latent minus resize on the same test images with 95% intervals over seeds and test
+    images (:func:`medvae_lib.stats.paired_difference` for PSNR and MS-SSIM, :func:`auroc_difference`
+    for AUROC), with the per-seed differences."""
+    import numpy as np
     import pandas as pd
 
     from .medvae_stage1 import Stage1Config, Stage1Trainer
-    from .metrics import ms_ssim, paired_difference, psnr
+    from .metrics import ms_ssim, psnr
     from .models import get_config
+    from .stats import paired_difference
 
     (tx, ty), (vx, vy), (sx, sy) = splits["train"], splits["val"], splits["test"]
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("rate_distortion needs at least one seed")
     size = tx.shape[-1]
+    metrics = ("PSNR (dB)", "MS-SSIM")
+
+    def score(rec, scores):
+        return {
+            "PSNR (dB)": psnr(rec, sx).numpy(),
+            "MS-SSIM": ms_ssim(rec, sx, kernel_size=kernel_size).numpy(),
+            "scores": np.asarray(scores, dtype=float),
+        }
+
     rows, pairs = [], []
     for model in models:
         cfg = get_config(model)
-        config = Stage1Config(model=model, width=width, steps=steps, batch_size=batch_size, adv_weight=0.0, seed=seed)
-        trainer = Stage1Trainer(config, device)
-        trainer.fit(tx)
-        feats = {name: trainer.encode(x)[0] for name, x in (("train", tx), ("val", vx), ("test", sx))}
-        probe, _ = linear_probe(feats["train"], ty, feats["val"], vy, seed=seed)
         side = resize_side(size, model)
         small = {name: shrink(x, side) for name, x in (("train", tx), ("val", vx), ("test", sx))}
-        resize_probe, _ = linear_probe(small["train"], ty, small["val"], vy, seed=seed)
-        scored = {}
-        for method, values, rec, scores in (
-            (
-                "MedVAE latent",
-                cfg.latent_channels * (size // cfg.factor) ** 2,
-                trainer.reconstruct(sx),
-                probe_scores(probe, feats["test"]),
-            ),
-            ("resize", side * side, enlarge(small["test"], size), probe_scores(resize_probe, small["test"])),
+        resize_probe, _ = linear_probe(small["train"], ty, small["val"], vy, seed=seeds[0])
+        resized = score(enlarge(small["test"], size), probe_scores(resize_probe, small["test"]))
+        runs = []
+        for seed in seeds:
+            config = Stage1Config(
+                model=model, width=width, steps=steps, batch_size=batch_size, adv_weight=0.0, seed=seed
+            )
+            trainer = Stage1Trainer(config, device)
+            trainer.fit(tx)
+            feats = {name: trainer.encode(x)[0] for name, x in (("train", tx), ("val", vx), ("test", sx))}
+            probe, _ = linear_probe(feats["train"], ty, feats["val"], vy, seed=seed)
+            runs.append(score(trainer.reconstruct(sx), probe_scores(probe, feats["test"])))
+        latent = {key: np.stack([run[key] for run in runs]) for key in runs[0]}
+        resize = {key: np.repeat(value[None], len(seeds), axis=0) for key, value in resized.items()}
+        for method, values, scored in (
+            ("MedVAE latent", cfg.latent_channels * (size // cfg.factor) ** 2, latent),
+            ("resize", side * side, resize),
         ):
-            scored[method] = {
-                "PSNR (dB)": psnr(rec, sx).numpy(),
-                "MS-SSIM": ms_ssim(rec, sx, kernel_size=kernel_size).numpy(),
-                "scores": scores,
-            }
             rows.append(
                 {
                     "configuration": model,
                     "method": method,
                     "stored values": values,
                     "compression": size * size / values,
-                    "PSNR (dB)": float(scored[method]["PSNR (dB)"].mean()),
-                    "MS-SSIM": float(scored[method]["MS-SSIM"].mean()),
-                    "probe AUROC": auroc(sy, scores),
+                    **{metric: float(scored[metric].mean()) for metric in metrics},
+                    "probe AUROC": float(np.mean([auroc(sy, row) for row in scored["scores"]])),
                 }
             )
-        a, b = scored["MedVAE latent"], scored["resize"]
-        for metric in ("PSNR (dB)", "MS-SSIM"):
-            d = paired_difference(a[metric], b[metric], seed=seed)
+        for metric in metrics:
+            d = paired_difference(latent[metric], resize[metric])
             pairs.append(
                 {
                     "configuration": model,
@@ -339,9 +406,11 @@ def rate_distortion(
                     "difference": d["mean"],
                     "95% CI low": d["low"],
                     "95% CI high": d["high"],
+                    "per seed": _per_seed(d["per_seed"]),
+                    "reading": _reading(d),
                 }
             )
-        d = paired_auroc_difference(sy, a["scores"], b["scores"], seed=seed)
+        d = auroc_difference(sy, latent["scores"], resize["scores"], seed=seeds[0])
         pairs.append({"configuration": model, "metric": "probe AUROC", **d})
     return pd.DataFrame(rows), pd.DataFrame(pairs).set_index(["configuration", "metric"])
 
@@ -423,12 +492,12 @@ def downstream_inputs(autoencoder, head, splits: dict, side: int, device="cpu") 
     return out
 
 
-def paired_table(labels, scores: dict, pairs, seed: int = 0, n_resamples: int = 2000):
-    """:func:`paired_auroc_difference` for each ``(a, b)`` of ``pairs``, one row each."""
+def paired_table(labels, scores: dict, pairs, seed: int = 0, n_resamples: int = 1000):
+    """:func:`auroc_difference` for each ``(a, b)`` of ``pairs``, one row each."""
     import pandas as pd
 
     rows = {
-        f"{a} - {b}": paired_auroc_difference(labels, scores[a], scores[b], n_resamples=n_resamples, seed=seed)
+        f"{a} - {b}": auroc_difference(labels, scores[a], scores[b], n_resamples=n_resamples, seed=seed)
         for a, b in pairs
     }
-    return pd.DataFrame(rows).T
+    return pd.DataFrame(rows).T.infer_objects()

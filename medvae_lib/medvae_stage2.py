@@ -295,7 +295,7 @@ class ContrastiveTeacherTrainer(CheckpointedTrainer):
 
     def __init__(self, config: TeacherConfig, device="cpu"):
         super().__init__(config, device)
-        from .latent_downstream import build_classifier
+        from .models import build_classifier
 
         self.name = "contrastive teacher"
         torch.manual_seed(config.seed)
@@ -429,7 +429,7 @@ def contrastive_teacher(config: TeacherConfig, mode: str, images: torch.Tensor, 
     """CI mode's teacher: loaded from ``runs/03_medvae_stage2/<mode>/teacher.safetensors`` when it was
     trained with ``config`` on the same training images, else trained here on ``images`` (the training
     split only) and exported. Returns the :class:`FrozenTeacher` and a sentence saying which happened."""
-    from .latent_downstream import build_classifier
+    from .models import build_classifier
     from .training import export_weights, load_weights, run_dir
 
     mean, std = float(images.mean()), float(images.std())

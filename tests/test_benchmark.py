@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from medvae_lib.benchmark import compare, main, throughput
-from medvae_lib.latent_downstream import build_classifier
+from medvae_lib.benchmark import break_even_passes, compare, end_to_end, main, throughput
+from medvae_lib.models import build_classifier
 
 
 def tiny(in_channels=1, spatial_dims=2):
@@ -97,6 +97,46 @@ def test_latents_are_faster_to_infer_on_than_pixels():
         model = build_classifier(1, 2, width=16)
         speeds[name] = throughput(model, shape, batch_size=8, train=False, iters=5)
     assert speeds["latents"] > speeds["pixels"], speeds
+
+
+def test_break_even_passes_is_the_encoding_time_over_the_time_saved_per_pass():
+    # encoder 10 img/s (0.1 s per image); pixels 2 img/s (0.5 s), latents 20 img/s (0.05 s): a pass on
+    # latents saves 0.45 s per image, so encoding once has paid for itself after 0.1 / 0.45 passes
+    assert break_even_passes(10.0, 2.0, 20.0) == pytest.approx(0.1 / 0.45)
+    assert break_even_passes(1.0, 10.0, 11.0) == pytest.approx(1.0 / (0.1 - 1 / 11))
+    assert break_even_passes(10.0, 5.0, 5.0) == math.inf  # latents save nothing per pass
+    assert break_even_passes(10.0, 5.0, 4.0) == math.inf
+    with pytest.raises(ValueError, match="encoder throughput must be a positive number"):
+        break_even_passes(0.0, 1.0, 2.0)
+
+
+def test_end_to_end_counts_the_encoder_and_leaves_it_untouched():
+    from medvae_lib.models import build_autoencoder
+
+    torch.manual_seed(0)
+    autoencoder = build_autoencoder("medvae_4_1_2d", width=8)
+    before = {k: v.clone() for k, v in autoencoder.state_dict().items()}
+    rows = end_to_end(autoencoder, "medvae_4_1_2d", 32, batch_size=2, iters=2, width=4)
+    assert [row["mode"] for row in rows] == ["train", "inference"]
+    for row in rows:
+        assert row["image"] == "32x32"
+        once, online = row["latents, encoded once (img/s)"], row["latents, encoded online (img/s)"]
+        assert once > 0 and online > 0 and row["encoder (img/s)"] > 0
+        assert row["speed-up, encoded online"] == pytest.approx(online / row["pixels (img/s)"])
+        assert row["speed-up, encoded once"] == pytest.approx(once / row["pixels (img/s)"])
+        expected = break_even_passes(row["encoder (img/s)"], row["pixels (img/s)"], once)
+        assert row["break-even passes"] == expected
+    for key, value in autoencoder.state_dict().items():
+        assert torch.equal(value, before[key]), f"the frozen encoder changed: {key}"
+    assert not autoencoder.training
+    assert not any(p.grad is not None for p in autoencoder.parameters()), "no gradient reaches the encoder"
+
+
+def test_end_to_end_rejects_an_autoencoder_of_another_configuration():
+    from medvae_lib.models import build_autoencoder
+
+    with pytest.raises(ValueError, match=r"latents of shape \(1, 8, 8\), medvae_8_4_2d has \(4, 4, 4\)"):
+        end_to_end(build_autoencoder("medvae_4_1_2d", width=8), "medvae_8_4_2d", 32, batch_size=2, iters=1)
 
 
 def test_main_quick_prints_a_table(capsys):

@@ -11,13 +11,13 @@ from medvae_lib.latent_downstream import (
     Standardised,
     auroc,
     bootstrap_auroc,
-    build_classifier,
     classifier_scores,
     linear_probe,
     paired_auroc_difference,
     probe_scores,
     train_classifier,
 )
+from medvae_lib.models import build_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -127,6 +127,74 @@ def test_paired_difference_finds_a_clearly_better_method():
     backward = paired_auroc_difference(labels, poor, good, n_resamples=150)
     assert backward["difference"] == pytest.approx(-forward["difference"])
     assert backward["95% CI high"] == pytest.approx(-forward["95% CI low"])  # the same resamples
+
+
+# -- intervals over seeds and test images (medvae_lib.stats) ---------------------------------------
+
+
+def test_auroc_table_reads_chance_and_keeps_the_per_seed_values():
+    from medvae_lib.latent_downstream import auroc_table
+
+    labels, good = noisy_scores(200, noise=1.0, seed=0, n_seeds=3)
+    _, chance = noisy_scores(200, noise=1.0, seed=1, n_seeds=3)
+    chance = chance - labels  # pure noise: AUROC about 0.5
+    table = auroc_table(labels, {"good": good, "noise": chance, "one seed": good[:1]}, n_resamples=300)
+    per_seed = [auroc(labels, row) for row in good]
+    assert table.loc["good", "AUROC"] == pytest.approx(np.mean(per_seed))
+    assert table.loc["good", "per seed"] == ", ".join(f"{v:.3f}" for v in per_seed)
+    assert table.loc["good", "seeds"] == 3 and table.loc["one seed", "seeds"] == 1
+    for method in table.index:
+        row = table.loc[method]
+        assert row["95% CI low"] < row["AUROC"] < row["95% CI high"]
+    assert table.loc["good", "vs chance (0.5)"] == "above 0"
+    assert table.loc["noise", "vs chance (0.5)"] == "not detectable at this size"
+    assert table.loc["noise", "95% CI low"] < 0.5 < table.loc["noise", "95% CI high"]
+
+
+def test_auroc_intervals_include_the_spread_over_seeds():
+    """Two seeds that disagree: an interval over test images alone would exclude zero (each seed's
+    difference is far from it); with the seed variance added it does not."""
+    from medvae_lib.latent_downstream import auroc_difference
+
+    labels, base = noisy_scores(400, noise=1.0, seed=0, n_seeds=1)
+    _, better = noisy_scores(400, noise=0.5, seed=1, n_seeds=1)
+    _, worse = noisy_scores(400, noise=2.0, seed=2, n_seeds=1)
+    a = np.concatenate([better, worse])  # seed 0 well above base, seed 1 well below
+    b = np.concatenate([base, base])
+    mixed = auroc_difference(labels, a, b, n_resamples=300)
+    first = auroc_difference(labels, better, base, n_resamples=300)
+    assert first["95% CI low"] > 0 and first["reading"] == "above 0"
+    assert mixed["95% CI low"] < 0 < mixed["95% CI high"]
+    assert mixed["reading"] == "not detectable at this size"
+    per_seed = [float(v) for v in mixed["per seed"].split(", ")]
+    assert per_seed[0] > 0.05 and per_seed[1] < -0.05
+    assert mixed["difference"] == pytest.approx(np.mean([auroc(labels, r) for r in a]) - auroc(labels, base[0]))
+
+
+def test_auroc_difference_of_a_method_with_itself_is_zero_and_paired_table_has_a_row_per_pair():
+    from medvae_lib.latent_downstream import auroc_difference, paired_table
+
+    labels, scores = noisy_scores(60, noise=1.0, seed=0, n_seeds=2)
+    same = auroc_difference(labels, scores, scores.copy(), n_resamples=100)
+    assert (same["difference"], same["95% CI low"], same["95% CI high"]) == (0.0, 0.0, 0.0)
+    _, other = noisy_scores(60, noise=2.0, seed=5, n_seeds=2)
+    table = paired_table(labels, {"a": scores, "b": other}, [("a", "b"), ("b", "a")], n_resamples=100)
+    assert list(table.index) == ["a - b", "b - a"]
+    assert table.loc["a - b", "difference"] == pytest.approx(-table.loc["b - a", "difference"])
+    assert table.loc["a - b", "95% CI low"] == pytest.approx(-table.loc["b - a", "95% CI high"])
+
+
+def test_trivial_controls_of_a_test_split():
+    from medvae_lib.latent_downstream import trivial_controls
+
+    controls = trivial_controls(np.array([1, 1, 1, 0]))
+    assert controls == {
+        "test images": 4,
+        "share of class 1": 0.75,
+        "majority-class rate": 0.75,
+        "AUROC of a constant score": 0.5,
+    }
+    assert trivial_controls(torch.tensor([0, 0, 0, 0, 1]))["majority-class rate"] == pytest.approx(0.8)
 
 
 # -- the linear probe -------------------------------------------------------------------------------
@@ -299,8 +367,11 @@ def test_the_rate_distortion_sweep_compares_each_latent_with_a_resize_of_the_sam
         return x, y
 
     splits = {"train": split(24), "val": split(16), "test": split(16)}
-    table, pairs = rate_distortion(["medvae_4_1_2d", "medvae_8_4_2d"], splits, steps=2, width=8, batch_size=8)
+    models = ["medvae_4_1_2d", "medvae_8_4_2d"]
+    table, pairs = rate_distortion(models, splits, steps=2, width=8, batch_size=8, seeds=(0, 1))
     assert len(table) == 4 and set(table.method) == {"MedVAE latent", "resize"}
+    assert all(len(v.split(", ")) == 2 for v in pairs["per seed"]), "one difference per seed"
+    assert set(pairs["reading"]) <= {"above 0", "below 0", "not detectable at this size"}
     assert resize_side(16, "medvae_8_4_2d") == 4 and resize_side(32, "medvae_4_3_2d") == 14
     latent = table[table.method == "MedVAE latent"].set_index("configuration")["stored values"]
     resized = table[table.method == "resize"].set_index("configuration")["stored values"]
@@ -313,3 +384,5 @@ def test_the_rate_distortion_sweep_compares_each_latent_with_a_resize_of_the_sam
     assert np.allclose(psnr_pairs, wide["MedVAE latent"] - wide["resize"])
     with pytest.raises(ValueError, match="3D"):
         resize_side(16, "medvae_4_1_3d")
+    with pytest.raises(ValueError, match="at least one seed"):
+        rate_distortion(models, splits, steps=1, width=8, batch_size=8, seeds=())
