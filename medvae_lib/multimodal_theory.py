@@ -33,10 +33,11 @@ MODES = {
         "overlap": 0.3,
         "redundant": {"overlap": 1.0, "noise": 0.2},
         "crossover_sizes": [8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024],
+        "crossover_seeds": 200,
         "sample_sizes": [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
         "seeds": 10,
         "eval_samples": 20_000,
-        "overlaps": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        "overlaps": [0.0, 0.2, 0.5, 0.8, 1.0],  # the paper's Table 4 grid
         "overlap_m": 256,
         "rademacher_draws": 100,
         "nonlinear_sizes": [8, 32, 128, 512, 2048],
@@ -45,6 +46,7 @@ MODES = {
         "overlap": 0.3,
         "redundant": {"overlap": 1.0, "noise": 0.2},
         "crossover_sizes": [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256, 512, 1024, 2048],
+        "crossover_seeds": 1000,
         "sample_sizes": [4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
         "seeds": 50,
         "eval_samples": 200_000,
@@ -181,6 +183,7 @@ class Learned:
     subset: str
     encoder: np.ndarray  # rep_dim x inputs (zero outside the subset's columns)
     head: np.ndarray  # task_dim x rep_dim
+    penalty: float | None = None  # the ridge penalty, if the map was fitted with one
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         return mask(self.problem, x, self.subset) @ self.encoder.T
@@ -200,6 +203,38 @@ def fit_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset) -> Learned:
     _, _, vt = np.linalg.svd(xm @ b, full_matrices=False)
     v = vt[: problem.rep_dim].T  # task_dim x rep_dim
     return Learned(problem, subset_name(subset), encoder=(b @ v).T, head=v)
+
+
+PENALTIES = tuple(float(x) for x in np.logspace(-3, 4, 15))
+
+
+def fit_ridge_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset, penalties=PENALTIES) -> Learned:
+    """Reduced-rank *ridge* regression: ERM of h∘g with a penalty on the size of the map.
+
+    The ridge map ``B = (X'X + lam I)^-1 X'y`` on the subset's columns, with ``lam`` chosen by
+    leave-one-out error on the training sample itself (closed form through the hat matrix, so no
+    extra data), then projected on the top ``rep_dim`` directions of its fitted values, as in
+    :func:`fit_erm`. The penalty keeps the map bounded where the minimum-norm solution interpolates.
+    The chosen ``lam`` is stored as ``learned.penalty``."""
+    cols = problem.columns(subset)
+    xs = x[:, cols]
+    u, s, vt = np.linalg.svd(xs, full_matrices=False)
+    uty = u.T @ y
+    best = (np.inf, None)
+    for lam in penalties:
+        shrink = s**2 / (s**2 + lam)
+        fitted = u @ (shrink[:, None] * uty)
+        leverage = (u**2) @ shrink
+        loo = np.mean(((y - fitted) / (1.0 - leverage)[:, None]) ** 2)
+        if loo < best[0]:
+            best = (loo, lam)
+    lam = best[1]
+    b_sub = vt.T @ ((s / (s**2 + lam))[:, None] * uty)  # subset columns x task_dim
+    b = np.zeros((problem.n_inputs, y.shape[1]))
+    b[cols] = b_sub
+    _, _, wt = np.linalg.svd(xs @ b_sub, full_matrices=False)
+    v = wt[: problem.rep_dim].T
+    return Learned(problem, subset_name(subset), encoder=(b @ v).T, head=v, penalty=float(lam))
 
 
 # --- risks and latent representation quality ------------------------------------------------------
@@ -274,12 +309,31 @@ def rademacher_linear(problem: Problem, x: np.ndarray, subset, radius: float, dr
 
 
 def sweep(
-    problem: Problem, subsets, sizes, seeds: int, seed: int = 0, eval_samples: int = 20_000, rademacher_draws: int = 0
+    problem: Problem,
+    subsets,
+    sizes,
+    seeds: int,
+    seed: int = 0,
+    eval_samples: int = 20_000,
+    rademacher_draws: int = 0,
+    estimator: str = "min-norm",
 ) -> pd.DataFrame:
     """Train h∘g by ERM for every subset, sample size and seed; measure test risk and eta.
 
-    Linear views use the closed forms; nonlinear views estimate both on two fresh samples of
-    ``eval_samples`` draws (the same for every subset and m of a seed, so differences are paired)."""
+    ``estimator`` is ``"min-norm"`` (:func:`fit_erm`) or ``"ridge"`` (:func:`fit_ridge_erm`). Linear
+    views use the closed forms; nonlinear views estimate both on two fresh samples of
+    ``eval_samples`` draws (the same for every subset and m of a seed, so differences are paired).
+    ``norm`` is the Frobenius norm of the trained map h∘g."""
+    fits = {"min-norm": fit_erm, "ridge": fit_ridge_erm}
+    if estimator not in fits:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(fits)}")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small matrices: one BLAS thread is faster than several competing
+        return _sweep(problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws, fits[estimator])
+
+
+def _sweep(problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws, fit) -> pd.DataFrame:
     exact = not problem.nonlinear
     radius = float(np.linalg.norm(problem.arrays["h_star"] @ problem.arrays["g_star"]))
     rows = []
@@ -291,7 +345,7 @@ def sweep(
         for m in sizes:
             x, y = sample(problem, m, np.random.default_rng([run_seed, 0, m]))
             for subset in subsets:
-                learned = fit_erm(problem, x, y, subset)
+                learned = fit(problem, x, y, subset)
                 if exact:
                     risk, eta = risk_exact(problem, linear_map(learned)), eta_exact(problem, learned.encoder)
                 else:
@@ -307,7 +361,10 @@ def sweep(
                     "train risk of h*∘g*": float(
                         np.mean((y - true_encoder(problem, x) @ problem.arrays["h_star"].T) ** 2)
                     ),
+                    "norm": float(np.linalg.norm(linear_map(learned))),
                 }
+                if learned.penalty is not None:
+                    row["penalty"] = learned.penalty
                 if rademacher_draws:
                     row["rademacher"] = rademacher_linear(problem, x, subset, radius, rademacher_draws, run_seed)
                 rows.append(row)
@@ -353,13 +410,21 @@ def theorem1_summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def theorem2_table(results: pd.DataFrame, sizes=None) -> pd.DataFrame:
+def theorem2_table(results: pd.DataFrame, sizes=None, radius: float | None = None) -> pd.DataFrame:
     """The pieces of Theorem 2 per subset size and m (medians over seeds and the subsets of a size):
     eta(g_M), the empirical risk difference L_S(h_M∘g_M) - L_S(h*∘g*) on the training sample, what eta
-    exceeds it by, and 4 (R_M + R_all) with the Lipschitz constant L set to 1."""
+    exceeds it by, and 4 (R_M + R_all) with the Lipschitz constant L set to 1.
+
+    ``results["rademacher"]`` is the complexity of the ball of radius ``radius``. If ``radius`` is given,
+    the complexity is rescaled (it is linear in the radius) to the smallest ball that holds every trained
+    map at that m, ``max(radius, largest ||h∘g||_F over subsets and seeds)``, so that the class contains
+    the models ERM returned; that ball is chosen after seeing them, which the theorem does not allow."""
     df = results.copy()
     df["empirical gap"] = df["train risk"] - df["train risk of h*∘g*"]
     df["eta - empirical gap"] = df["eta"] - df["empirical gap"]
+    if radius is not None:
+        ball = df.groupby("m")["norm"].transform("max").clip(lower=radius)
+        df["rademacher"] = df["rademacher"] * ball / radius
     everything = df[df["size"] == len(MODALITIES)].set_index(["seed", "m"])["rademacher"]
     df["4 (R_M + R_all)"] = 4 * (df["rademacher"] + everything.loc[list(zip(df.seed, df.m, strict=True))].to_numpy())
     if sizes is not None:
@@ -373,6 +438,58 @@ def crossover(results: pd.DataFrame, small: str, large: str) -> pd.DataFrame:
     med = results.groupby(["m", "subset"])["excess risk"].median().unstack()[[small, large]]
     med["fewer modalities win"] = med[small] < med[large]
     return med
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval for a proportion (``medvae_lib.stats`` has none for counts)."""
+    from scipy import stats as st
+
+    if n < 1:
+        raise ValueError("a proportion needs at least one trial")
+    z = float(st.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return float(centre - half), float(centre + half)
+
+
+def crossover_intervals(results: pd.DataFrame, small: str, large: str) -> pd.DataFrame:
+    """Per m, the two subsets trained on the same samples (seeds), compared over the seeds.
+
+    Each seed is an independent training sample, so the seeds are the units: ``share`` is the share of
+    seeds on which ``small`` has the lower excess risk, with Wilson's interval; ``log ratio`` is the
+    paired mean of log(excess risk of small / of large) with the *t* interval of
+    ``stats.paired_difference`` (on the log scale, so that the interpolation spikes, where single
+    risks run into the hundreds, do not decide the mean). ``verdict`` says "fewer modalities win"
+    only when both intervals say so, "more modalities win" when both say the opposite, and otherwise
+    "not detectable at this size". The columns ``mean <subset>`` show the spikes the medians hide."""
+    from . import stats
+
+    rows = []
+    for m, part in results.groupby("m"):
+        wide = part.pivot(index="seed", columns="subset", values="excess risk")
+        a, b = wide[small].to_numpy(), wide[large].to_numpy()
+        wins = int((a < b).sum())
+        low, high = wilson_interval(wins, len(a))
+        d = stats.paired_difference(np.log(np.maximum(a, 1e-12)), np.log(np.maximum(b, 1e-12)))
+        fewer = d["high"] < 0 and low > 0.5
+        more = d["low"] > 0 and high < 0.5
+        rows.append(
+            {
+                "m": m,
+                f"median {small}": float(np.median(a)),
+                f"median {large}": float(np.median(b)),
+                f"mean {large}": float(np.mean(b)),
+                "share": wins / len(a),
+                "share low": low,
+                "share high": high,
+                "log ratio": d["mean"],
+                "low": d["low"],
+                "high": d["high"],
+                "verdict": "fewer modalities win" if fewer else "more modalities win" if more else "not detectable",
+            }
+        )
+    return pd.DataFrame(rows).set_index("m")
 
 
 def overlap_sweep(base: Problem, overlaps, subsets, m: int, seeds: int, seed: int = 0) -> pd.DataFrame:
@@ -392,6 +509,19 @@ def overlap_sweep(base: Problem, overlaps, subsets, m: int, seeds: int, seed: in
                 }
             )
     return pd.DataFrame(rows)
+
+
+def chain_table(overlap_table: pd.DataFrame, chain) -> pd.DataFrame:
+    """The design of the paper's Table 4: eta of a chain of nested subsets (rows: number of modalities)
+    against the overlap (columns, from 1 down to 0), for ERM at the sweep's m and at infinite data."""
+    names = [subset_name(c) for c in chain]
+    part = overlap_table[overlap_table["subset"].isin(names)]
+    blocks = {}
+    for column in ("eta (ERM, m)", "eta (infinite data)"):
+        wide = part.pivot(index="subset", columns="overlap", values=column).loc[names]
+        wide.index = pd.Index([len(parse_subset(n)) for n in names], name="modalities")
+        blocks[column] = wide[sorted(wide.columns, reverse=True)]
+    return pd.concat(blocks, names=["", "modalities"])
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -510,7 +640,7 @@ BRAIN_TARGET = "flair"
 
 REAL_MODES = {
     "ci": {
-        "test_subjects": ["TCGA-DU-7294"],  # one fold: train on the two other people
+        "test_subjects": ["BraTS-GLI-00001-000", "TCGA-DU-7294", "TCGA-FG-6692"],  # leave one person out
         "slices": [50, 110, 3],  # axial slices lo, hi, step
         "patch": 8,
         "quantile": 0.5,
@@ -566,10 +696,14 @@ def load_brain_subject(subject: str, manifest="brain_mri") -> dict[str, np.ndarr
     return out
 
 
-def brain_patches(volumes: dict[str, np.ndarray], slices=(50, 110, 3), patch: int = 8, quantile: float = 0.9):
+def brain_patches(
+    volumes: dict[str, np.ndarray], slices=(50, 110, 3), patch: int = 8, quantile: float = 0.9, with_slices=False
+):
     """Non-overlapping ``patch x patch`` windows of axial slices ``range(*slices)`` that lie wholly in the
     brain: per modality the window's values (``patch**2`` numbers), and the label 1 when the window's mean
-    FLAIR is above the person's ``quantile`` of window means (hyperintense), else 0."""
+    FLAIR is above the person's ``quantile`` of window means (hyperintense), else 0. With
+    ``with_slices`` a third array gives each window's axial slice: windows of one slice are correlated,
+    so intervals resample slices, not windows."""
     mask = volumes["mask"]
     lo, hi, step = slices
     if not 0 <= lo < hi <= mask.shape[2]:
@@ -587,6 +721,9 @@ def brain_patches(volumes: dict[str, np.ndarray], slices=(50, 110, 3), patch: in
     if len(target) < 10:
         raise ValueError(f"only {len(target)} patches of {patch}x{patch} lie wholly in the brain in slices {slices}")
     y = (target > np.quantile(target, quantile)).astype(np.int64)
+    if with_slices:
+        z = np.broadcast_to(zs[:, None, None], (len(zs), rows // patch, cols // patch)).reshape(-1)
+        return feats, y, z[inside]
     return feats, y
 
 
@@ -639,6 +776,58 @@ def train_late_fusion(x: dict, y: np.ndarray, subset, hidden: int, rep_dim: int,
     return model
 
 
+def train_late_fusion_subsets(
+    x: dict, y: np.ndarray, subsets, hidden: int, rep_dim: int, steps: int, lr: float, seed: int
+) -> dict:
+    """:func:`train_late_fusion` for several subsets at once: the same initial weights (``seed``) and
+    data, one independent model per subset, stacked into batched matrix products so that small
+    samples do not pay the per-step overhead once per subset. Adam acts on each number separately and
+    the loss is a sum of the models' losses, so each model follows its own training run (up to float
+    rounding). Returns ``{subset: LateFusion}``."""
+    import torch
+
+    names = ["+".join(parse_subset(s, BRAIN_MODALITIES)) for s in subsets]
+    template = LateFusion(next(iter(x.values())).shape[1], hidden, rep_dim, seed)
+    n = len(names)
+
+    def stack(t):  # (out, in) weight or (out,) bias -> (n, in, out) or (n, 1, out), trainable
+        t = t.detach()
+        t = t.T if t.ndim == 2 else t[None, :]
+        return torch.nn.Parameter(t.unsqueeze(0).repeat(n, 1, 1).contiguous())
+
+    enc = {
+        c: [stack(layer.weight) for layer in (e[0], e[2])] + [stack(e[0].bias), stack(e[2].bias)]
+        for c, e in template.encoders.items()
+    }
+    head_w, head_b = stack(template.head.weight), stack(template.head.bias)
+    params = [p for c in BRAIN_MODALITIES for p in enc[c]] + [head_w, head_b]
+    keep = torch.tensor([[float(c in parse_subset(s, BRAIN_MODALITIES)) for c in BRAIN_MODALITIES] for s in names])
+    xt, yt = _tensors(x), torch.as_tensor(y, dtype=torch.float32).expand(n, -1)
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        parts = []
+        for j, c in enumerate(BRAIN_MODALITIES):
+            w1, w2, b1, b2 = enc[c]
+            h = torch.relu(torch.baddbmm(b1, xt[c].unsqueeze(0) * keep[:, j, None, None], w1))
+            parts.append(torch.baddbmm(b2, h, w2))
+        logits = torch.baddbmm(head_b, torch.cat(parts, dim=2), head_w)[..., 0]
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt, reduction="none").mean(1)
+        losses.sum().backward()
+        opt.step()
+    models = {}
+    with torch.no_grad():
+        for k, name in enumerate(names):
+            model = LateFusion(next(iter(x.values())).shape[1], hidden, rep_dim, seed)
+            for c, e in model.encoders.items():
+                w1, w2, b1, b2 = enc[c]
+                e[0].weight.copy_(w1[k].T), e[2].weight.copy_(w2[k].T)
+                e[0].bias.copy_(b1[k, 0]), e[2].bias.copy_(b2[k, 0])
+            model.head.weight.copy_(head_w[k].T), model.head.bias.copy_(head_b[k, 0])
+            models[name] = model
+    return models
+
+
 def late_fusion_scores(model: LateFusion, x: dict, subset) -> np.ndarray:
     import torch
 
@@ -660,11 +849,24 @@ def refit_risk(model: LateFusion, subset, fit: tuple, test: tuple) -> float:
     return float(1.0 - head.score(u_test, test[1]))
 
 
+def refit_correct(model: LateFusion, subset, fit: tuple, tests: list) -> list:
+    """:func:`refit_risk` with one refitted head scored on several test samples: for each, which
+    patches the head gets right (1 - mean is the refit error)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    with torch.no_grad():
+        head = LogisticRegression(C=10.0, max_iter=2000).fit(model.encode(_tensors(fit[0]), subset).numpy(), fit[1])
+        return [head.predict(model.encode(_tensors(x), subset).numpy()) == y for x, y in tests]
+
+
 def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """For every held-out person, fraction of the training patches, seed and modality subset: train late
-    fusion on that many patches of the other people, and record the test accuracy on the held-out person,
-    the per-patch correctness (for paired comparisons) and the refitted-head error (the eta estimate).
-    ``people`` maps a person to ``brain_patches`` output."""
+    fusion on that many patches of the other people, and record the test accuracy on the held-out person
+    with the per-patch correctness (``correct``, for paired comparisons) and each patch's cluster
+    (``groups``: its slice), and the refitted-head error (the eta estimate) on the held-out person and,
+    as a control, on patches of the *training* people that no model trained on (``refit error, same
+    people``). ``people`` maps a person to ``brain_patches`` output, ``(x, y)`` or ``(x, y, slices)``."""
     from tqdm import tqdm  # plain tqdm honours TQDM_DISABLE in notebooks (tqdm.auto printed a bar)
 
     subsets = ["+".join(s) for r in (1, 2, 3) for s in itertools.combinations(BRAIN_MODALITIES, r)]
@@ -681,19 +883,24 @@ def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: boo
         x_all = {c: np.concatenate([people[p][0][c] for p in train_people]) for c in BRAIN_MODALITIES}
         y_all = np.concatenate([people[p][1] for p in train_people])
         rng = np.random.default_rng([seed, s])
-        pool = rng.permutation(len(y_all))
+        order = rng.permutation(len(y_all))
+        n_same = min(1000, len(order) // 5)  # unseen patches of the training people (the control)
+        same, pool = order[:n_same], order[n_same:]
         if settings.get("max_train"):
             pool = pool[: settings["max_train"]]
         m = max(8, int(round(fraction * len(pool))))
         rows_m = pool[:m]
         x_m, y_m = {c: v[rows_m] for c, v in x_all.items()}, y_all[rows_m]
-        x_test, y_test = people[test_person]
+        x_test, y_test = people[test_person][0], people[test_person][1]
+        groups = people[test_person][2] if len(people[test_person]) > 2 else np.arange(len(y_test))
         fit = ({c: v[pool] for c, v in x_all.items()}, y_all[pool])
-        for subset in subsets:
-            model = train_late_fusion(
-                x_m, y_m, subset, settings["hidden"], settings["rep_dim"], settings["steps"], settings["lr"], seed + s
-            )
+        same_set = ({c: v[same] for c, v in x_all.items()}, y_all[same])
+        models = train_late_fusion_subsets(
+            x_m, y_m, subsets, settings["hidden"], settings["rep_dim"], settings["steps"], settings["lr"], seed + s
+        )
+        for subset, model in models.items():
             correct = (late_fusion_scores(model, x_test, subset) > 0).astype(int) == y_test
+            refit_test, refit_same = refit_correct(model, subset, fit, [(x_test, y_test), same_set])
             rows.append(
                 {
                     "test person": test_person,
@@ -703,8 +910,11 @@ def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: boo
                     "subset": subset,
                     "size": len(parse_subset(subset, BRAIN_MODALITIES)),
                     "accuracy": float(correct.mean()),
-                    "refit error": refit_risk(model, subset, fit, (x_test, y_test)),
+                    "refit error": float(1.0 - refit_test.mean()),
+                    "refit error, same people": float(1.0 - refit_same.mean()),
                     "correct": correct,
+                    "refit correct": refit_test,
+                    "groups": np.asarray(groups),
                 }
             )
     return pd.DataFrame(rows)
@@ -718,21 +928,107 @@ def late_fusion_table(results: pd.DataFrame, value: str = "accuracy") -> pd.Data
     return table.loc[order]
 
 
-def late_fusion_differences(results: pd.DataFrame, large: str, small: str, seed: int = 0) -> pd.DataFrame:
-    """Per fraction: the paired difference in test accuracy, subset ``large`` minus ``small``, over the same
-    test patches and training samples (per-patch correctness pooled over seeds), with a bootstrap interval."""
-    from .metrics import paired_difference
+def _stacked(part: pd.DataFrame, subset: str, column: str) -> np.ndarray:
+    """(seeds, items) array of a per-patch column for one subset, seeds in order."""
+    rows = part[part["subset"] == "+".join(parse_subset(subset, BRAIN_MODALITIES))].sort_values("seed")
+    if rows.empty:
+        raise ValueError(f"subset {subset!r} is not in the results")
+    return np.stack(list(rows[column])).astype(float)
+
+
+def late_fusion_intervals(results: pd.DataFrame, column: str = "correct") -> pd.DataFrame:
+    """Mean of a per-patch column (``correct``: test accuracy; ``refit correct``) per subset, fraction
+    and held-out person, with the interval of ``stats.mean_interval`` over seeds crossed with slices
+    (the patches of a slice are correlated); and ``pooled`` over the people: seeds crossed with
+    people, each person a cluster. Long form: one row per subset, fraction and fold."""
+    from . import stats
 
     rows = []
-    for fraction, part in results.groupby("fraction"):
-        a = part[part["subset"] == "+".join(parse_subset(large, BRAIN_MODALITIES))].sort_values(["test person", "seed"])
-        b = part[part["subset"] == "+".join(parse_subset(small, BRAIN_MODALITIES))].sort_values(["test person", "seed"])
-        if a.empty or b.empty:
-            raise ValueError(f"subsets {large!r} and {small!r} must both be in the results")
-        d = paired_difference(
-            np.concatenate(list(a["correct"])).astype(float),
-            np.concatenate(list(b["correct"])).astype(float),
-            seed=seed,
-        )
-        rows.append({"fraction": fraction, "m": int(a["m"].iloc[0]), **{k: d[k] for k in ("mean", "low", "high")}})
-    return pd.DataFrame(rows).set_index("fraction")
+    for (subset, fraction), part in results.groupby(["subset", "fraction"]):
+        folds = {p: g for p, g in part.groupby("test person", sort=True)}
+        for person, g in folds.items():
+            r = stats.mean_interval(_stacked(g, subset, column), g["groups"].iloc[0])
+            rows.append({"subset": subset, "fraction": fraction, "fold": person, **_numbers(r)})
+        if len(folds) > 1:
+            values = np.concatenate([_stacked(g, subset, column) for g in folds.values()], axis=1)
+            people = np.concatenate([[p] * len(g["correct"].iloc[0]) for p, g in folds.items()])
+            r = stats.mean_interval(values, people)
+            rows.append({"subset": subset, "fraction": fraction, "fold": "pooled", **_numbers(r)})
+    return pd.DataFrame(rows)
+
+
+def _numbers(r: dict) -> dict:
+    return {k: r[k] for k in ("mean", "low", "high", "df")}
+
+
+def late_fusion_comparisons(results: pd.DataFrame, pairs, column: str = "correct") -> pd.DataFrame:
+    """Paired differences of a per-patch column, subset ``a`` minus subset ``b`` for each ``(a, b)`` in
+    ``pairs``, per fraction and held-out person (``stats.paired_difference``, seeds crossed with slices)
+    and pooled over the people (seeds crossed with people). Long form with ``verdict``
+    (``stats.verdict``) and the per-seed differences."""
+    from . import stats
+
+    rows = []
+    for a, b in pairs:
+        name = f"{a} minus {b}"
+        for fraction, part in results.groupby("fraction"):
+            folds = {p: g for p, g in part.groupby("test person", sort=True)}
+            cells = []
+            for person, g in folds.items():
+                d = stats.paired_difference(_stacked(g, a, column), _stacked(g, b, column), g["groups"].iloc[0])
+                cells.append((person, d))
+            if len(folds) > 1:
+                xa = np.concatenate([_stacked(g, a, column) for g in folds.values()], axis=1)
+                xb = np.concatenate([_stacked(g, b, column) for g in folds.values()], axis=1)
+                people = np.concatenate([[p] * len(g["correct"].iloc[0]) for p, g in folds.items()])
+                cells.append(("pooled", stats.paired_difference(xa, xb, people)))
+            for fold, d in cells:
+                rows.append(
+                    {
+                        "comparison": name,
+                        "fraction": fraction,
+                        "fold": fold,
+                        **_numbers(d),
+                        "verdict": stats.verdict(d),
+                        "per seed": [round(x, 4) for x in d["per_seed"]],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def fold_conclusion(lows, highs) -> str:
+    """What the folds (one interval each) allow the chapter to say: a direction only where every fold's
+    interval excludes 0 on the same side; "not detectable in any fold" where none does; otherwise
+    "depends on the person"."""
+    lows, highs = np.asarray(lows, float), np.asarray(highs, float)
+    if (lows > 0).all():
+        return "ahead in every fold"
+    if (highs < 0).all():
+        return "behind in every fold"
+    if ((lows <= 0) & (highs >= 0)).all():
+        return "not detectable in any fold"
+    return "depends on the person"
+
+
+def comparison_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The comparisons of :func:`late_fusion_comparisons` as one row per comparison and fraction:
+    ``mean [low, high]`` per fold and pooled, and the :func:`fold_conclusion` of the folds."""
+    rows = {}
+    for (name, fraction), part in long.groupby(["comparison", "fraction"], sort=False):
+        folds = part[part["fold"] != "pooled"]
+        row = {r.fold: f"{r.mean:+.{digits}f} [{r.low:+.{digits}f}, {r.high:+.{digits}f}]" for r in part.itertuples()}
+        row["conclusion"] = fold_conclusion(folds["low"], folds["high"])
+        rows[(name, fraction)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["comparison", "fraction"]
+    return table
+
+
+def interval_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """:func:`late_fusion_intervals` as ``mean [low, high]`` strings: (fold, subset) x fraction."""
+    text = long.assign(
+        cell=[f"{r.mean:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]" for r in long.itertuples()]
+    )
+    table = text.pivot(index=["fold", "subset"], columns="fraction", values="cell")
+    order = sorted(table.index, key=lambda k: (k[0] == "pooled", k[0], len(k[1].split("+")), k[1]))
+    return table.loc[order]
