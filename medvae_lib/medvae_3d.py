@@ -25,6 +25,8 @@ Read against MedVAE's code (StanfordMIMI/MedVAE: ``medvae/models/autoencoder_kl_
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -502,6 +504,221 @@ def encode_whole(autoencoder, volume: torch.Tensor, factor: int, device="cpu") -
 
 
 @torch.no_grad()
+# -- every person held out once: leave-one-person-out folds, validation inside the training side -----
+
+
+def person_folds(people) -> list[tuple[str, list[str]]]:
+    """Leave-one-person-out folds: ``(test person, training people)`` for every person, in order."""
+    people = list(people)
+    if len(set(people)) != len(people) or len(people) < 2:
+        raise ValueError(f"leave-one-person-out needs at least two distinct people, got {people}")
+    return [(p, [q for q in people if q != p]) for p in people]
+
+
+def hold_out_slab(volumes: dict[str, torch.Tensor], width: int, axis: int = 1):
+    """Split every (1, X, Y, Z) volume along spatial ``axis`` into its last ``width`` voxels, held out
+    for validation, and the rest, for training (axis 1 of an RAS volume: the anterior slab, frontal
+    brain). Returns ``(train, validation)``, two dicts with the volumes' names. The slab shares no voxel
+    with the rest, so validation patches share none with training patches; it is the same people's
+    anatomy, so it is *not* a held-out person: it chooses settings, it does not report results."""
+    train, val = {}, {}
+    for name, v in volumes.items():
+        side = v.shape[1 + axis]
+        if not 0 < width < side:
+            raise ValueError(f"{name}: a slab of {width} voxels does not fit a side of {side}")
+        train[name] = v.narrow(1 + axis, 0, side - width).contiguous()
+        val[name] = v.narrow(1 + axis, side - width, width).contiguous()
+    return train, val
+
+
+def fold_data(volumes: dict[str, torch.Tensor], test_person: str, settings: dict, seed: int):
+    """One fold's inputs from ``volumes`` (``"<person>/<contrast>"``): training patches from the other
+    people's volumes outside the validation slab (:func:`hold_out_slab`), validation patches from the
+    slab, and the test person's whole volumes of ``settings["test_contrasts"]``. The test person is used
+    for nothing else."""
+    people = {name.split("/")[0] for name in volumes}
+    if test_person not in people:
+        raise ValueError(f"{test_person} is not among the loaded people {sorted(people)}")
+    training = {
+        k: v
+        for k, v in volumes.items()
+        if k.split("/")[0] != test_person and k.split("/")[1] in settings["train_contrasts"]
+    }
+    pieces, slabs = hold_out_slab(training, settings["val_slab"])
+    size = settings["patch"]
+    return {
+        "patches": random_patches(pieces, settings["n_patches"], size, seed=seed),
+        "val_patches": random_patches(slabs, settings["n_val_patches"], size, seed=seed + 1000),
+        "val_volumes": slabs,
+        "test_volumes": {f"{test_person}/{c}": volumes[f"{test_person}/{c}"] for c in settings["test_contrasts"]},
+    }
+
+
+def train_fold(data: dict, settings: dict, seed: int, autoencoder_2d, device="cpu", label: str = ""):
+    """Train the inflated and the scratch run of one fold and seed on ``data["patches"]`` (same batches
+    and noise for both), scoring ``data["val_patches"]`` at ``settings["eval_steps"]``; returns the
+    trainers and the validation table (columns ``run``, ``step``, ``PSNR (dB)``, ``MS-SSIM``)."""
+    trainers = {
+        init: Stage1Trainer3D(stage1_3d_config(settings, seed, init, autoencoder_2d), autoencoder_2d, device)
+        for init in ("inflated", "scratch")
+    }
+    for t in trainers.values():
+        t.name = f"{label} {t.name}".strip()
+    identity = {"manifest": BRAIN_MANIFEST, "fold": label, "spacing": settings["spacing"]}
+    curve = train_with_evaluation(
+        trainers,
+        data["patches"],
+        data["val_patches"],
+        settings["eval_steps"],
+        data=identity,
+        kernel_size=settings["ms_ssim_kernel"],
+    )
+    return trainers, curve
+
+
+def resize_reconstruction(volume: torch.Tensor, factor: int) -> torch.Tensor:
+    """The resize baseline of a (1, X, Y, Z) volume: area-average ``factor`` per side, trilinear back up."""
+    small = shrink_volumes(volume[None], factor)
+    return F.interpolate(small, size=volume.shape[1:], mode="trilinear", align_corners=False).clamp(0, 1)[0]
+
+
+def score_fold(trainers: dict, test_volumes: dict, settings: dict, device="cpu"):
+    """Whole-volume reconstructions of the test person's volumes by each trained run and by the resize,
+    scored per volume (:func:`volume_fidelity`) and per ``settings["tile"]``^3 tile at least half brain
+    (:func:`tile_scores`, with a ``volume`` column). Returns ``(per_volume, per_tile, reconstructions)``."""
+    factor = get_config(settings["model"]).factor
+    recs = {
+        name: {
+            v: reconstruct_volume(t.autoencoder, x[None], factor, "whole", device=device)[0]
+            for v, x in test_volumes.items()
+        }
+        for name, t in trainers.items()
+    }
+    recs["resize"] = {v: resize_reconstruction(x, factor) for v, x in test_volumes.items()}
+    boxes = {v: tile_boxes(x, settings["tile"]) for v, x in test_volumes.items()}
+    per_tile = tile_scores(test_volumes, recs, boxes, kernel_size=settings["ms_ssim_kernel"])
+    names = [v for v in test_volumes for _ in boxes[v]]
+    per_tile["volume"] = [names[i] for i in per_tile["image"]]
+    return volume_fidelity(test_volumes, recs), per_tile, recs
+
+
+def run_folds(volumes: dict, settings: dict, seeds, autoencoder_2d, device="cpu", keep: str | None = None):
+    """Every leave-one-person-out fold of ``settings["people"]`` (:func:`person_folds`) with every seed:
+    :func:`fold_data`, :func:`train_fold`, :func:`score_fold`. Returns ``{"curves", "volumes", "tiles"}``,
+    tables with ``fold`` (the test person) and ``seed`` columns, and ``"kept"``: ``{seed: {"data",
+    "trainers"}}`` of the fold whose test person is ``keep`` (default: the first person), for the
+    sections that reuse its models."""
+    import pandas as pd
+
+    keep = keep or settings["people"][0]
+    curves, per_volume, per_tile, kept = [], [], [], {}
+    for test_person, _ in person_folds(settings["people"]):
+        for seed in seeds:
+            data = fold_data(volumes, test_person, settings, seed)
+            label = f"{test_person} held out, seed {seed}"
+            with contextlib.redirect_stdout(io.StringIO()):  # one line per run and segment otherwise
+                trainers, curve = train_fold(data, settings, seed, autoencoder_2d, device, label)
+            vol, tile, _ = score_fold(trainers, data["test_volumes"], settings, device)
+            for table, into in ((curve, curves), (vol, per_volume), (tile, per_tile)):
+                into.append(table.assign(fold=test_person, seed=seed))
+            if test_person == keep:
+                kept[seed] = {"data": data, "trainers": trainers}
+    return {
+        "curves": pd.concat(curves, ignore_index=True),
+        "volumes": pd.concat(per_volume, ignore_index=True),
+        "tiles": pd.concat(per_tile, ignore_index=True),
+        "kept": kept,
+    }
+
+
+def _paired_arrays(tiles, a: str, b: str, metric: str):
+    """Scores of methods ``a`` and ``b`` as (seeds, items) arrays over the tiles of ``tiles`` (one or more
+    folds), with each item's person (its fold) as its cluster label."""
+    wide = tiles.pivot_table(index=["fold", "image"], columns=["method", "seed"], values=metric, sort=True)
+    seeds = sorted(tiles["seed"].unique())
+    arr_a = np.stack([wide[(a, s)].to_numpy() for s in seeds])
+    arr_b = np.stack([wide[(b, s)].to_numpy() for s in seeds])
+    return arr_a, arr_b, wide.index.get_level_values("fold").to_numpy()
+
+
+def fold_table(tiles, pairs, metrics=("PSNR (dB)", "MS-SSIM")):
+    """Paired differences ``a - b`` per fold (interval over seeds: one person per fold) and pooled over
+    the folds (interval over seeds crossed with people), from :func:`medvae_lib.stats.paired_difference`
+    with each tile's person as its cluster: tiles of one person are correlated regions of one brain,
+    not independent units. One row per comparison, metric and fold (``"pooled"`` last), with the
+    difference's mean, interval, degrees of freedom, the mean difference of each seed and the book's
+    reading (:func:`medvae_lib.stats.verdict`)."""
+    import pandas as pd
+
+    from . import stats
+
+    rows = []
+    folds = list(dict.fromkeys(tiles["fold"]))
+    for a, b in pairs:
+        for metric in metrics:
+            for fold in [*folds, "pooled"]:
+                part = tiles if fold == "pooled" else tiles[tiles["fold"] == fold]
+                arr_a, arr_b, people = _paired_arrays(part, a, b, metric)
+                r = stats.paired_difference(arr_a, arr_b, clusters=people)
+                rows.append(
+                    {
+                        "comparison": f"{a} - {b}",
+                        "metric": metric,
+                        "fold": fold,
+                        "mean difference": r["mean"],
+                        "95% CI low": r["low"],
+                        "95% CI high": r["high"],
+                        "df": r["df"],
+                        "per seed": ", ".join(f"{x:+.2f}" for x in r["per_seed"]),
+                        "reading": stats.verdict(r).split(":")[0],
+                    }
+                )
+    return pd.DataFrame(rows).set_index(["comparison", "metric", "fold"])
+
+
+def fold_verdict(table, comparison: str, metric: str) -> str:
+    """What the folds allow the chapter to say about ``comparison`` on ``metric`` (rows of
+    :func:`fold_table`): a direction only where every fold's mean and every seed of every fold point
+    the same way *and* the pooled interval excludes zero; "depends on the person" where the folds'
+    means differ in sign; otherwise "not detectable at this size", with the pooled interval."""
+    part = table.xs((comparison, metric), level=("comparison", "metric"))
+    pooled = part.loc["pooled"]
+    folds = part.drop(index="pooled")
+    per_seed = [float(x) for cell in folds["per seed"] for x in cell.split(", ")]
+    numbers = f"{pooled['mean difference']:+.3g} [{pooled['95% CI low']:+.3g}, {pooled['95% CI high']:+.3g}]"
+    signs = set(np.sign(folds["mean difference"]))
+    if len(signs) > 1:
+        return f"depends on the person: fold means of both signs; pooled {numbers}"
+    if pooled["95% CI low"] > 0 and all(x > 0 for x in per_seed):
+        return f"ahead in every fold and seed: pooled {numbers}"
+    if pooled["95% CI high"] < 0 and all(x < 0 for x in per_seed):
+        return f"behind in every fold and seed: pooled {numbers}"
+    return f"not detectable at this size: pooled {numbers}"
+
+
+def settings_search(volumes: dict, settings: dict, candidates: dict, seed: int, autoencoder_2d, device="cpu"):
+    """Choose CI settings without any test person: for every fold and every candidate (``{name:
+    overrides}``), train both runs on the fold's training side and score its validation slab
+    (:func:`fold_data`, :func:`train_fold`); the test person's volumes are not touched. Returns the
+    validation table (``fold``, ``candidate``, ``run``, ``step``, ``PSNR (dB)``, ``MS-SSIM``) and, per
+    fold, the candidate with the highest validation PSNR at the last step, averaged over both runs."""
+    import pandas as pd
+
+    rows = []
+    for test_person, _ in person_folds(settings["people"]):
+        for name, changes in candidates.items():
+            s = {**settings, **changes}
+            data = fold_data(volumes, test_person, s, seed)
+            data.pop("test_volumes")
+            with contextlib.redirect_stdout(io.StringIO()):
+                _, curve = train_fold(data, s, seed, autoencoder_2d, device, f"{test_person} held out, {name}")
+            rows.append(curve.assign(fold=test_person, candidate=name))
+    table = pd.concat(rows, ignore_index=True)
+    last = table[table["step"] == table["step"].max()]
+    score = last.groupby(["fold", "candidate"])["PSNR (dB)"].mean().unstack()
+    return table, score.idxmax(axis=1).to_dict()
+
+
 def decode_whole(autoencoder, latent: torch.Tensor, device="cpu") -> torch.Tensor:
     """A whole latent decoded in one pass, in [0, 1]."""
     autoencoder.eval()
@@ -675,7 +892,7 @@ def peak_memory(
 def tile_scores(reference: dict, reconstructions: dict, boxes: dict, kernel_size: int = 7, scales=None):
     """PSNR and MS-SSIM per test tile (``boxes[volume]`` from :func:`tile_boxes`) for each method's whole-volume
     reconstructions: one row per method and tile, in the layout of :func:`~medvae_lib.medvae_stage1.fidelity`
-    (``image`` numbers the tiles), so :func:`~medvae_lib.medvae_stage1.paired_table` compares methods."""
+    (``image`` numbers the tiles), so :func:`fold_table` compares methods."""
     import pandas as pd
 
     rows = []
@@ -844,24 +1061,22 @@ def plot_planes(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor
     return fig
 
 
-def plot_curves(histories: dict, table):
-    """Left: the generator's L1 term per logged step for each run; right: validation PSNR by step."""
+def plot_fold_curves(curves):
+    """Validation PSNR by step, one panel per fold (its test person in the title), one line per run
+    and seed (inflated solid, scratch dashed): the numbers the settings and the step count are read
+    from, none of them from a test person."""
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
-    for name, history in histories.items():
-        h = pd.DataFrame(history)
-        axes[0].plot(h.step, h.l1, lw=1, label=name)
-    axes[0].set_xlabel("step")
-    axes[0].set_ylabel("L1 on the training batch")
-    axes[0].set_yscale("log")
-    axes[0].legend(fontsize=8)
-    for name, part in table.groupby("run", sort=False):
-        axes[1].plot(part.step, part["PSNR (dB)"], marker="o", label=name)
-    axes[1].set_xlabel("step")
-    axes[1].set_ylabel("validation PSNR (dB)")
-    axes[1].legend(fontsize=8)
+    folds = list(dict.fromkeys(curves["fold"]))
+    fig, axes = plt.subplots(1, len(folds), figsize=(3.2 * len(folds), 2.8), sharey=True, squeeze=False)
+    for ax, fold in zip(axes[0], folds, strict=True):
+        for (run, seed), part in curves[curves["fold"] == fold].groupby(["run", "seed"]):
+            style = "-" if run == "inflated" else "--"
+            ax.plot(part["step"], part["PSNR (dB)"], style, marker="o", ms=3, label=f"{run}, seed {seed}")
+        ax.set_title(f"{fold} held out", fontsize=9)
+        ax.set_xlabel("step")
+    axes[0, 0].set_ylabel("validation PSNR (dB)")
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -869,30 +1084,30 @@ def plot_curves(histories: dict, table):
 # Settings for the two ways chapter 5 runs; `overrides` in the notebook changes single entries.
 MODES = {
     "ci": {
-        # data: one subject trains, one chooses (validation), one tests
-        "train_subjects": ["TCGA-DU-7294"],
-        "val_subjects": ["BraTS-GLI-00001-000"],
-        "test_subjects": ["TCGA-FG-6692"],
+        # data: leave one person out; each fold trains on the other two people outside an anterior slab
+        # of every volume, which validates (chooses settings); the held-out person only tests
+        "people": ["TCGA-FG-6692", "TCGA-DU-7294", "BraTS-GLI-00001-000"],
+        "seeds": 2,  # training runs per fold and start: seed, seed + 1
         "train_contrasts": ["t1", "t1c", "t2", "flair"],
         "test_contrasts": ["t1", "flair"],
         "spacing": 2,  # 2 mm voxels (MedVAE: the acquired 1 mm)
-        "patch": 24,  # MedVAE: 64
+        "val_slab": 24,  # anterior voxels (4.8 cm) of each training volume held out for validation
+        "patch": 16,  # MedVAE: 64
+        "tile": 24,  # side of the test tiles scored
         "n_patches": 192,
-        "n_val_patches": 8,
+        "n_val_patches": 16,
         # the 3D model: chapter 2's 2D model, inflated
         "model": "medvae_4_1_3d",
         "width": 16,
-        # 96 steps of 4 patches (MedVAE's batch), the adversarial term from step 64 at a small weight: with
-        # batches of 2, a learning rate of 2e-4 and weight 0.1, validation PSNR swung by about 2 dB either
-        # way between seeds, and which run won on the test subject depended on the seed
-        "steps": 96,
-        "eval_steps": [32, 64, 96],
+        # CHOSEN_SETTINGS
+        "steps": 64,
+        "eval_steps": [16, 32, 48, 64],
         "batch_size": 4,
         "lr": 1e-4,
         "lr_d": 1e-4,
         "perceptual": "ssim",
         "perceptual_weight": 1.0,
-        "adv_start": 64,
+        "adv_start": 32,
         "adv_weight": 0.02,
         "disc_layers": 2,
         "disc_channels": 16,
@@ -913,9 +1128,8 @@ MODES = {
         "extra_downstream": [],
     },
     "full": {
-        "train_subjects": ["TCGA-DU-7294"],
-        "val_subjects": ["BraTS-GLI-00001-000"],
-        "test_subjects": ["TCGA-FG-6692"],
+        "people": ["TCGA-FG-6692", "TCGA-DU-7294", "BraTS-GLI-00001-000"],
+        "seeds": 2,
         "train_contrasts": ["t1", "t1c", "t2", "flair"],
         "test_contrasts": ["t1", "t1c", "t2", "flair"],
         "spacing": 1,
@@ -930,6 +1144,8 @@ MODES = {
         "lr": 1.8e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch 4
         "lr_d": 1.8e-5,
         "perceptual": "vgg",
+        "val_slab": 72,
+        "tile": 64,
         "perceptual_weight": 1.0,
         "adv_start": 3125,
         "adv_weight": 0.5,

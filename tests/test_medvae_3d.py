@@ -262,6 +262,130 @@ def test_the_3d_settings_fit_their_model():
     for mode, s in medvae_3d.MODES.items():
         cfg = medvae_3d.get_config(s["model"])
         assert s["patch"] % cfg.factor == 0 and s["roi"] % cfg.factor == 0, mode
+        assert s["tile"] % cfg.factor == 0 and s["val_slab"] >= s["patch"], mode
         assert int(s["roi"] * (1 - s["overlap"])) % cfg.factor == 0, mode
-        assert not set(s["train_subjects"]) & (set(s["val_subjects"]) | set(s["test_subjects"])), mode
+        assert len(s["people"]) == len(set(s["people"])) >= 3 and s["seeds"] >= 2, mode
         assert s["steps"] == max(s["eval_steps"]), mode
+
+
+# -- leave-one-person-out folds ------------------------------------------------------------------------
+
+
+def marked_people(people=("a", "b", "c"), shape=(12, 20, 12)):
+    """Volumes whose brain voxels carry their person (tenths) and their y index (thousandths), inside a
+    zero background, so a patch tells where it came from."""
+    out = {}
+    for k, person in enumerate(people):
+        for contrast in ("t1", "flair"):
+            y = torch.arange(shape[1], dtype=torch.float32)[None, :, None].expand(*shape)
+            v = torch.zeros(1, *shape)
+            v[0, 2:-2, :, 2:-2] = (0.1 * (k + 1) + 0.001 * y)[2:-2, :, 2:-2]
+            out[f"{person}/{contrast}"] = v
+    return out
+
+
+def test_every_person_is_held_out_once_and_never_trains_its_own_fold():
+    folds = medvae_3d.person_folds(["a", "b", "c"])
+    assert [t for t, _ in folds] == ["a", "b", "c"]
+    assert all(t not in train and len(train) == 2 for t, train in folds)
+    with pytest.raises(ValueError, match="distinct"):
+        medvae_3d.person_folds(["a", "a"])
+
+
+def test_the_validation_slab_is_disjoint_from_training_and_the_test_person_is_untouched():
+    volumes = marked_people()
+    train, val = medvae_3d.hold_out_slab({"a/t1": volumes["a/t1"]}, 8)
+    assert train["a/t1"].shape == (1, 12, 12, 12) and val["a/t1"].shape == (1, 12, 8, 12)
+    assert torch.equal(torch.cat([train["a/t1"], val["a/t1"]], 2), volumes["a/t1"])
+    with pytest.raises(ValueError, match="does not fit"):
+        medvae_3d.hold_out_slab({"a/t1": volumes["a/t1"]}, 20)
+    settings = {"train_contrasts": ["t1", "flair"], "test_contrasts": ["flair"], "val_slab": 8, "patch": 8}
+    data = medvae_3d.fold_data(volumes, "b", {**settings, "n_patches": 24, "n_val_patches": 8}, seed=0)
+    assert list(data["test_volumes"]) == ["b/flair"]
+    for key, kept in (("patches", lambda y: y < 12), ("val_patches", lambda y: y >= 12)):
+        brain = data[key][data[key] > 0]
+        person = torch.floor(brain * 10 + 1e-4)  # 1 for a, 2 for b, 3 for c
+        assert set(person.unique().tolist()) == {1.0, 3.0}, key  # never b, the test person
+        y = torch.round((brain - person / 10) * 1000)
+        assert kept(y).all(), key
+    with pytest.raises(ValueError, match="not among"):
+        medvae_3d.fold_data(volumes, "z", {**settings, "n_patches": 4, "n_val_patches": 2}, seed=0)
+
+
+def fake_tiles(shift_by_fold, seeds=(0, 1), n_tiles=6, noise=0.1, seed=0):
+    """Tile scores of methods x and y for folds with a known mean difference x - y per fold."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold, shift in shift_by_fold.items():
+        base = rng.normal(20, 2, n_tiles)
+        for s in seeds:
+            for method, offset in (("x", shift), ("y", 0.0)):
+                values = base + offset + rng.normal(0, noise, n_tiles)
+                rows += [
+                    {"fold": fold, "seed": s, "method": method, "image": i, "PSNR (dB)": v, "MS-SSIM": v / 30}
+                    for i, v in enumerate(values)
+                ]
+    return pd.DataFrame(rows)
+
+
+def test_fold_table_intervals_use_seeds_per_fold_and_people_pooled():
+    tiles = fake_tiles({"p1": 1.0, "p2": 1.5, "p3": 0.8})
+    table = medvae_3d.fold_table(tiles, [("x", "y")], metrics=("PSNR (dB)",))
+    assert list(table.index.get_level_values("fold")) == ["p1", "p2", "p3", "pooled"]
+    per_fold = table.loc[("x - y", "PSNR (dB)", "p1")]
+    assert per_fold["df"] == 1  # two seeds, one person: a t interval over seeds
+    assert per_fold["mean difference"] == pytest.approx(1.0, abs=0.1)
+    pooled = table.loc[("x - y", "PSNR (dB)", "pooled")]
+    assert pooled["mean difference"] == pytest.approx(1.1, abs=0.1)
+    assert pooled["95% CI low"] > 0
+    assert medvae_3d.fold_verdict(table, "x - y", "PSNR (dB)").startswith("ahead in every fold and seed")
+
+
+def test_folds_that_disagree_are_read_as_depending_on_the_person():
+    tiles = fake_tiles({"p1": 2.0, "p2": 2.0, "p3": -1.0})
+    table = medvae_3d.fold_table(tiles, [("x", "y")], metrics=("PSNR (dB)",))
+    assert medvae_3d.fold_verdict(table, "x - y", "PSNR (dB)").startswith("depends on the person")
+    same_sign = medvae_3d.fold_table(fake_tiles({"p1": 0.02, "p2": 0.01, "p3": 0.03}, noise=1.0), [("x", "y")])
+    assert medvae_3d.fold_verdict(same_sign, "x - y", "MS-SSIM").startswith(("not detectable", "depends on the person"))
+
+
+def test_the_settings_search_never_sees_the_test_person(monkeypatch):
+    """Every fold's candidates train on the other people and are scored on their slab; the candidate
+    with the best validation PSNR at the last step is chosen per fold."""
+    import pandas as pd
+
+    volumes = marked_people()
+    seen = []
+
+    def fake_train_fold(data, settings, seed, autoencoder_2d, device="cpu", label=""):
+        assert "test_volumes" not in data
+        seen.append((label, set(torch.floor(data["patches"][data["patches"] > 0] * 10 + 1e-4).unique().tolist())))
+        psnr_at_end = 20.0 + 10 * settings["lr"]
+        curve = pd.DataFrame(
+            [
+                {"run": r, "step": s, "PSNR (dB)": psnr_at_end * s / 4, "MS-SSIM": 0.5}
+                for r in ("inflated", "scratch")
+                for s in (0, 4)
+            ]
+        )
+        return {}, curve
+
+    monkeypatch.setattr(medvae_3d, "train_fold", fake_train_fold)
+    settings = {
+        "people": ["a", "b", "c"],
+        "train_contrasts": ["t1", "flair"],
+        "test_contrasts": ["t1"],
+        "val_slab": 8,
+        "patch": 8,
+        "n_patches": 12,
+        "n_val_patches": 4,
+        "lr": 1e-4,
+    }
+    table, chosen = medvae_3d.settings_search(volumes, settings, {"slow": {"lr": 0.1}, "fast": {"lr": 0.3}}, 0, None)
+    assert chosen == {"a": "fast", "b": "fast", "c": "fast"}
+    assert set(table["fold"]) == {"a", "b", "c"} and len(seen) == 6
+    for label, people in seen:
+        test_person = label.split()[0]
+        assert {"a": 1.0, "b": 2.0, "c": 3.0}[test_person] not in people
