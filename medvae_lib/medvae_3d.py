@@ -102,8 +102,8 @@ def orientation(volume) -> str:
 
 def check_volume(volume: torch.Tensor, factor: int | None = None, expected_orientation: str = "RAS") -> None:
     """Refuse a volume the 3D models cannot take, naming the problem: not (N, 1, X, Y, Z) (a missing channel
-    axis, channels last, several channels), sides that ``factor`` does not divide, or (for a ``MetaTensor``)
-    another orientation than the one the inflated kernels assume."""
+    axis, channels last, several channels), sides that ``factor`` does not divide, NaN or infinite voxels, or
+    (for a ``MetaTensor``) another orientation than the one the inflated kernels assume."""
     shape = tuple(volume.shape)
     if volume.ndim == 3:
         raise ValueError(f"volume of shape {shape} has no batch and channel axes; pass volume[None, None]")
@@ -156,8 +156,8 @@ def load_brain_volume(subject: str, contrast: str, spacing: int = 1, factor: int
     prepares MRI: RAS orientation, min-max scaled to [0, 1] (the trainer maps [0, 1] to MedVAE's [-1, 1]),
     cropped to the foreground with sides divisible by ``factor`` (MedVAE: 16). ``spacing`` > 1 first averages
     ``spacing``^3 voxels into one (CI mode; MedVAE keeps the acquired 1 mm). The foreground is what differs
-    from the background value (:func:`foreground`), as the TCGA files' background is not 0.
-    Returns a (1, X, Y, Z) float tensor."""
+    from the background value (:func:`foreground`), as the TCGA files' background is not 0. A volume with
+    NaN or infinite voxels is refused, naming the file. Returns a (1, X, Y, Z) float tensor."""
     from monai.transforms import CropForeground, ScaleIntensity
 
     if contrast not in CONTRASTS:
@@ -492,18 +492,6 @@ def reconstruct_patches(autoencoder, patches: torch.Tensor, batch_size: int = 8,
     return torch.cat(out)
 
 
-# -- whole volumes: naive and sliding-window encode / decode -------------------------------------------
-
-
-@torch.no_grad()
-def encode_whole(autoencoder, volume: torch.Tensor, factor: int, device="cpu") -> torch.Tensor:
-    """The posterior mean of a whole (N, 1, X, Y, Z) volume in [0, 1] in one pass (memory grows with the volume)."""
-    check_volume(volume, factor)
-    autoencoder.eval()
-    return autoencoder.encode(to_model_range(volume.to(device)))[0]
-
-
-@torch.no_grad()
 # -- every person held out once: leave-one-person-out folds, validation inside the training side -----
 
 
@@ -719,6 +707,18 @@ def settings_search(volumes: dict, settings: dict, candidates: dict, seed: int, 
     return table, score.idxmax(axis=1).to_dict()
 
 
+# -- whole volumes: naive and sliding-window encode / decode -------------------------------------------
+
+
+@torch.no_grad()
+def encode_whole(autoencoder, volume: torch.Tensor, factor: int, device="cpu") -> torch.Tensor:
+    """The posterior mean of a whole (N, 1, X, Y, Z) volume in [0, 1] in one pass (memory grows with the volume)."""
+    check_volume(volume, factor)
+    autoencoder.eval()
+    return autoencoder.encode(to_model_range(volume.to(device)))[0]
+
+
+@torch.no_grad()
 def decode_whole(autoencoder, latent: torch.Tensor, device="cpu") -> torch.Tensor:
     """A whole latent decoded in one pass, in [0, 1]."""
     autoencoder.eval()
@@ -1132,6 +1132,8 @@ MODES = {
         "seeds": 2,
         "train_contrasts": ["t1", "t1c", "t2", "flair"],
         "test_contrasts": ["t1", "t1c", "t2", "flair"],
+        "val_slab": 72,
+        "tile": 64,
         "spacing": 1,
         "patch": 64,
         "n_patches": 2048,
@@ -1144,8 +1146,6 @@ MODES = {
         "lr": 1.8e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch 4
         "lr_d": 1.8e-5,
         "perceptual": "vgg",
-        "val_slab": 72,
-        "tile": 64,
         "perceptual_weight": 1.0,
         "adv_start": 3125,
         "adv_weight": 0.5,
