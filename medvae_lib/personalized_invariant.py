@@ -35,17 +35,21 @@ from .training import CheckpointedTrainer, seed_everything
 
 CONTRASTS = ("t1", "t1c", "t2", "flair")
 # The four models of the ablation, each adding one part to the one before it.
+# ``skips``: whether the decoder gets the encoder's skip connections; absent: the mode's ``skips``
+# setting. "unet" is the released decoder (all skips) with the baseline's losses, kept for comparison.
 VARIANTS = {
     "baseline": {"consistency": False, "prior": False, "ssl": False},
     "consistency": {"consistency": True, "prior": False, "ssl": False},
     "prior": {"consistency": True, "prior": True, "ssl": False},
     "full": {"consistency": True, "prior": True, "ssl": True},
+    "unet": {"consistency": False, "prior": False, "ssl": False, "skips": True},
 }
 VARIANT_LABELS = {
     "baseline": "baseline (reconstruction)",
     "consistency": "+ individual constraint",
     "prior": "+ learnable prior",
     "full": "full (+ rotation, contrastive)",
+    "unet": "baseline, U-Net skips (released)",
 }
 # BraTS 2023 file suffixes of the four contrasts (full mode reads a BraTS folder).
 BRATS_SUFFIXES = {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}
@@ -64,8 +68,10 @@ MODES = {
         "min_brain_fraction": 0.35,  # keep slices whose brain area is >= 35% of the subject's largest
         "window": (-3.0, 5.0),  # z-scores (on the brain) mapped linearly to [0, 1], clipped
         "test_subjects": ("TCGA-FG-6692",),
+        "folds": "leave_one_out",  # every person is the test person once
         "val_fraction": 0.2,
         "val_gap": 2,
+        "skips": False,  # decoder without skip connections: it sees the image only through X_h
         "steps": 60,
         "batch_size": 4,
         "lr": 3e-3,
@@ -83,7 +89,8 @@ MODES = {
         "n_train_subjects": 0,
         "n_test_subjects": 0,
         "volume_size": (),
-        "threads": 1,  # torch threads: one is as fast as two for these small convolutions, and robust to a busy machine
+        "threads": 1,  # torch threads per process: one is as fast as two for these small convolutions
+        "workers": 2,  # processes training (fold, variant) jobs side by side: the 2 cores of CI
     },
     "full": {
         "manifest": "brain_mri",
@@ -97,7 +104,9 @@ MODES = {
         "slice_step": 1,
         "min_brain_fraction": 0.0,
         "window": (-3.0, 5.0),
-        "test_subjects": (),  # empty: hold out test_fraction of the BraTS subjects
+        "test_subjects": (),  # empty: hold out test_fraction of the BraTS patients
+        "folds": "holdout",  # one split: test_fraction of the patients
+        "skips": False,
         "test_fraction": 0.2,
         "val_fraction": 0.1,
         "val_gap": 0,
@@ -119,6 +128,7 @@ MODES = {
         "n_test_subjects": 40,  # test people scored (sliding-window synthesis of 16 pairs each)
         "volume_size": (160, 192, 160),  # every brain cropped / padded to this box (BraTS brains fit)
         "threads": 0,  # 0: leave torch's default
+        "workers": 1,
     },
 }
 
@@ -298,58 +308,109 @@ class SubjectData:
     clipped: float
 
 
-def prepare_data(settings: dict, subjects: dict[str, dict[str, Path]] | None = None) -> dict:
+def patient_of(name: str) -> str:
+    """The patient a subject folder belongs to: BraTS names a patient's timepoints or repeat scans
+    ``BraTS-GLI-00001-000``, ``BraTS-GLI-00001-001``; both are patient ``BraTS-GLI-00001``. Other
+    names are their own patient."""
+    found = re.fullmatch(r"(BraTS-[A-Za-z]+-\d+)-\d+", name)
+    return found.group(1) if found else name
+
+
+def by_patient(names) -> dict[str, list[str]]:
+    """Subject folders grouped by :func:`patient_of`, patients sorted."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(patient_of(name), []).append(name)
+    return dict(sorted(groups.items()))
+
+
+def _default_subjects(settings: dict) -> dict[str, dict[str, Path]]:
+    if settings["brats_folder"]:
+        return brats_subjects(settings["brats_folder"])
+    return manifest_subjects(settings["manifest"])
+
+
+def load_person(name: str, paths: dict[str, Path], settings: dict) -> SubjectData:
+    """One person, normalised and cut into samples: every 2D slice (CI mode) or the brain-cropped
+    volume in one box (full mode), in float32."""
+    images, mask = normalise(load_subject(paths), tuple(settings["window"]))
+    clipped = clipped_fraction(images, mask)
+    if settings["spatial_dims"] == 2:
+        samples, index = axial_slices(images, mask, settings)
+        return SubjectData(name, samples, index / (images.shape[-1] - 1), clipped)
+    box = mt.Compose(
+        [
+            mt.CropForeground(select_fn=lambda x: x > 0, margin=0),
+            mt.ResizeWithPadOrCrop(spatial_size=tuple(settings["volume_size"])),
+        ]
+    )
+    stack = box(torch.cat([images, mask]))
+    samples = torch.as_tensor(stack.as_tensor() if hasattr(stack, "as_tensor") else stack)[None]
+    return SubjectData(name, samples, np.array([0.5]), clipped)
+
+
+def prepare_data(settings: dict, subjects: dict[str, dict[str, Path]] | None = None, cache: dict | None = None) -> dict:
     """Load every subject, normalise it and cut it into samples (2D slices in CI mode; in full mode the
     brain-cropped volume, from which training draws random patches). Returns train / val / test
-    dictionaries of :class:`SubjectData` and the split."""
+    dictionaries of :class:`SubjectData` and the split. People are split by *patient*
+    (:func:`patient_of`): all folders of one patient go to the same part. ``cache`` (a dict, filled
+    here) keeps loaded people between calls, so that the folds of :func:`leave_one_out` read each
+    person once."""
     if subjects is None:
-        subjects = (
-            brats_subjects(settings["brats_folder"])
-            if settings["brats_folder"]
-            else manifest_subjects(settings["manifest"])
-        )
+        subjects = _default_subjects(settings)
+    cache = {} if cache is None else cache
+    patients = by_patient(subjects)
     test_names = list(settings["test_subjects"])
     if not test_names:
-        order = np.random.default_rng(0).permutation(sorted(subjects))
-        test_names = sorted(order[: max(1, round(len(order) * settings.get("test_fraction", 0.2)))])
+        order = np.random.default_rng(0).permutation(list(patients))
+        n_test = max(1, round(len(order) * settings.get("test_fraction", 0.2)))
+        test_names = sorted(n for p in order[:n_test] for n in patients[p])
+    else:  # a named test subject takes the other folders of its patient with it
+        test_names = sorted({n for t in test_names if t in subjects for n in patients[patient_of(t)]} | set(test_names))
     train_names, test_names = split_subjects(subjects, test_names)
     if settings["n_train_subjects"]:
         train_names = train_names[: settings["n_train_subjects"]]
     if settings["n_test_subjects"]:
         test_names = test_names[: settings["n_test_subjects"]]
     val_names = []
-    if settings["spatial_dims"] == 3 and len(train_names) >= 3 and settings["val_fraction"] > 0:
-        # 3D: whole people for validation, taken from the training people
-        n_val = max(1, round(len(train_names) * settings["val_fraction"]))
-        train_names, val_names = train_names[:-n_val], train_names[-n_val:]
+    train_patients = by_patient(train_names)
+    if settings["spatial_dims"] == 3 and len(train_patients) >= 3 and settings["val_fraction"] > 0:
+        # 3D: whole patients for validation, taken from the training patients
+        n_val = max(1, round(len(train_patients) * settings["val_fraction"]))
+        val_names = [n for p in list(train_patients)[-n_val:] for n in train_patients[p]]
+        train_names = [n for n in train_names if n not in val_names]
     out = {"train": {}, "val": {}, "test": {}, "split": {"train": train_names, "val": val_names, "test": test_names}}
     for name in train_names + val_names + test_names:
-        images, mask = normalise(load_subject(subjects[name]), tuple(settings["window"]))
-        clipped = clipped_fraction(images, mask)
-        if settings["spatial_dims"] == 2:
-            samples, index = axial_slices(images, mask, settings)
-            position = index / (images.shape[-1] - 1)
-        else:
-            box = mt.Compose(
-                [
-                    mt.CropForeground(select_fn=lambda x: x > 0, margin=0),
-                    mt.ResizeWithPadOrCrop(spatial_size=tuple(settings["volume_size"])),
-                ]
-            )
-            stack = box(torch.cat([images, mask]))
-            samples = torch.as_tensor(stack.as_tensor() if hasattr(stack, "as_tensor") else stack)[None]
-            position = np.array([0.5])
+        if name not in cache:
+            cache[name] = load_person(name, subjects[name], settings)
+        person = cache[name]
         if name in test_names:
-            out["test"][name] = SubjectData(name, samples, position, clipped)
+            out["test"][name] = person
         elif name in val_names:
-            out["val"][name] = SubjectData(name, samples, position, clipped)
+            out["val"][name] = person
         elif settings["spatial_dims"] == 2:
-            tr, va = split_slices(len(samples), settings["val_fraction"], settings["val_gap"])
-            out["train"][name] = SubjectData(name, samples[tr], position[tr], clipped)
-            out["val"][name] = SubjectData(name, samples[va], position[va], clipped)
+            tr, va = split_slices(len(person.samples), settings["val_fraction"], settings["val_gap"])
+            out["train"][name] = SubjectData(name, person.samples[tr], person.position[tr], person.clipped)
+            out["val"][name] = SubjectData(name, person.samples[va], person.position[va], person.clipped)
         else:
-            out["train"][name] = SubjectData(name, samples.half(), position, clipped)
+            out["train"][name] = SubjectData(name, person.samples.half(), person.position, person.clipped)
     return out
+
+
+def leave_one_out(settings: dict, subjects: dict[str, dict[str, Path]] | None = None) -> list[dict]:
+    """The folds of the chapter. ``folds="leave_one_out"``: every patient is the test set once (the
+    others train), each person read once; ``"holdout"``: the one split of :func:`prepare_data`."""
+    if subjects is None:
+        subjects = _default_subjects(settings)
+    if settings["folds"] == "holdout":
+        return [prepare_data(settings, subjects)]
+    if settings["folds"] != "leave_one_out":
+        raise ValueError(f"folds must be 'leave_one_out' or 'holdout', got {settings['folds']!r}")
+    cache: dict = {}
+    return [
+        prepare_data(dict(settings, test_subjects=tuple(names)), subjects, cache)
+        for names in by_patient(subjects).values()
+    ]
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -400,8 +461,10 @@ class PUIRNet(nn.Module):
         ssl: bool = False,
         prior_heads: int = 4,
         contrastive_dim: int = 128,
+        skips: bool = True,
     ):
         super().__init__()
+        self.skips = skips
         from monai.networks.nets import BasicUNet, SwinUNETR
 
         n = len(CONTRASTS)
@@ -436,7 +499,11 @@ class PUIRNet(nn.Module):
         return skips, hidden[4]
 
     def decode(self, skips, x_h: torch.Tensor) -> torch.Tensor:
+        """The four contrasts from X_h and the skip features. Without skip connections
+        (``skips=False``) the skips are zeros: the image reaches the decoder only through X_h."""
         net = self.net
+        if not self.skips:
+            skips = tuple(torch.zeros_like(s) for s in skips)
         if self.backbone_name == "basicunet":
             x0, x1, x2, x3 = skips
             u = net.upcat_4(x_h, x3)
@@ -480,6 +547,7 @@ def build_model(settings: dict, variant: str) -> PUIRNet:
         ssl=v["ssl"],
         prior_heads=settings["prior_heads"],
         contrastive_dim=settings["contrastive_dim"],
+        skips=v.get("skips", settings.get("skips", True)),
     )
 
 
@@ -741,6 +809,71 @@ def paper_protocol_scores(model: PUIRNet, samples: torch.Tensor, settings: dict)
     return {"psnr": psnr, "ssim": ssim}
 
 
+@torch.no_grad()
+def synthesise_with_x_h(model: PUIRNet, samples: torch.Tensor, replace: str = "none", donors=None) -> torch.Tensor:
+    """Synthesis of every contrast from every source with X_h replaced, the skips kept: the test of
+    whether the decoder uses X_h. ``replace``: "none" (the model as it is), "zero" (X_h = 0) or
+    "swap" (X_h of ``donors``: samples of the same shape, e.g. other slices or another person; the
+    same source contrast). Returns (4 sources, N, 4 targets, ...) like :func:`synthesise` (2D or
+    whole-patch 3D samples, no sliding window)."""
+    if replace not in ("none", "zero", "swap"):
+        raise ValueError(f"replace must be 'none', 'zero' or 'swap', got {replace!r}")
+    if replace == "swap" and (donors is None or donors.shape != samples.shape):
+        raise ValueError("swap needs donor samples of the same shape as the samples")
+    model.eval()
+    device = next(model.parameters()).device
+    k = len(CONTRASTS)
+    out = []
+    for j in range(k):
+        x = samples[:, j : j + 1].float().repeat_interleave(k, 1).to(device)
+        skips, bottleneck = model.encode(x)
+        if replace == "swap":
+            x_h = model.x_h(donors[:, j : j + 1].float().repeat_interleave(k, 1).to(device))
+        else:
+            x_h = model.prior(bottleneck) if model.prior is not None else bottleneck
+            x_h = torch.zeros_like(x_h) if replace == "zero" else x_h
+        y = model.decode(skips, x_h).cpu()
+        out.append(y.clamp(0, 1) * samples[:, k:].float())
+    return torch.stack(out)
+
+
+def scores_of(pred: torch.Tensor, samples: torch.Tensor, metric: str = "psnr", kernel: int = 7) -> np.ndarray:
+    """PSNR or SSIM on the brain mask of a (4 sources, N, 4 targets, ...) synthesis: (4, 4, N)."""
+    target, mask = samples[:, : len(CONTRASTS)].float(), samples[:, len(CONTRASTS) :].float()
+    k = len(CONTRASTS)
+    out = np.zeros((k, k, len(samples)))
+    for s in range(k):
+        for t in range(k):
+            p, y = pred[s][:, t : t + 1], target[:, t : t + 1]
+            out[s, t] = (masked_psnr(p, y, mask) if metric == "psnr" else masked_ssim(p, y, mask, kernel)).numpy()
+    return out
+
+
+@torch.no_grad()
+def x_h_dependence(model: PUIRNet, samples: torch.Tensor, shift: int | None = None) -> dict:
+    """Per sample, the cross-contrast PSNR (mean of the 12 pairs) of the model as it is
+    (``"none"``) and with X_h replaced, the skips kept: by zeros (``"zero"``), and by the X_h
+    of the sample ``shift`` places away in the same person, same source contrast (``"swap"``;
+    default half the samples, so far in height). A decoder that uses X_h loses dB under both;
+    one that synthesises through its skip connections does not."""
+    n, k = len(samples), len(CONTRASTS)
+    if n < 2:
+        raise ValueError("the swap needs at least two samples")
+    shift = n // 2 if shift is None else shift
+    model.eval()
+    device = next(model.parameters()).device
+    mask = samples[:, k:].float()
+    preds = {"none": [], "zero": [], "swap": []}
+    for j in range(k):
+        x = samples[:, j : j + 1].float().repeat_interleave(k, 1).to(device)
+        skips, bottleneck = model.encode(x)
+        x_h = model.prior(bottleneck) if model.prior is not None else bottleneck
+        other = x_h.roll(shift, 0)  # X_h of the sample `shift` places away
+        for name, z in (("none", x_h), ("zero", torch.zeros_like(x_h)), ("swap", other)):
+            preds[name].append(model.decode(skips, z).cpu().clamp(0, 1) * mask)
+    return {r: off_diagonal_mean(scores_of(torch.stack(p), samples)) for r, p in preds.items()}
+
+
 def off_diagonal_mean(scores: np.ndarray) -> np.ndarray:
     """Per sample, the mean over the 12 cross-contrast pairs (source != target) of a (4, 4, N) array."""
     k = scores.shape[0]
@@ -820,90 +953,323 @@ def stack_samples(subjects: dict[str, SubjectData]) -> torch.Tensor:
     return torch.cat([d.samples for d in subjects.values()])
 
 
-def run_ablation(settings: dict, data: dict, device="cpu", progress=None) -> dict:
-    """Train every variant with every seed; score synthesis on the test and validation samples and the
-    X_h agreement of the test person. Returns the scores and the trained models (by (variant, seed))."""
-    train = stack_samples(data["train"])
-    test = stack_samples(data["test"])
-    val = stack_samples(data["val"]) if data["val"] else None
+def central_patch(samples: torch.Tensor, size: int) -> torch.Tensor:
+    """The central cube (or square) of side ``size`` of samples larger than that; others unchanged."""
+    if all(s <= size for s in samples.shape[2:]):
+        return samples
+    lo = [(s - size) // 2 for s in samples.shape[2:]]
+    return samples[(slice(None), slice(None), *(slice(a, a + size) for a in lo))]
+
+
+def constant_prediction(train: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """The trivial control of the synthesis: every target contrast predicted as its mean brain
+    intensity over the training samples, whatever the source (no image is read). The brain mask of
+    each sample is applied, as to every model's prediction. (4 sources, N, 4 targets, ...)."""
+    k = len(CONTRASTS)
+    mask = train[:, k:].float()
+    means = (train[:, :k].float() * mask).flatten(2).sum((0, 2)) / mask.sum().clamp_min(1)
+    shape = (1, k) + (1,) * (samples.ndim - 2)
+    pred = means.reshape(shape) * samples[:, k:].float()
+    return pred.expand(len(samples), k, *samples.shape[2:]).unsqueeze(0).repeat(k, *[1] * samples.ndim)
+
+
+def control_embeddings(subjects: dict[str, SubjectData], kind: str, size: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Trivial "encoders" for the agreement of section 7.8, in the shape :func:`embeddings` returns
+    ((4, N, D) per subject): ``"pixels"``, each contrast average-pooled to the bottleneck's ``size``
+    (3 x 3 in CI mode); ``"mask"``, the brain mask pooled the same way, the same for every contrast.
+    A trained X_h whose person gap is no larger than theirs shows nothing a pooled image does not."""
+    if kind not in ("pixels", "mask"):
+        raise ValueError(f"kind must be 'pixels' or 'mask', got {kind!r}")
+    k = len(CONTRASTS)
+    pool = F.adaptive_avg_pool2d if len(size) == 2 else F.adaptive_avg_pool3d
+    out = {}
+    for name, data in subjects.items():
+        x = data.samples.float()
+        x = x[:, :k] if kind == "pixels" else x[:, k:].expand(-1, k, *x.shape[2:])
+        out[name] = pool(x, size).flatten(2).transpose(0, 1).numpy()  # (4, N, D)
+    return out
+
+
+def _run_variant(settings: dict, data: dict, variant: str, device="cpu", score_val: bool = True) -> dict:
+    """Train one variant with every seed on one fold and score it (the part of :func:`run_fold` that
+    one worker process does)."""
+    if settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
+    train, test = stack_samples(data["train"]), stack_samples(data["test"])
+    val = stack_samples(data["val"]) if data["val"] and score_val else None
     everyone = {**data["train"], **data["test"]}
     positions = {n: d.position for n, d in everyone.items()}
-    person = data["split"]["test"][0]
-    results = {"test": {}, "val": {}, "agreement": {}, "models": {}, "history": {}}
-    for variant in settings["variants"]:
-        for seed in settings["seeds"]:
-            trainer = train_variant(settings, variant, seed, train, device)
-            model = trainer.model  # scored on the training device, then kept on the CPU
-            results["history"][variant, seed] = trainer.history
-            results["test"][variant, seed] = synthesis_scores(model, test, settings)
-            if val is not None:
-                results["val"][variant, seed] = synthesis_scores(model, val, settings)
-            emb = embeddings(model, everyone, settings)
-            results["agreement"][variant, seed] = xh_agreement(emb, positions, person)
-            results["models"][variant, seed] = model.cpu()
-            if progress:
-                progress(variant, seed)
+    crop = settings["image_size"] if settings["spatial_dims"] == 3 else None
+    out = {"test": {}, "val": {}, "agreement": {}, "models": {}, "history": {}, "dependence": {}}
+    for seed in settings["seeds"]:
+        trainer = train_variant(settings, variant, seed, train, device)
+        model = trainer.model  # scored on the training device, then kept on the CPU
+        out["spatial"] = model.spatial
+        out["history"][variant, seed] = trainer.history
+        out["test"][variant, seed] = synthesis_scores(model, test, settings)
+        if val is not None:
+            out["val"][variant, seed] = synthesis_scores(model, val, settings)
+        if variant in ("baseline", "full", "unet"):
+            out["dependence"][variant, seed] = x_h_dependence(model, central_patch(test, crop) if crop else test)
+        emb = embeddings(model, everyone, settings)
+        out["agreement"][variant, seed] = xh_agreement(emb, positions, data["split"]["test"][0])
+        out["models"][variant, seed] = model.cpu()
+    return out
+
+
+def _controls(settings: dict, data: dict, size: tuple[int, ...]) -> dict:
+    """The trivial controls of one fold: the constant image's scores and the pooled-pixel and
+    brain-mask "encoders" of the agreement."""
+    train, test = stack_samples(data["train"]), stack_samples(data["test"])
+    everyone = {**data["train"], **data["test"]}
+    positions = {n: d.position for n, d in everyone.items()}
+    crop = settings["image_size"] if settings["spatial_dims"] == 3 else None
+    constant = constant_prediction(train, test)
+    out = {
+        "constant": {
+            "psnr": scores_of(constant, test),
+            "ssim": scores_of(constant, test, "ssim", settings["ssim_kernel"]),
+        },
+        "agreement": {},
+    }
+    for kind in ("pixels", "mask"):
+        people = {
+            n: SubjectData(n, central_patch(d.samples, crop) if crop else d.samples, d.position, d.clipped)
+            for n, d in everyone.items()
+        }
+        out["agreement"][kind] = xh_agreement(
+            control_embeddings(people, kind, size), positions, data["split"]["test"][0]
+        )
+    return out
+
+
+def _merge(settings: dict, data: dict, parts: list[dict]) -> dict:
+    results = {"person": data["split"]["test"][0], "n_test": len(stack_samples(data["test"]))}
+    for key in ("test", "val", "agreement", "models", "history", "dependence"):
+        results[key] = {k: v for part in parts for k, v in part[key].items()}
+    results["control"] = _controls(settings, data, parts[0]["spatial"])
     return results
 
 
-# --------------------------------------------------------------------------------------------------- tables, figures
+def run_fold(settings: dict, data: dict, device="cpu", progress=None, score_val: bool = True) -> dict:
+    """One fold: train every variant with every seed on the training people; score the synthesis of
+    the test person (and the validation slices if ``score_val``), the X_h agreement, the swap and zero
+    tests of X_h (for ``baseline``, ``full`` and ``unet``), and the trivial controls. Returns the
+    scores and the trained models (by (variant, seed))."""
+    parts = []
+    for variant in settings["variants"]:
+        parts.append(_run_variant(settings, data, variant, device, score_val))
+        if progress:
+            progress(variant)
+    return _merge(settings, data, parts)
+
+
+def run_folds(settings: dict, folds: list[dict], device="cpu", workers: int = 1) -> list[dict]:
+    """:func:`run_fold` for every fold; validation slices are scored in the fold whose test person is
+    the first of ``settings["test_subjects"]`` (the fold the exercises use). With ``workers`` > 1 the
+    (fold, variant) jobs run in that many processes (CPU only); every run is seeded on its own, so the
+    results are those of one process."""
+    chapter = chapter_fold(settings, folds)
+    jobs = [(i, v) for i in range(len(folds)) for v in settings["variants"]]
+    args = [(settings, folds[i], v, device, i == chapter) for i, v in jobs]
+    if workers > 1 and str(device) == "cpu":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_run_variant, *zip(*args, strict=True)))
+    else:
+        done = [_run_variant(*a) for a in args]
+    return [
+        _merge(settings, f, [d for (j, _), d in zip(jobs, done, strict=True) if j == i]) for i, f in enumerate(folds)
+    ]
+
+
+def chapter_fold(settings: dict, folds: list) -> int:
+    """Index of the fold whose test set holds ``settings["test_subjects"][0]`` (else the first)."""
+    wanted = list(settings["test_subjects"])[:1]
+    for i, f in enumerate(folds):
+        split = f["split"] if "split" in f else {"test": [f["person"]]}
+        if set(wanted) & set(split["test"]):
+            return i
+    return 0
+
+
 def _mean_sd(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
 
 
-def matrix_table(results: dict, metric: str, split: str = "test") -> pd.DataFrame:
-    """The 4 x 4 source -> target table of every variant: mean over the samples, then mean ± standard
-    deviation over the seeds."""
-    variants = list(dict.fromkeys(v for v, _ in results[split]))
+def matrix_table(results: dict, metric: str, variants=None) -> pd.DataFrame:
+    """The 4 x 4 source -> target table of one fold: mean over the test samples, then mean ± standard
+    deviation over the seeds, for each of ``variants`` (default: all)."""
+    variants = variants or list(dict.fromkeys(v for v, _ in results["test"]))
     rows = {}
     for v in variants:
-        per_seed = np.stack([r[metric].mean(-1) for (vv, _), r in results[split].items() if vv == v])  # (seeds, 4, 4)
+        per_seed = np.stack([r[metric].mean(-1) for (vv, _), r in results["test"].items() if vv == v])
         for s, source in enumerate(CONTRASTS):
-            rows[(VARIANT_LABELS[v], source)] = {
-                target: _mean_sd(per_seed[:, s, t]) for t, target in enumerate(CONTRASTS)
-            }
+            rows[(VARIANT_LABELS[v], source)] = {t: _mean_sd(per_seed[:, s, j]) for j, t in enumerate(CONTRASTS)}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names, table.columns.name = ["model", "source"], "target"
     return table
 
 
-def per_sample(results: dict, variant: str, metric: str, split: str = "test") -> np.ndarray:
-    """Per sample, the cross-contrast mean (12 pairs) averaged over the seeds: the unit of the paired comparison."""
-    return np.mean([off_diagonal_mean(r[metric]) for (v, _), r in results[split].items() if v == variant], 0)
+def split_table(folds: list[dict]) -> pd.DataFrame:
+    """People and samples in each part of each fold."""
+    rows = []
+    for f in folds:
+        for part in ("train", "val", "test"):
+            people = f[part]
+            rows.append(
+                {
+                    "test person": ", ".join(f["split"]["test"][:2]) + (" ..." if len(f["split"]["test"]) > 2 else ""),
+                    "part": part,
+                    "people": len(people),
+                    "samples": sum(len(d.samples) for d in people.values()),
+                    "names": ", ".join(list(people)[:3]) + (" ..." if len(people) > 3 else ""),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["test person", "part"])
 
 
-def summary_table(results: dict, split: str = "test") -> pd.DataFrame:
-    """Each variant's cross-contrast PSNR and SSIM (mean ± sd over seeds) and its paired difference to the
-    baseline over the test samples, with a 95% bootstrap interval."""
-    from .metrics import paired_difference
-
-    variants = list(dict.fromkeys(v for v, _ in results[split]))
+def split_means(fold: dict, split: str = "val") -> pd.DataFrame:
+    """Each variant's cross-contrast PSNR and SSIM on one split of one fold: mean over the samples,
+    then mean ± sd over the seeds."""
+    variants = list(dict.fromkeys(v for v, _ in fold[split]))
     rows = {}
     for v in variants:
-        row = {}
-        for metric in ("psnr", "ssim"):
-            seeds = [off_diagonal_mean(r[metric]).mean() for (vv, _), r in results[split].items() if vv == v]
-            row[f"{metric} (seeds)"] = _mean_sd(seeds)
-            if v != variants[0]:
-                d = paired_difference(
-                    per_sample(results, v, metric, split), per_sample(results, variants[0], metric, split)
-                )
-                row[f"{metric} - baseline [95% CI]"] = f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-            else:
-                row[f"{metric} - baseline [95% CI]"] = "-"
-        rows[VARIANT_LABELS[v]] = row
+        runs = [r for (vv, _), r in fold[split].items() if vv == v]
+        rows[VARIANT_LABELS[v]] = {
+            m: _mean_sd([off_diagonal_mean(r[m]).mean() for r in runs]) for m in ("psnr", "ssim")
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def agreement_table(results: dict) -> pd.DataFrame:
-    variants = list(dict.fromkeys(v for v, _ in results["agreement"]))
+# --------------------------------------------------------------------------------------------------- statistics over folds
+def item_scores(fold: dict, what: str, metric: str = "psnr") -> np.ndarray:
+    """(seeds, test items) cross-contrast scores (mean of the 12 source != target pairs) of one fold.
+
+    ``what``: a variant; ``"constant"``, the trivial control (the same for every seed);
+    ``"<variant>:none"``, ``"<variant>:zero"``, ``"<variant>:swap"``: PSNR of the swap and zero
+    tests of X_h (``metric`` must then be "psnr")."""
+    seeds = sorted({s for _, s in fold["test"]})
+    if what == "constant":
+        row = off_diagonal_mean(fold["control"]["constant"][metric])
+        return np.repeat(row[None], len(seeds), 0)
+    if ":" in what:
+        variant, replace = what.split(":")
+        if metric != "psnr":
+            raise ValueError("the swap and zero tests are scored in PSNR")
+        return np.stack([fold["dependence"][variant, s][replace] for s in seeds])
+    return np.stack([off_diagonal_mean(fold["test"][what, s][metric]) for s in seeds])
+
+
+def compare(folds: list[dict], a: str, b: str, metric: str = "psnr") -> dict:
+    """``a`` minus ``b`` (see :func:`item_scores`) in every fold and pooled over the folds.
+
+    Within a fold the test items are the slices of one person, so the interval is over the seeds
+    (:func:`medvae_lib.stats.paired_difference` with one cluster). Pooled, the items of all folds are
+    clustered by person: the interval is over seeds crossed with people. ``agree`` says whether
+    every fold's interval lies on the same side of zero ("above 0", "below 0"), else "no"."""
+    from . import stats
+
+    per_fold, a_all, b_all, people = {}, [], [], []
+    for fold in folds:
+        fa, fb = item_scores(fold, a, metric), item_scores(fold, b, metric)
+        per_fold[fold["person"]] = stats.paired_difference(fa, fb, clusters=[fold["person"]] * fa.shape[1])
+        a_all.append(fa), b_all.append(fb), people.extend([fold["person"]] * fa.shape[1])
+    pooled = None
+    if len(folds) > 1:
+        pooled = stats.paired_difference(np.concatenate(a_all, 1), np.concatenate(b_all, 1), clusters=people)
+    sides = {"above 0" if r["low"] > 0 else "below 0" if r["high"] < 0 else "no" for r in per_fold.values()}
+    agree = sides.pop() if len(sides) == 1 else "no"
+    return {"folds": per_fold, "pooled": pooled, "agree": agree}
+
+
+def _interval(r: dict, digits: int = 3, sign: str = "+") -> str:
+    """``mean [low, high]``; ``sign="+"`` for differences, ``""`` for levels."""
+    return f"{r['mean']:{sign}.{digits}f} [{r['low']:{sign}.{digits}f}, {r['high']:{sign}.{digits}f}]"
+
+
+def comparison_table(folds: list[dict], pairs: dict[str, tuple[str, str]], metric: str = "psnr") -> pd.DataFrame:
+    """One row per comparison and test person (and "pooled"): the mean difference with its 95%
+    interval (over seeds within a fold, over seeds and people pooled) and the per-seed means."""
+    rows = []
+    for label, (a, b) in pairs.items():
+        c = compare(folds, a, b, metric)
+        parts = list(c["folds"].items()) + ([("pooled", c["pooled"])] if c["pooled"] else [])
+        for person, r in parts:
+            rows.append(
+                {
+                    "comparison": label,
+                    "test person": person,
+                    "difference [95% interval]": _interval(r),
+                    "per seed": " ".join(f"{x:+.3f}" for x in r["per_seed"]),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["comparison", "test person"])
+
+
+def verdict_table(
+    folds: list[dict], pairs: dict[str, tuple[str, str]], metric: str = "psnr", unit: str = ""
+) -> pd.DataFrame:
+    """Per comparison: how the book reads the pooled interval (:func:`medvae_lib.stats.verdict`) and
+    whether every fold agrees. A conclusion is drawn only where both say the same."""
+    from . import stats
+
+    rows = {}
+    for label, (a, b) in pairs.items():
+        c = compare(folds, a, b, metric)
+        rows[label] = {"pooled": stats.verdict(c["pooled"], unit) if c["pooled"] else "-", "every fold": c["agree"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def gap_values(folds: list[dict], what: str) -> np.ndarray:
+    """(seeds, folds) gap of section 7.8: a variant's X_h, or a control ("pixels", "mask"; the same
+    for every seed)."""
+    seeds = sorted({s for _, s in folds[0]["test"]})
+    if what in ("pixels", "mask"):
+        return np.repeat([[f["control"]["agreement"][what]["gap"] for f in folds]], len(seeds), 0)
+    return np.array([[f["agreement"][what, s]["gap"] for f in folds] for s in seeds])
+
+
+def gap_table(folds: list[dict], variants, controls=("pixels", "mask")) -> pd.DataFrame:
+    """The person gap of every model and trivial encoder: per test person (mean over seeds), pooled with
+    a 95% interval over seeds and people, and (for models) the difference to the brain mask alone."""
+    from . import stats
+
+    labels = {"pixels": "raw pixels, pooled to X_h's size", "mask": "brain mask alone, pooled"}
+    people = [f["person"] for f in folds]
+    rows = {}
+    for what in list(variants) + list(controls):
+        g = gap_values(folds, what)
+        row = {p: f"{v:.3f}" for p, v in zip(people, g.mean(0), strict=True)}
+        if what in controls:
+            row["pooled [95% interval]"] = f"{g.mean():.3f} (no training: one value per person)"
+            row["minus mask [95% interval]"] = "-"
+        else:
+            row["pooled [95% interval]"] = _interval(stats.mean_interval(g, clusters=people), sign="")
+            d = stats.paired_difference(g, gap_values(folds, "mask"), clusters=people)
+            row["minus mask [95% interval]"] = _interval(d)
+        rows[labels.get(what, VARIANT_LABELS.get(what, what))] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def fold_summary(folds: list[dict], metric: str = "psnr") -> pd.DataFrame:
+    """Cross-contrast score of every variant and the constant control, per test person (mean over
+    seeds) and pooled with a 95% interval over seeds and people."""
+    from . import stats
+
+    variants = list(dict.fromkeys(v for v, _ in folds[0]["test"])) + ["constant"]
     rows = {}
     for v in variants:
-        values = [a for (vv, _), a in results["agreement"].items() if vv == v]
-        rows[VARIANT_LABELS[v]] = {
-            k: _mean_sd([a[k] for a in values]) for k in ("same_person", "different_people", "gap")
-        }
+        per = [item_scores(f, v, metric) for f in folds]
+        row = {f["person"]: f"{x.mean():.3f}" for f, x in zip(folds, per, strict=True)}
+        people = [f["person"] for f, x in zip(folds, per, strict=True) for _ in range(x.shape[1])]
+        if len(folds) > 1:
+            pooled = stats.mean_interval(np.concatenate(per, 1), clusters=people)
+            row["pooled [95% interval]"] = _interval(pooled, sign="")
+        rows[VARIANT_LABELS.get(v, "constant image (control)")] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

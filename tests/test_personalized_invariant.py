@@ -274,3 +274,126 @@ def test_full_mode_data_are_whole_people_in_one_box_and_train_on_patches():
     )
     trainer = pi.train_variant(s, "full", 0, pi.stack_samples(data["train"]))
     assert trainer.step == 1
+
+
+# ------------------------------------------------------------------------------------------ folds, by patient
+def _fake_person(name, paths, settings):
+    g = torch.Generator().manual_seed(len(name))
+    samples = torch.rand(12, 5, 8, 8, generator=g)
+    samples[:, 4] = 1
+    return pi.SubjectData(name, samples, np.linspace(0, 1, 12), 0.0)
+
+
+def test_brats_folders_of_one_patient_stay_together(monkeypatch):
+    monkeypatch.setattr(pi, "load_person", _fake_person)
+    assert pi.patient_of("BraTS-GLI-00001-001") == "BraTS-GLI-00001" == pi.patient_of("BraTS-GLI-00001-000")
+    assert pi.patient_of("TCGA-DU-7294") == "TCGA-DU-7294"
+    names = [f"BraTS-GLI-{p:05d}-{t:03d}" for p in range(10) for t in (0, 1)]
+    subjects = {n: {} for n in names}
+    s = dict(CI, test_subjects=(), test_fraction=0.3)
+    data = pi.prepare_data(s, subjects)
+    test = {pi.patient_of(n) for n in data["split"]["test"]}
+    train = {pi.patient_of(n) for n in data["split"]["train"]}
+    assert len(test) == 3 and not test & train
+    assert len(data["split"]["test"]) == 6, "both folders of every test patient"
+    named = pi.prepare_data(dict(CI, test_subjects=("BraTS-GLI-00004-001",)), subjects)
+    assert named["split"]["test"] == ["BraTS-GLI-00004-000", "BraTS-GLI-00004-001"]
+
+
+def test_leave_one_out_tests_every_person_once_and_reads_each_once(monkeypatch):
+    calls = []
+
+    def counting(name, paths, settings):
+        calls.append(name)
+        return _fake_person(name, paths, settings)
+
+    monkeypatch.setattr(pi, "load_person", counting)
+    subjects = {n: {} for n in ("a", "b", "c")}
+    folds = pi.leave_one_out(CI, subjects)
+    assert [f["split"]["test"] for f in folds] == [["a"], ["b"], ["c"]]
+    for f in folds:
+        assert not set(f["split"]["train"]) & set(f["split"]["test"])
+    assert sorted(calls) == ["a", "b", "c"]
+    assert pi.chapter_fold(dict(CI, test_subjects=("b",)), folds) == 1
+
+
+# ------------------------------------------------------------------------------------------ does the decoder use X_h?
+def test_without_skips_the_output_depends_on_x_h_only():
+    torch.manual_seed(0)
+    model = pi.build_model(_tiny_settings(skips=False), "baseline").eval()
+    x = torch.rand(2, 4, 32, 32)
+    skips, x_h = model.encode(x)
+    with torch.no_grad():
+        out = model.decode(skips, x_h)
+        other_skips = tuple(torch.rand_like(t) for t in skips)
+        assert torch.allclose(model.decode(other_skips, x_h), out), "skips must not reach the output"
+        assert not torch.allclose(model.decode(skips, torch.zeros_like(x_h)), out)
+    unet = pi.build_model(_tiny_settings(skips=False), "unet").eval()
+    with torch.no_grad():
+        skips, x_h = unet.encode(x)
+        assert not torch.allclose(unet.decode(tuple(torch.rand_like(t) for t in skips), x_h), unet.decode(skips, x_h))
+
+
+def test_the_swap_test_matches_the_synthesis_and_sees_a_decoder_that_reads_x_h():
+    s = _tiny_settings(skips=False)
+    torch.manual_seed(0)
+    model = pi.build_model(s, "prior").eval()
+    samples = _samples(4)
+    dep = pi.x_h_dependence(model, samples)
+    plain = pi.off_diagonal_mean(pi.synthesis_scores(model, samples, s)["psnr"])
+    np.testing.assert_allclose(dep["none"], plain, rtol=1e-5)
+    assert not np.allclose(dep["none"], dep["zero"]) and not np.allclose(dep["none"], dep["swap"])
+    donors = pi.synthesise_with_x_h(model, samples, "swap", samples.roll(2, 0))
+    np.testing.assert_allclose(dep["swap"], pi.off_diagonal_mean(pi.scores_of(donors, samples)), rtol=1e-5)
+    with pytest.raises(ValueError, match="swap needs donor"):
+        pi.synthesise_with_x_h(model, samples, "swap")
+
+
+def test_the_constant_control_predicts_each_contrasts_mean_brain_intensity():
+    train = _samples(3)
+    test = _samples(2, seed=1)
+    pred = pi.constant_prediction(train, test)
+    assert pred.shape == (4, 2, 4, 32, 32)
+    mask = train[:, 4:]
+    for c in range(4):
+        mean = (train[:, c : c + 1] * mask).sum() / mask.sum()
+        inside = pred[1, :, c][test[:, 4] > 0]
+        assert torch.allclose(inside, mean.expand_as(inside))
+    assert torch.all(pred[:, :, :, test[0, 4] == 0] == 0), "nothing outside the brain"
+    assert torch.equal(pred[0], pred[3]), "the source is not read"
+
+
+def test_the_mask_control_agrees_perfectly_within_a_person():
+    people = {n: pi.SubjectData(n, _samples(5, seed=i), np.linspace(0, 1, 5), 0.0) for i, n in enumerate("abc")}
+    for n, d in people.items():  # a different brain mask per person
+        d.samples[:, 4, : 4 + "abc".index(n) * 3] = 0
+    positions = {n: d.position for n, d in people.items()}
+    emb = pi.control_embeddings(people, "mask", (3, 3))
+    assert emb["a"].shape == (4, 5, 9)
+    assert pi.xh_agreement(emb, positions, "a")["same_person"] == pytest.approx(1.0)
+    pixels = pi.control_embeddings(people, "pixels", (3, 3))
+    assert pi.xh_agreement(pixels, positions, "a")["same_person"] < 0.99
+
+
+def _fold(person, effect, n=6, seeds=(0, 1, 2), seed=0):
+    """A fake fold: variant "b" scores 20 dB, "a" scores 20 + effect (+ noise) on n test slices."""
+    rng = np.random.default_rng(seed)
+    test = {}
+    for s in seeds:
+        for v, shift in (("a", effect), ("b", 0.0)):
+            psnr = np.full((4, 4, n), 20.0 + shift) + rng.normal(0, 0.05, (4, 4, n))
+            test[v, s] = {"psnr": psnr, "ssim": psnr / 40}
+    constant = {"psnr": np.full((4, 4, n), 19.0), "ssim": np.full((4, 4, n), 0.4)}
+    return {"person": person, "test": test, "control": {"constant": constant}}
+
+
+def test_fold_comparisons_agree_only_when_every_fold_does():
+    same = [_fold(p, 1.0, seed=i) for i, p in enumerate("xyz")]
+    c = pi.compare(same, "a", "b")
+    assert c["agree"] == "above 0" and c["pooled"]["low"] > 0 and c["pooled"]["n_clusters"] == 3
+    assert set(c["folds"]) == {"x", "y", "z"} and all(r["n_clusters"] == 1 for r in c["folds"].values())
+    mixed = [_fold("x", 1.0), _fold("y", -1.0, seed=1), _fold("z", 1.0, seed=2)]
+    assert pi.compare(mixed, "a", "b")["agree"] == "no"
+    assert pi.compare(same, "b", "constant")["pooled"]["mean"] == pytest.approx(1.0, abs=0.05)
+    table = pi.comparison_table(same, {"a - b": ("a", "b")})
+    assert list(table.index.get_level_values(1)) == ["x", "y", "z", "pooled"]
