@@ -21,7 +21,11 @@ import argparse
 import hashlib
 import math
 import os
+import re
+import tempfile
 import time
+import unicodedata
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +188,7 @@ class MedPixData:
     images: torch.Tensor
     vqa: pd.DataFrame
     digest: str  # sha256 of the verified pairs.csv: the data identity
+    dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows left out, with the reason
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.table["split"].to_numpy() == split)
@@ -213,13 +218,44 @@ def square_resize(image: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="area")[0]
 
 
+# MedPix's template text where an uploader left the caption unwritten (21 rows of pairs.csv)
+PLACEHOLDER_CAPTION = re.compile(r"^\s*replace this\b", re.IGNORECASE)
+
+
+def normalise_case_uid(uids: pd.Series) -> pd.Series:
+    """Case ids as the leak check compares them: Unicode-normalised (NFKC), stripped, upper-case, so that
+    ``"mpx1009 "`` and ``"MPX1009"`` are one case."""
+    return uids.astype(str).map(lambda u: unicodedata.normalize("NFKC", u).strip().upper())
+
+
 def check_case_split(table: pd.DataFrame) -> None:
-    """Raise if any case (``case_uid``) has images in more than one split: images of one patient case
+    """Raise if any case (``case_uid``, normalised) has images in more than one split, or if one image
+    (the same ``jpg_sha256``, where the table has it) lies in two splits: images of one patient case
     share anatomy and often a caption, so a case split across train and test would leak."""
-    per_case = table.groupby("case_uid")["split"].nunique()
+    per_case = table.assign(case=normalise_case_uid(table["case_uid"])).groupby("case")["split"].nunique()
     leaky = per_case[per_case > 1]
     if len(leaky):
         raise BenchmarkError(f"{len(leaky)} case(s) appear in more than one split, e.g. {list(leaky.index[:3])}")
+    if "jpg_sha256" in table:
+        per_image = table.groupby("jpg_sha256")["split"].nunique()
+        shared = per_image[per_image > 1]
+        if len(shared):
+            names = table.loc[table["jpg_sha256"].isin(shared.index), "image"].tolist()
+            raise BenchmarkError(
+                f"{len(shared)} identical image(s) (same sha256) lie in more than one split, e.g. {names[:4]}"
+            )
+
+
+def confined_path(folder: Path, name: str) -> Path:
+    """``folder / name`` for a file name read from a data table, refused (:class:`BenchmarkError`) if it
+    is absolute or leads outside ``folder`` (``..``, a link out of it), as the manifests refuse it."""
+    relative = Path(str(name))
+    if relative.is_absolute() or ".." in relative.parts or not str(name).strip():
+        raise BenchmarkError(f"image path {name!r} in the pairs table leaves the set's folder {folder}")
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise BenchmarkError(f"image path {name!r} in the pairs table leads outside {folder}")
+    return path
 
 
 def load_medpix2(
@@ -231,8 +267,11 @@ def load_medpix2(
     """Verify (sha256) and load MedPix 2.0: pairs.csv and vqa.csv through the manifest, then every image
     against the sha256 that pairs.csv records for it; mask the burned-in text and resize.
 
-    The authors' ``dev`` split is renamed ``val``. Raises :class:`BenchmarkError` for a missing image,
-    an empty caption or a case found in two splits, and ``ChecksumError`` for a changed file."""
+    The authors' ``dev`` split is renamed ``val``. Rows whose caption is MedPix's placeholder ("Replace
+    this - DESCRIPTION OF THE IMAGE OR FINDINGS.") are dropped with their VQA questions and listed in
+    ``dropped``. Raises :class:`BenchmarkError` for a missing image, an image path outside the image
+    folder, an empty caption or a case (or an identical image) found in two splits, and
+    ``ChecksumError`` for a changed file."""
     if not isinstance(manifest, mdata.Manifest):
         manifest = mdata.load_manifest(manifest)
     pairs_path = mdata.fetch(manifest, "pairs")
@@ -248,12 +287,15 @@ def load_medpix2(
         raise BenchmarkError(f"{len(empty)} image(s) have an empty caption, e.g. {empty[:3]}")
     table["caption"] = captions
     check_case_split(table)
+    placeholder = captions.str.contains(PLACEHOLDER_CAPTION).to_numpy()
+    dropped = table.loc[placeholder, ["image", "case_uid", "split"]].assign(reason="placeholder caption")
+    table = table.loc[~placeholder].reset_index(drop=True)
     image_dir = Path(image_dir) if image_dir is not None else pairs_path.parent / "images_224"
     from PIL import Image
 
     images = []
     for name, digest in zip(table["image"], table["jpg_sha256"], strict=True):
-        path = image_dir / name
+        path = confined_path(image_dir, name)
         if not path.is_file():
             raise BenchmarkError(f"image {name!r} listed in pairs.csv is missing from {image_dir}")
         actual = mdata.file_digest(path)
@@ -264,6 +306,9 @@ def load_medpix2(
         images.append(square_resize(mask_burned_in_text(pixels, mask_fraction), size))
     vqa = pd.read_csv(vqa_path)
     vqa["medpix2_split"] = vqa["medpix2_split"].replace({"dev": "val"})
+    on_dropped = vqa["image"].isin(set(dropped["image"])).to_numpy()
+    dropped["vqa_questions"] = dropped["image"].map(vqa.loc[on_dropped, "image"].value_counts()).fillna(0).astype(int)
+    vqa = vqa.loc[~on_dropped].reset_index(drop=True)
     index = {name: i for i, name in enumerate(table["image"])}
     missing = sorted(set(vqa["image"]) - set(index))
     if missing:
@@ -272,7 +317,8 @@ def load_medpix2(
     wrong = vqa["medpix2_split"].to_numpy() != table["split"].to_numpy()[vqa["row"].to_numpy()]
     if wrong.any():
         raise BenchmarkError(f"{int(wrong.sum())} VQA row(s) carry a split different from their image's case split")
-    return MedPixData(table=table, images=torch.stack(images), vqa=vqa, digest=mdata.file_digest(pairs_path))
+    digest = mdata.file_digest(pairs_path)
+    return MedPixData(table=table, images=torch.stack(images), vqa=vqa, digest=digest, dropped=dropped)
 
 
 def load_external(task: str, size: int, n_train: int | None, seed: int = 0) -> dict:
@@ -449,18 +495,68 @@ def encode_texts(
     return TextFeatures(torch.cat(toks), torch.cat(masks), torch.cat(words))
 
 
+def read_text_cache(path: Path, n_texts: int, max_tokens: int) -> TextFeatures:
+    """The text features cached in ``path`` (safetensors: tensors only, no code runs on loading), checked
+    against what the caller expects: ``n_texts`` rows of ``max_tokens`` token states (float16) with
+    boolean attention and word masks of the same shape. Raises :class:`BenchmarkError` naming the file
+    for a damaged, truncated or mismatched cache."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise BenchmarkError(f"text-feature cache {path} cannot be read ({err})") from err
+    if set(tensors) != {"tokens", "mask", "words"}:
+        raise BenchmarkError(f"text-feature cache {path} holds {sorted(tensors)}, not tokens, mask, words")
+    tokens, mask, words = tensors["tokens"], tensors["mask"], tensors["words"]
+    if tokens.ndim != 3 or tokens.shape[:2] != (n_texts, max_tokens) or tokens.dtype != torch.float16:
+        raise BenchmarkError(
+            f"text-feature cache {path} holds tokens {tuple(tokens.shape)} {tokens.dtype}, "
+            f"expected ({n_texts}, {max_tokens}, hidden) float16"
+        )
+    for name, t in (("mask", mask), ("words", words)):
+        if t.shape != (n_texts, max_tokens) or t.dtype != torch.bool:
+            raise BenchmarkError(f"text-feature cache {path}: {name} is {tuple(t.shape)} {t.dtype}")
+    if not torch.isfinite(tokens).all():
+        raise BenchmarkError(f"text-feature cache {path} holds non-finite token states")
+    return TextFeatures(tokens, mask, words)
+
+
+def write_text_cache(path: Path, feats: TextFeatures) -> None:
+    """Write ``feats`` to ``path`` through a temporary file in the same folder and an atomic rename, so a
+    run killed mid-write leaves either the old file or none, never a truncated one."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tensors = {"tokens": feats.tokens, "mask": feats.mask, "words": feats.words}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def cached_text_features(
     texts: Sequence[str], init: str, max_tokens: int, cache_dir: str | Path | None
 ) -> TextFeatures:
-    """:func:`encode_texts` with a disk cache keyed by the texts, the weights' sha256, init and length."""
+    """:func:`encode_texts` with a disk cache keyed by the texts, the weights' sha256, init and length.
+
+    The cache is a safetensors file (never a pickle, so a planted file cannot run code), written
+    atomically; a damaged or mismatched one (wrong rows or shape) is reported by name and rebuilt."""
     key = hashlib.sha256("\n".join([MINILM_SHA256, init, str(max_tokens), *texts]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"minilm_{init}_{key}.pt" if cache_dir else None
+    path = Path(cache_dir) / f"minilm_{init}_{key}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
-        return TextFeatures(**torch.load(path))
+        try:
+            return read_text_cache(path, len(texts), max_tokens)
+        except BenchmarkError as err:
+            warnings.warn(f"{err}; computing the features again and replacing it", stacklevel=2)
     feats = encode_texts(texts, minilm_dir(), init=init, max_tokens=max_tokens)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"tokens": feats.tokens, "mask": feats.mask, "words": feats.words}, path)
+        write_text_cache(path, feats)
     return feats
 
 
@@ -864,6 +960,8 @@ def recall_at_k(similarity: np.ndarray, positives: np.ndarray, ks: Sequence[int]
     """Per query (row): 1.0 if any of its positives (boolean matrix, same shape) is among the ``k``
     highest-scoring gallery items (columns), else 0.0; ties are broken against the query."""
     similarity, positives = np.asarray(similarity, dtype=float), np.asarray(positives, dtype=bool)
+    if not np.isfinite(similarity).all():
+        raise BenchmarkError("similarities contain NaN or infinite values: no ranking")
     if similarity.shape != positives.shape:
         raise BenchmarkError(f"similarity {similarity.shape} and positives {positives.shape} differ in shape")
     if not positives.any(1).all():
@@ -1025,8 +1123,7 @@ def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 
     for task, (column, _classes, _) in ZERO_SHOT_TASKS.items():
         feats, n_cls, n_tpl, labels = bench.prompts[task]
         cls_emb = class_embeddings(embed_texts(model, feats).reshape(n_cls, n_tpl, -1))
-        keep_ev = ev[table[column].iloc[ev].isin(labels).to_numpy()]
-        keep_tr = tr[table[column].iloc[tr].isin(labels).to_numpy()]
+        keep_ev, keep_tr = _label_rows(table, ev, column, labels), _label_rows(table, tr, column, labels)
         y_ev = table[column].iloc[keep_ev].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
         y_tr = table[column].iloc[keep_tr].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
         out[f"zero_shot.{task}"] = (zero_shot_predict(img_emb[keep_ev], cls_emb) == y_ev).astype(float)
@@ -1055,14 +1152,89 @@ def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 
     vqa = data.vqa
     q_emb = embed_texts(model, bench.questions)
     x = torch.cat([img_emb[torch.tensor(vqa["row"].to_numpy(), dtype=torch.long)], q_emb], 1).numpy()
-    answers = vqa["answer"].astype(str).str.lower().str.strip().to_numpy()
+    out.update(vqa_tasks(x, vqa, split))
+    return out
+
+
+def vqa_tasks(x: np.ndarray, vqa: pd.DataFrame, split: str = "test") -> dict[str, np.ndarray]:
+    """Per-question correctness on ``split`` for closed and for open questions (``x``: one feature row
+    per row of ``vqa``). Closed questions are answered by a classifier trained on the closed training
+    questions, so from closed answers only (yes, no, ...), as the VQA literature scores them; open
+    questions by one trained on the open ones."""
+    answers = vqa_answers(vqa)
+    closed = (vqa["answer_type"] == "CLOSED").to_numpy()
     is_tr = (vqa["medpix2_split"] == "train").to_numpy()
     is_ev = (vqa["medpix2_split"] == split).to_numpy()
-    correct = vqa_scores(x[is_tr], answers[is_tr], x[is_ev], answers[is_ev])
-    closed = vqa["answer_type"].to_numpy()[is_ev] == "CLOSED"
-    out["vqa.closed"] = correct[closed]
-    out["vqa.open"] = correct[~closed]
+    out = {}
+    for name, kind in (("vqa.closed", closed), ("vqa.open", ~closed)):
+        tr_q, ev_q = is_tr & kind, is_ev & kind
+        out[name] = vqa_scores(x[tr_q], answers[tr_q], x[ev_q], answers[ev_q])
     return out
+
+
+def vqa_answers(vqa: pd.DataFrame) -> np.ndarray:
+    """Answers as the VQA tasks compare them: lower case, surrounding spaces removed ("Yes" is "yes")."""
+    return vqa["answer"].astype(str).str.lower().str.strip().to_numpy()
+
+
+def _label_rows(table: pd.DataFrame, rows: np.ndarray, column: str, labels: Sequence) -> np.ndarray:
+    """The rows of ``rows`` whose ``column`` is one of a task's class ``labels`` (the items it scores)."""
+    return rows[table[column].iloc[rows].isin(labels).to_numpy()]
+
+
+def item_clusters(bench: Bench, split: str = "test") -> dict[str, np.ndarray]:
+    """For every task of :func:`evaluate`, the independent unit of each scored item, in the same order:
+    the (normalised) MedPix case of the image for MedPix tasks (images of one case share a patient),
+    ``"<task>:<index>"`` for the MedMNIST test images (one image per unit; zero-shot and probe of one
+    set share the labels). Interval functions resample these, never the items alone."""
+    table = bench.data.table
+    case = normalise_case_uid(table["case_uid"]).to_numpy()
+    ev = bench.data.indices(split)
+    out: dict[str, np.ndarray] = {}
+    for task, (column, _classes, _) in ZERO_SHOT_TASKS.items():
+        labels = bench.prompts[task][3]
+        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = case[_label_rows(table, ev, column, labels)]
+    for task, sets in bench.external.items():
+        ids = np.array([f"{task}:{i}" for i in range(len(sets["test"][1]))])
+        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = ids
+    for direction in ("i2t", "t2i"):
+        for k in (1, 5, 10):
+            out[f"{direction}.r{k}"] = case[ev]
+    vqa = bench.data.vqa
+    closed = (vqa["answer_type"] == "CLOSED").to_numpy()
+    is_ev = (vqa["medpix2_split"] == split).to_numpy()
+    rows = vqa["row"].to_numpy()
+    out["vqa.closed"] = case[rows[is_ev & closed]]
+    out["vqa.open"] = case[rows[is_ev & ~closed]]
+    return out
+
+
+def chance_levels(bench: Bench, split: str = "test") -> pd.Series:
+    """Every task's score without information, on ``split``: for a classification task (zero-shot,
+    probe, VQA) the majority-class rate of its scored items (always answering the most frequent class,
+    or answer, of the split itself, an upper bound on what a constant guess can score); for retrieval
+    :func:`retrieval_chance` on the split's captions."""
+    table = bench.data.table
+    ev = bench.data.indices(split)
+
+    def majority(values) -> float:
+        return float(pd.Series(values).value_counts(normalize=True).iloc[0])
+
+    out: dict[str, float] = {}
+    for task, (column, _classes, _) in ZERO_SHOT_TASKS.items():
+        labels = bench.prompts[task][3]
+        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = majority(
+            table[column].iloc[_label_rows(table, ev, column, labels)]
+        )
+    for task, sets in bench.external.items():
+        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = majority(np.asarray(sets["test"][1]).ravel())
+    out.update(retrieval_chance(table["caption"].to_numpy()[ev]))
+    vqa = bench.data.vqa
+    answers, closed = vqa_answers(vqa), (vqa["answer_type"] == "CLOSED").to_numpy()
+    is_ev = (vqa["medpix2_split"] == split).to_numpy()
+    out["vqa.closed"] = majority(answers[is_ev & closed])
+    out["vqa.open"] = majority(answers[is_ev & ~closed])
+    return pd.Series(out, name="chance")
 
 
 # ------------------------------------------------------------------------------------- benchmark
@@ -1126,123 +1298,242 @@ def run_benchmark(
     return runs
 
 
-def bootstrap_interval(scores: np.ndarray, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95):
-    """Mean and percentile bootstrap interval of per-item scores."""
-    scores = np.asarray(scores, dtype=float)
-    if scores.ndim != 1 or len(scores) < 2:
-        raise BenchmarkError(f"a bootstrap interval needs a 1D array of at least 2 scores, got shape {scores.shape}")
-    rng = np.random.default_rng(seed)
-    means = scores[rng.integers(0, len(scores), (n_resamples, len(scores)))].mean(1)
-    alpha = (1 - confidence) / 2
-    return float(scores.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+RunKey = tuple  # (method, text init[, image init])
+
+
+def _key(key: RunKey) -> tuple[str, str, str]:
+    method, text_init, *rest = key
+    return method, text_init, rest[0] if rest else "scratch"
+
+
+def seed_scores(
+    runs: Sequence[RunRecord], method: str, text_init: str = "pretrained", image_init: str = "scratch"
+) -> tuple[list[int], dict[str, np.ndarray]]:
+    """The seeds (sorted) of one method and initialisation, and per task its scores of shape
+    ``(seeds, items)``: the shape every interval of :mod:`medvae_lib.stats` takes."""
+    chosen = sorted(
+        (r for r in runs if (r.method, r.text_init, r.image_init) == (method, text_init, image_init)),
+        key=lambda r: r.seed,
+    )
+    if not chosen:
+        raise BenchmarkError(f"no runs of {method!r} with text init {text_init!r} and image init {image_init!r}")
+    seeds = [r.seed for r in chosen]
+    if len(set(seeds)) != len(seeds):
+        raise BenchmarkError(f"{method!r} has repeated seeds {seeds}")
+    return seeds, {task: np.stack([np.asarray(r.scores[task], float) for r in chosen]) for task in chosen[0].scores}
 
 
 def seed_mean_scores(
     runs: Sequence[RunRecord], method: str, text_init: str = "pretrained", image_init: str = "scratch"
 ) -> dict[str, np.ndarray]:
-    """Per-item scores of one method (and initialisation) averaged over its seeds (the unit the intervals
-    resample)."""
-    chosen = [r for r in runs if (r.method, r.text_init, r.image_init) == (method, text_init, image_init)]
-    if not chosen:
-        raise BenchmarkError(f"no runs of {method!r} with text init {text_init!r} and image init {image_init!r}")
-    return {task: np.mean([r.scores[task] for r in chosen], 0) for task in chosen[0].scores}
+    """Per-item scores of one method (and initialisation) averaged over its seeds (for figures)."""
+    return {task: v.mean(0) for task, v in seed_scores(runs, method, text_init, image_init)[1].items()}
 
 
-def results_table(runs: Sequence[RunRecord], n_resamples: int = 1000) -> pd.DataFrame:
-    """Long table: one row per (method, text init, image init, task) with mean, 95 % interval, items and seeds."""
+def _clusters_for(clusters: Mapping | None, task: str, n_items: int):
+    if clusters is None or task not in clusters:
+        return None
+    labels = np.asarray(clusters[task])
+    if labels.shape != (n_items,):
+        raise BenchmarkError(f"{task}: {n_items} scored items but {labels.shape[0]} cluster labels")
+    return labels
+
+
+def results_table(runs: Sequence[RunRecord], clusters: Mapping | None = None) -> pd.DataFrame:
+    """Long table: one row per (method, text init, image init, task) with the mean over seeds and items and
+    a 95 % interval over seeds crossed with clusters (``stats.mean_interval``; ``clusters`` maps a task
+    to each item's unit, e.g. :func:`item_clusters`; a task without labels treats items as units)."""
+    from medvae_lib import stats
+
     rows = []
     for key in dict.fromkeys((r.method, r.text_init, r.image_init) for r in runs):
-        method, init, image_init = key
-        seeds = sorted(r.seed for r in runs if (r.method, r.text_init, r.image_init) == key)
-        for task, scores in seed_mean_scores(runs, *key).items():
-            mean, low, high = bootstrap_interval(scores, n_resamples)
+        seeds, scores = seed_scores(runs, *key)
+        for task, values in scores.items():
+            groups = _clusters_for(clusters, task, values.shape[1])
+            res = stats.mean_interval(values, groups)
             rows.append(
                 {
-                    "method": method,
-                    "text_init": init,
-                    "image_init": image_init,
+                    "method": key[0],
+                    "text_init": key[1],
+                    "image_init": key[2],
                     "task": task,
-                    "mean": mean,
-                    "low": low,
-                    "high": high,
-                    "n_items": len(scores),
+                    "mean": res["mean"],
+                    "low": res["low"],
+                    "high": res["high"],
+                    "per_seed": [float(v) for v in values.mean(1)],
+                    "n_items": res["n_items"],
+                    "n_clusters": res["n_clusters"],
                     "seeds": len(seeds),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def wide_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Methods x tasks, each cell 'mean [low, high]' in percent."""
+def run_label(method: str, text_init: str, image_init: str = "scratch") -> str:
+    """A run's column name: the method, with its text and image initialisation where not the default."""
+    label = method + ("" if text_init == "pretrained" else f" ({text_init} text)")
+    image = image_init_label(image_init)
+    return label + (f" ({image} image)" if image else "")
+
+
+def wide_table(long: pd.DataFrame, chance: pd.Series | None = None) -> pd.DataFrame:
+    """Tasks x runs, each cell 'mean [low, high]' in percent, with a first column ``chance`` (percent)
+    where ``chance`` (task -> chance level, :func:`chance_levels`) is given."""
     cell = long.assign(
         cell=[
             f"{100 * m:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
             for m, lo, hi in zip(long["mean"], long["low"], long["high"], strict=True)
-        ]
+        ],
+        label=[run_label(*k) for k in zip(long["method"], long["text_init"], long["image_init"], strict=True)],
     )
-    label = cell["method"] + np.where(cell["text_init"] == "pretrained", "", " (" + cell["text_init"] + " text)")
-    image = [image_init_label(i) for i in cell.get("image_init", ["scratch"] * len(cell))]
-    label = label + [f" ({name} image)" if name else "" for name in image]
-    return (
-        cell.assign(label=label)
-        .pivot(index="label", columns="task", values="cell")
-        .loc[lambda d: list(dict.fromkeys(label))]
-    )
+    wide = cell.pivot(index="task", columns="label", values="cell")
+    wide = wide.loc[list(dict.fromkeys(long["task"])), list(dict.fromkeys(cell["label"]))]
+    if chance is not None:
+        wide.insert(0, "chance", [f"{100 * chance[t]:.0f}" for t in wide.index])
+    return wide
+
+
+def tasks_above_chance(long: pd.DataFrame, chance: Mapping, keys: Sequence[RunKey], tasks: Sequence[str]) -> list:
+    """The ``tasks`` on which every run of ``keys`` scores above its chance level: the lower end of its
+    seeds-and-clusters interval (``long``, from :func:`results_table`) above ``chance[task]``. A task
+    where a run sits at or below chance (a constant answer, a collapsed zero-shot classifier) measures
+    the degenerate behaviour, not the representation, so comparisons are reported with and without it."""
+    keep = []
+    for task in tasks:
+        ok = True
+        for key in keys:
+            method, text_init, image_init = _key(key)
+            row = long[
+                (long.method == method)
+                & (long.text_init == text_init)
+                & (long.image_init == image_init)
+                & (long.task == task)
+            ]
+            if len(row) != 1:
+                raise BenchmarkError(f"no result for {key} on {task}")
+            ok &= bool(row["low"].iloc[0] > chance[task])
+        if ok:
+            keep.append(task)
+    return keep
+
+
+def _paired_scores(runs, a: RunKey, b: RunKey):
+    seeds_a, sa = seed_scores(runs, *_key(a))
+    seeds_b, sb = seed_scores(runs, *_key(b))
+    if seeds_a != seeds_b:
+        raise BenchmarkError(f"{a} and {b} were run with different seeds ({seeds_a} and {seeds_b})")
+    return sa, sb
+
+
+def _averaged_scores(runs, keys) -> tuple[list[int], dict[str, np.ndarray]]:
+    """Scores of one run key, or the average of several (the same seeds) when ``keys`` is a list."""
+    if isinstance(keys, list):
+        parts = [seed_scores(runs, *_key(k)) for k in keys]
+        if any(p[0] != parts[0][0] for p in parts):
+            raise BenchmarkError(f"{keys} were run with different seeds")
+        return parts[0][0], {t: np.mean([p[1][t] for p in parts], 0) for t in parts[0][1]}
+    return seed_scores(runs, *_key(keys))
 
 
 def paired_differences(
-    runs: Sequence[RunRecord], a: tuple[str, ...], b: tuple[str, ...], tasks: Sequence[str] | None = None
+    runs: Sequence[RunRecord],
+    a: RunKey,
+    b: RunKey,
+    tasks: Sequence[str] | None = None,
+    clusters: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Per task: mean of (method a - method b) per-item scores (seed-averaged), with a BCa bootstrap
-    interval (``metrics.paired_difference``). ``a`` and ``b`` are (method, text init[, image init])."""
-    from medvae_lib.metrics import paired_difference
+    """Per task: mean of (run a - run b) over seeds and items, with the interval of
+    ``stats.paired_difference`` over seeds crossed with clusters (seed ``s`` of a paired with seed ``s`` of
+    b), and the per-seed differences. ``a`` and ``b`` are (method, text init[, image init])."""
+    from medvae_lib import stats
 
-    sa, sb = seed_mean_scores(runs, *a), seed_mean_scores(runs, *b)
+    sa, sb = _paired_scores(runs, a, b)
     rows = []
     for task in tasks or list(sa):
-        d = paired_difference(sa[task], sb[task])
-        rows.append({"task": task, "difference": d["mean"], "low": d["low"], "high": d["high"], "n": d["n"]})
+        d = stats.paired_difference(sa[task], sb[task], _clusters_for(clusters, task, sa[task].shape[1]))
+        rows.append(
+            {
+                "task": task,
+                "difference": d["mean"],
+                "low": d["low"],
+                "high": d["high"],
+                "per_seed": d["per_seed"],
+                "n_items": d["n_items"],
+                "n_clusters": d["n_clusters"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def overall_difference(
     runs: Sequence[RunRecord],
-    a: tuple[str, ...],
-    b: tuple[str, ...],
+    a: RunKey | list,
+    b: RunKey,
     tasks: Sequence[str],
+    clusters: Mapping | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Mean over ``tasks`` of the per-task mean differences (a - b), with a percentile bootstrap interval
-    that resamples each task's test items independently (tasks are scored on different item sets)."""
-    sa, sb = seed_mean_scores(runs, *a), seed_mean_scores(runs, *b)
-    rng = np.random.default_rng(seed)
-    diffs = [sa[t] - sb[t] for t in tasks]
-    boot = np.mean([d[rng.integers(0, len(d), (n_resamples, len(d)))].mean(1) for d in diffs], 0)
-    return {
-        "mean": float(np.mean([d.mean() for d in diffs])),
-        "low": float(np.quantile(boot, 0.025)),
-        "high": float(np.quantile(boot, 0.975)),
-        "tasks": len(diffs),
-    }
+    """Mean over ``tasks`` of the per-task mean differences (a - b), every task weighted equally, with the
+    interval of ``stats.statistic_difference``: the training part from the per-seed values, the test-set
+    part from a bootstrap over clusters that resamples a MedPix case with all its items in every task at
+    once (the tasks share cases) and each MedMNIST test image with its zero-shot and probe items. ``a``
+    may be a list of run keys, averaged (e.g. FILIP and GLoRIA). Returns mean, low, high, se, df,
+    per_seed, a_better and the number of tasks; ``mean`` is NaN (and no interval) for no task."""
+    from medvae_lib import stats
+
+    tasks = list(tasks)
+    if not tasks:
+        nan = float("nan")
+        return {"mean": nan, "low": nan, "high": nan, "per_seed": [], "tasks": 0}
+    seeds_a, sa = _averaged_scores(runs, a)
+    seeds_b, sb = seed_scores(runs, *_key(b))
+    if seeds_a != seeds_b:
+        raise BenchmarkError(f"{a} and {b} were run with different seeds ({seeds_a} and {seeds_b})")
+    task_index = np.concatenate([np.full(sa[t].shape[1], i) for i, t in enumerate(tasks)])
+    groups = []
+    for t in tasks:
+        labels = _clusters_for(clusters, t, sa[t].shape[1])
+        groups.append(
+            labels.astype(str) if labels is not None else np.array([f"{t}#{i}" for i in range(sa[t].shape[1])])
+        )
+    n_tasks = len(tasks)
+
+    def mean_over_tasks(labels: np.ndarray, scores: np.ndarray) -> float:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_task = np.bincount(labels, scores, n_tasks) / np.bincount(labels, minlength=n_tasks)
+        return float(per_task.mean())  # NaN when a resample lost a task: skipped by statistic_difference
+
+    res = stats.statistic_difference(
+        mean_over_tasks,
+        task_index,
+        np.concatenate([sa[t] for t in tasks], 1),
+        np.concatenate([sb[t] for t in tasks], 1),
+        np.concatenate(groups),
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return {**res, "tasks": n_tasks}
 
 
 def compare_with_paper(diff: Mapping, paper_says_it_helps: bool, what: str) -> str:
-    """One sentence: what a difference (``mean``, ``low``, ``high``, fractions) shows, and whether that
-    agrees with the paper's answer ("it helps" or "it does not help")."""
-    mean, low, high = (100 * diff[k] for k in ("mean", "low", "high"))
-    shown = f"{what}: {mean:+.1f} points on average over the tasks, 95 % interval [{low:+.1f}, {high:+.1f}]"
-    if low > 0:
-        finding, agrees = "the interval lies above zero, so it helps here", paper_says_it_helps
-    elif high < 0:
-        finding, agrees = "the interval lies below zero, so it hurts here", not paper_says_it_helps
+    """One sentence: how an interval (``mean``, ``low``, ``high``, fractions) reads (``stats.verdict``:
+    above zero, below zero, or not detectable at this size), and whether that agrees with the paper's
+    answer ("it helps" or "it does not help")."""
+    from medvae_lib import stats
+
+    if not np.isfinite(diff.get("mean", float("nan"))):
+        return f"{what}: no task to compare."
+    reading = stats.verdict({k: 100 * diff[k] for k in ("mean", "low", "high")}, " points")
+    if diff["low"] > 0:
+        agreement = "agrees with the paper" if paper_says_it_helps else "disagrees with the paper"
+    elif diff["high"] < 0:
+        agreement = "disagrees with the paper" if paper_says_it_helps else "agrees with the paper"
+    elif paper_says_it_helps:
+        agreement = "does not confirm the paper's gain"
     else:
-        finding, agrees = "the interval contains zero, so no difference is detectable at this scale", None
-    if agrees is None:
-        verdict = "is consistent with the paper" if not paper_says_it_helps else "does not confirm the paper's gain"
-    else:
-        verdict = "agrees with the paper" if agrees else "disagrees with the paper"
-    return f"{shown}; {finding}: this {verdict}."
+        agreement = "is consistent with the paper (a gain up to the interval's upper end is not excluded)"
+    return f"{what}: {reading}; this {agreement}."
 
 
 TASK_GROUPS = {
@@ -1276,12 +1567,6 @@ def plot_differences(diffs: Mapping[str, pd.DataFrame], title: str, ax=None):
     ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
-
-
-def group_mean(runs: Sequence[RunRecord], method: str, text_init: str, group: str) -> np.ndarray:
-    """A method's per-task means over one task group (for a scalar summary per group)."""
-    s = seed_mean_scores(runs, method, text_init)
-    return np.array([s[t].mean() for t in TASK_GROUPS[group]])
 
 
 def to_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
@@ -1334,8 +1619,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = build_bench(settings, args.text_init, args.cache_dir, download=args.download)
     runs = run_benchmark(args.methods, bench, args.seeds or settings["seeds"], args.split, image_init=image_init)
     to_frame(runs).to_csv(args.out, index=False)
-    wide = wide_table(results_table(runs, settings["n_bootstrap"]))
-    print(wide[[t for group in TASK_GROUPS.values() for t in group if t in wide]].to_string())
+    clusters = item_clusters(bench, args.split)
+    wide = wide_table(results_table(runs, clusters), chance_levels(bench, args.split))
+    print(wide.loc[[t for group in TASK_GROUPS.values() for t in group if t in wide.index]].to_string())
     return 0
 
 

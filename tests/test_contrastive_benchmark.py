@@ -191,10 +191,144 @@ def test_linear_probe_and_vqa_classifier_learn_a_separable_rule():
     assert cb.vqa_scores(x[:150], answers[:150], x[150:], answers[150:]).mean() > 0.9
 
 
-def test_bootstrap_interval_contains_the_mean():
-    scores = np.r_[np.ones(60), np.zeros(40)]
-    mean, low, high = cb.bootstrap_interval(scores)
-    assert mean == pytest.approx(0.6) and low < 0.6 < high and high - low < 0.25
+def test_closed_questions_are_answered_from_closed_answers_only():
+    """The failure it fixes: one classifier over all answers answered "axial" (an open answer, the most
+    frequent one) to yes/no questions."""
+    rng = np.random.default_rng(0)
+    n_open, n_closed = 120, 40
+    vqa = pd.DataFrame(
+        {
+            "answer": ["axial"] * n_open + list(rng.choice(["Yes", "no"], n_closed)),
+            "answer_type": ["OPEN"] * n_open + ["CLOSED"] * n_closed,
+            "medpix2_split": np.where(np.arange(n_open + n_closed) % 4 == 0, "test", "train"),
+        }
+    )
+    x = rng.normal(size=(len(vqa), 3))  # no information: the classifier can only learn the answer counts
+    out = cb.vqa_tasks(x, vqa, "test")
+    closed_test = vqa[(vqa.answer_type == "CLOSED") & (vqa.medpix2_split == "test")]
+    assert len(out["vqa.closed"]) == len(closed_test) and len(out["vqa.open"]) == n_open // 4
+    assert out["vqa.open"].mean() == 1.0
+    assert out["vqa.closed"].mean() > 0.2  # all-wrong ("axial") before the fix
+
+
+def test_item_clusters_and_chance_levels_match_what_evaluate_scores():
+    n = 40
+    table = pd.DataFrame(
+        {
+            "case_uid": [f"mpx{i // 2}" for i in range(n)],
+            "split": np.where(np.arange(n) < 28, "train", "test"),
+            "caption": [f"caption {i // 2}" for i in range(n)],
+            "scan_type": ["CT", "MR"] * (n // 2),
+            "location_category": ["Head", "Thorax", "Head", "Abdomen"] * (n // 4),
+            "plane": ["Axial", "Axial", "Axial", "Coronal", "Other View (see caption)"] * (n // 5),
+        }
+    )
+    vqa = pd.DataFrame(
+        {
+            "image": [f"im{i}" for i in range(n)],
+            "row": np.arange(n),
+            "question": ["q"] * n,
+            "answer": ["yes", "No", "no", "axial", "t2"] * (n // 5),
+            "answer_type": ["CLOSED", "CLOSED", "CLOSED", "OPEN", "OPEN"] * (n // 5),
+            "medpix2_split": table["split"],
+        }
+    )
+    data = cb.MedPixData(table, torch.rand(n, 1, 32, 32), vqa, "x")
+    text = _tiny_text(n=n, length=5, dim=12)
+    prompts = {}
+    for task, (_, classes, templates) in cb.ZERO_SHOT_TASKS.items():
+        prompts[task] = (_tiny_text(len(classes) * len(templates), 5, 12), len(classes), len(templates), list(classes))
+    external = {}
+    for task, spec in cb.EXTERNAL_TASKS.items():
+        k = len(spec.classes) * len(spec.templates)
+        prompts[task] = (_tiny_text(k, 5, 12), len(spec.classes), len(spec.templates), list(spec.classes))
+        external[task] = {
+            "train": (torch.rand(12, 1, 32, 32), np.arange(12) % 2),
+            "test": (torch.rand(8, 1, 32, 32), np.array([0, 0, 0, 0, 0, 0, 1, 1])),
+        }
+    settings = {**cb.MODES["ci"], "widths": (4, 8, 8, 8), "embed_dim": 8}
+    bench = cb.Bench(data, text, prompts, _tiny_text(n, 5, 12), external, settings)
+    model = cb.DualEncoder("clip", settings["widths"], 12, 8).eval()
+    scores = cb.evaluate(model, bench, "test")
+    clusters = cb.item_clusters(bench, "test")
+    assert set(clusters) == set(scores)
+    for task, values in scores.items():
+        assert len(clusters[task]) == len(values), task
+    assert set(clusters["probe.scan"]) == {f"MPX{i}" for i in range(14, 20)}  # normalised case ids
+    chance = cb.chance_levels(bench, "test")
+    assert set(chance.index) == set(scores)
+    assert chance["zero_shot.scan"] == 0.5 and chance["probe.breast"] == 0.75
+    assert chance["zero_shot.plane"] == pytest.approx(6 / 9)  # "Other View" is not a plane class
+    assert chance["vqa.closed"] == pytest.approx(4 / 6)  # "No" and "no" are one answer
+
+
+def test_results_table_interval_carries_the_seed_variance_of_a_flipping_classifier():
+    """BreastMNIST's failure: one seed answers every image with one class, the other seed with the
+    other, so every item is right in one seed of two. Averaging seeds first gives 50 [50, 50]; an
+    interval over seeds must be wide."""
+    labels = np.r_[np.ones(73), np.zeros(27)]
+    runs = [
+        cb.RunRecord("clip", 0, "pretrained", {"zero_shot.breast": (labels == 1).astype(float)}, 1.0, 0.5),
+        cb.RunRecord("clip", 1, "pretrained", {"zero_shot.breast": (labels == 0).astype(float)}, 1.0, 0.5),
+    ]
+    row = cb.results_table(runs).iloc[0]
+    assert row["mean"] == pytest.approx(0.5) and row["per_seed"] == [0.73, 0.27]
+    assert row["low"] < 0.27 and row["high"] > 0.73  # two seeds that disagree: no precision at all
+
+
+def test_results_table_resamples_cases_not_images():
+    # 10 cases of 10 images each; every image of a case is right or wrong together
+    case_right = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0], float)
+    scores = np.repeat(case_right, 10)
+    clusters = {"probe.scan": np.repeat([f"case{i}" for i in range(10)], 10)}
+    runs = [cb.RunRecord("clip", s, "pretrained", {"probe.scan": scores}, 1.0, 0.5) for s in (0, 1)]
+    by_case = cb.results_table(runs, clusters).iloc[0]
+    by_image = cb.results_table(runs).iloc[0]
+    assert by_case["n_clusters"] == 10 and by_image["n_clusters"] == 100
+    assert by_case["high"] - by_case["low"] > 2.5 * (by_image["high"] - by_image["low"])
+
+
+def test_tasks_above_chance_keeps_only_tasks_where_both_runs_beat_their_chance_level():
+    long = pd.DataFrame(
+        [
+            {"method": "clip", "text_init": ti, "image_init": "scratch", "task": t, "low": low}
+            for ti, t, low in [
+                ("pretrained", "probe.scan", 0.6),
+                ("random", "probe.scan", 0.55),
+                ("pretrained", "vqa.closed", 0.6),
+                ("random", "vqa.closed", 0.0),  # a degenerate run: below the majority answer
+                ("pretrained", "zero_shot.breast", 0.7),
+                ("random", "zero_shot.breast", 0.75),  # 0.7 is not above the 0.73 majority class
+            ]
+        ]
+    )
+    chance = {"probe.scan": 0.5, "vqa.closed": 0.54, "zero_shot.breast": 0.73}
+    keys = [("clip", "pretrained"), ("clip", "random")]
+    assert cb.tasks_above_chance(long, chance, keys, list(chance)) == ["probe.scan"]
+
+
+def test_overall_difference_weights_tasks_equally_and_has_seed_and_case_variance():
+    rng = np.random.default_rng(0)
+    cases = np.repeat(np.arange(20), 5).astype(str)
+    clusters = {"probe.scan": cases, "probe.region": cases, "vqa.closed": cases[:10]}
+    runs = []
+    for s in range(3):
+        a = {t: rng.random(len(c)) < 0.7 for t, c in clusters.items()}
+        b = {t: rng.random(len(c)) < 0.5 for t, c in clusters.items()}
+        runs.append(cb.RunRecord("slip", s, "pretrained", {t: v.astype(float) for t, v in a.items()}, 1.0, 0.5))
+        runs.append(cb.RunRecord("clip", s, "pretrained", {t: v.astype(float) for t, v in b.items()}, 1.0, 0.5))
+    tasks = list(clusters)
+    d = cb.overall_difference(runs, ("slip", "pretrained"), ("clip", "pretrained"), tasks, clusters, 200)
+    _, sa = cb.seed_scores(runs, "slip")
+    _, sb = cb.seed_scores(runs, "clip")
+    per_seed = np.mean([sa[t].mean(1) - sb[t].mean(1) for t in tasks], 0)
+    assert d["per_seed"] == pytest.approx(list(per_seed)) and d["mean"] == pytest.approx(per_seed.mean())
+    assert d["low"] < d["mean"] < d["high"] and d["tasks"] == 3 and d["n_clusters"] == 20
+    both = cb.overall_difference(runs, [("slip", "pretrained"), ("clip", "pretrained")], ("clip", "pretrained"), tasks)
+    assert both["mean"] == pytest.approx(d["mean"] / 2)  # a list of runs is averaged
+    assert np.isnan(cb.overall_difference(runs, ("slip", "pretrained"), ("clip", "pretrained"), [])["mean"])
+    with pytest.raises(cb.BenchmarkError, match="different seeds"):
+        cb.overall_difference(runs[:-1], ("slip", "pretrained"), ("clip", "pretrained"), tasks)
 
 
 def test_compare_with_paper_states_agreement_and_disagreement():
@@ -206,7 +340,8 @@ def test_compare_with_paper_states_agreement_and_disagreement():
     assert "disagrees with the paper" in cb.compare_with_paper(up, False, "x")
     assert "does not confirm" in cb.compare_with_paper(flat, True, "x")
     assert "consistent with the paper" in cb.compare_with_paper(flat, False, "x")
-    assert "+5.0 points" in cb.compare_with_paper(up, True, "x")
+    assert "above 0: +5 points [+1, +9]" in cb.compare_with_paper(up, True, "x")
+    assert "not detectable at this size: +0 points [-2, +2]" in cb.compare_with_paper(flat, True, "x")
 
 
 # ---------------------------------------------------------------------------------------- harness
@@ -281,6 +416,36 @@ def test_case_split_check_refuses_a_leaky_table():
         cb.check_case_split(pd.DataFrame({"case_uid": ["a", "a"], "split": ["train", "test"]}))
 
 
+def test_case_split_check_normalises_case_ids_and_compares_image_checksums():
+    spelled = pd.DataFrame({"case_uid": ["MPX1009", " mpx1009"], "split": ["train", "test"]})
+    with pytest.raises(cb.BenchmarkError, match="more than one split"):
+        cb.check_case_split(spelled)
+    copied = pd.DataFrame(
+        {"case_uid": ["a", "b"], "split": ["train", "test"], "image": ["x.jpg", "y.jpg"], "jpg_sha256": ["s", "s"]}
+    )
+    with pytest.raises(cb.BenchmarkError, match=r"identical image.*x.jpg"):
+        cb.check_case_split(copied)
+    cb.check_case_split(copied.assign(jpg_sha256=["s", "t"]))
+
+
+def test_confined_path_refuses_paths_that_leave_the_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    (folder / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    assert cb.confined_path(folder, "a.jpg") == folder / "a.jpg"
+    for hostile in ("../../../../outside.jpg", "../outside.jpg", "/etc/hostname", "link.jpg", ""):
+        with pytest.raises(cb.BenchmarkError, match="images"):
+            cb.confined_path(folder, hostile)
+
+
+def test_recall_at_k_refuses_nan_scores():
+    sim = np.eye(3)
+    sim[1, 2] = np.nan
+    with pytest.raises(cb.BenchmarkError, match="NaN"):
+        cb.recall_at_k(sim, np.eye(3, dtype=bool))
+
+
 # ------------------------------------------------------------------------------------ real data
 
 
@@ -292,8 +457,10 @@ def test_no_test_case_appears_in_training_on_the_real_split():
     assert (table.split == "test").sum() == 200
 
 
-def _copy_medpix(tmp_path, n=5, edit=None):
-    """A small MedPix folder in the real layout (real files), with a manifest pointing at it."""
+def _copy_medpix(tmp_path, n=5, edit=None, after=None, vqa_rows=0):
+    """A small MedPix folder in the real layout (real files), with a manifest pointing at it: ``edit``
+    changes the table before the images are copied, ``after`` after; ``vqa_rows`` questions are made
+    for each of the first two images."""
     root = tmp_path / "shared" / "data" / "medpix2"
     (root / "images_224").mkdir(parents=True)
     table = pd.read_csv(PAIRS, dtype={"case_uid": str}).head(n)
@@ -301,8 +468,12 @@ def _copy_medpix(tmp_path, n=5, edit=None):
         table = edit(table)
     for name in table["image"]:
         shutil.copy(PAIRS.parent / "images_224" / name, root / "images_224" / name)
+    if after:
+        table = after(table)
     table.to_csv(root / "pairs.csv", index=False)
-    vqa = pd.read_csv(PAIRS.parent / "vqa.csv").head(0)
+    vqa = pd.read_csv(PAIRS.parent / "vqa.csv").head(vqa_rows * 2)
+    vqa["image"] = np.repeat(table["image"].iloc[:2].to_numpy(), vqa_rows)
+    vqa["medpix2_split"] = np.repeat(table["split"].iloc[:2].to_numpy(), vqa_rows)
     vqa.to_csv(root / "vqa.csv", index=False)
     repo = tmp_path / "repo"
     (repo / "data_manifests").mkdir(parents=True)
@@ -313,6 +484,35 @@ def _copy_medpix(tmp_path, n=5, edit=None):
         text = text.replace(old, mdata.file_digest(root / f"{key}.csv"))
     manifest.write_text(text)
     return manifest, root
+
+
+@needs_medpix
+def test_load_medpix2_refuses_an_image_path_outside_its_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
+    manifest, root = _copy_medpix(tmp_path, after=lambda t: t.assign(image=["../../../../outside.jpg", *t.image[1:]]))
+    outside = (root / "images_224" / "../../../../outside.jpg").resolve()
+    shutil.copy(PAIRS.parent / "images_224" / pd.read_csv(PAIRS).image[0], outside)
+    with pytest.raises(cb.BenchmarkError, match="outside.jpg"):
+        cb.load_medpix2(32, manifest=str(manifest))
+
+
+@needs_medpix
+def test_load_medpix2_drops_placeholder_captions_with_their_questions(tmp_path, monkeypatch):
+    monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
+    placeholder = "Replace this - DESCRIPTION OF THE IMAGE OR FINDINGS."
+    manifest, _ = _copy_medpix(tmp_path, edit=lambda t: t.assign(caption=[placeholder, *t.caption[1:]]), vqa_rows=2)
+    data = cb.load_medpix2(32, manifest=str(manifest))
+    first = pd.read_csv(PAIRS).image[0]
+    assert len(data.table) == 4 and first not in set(data.table.image) and len(data.images) == 4
+    assert list(data.dropped.image) == [first] and data.dropped.reason.iloc[0] == "placeholder caption"
+    assert first not in set(data.vqa.image) and (data.vqa.row < 4).all()
+
+
+@needs_medpix
+def test_the_real_pairs_table_has_21_placeholder_captions_in_train_and_dev():
+    table = pd.read_csv(PAIRS)
+    found = table[table.caption.str.contains(cb.PLACEHOLDER_CAPTION, na=False)]
+    assert found.split.value_counts().to_dict() == {"train": 15, "dev": 6}
 
 
 @needs_medpix
@@ -344,6 +544,72 @@ def test_load_medpix2_refuses_missing_image_empty_caption_and_changed_image(tmp_
 
 
 # ------------------------------------------------------------------------------------ text encoder
+
+
+@pytest.fixture
+def fake_encoder(monkeypatch):
+    """encode_texts replaced by a fast stand-in that counts its calls (no model is loaded)."""
+    calls = []
+
+    def encode(texts, folder, init="pretrained", max_tokens=40, **kw):
+        calls.append(len(texts))
+        feats = _tiny_text(n=len(texts), length=max_tokens, dim=6)
+        return feats
+
+    monkeypatch.setattr(cb, "encode_texts", encode)
+    monkeypatch.setattr(cb, "minilm_dir", lambda *a: None)
+    return calls
+
+
+def _cache_file(folder):
+    (path,) = Path(folder).glob("minilm_*")
+    return path
+
+
+def test_text_cache_is_written_atomically_and_read_back(tmp_path, fake_encoder):
+    first = cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
+    again = cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
+    assert fake_encoder == [3] and torch.equal(first.tokens, again.tokens) and torch.equal(first.words, again.words)
+    assert _cache_file(tmp_path).suffix == ".safetensors" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_truncated_text_cache_is_named_and_rebuilt(tmp_path, fake_encoder):
+    cb.cached_text_features(["a", "b"], "pretrained", 8, tmp_path)
+    path = _cache_file(tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=path.name):
+        cb.cached_text_features(["a", "b"], "pretrained", 8, tmp_path)
+    assert fake_encoder == [2, 2]
+    cb.cached_text_features(["a", "b"], "pretrained", 8, tmp_path)  # the rebuilt file reads again
+    assert fake_encoder == [2, 2]
+
+
+def test_a_mismatched_text_cache_is_rebuilt(tmp_path, fake_encoder):
+    cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
+    other = tmp_path / "other"
+    cb.cached_text_features(["a", "b"], "pretrained", 8, other)
+    _cache_file(tmp_path).write_bytes(_cache_file(other).read_bytes())  # 2 rows where 3 are expected
+    with pytest.warns(UserWarning, match="expected \\(3, 8"):
+        feats = cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
+    assert feats.tokens.shape[0] == 3
+
+
+def test_a_planted_pickle_in_the_text_cache_runs_no_code(tmp_path, fake_encoder, monkeypatch):
+    import pickle
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "pwned"))
+
+    cb.cached_text_features(["a"], "pretrained", 8, tmp_path)
+    path = _cache_file(tmp_path)
+    path.write_bytes(pickle.dumps(Payload()))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.warns(UserWarning, match=path.name):
+        feats = cb.cached_text_features(["a"], "pretrained", 8, tmp_path)
+    assert not marker.exists() and feats.tokens.shape[0] == 1
 
 
 def _package_dir():
@@ -506,9 +772,11 @@ def test_tables_label_runs_by_image_initialisation():
         for s in (0, 1)
         for init in ("scratch", cb.GENERAL_CLIP)
     ]
-    long = cb.results_table(runs, n_resamples=50)
+    long = cb.results_table(runs)
     assert set(long["image_init"]) == {"scratch", cb.GENERAL_CLIP} and (long["seeds"] == 2).all()
-    assert list(cb.wide_table(long).index) == ["clip", "clip (CLIP image)"]
+    wide = cb.wide_table(long, pd.Series({"zero_shot.scan": 0.5, "probe.scan": 0.66}))
+    assert list(wide.columns) == ["chance", "clip", "clip (CLIP image)"]
+    assert list(wide.index) == ["zero_shot.scan", "probe.scan"] and wide.loc["probe.scan", "chance"] == "66"
     diff = cb.paired_differences(runs, ("clip", "pretrained", cb.GENERAL_CLIP), ("clip", "pretrained"))
     assert np.allclose(diff["difference"], 0.0)
     with pytest.raises(cb.BenchmarkError, match="image init 'hf-hub:nowhere'"):
@@ -572,6 +840,6 @@ def test_a_bench_built_like_another_reuses_its_images_and_encodes_only_the_texts
     assert torch.equal(again.extra["images"], extra["images"]) and again.extra["captions"] == extra["captions"]
     assert again.text_init == "random" and again.captions.tokens.shape[:2] == (3, 8)
     assert again.extra["text"].tokens.shape[0] == 2 and again.questions.tokens.shape[0] == 1
-    assert len(list(tmp_path.glob("minilm_random_*.pt"))) == 1  # one cache file for the texts
+    assert len(list(tmp_path.glob("minilm_random_*.safetensors"))) == 1  # one cache file for the texts
     encoded = [again.captions, again.questions, again.extra["text"], *(p[0] for p in again.prompts.values())]
     assert sum(t.tokens.shape[0] for t in encoded) == len(texts) + n_prompts + 1 + 2  # every text, once
