@@ -333,6 +333,105 @@ def paired_table(scores, pairs: list[tuple[str, str]], metrics=("PSNR (dB)", "MS
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
 
 
+def comparison_config(config: Stage1Config, settings: dict) -> Stage1Config:
+    """The settings of the seeds comparison: ``config`` with the schedule ``settings`` gives it
+    (``comparison_steps``, ``comparison_adv_start``; ``None`` keeps ``config``'s)."""
+    steps = settings.get("comparison_steps") or config.steps
+    adv_start = settings.get("comparison_adv_start") or config.adv_start
+    return replace(config, steps=steps, adv_start=adv_start)
+
+
+def seed_ablation(
+    config: Stage1Config,
+    images: torch.Tensor,
+    seeds,
+    device: torch.device | str = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = True,
+    data: dict | None = None,
+    overwrite: bool = False,
+    reuse: dict[str, Stage1Trainer] | None = None,
+) -> dict[int, dict[str, Stage1Trainer]]:
+    """:func:`adversarial_ablation` once per seed in ``seeds`` (``config`` with its seed replaced):
+    the training runs whose spread an honest interval must include.
+
+    Each seed trains from its own initialisation and batch order; its checkpoints go to
+    ``checkpoint_dir/seed_<seed>``. ``reuse``: an ablation already trained (e.g. the chapter's own
+    run), taken instead of training a seed again when its settings equal that seed's."""
+    out = {}
+    for s in seeds:
+        cfg = replace(config, seed=int(s))
+        if reuse is not None and reuse["with adversarial"].config == cfg:
+            out[int(s)] = reuse
+            continue
+        folder = Path(checkpoint_dir) / f"seed_{int(s)}" if checkpoint_dir else None
+        out[int(s)] = adversarial_ablation(
+            cfg, images, device, folder, checkpoint_every, resume=resume, data=data, overwrite=overwrite
+        )
+    return out
+
+
+def seed_fidelity(
+    runs_by_seed: dict[int, dict[str, Stage1Trainer]],
+    reference: torch.Tensor,
+    baseline: str,
+    factor: int,
+    kernel_size: int = 7,
+):
+    """:func:`fidelity` and :func:`add_sharpness` of every seed's arms and of the resize
+    baseline (named ``baseline``; the same for every seed) on ``reference``: one row per seed,
+    method and image."""
+    import pandas as pd
+
+    resized = resize_baseline(reference, factor)
+    frames = []
+    for s, runs in runs_by_seed.items():
+        recs = {name: run.reconstruct(reference) for name, run in runs.items()}
+        recs[baseline] = resized
+        scores = fidelity(reference, recs, kernel_size=kernel_size)
+        frames.append(add_sharpness(scores, reference, recs).assign(seed=int(s)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_paired_table(scores, pairs, metrics=("PSNR (dB)", "MS-SSIM", "sharpness error")):
+    """Paired differences (first minus second method of each pair) over seeds and test images
+    (:func:`seed_fidelity`'s table), with the 95% interval of :func:`medvae_lib.stats.paired_difference`:
+    seeds and images resampled, never images alone.
+
+    Columns: the mean difference, the interval, the share of seeds on which the first method is
+    better (higher, or lower for the metrics in ``LOWER_IS_BETTER``) and each seed's mean
+    difference (``seed <s>``)."""
+    import numpy as np
+    import pandas as pd
+
+    from .stats import paired_difference
+
+    rows = []
+    for a, b in pairs:
+        for m in metrics:
+            first = scores[scores.method == a].pivot(index="seed", columns="image", values=m)
+            second = scores[scores.method == b].pivot(index="seed", columns="image", values=m)
+            second = second.loc[first.index, first.columns]
+            d = paired_difference(first.to_numpy(), second.to_numpy())
+            per_seed = np.asarray(d["per_seed"])
+            if len(per_seed) == 1:  # one seed: the share of images instead
+                per_seed = (first.to_numpy() - second.to_numpy())[0]
+            better = per_seed < 0 if m in LOWER_IS_BETTER else per_seed > 0
+            rows.append(
+                {
+                    "comparison": f"{a} - {b}",
+                    "metric": m,
+                    "mean difference": d["mean"],
+                    "95% CI low": d["low"],
+                    "95% CI high": d["high"],
+                    "first better on (share)": float(better.mean()),
+                    **{f"seed {s}": v for s, v in zip(first.index, d["per_seed"], strict=True)},
+                }
+            )
+    return pd.DataFrame(rows).set_index(["comparison", "metric"])
+
+
 def add_sharpness(scores, reference: torch.Tensor, reconstructions: dict[str, torch.Tensor]):
     """Add ``sharpness`` (edge energy relative to the original, :func:`~medvae_lib.metrics.gradient_ratio`;
     1 is right, below 1 blurred, above 1 invented edges) and ``sharpness error`` = |1 - sharpness|

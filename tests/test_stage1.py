@@ -1,0 +1,80 @@
+"""Chapter 2's seeds comparison: ablations over seeds and paired tables whose intervals include them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import tiny
+
+from medvae_lib import medvae_stage1
+from medvae_lib.data_prep import prepare_splits
+from medvae_lib.stats import item_bootstrap
+
+
+@pytest.fixture(scope="module")
+def images(manifest):
+    return prepare_splits(manifest, "ci", 32, n={"train": 64})["train"][0]
+
+
+def _scores(per_seed_shift, n_images=200, noise=0.05, seed=0):
+    """A seed_fidelity-shaped table: method "b" scores 0, "a" scores the seed's shift plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s, shift in enumerate(per_seed_shift):
+        for i in range(n_images):
+            rows.append({"seed": s, "method": "b", "image": i, "PSNR (dB)": 0.0, "sharpness error": 0.5})
+            value = shift + noise * rng.standard_normal()
+            rows.append({"seed": s, "method": "a", "image": i, "PSNR (dB)": value, "sharpness error": 0.5 - value})
+    return pd.DataFrame(rows)
+
+
+def test_seed_paired_table_includes_the_spread_between_seeds():
+    # the seeds disagree: +1, -0.2, +0.5 dB; each seed's images agree closely
+    scores = _scores([1.0, -0.2, 0.5])
+    table = medvae_stage1.seed_paired_table(scores, [("a", "b")], metrics=("PSNR (dB)", "sharpness error"))
+    row = table.loc[("a - b", "PSNR (dB)")]
+    assert row["seed 0"] == pytest.approx(1.0, abs=0.02) and row["seed 1"] == pytest.approx(-0.2, abs=0.02)
+    assert row["mean difference"] == pytest.approx(np.mean([row[f"seed {s}"] for s in range(3)]))
+    assert row["95% CI low"] < 0 < row["95% CI high"], "three seeds that disagree cannot exclude 0"
+    # the interval this replaces resamples images only and is far too sure of itself
+    wide = scores.pivot_table(index="seed", columns=["method", "image"], values="PSNR (dB)")
+    items = item_bootstrap(wide["a"].to_numpy() - wide["b"].to_numpy())
+    assert items["low"] > 0.3
+    assert row["first better on (share)"] == pytest.approx(2 / 3)
+    # lower is better for the sharpness error: "a" has the lower error on the two seeds with a positive shift
+    sharp = table.loc[("a - b", "sharpness error")]
+    assert sharp["mean difference"] == pytest.approx(-row["mean difference"])
+    assert sharp["first better on (share)"] == pytest.approx(2 / 3)
+
+
+def test_seed_paired_table_is_sure_when_the_seeds_agree():
+    table = medvae_stage1.seed_paired_table(_scores([0.5, 0.52, 0.49]), [("a", "b")], metrics=("PSNR (dB)",))
+    row = table.loc[("a - b", "PSNR (dB)")]
+    assert 0.4 < row["95% CI low"] < row["95% CI high"] < 0.6
+    assert row["first better on (share)"] == 1.0
+
+
+def test_comparison_config_changes_only_the_schedule():
+    config = tiny(10, adv_start=4)
+    assert medvae_stage1.comparison_config(config, {}) == config
+    assert medvae_stage1.comparison_config(config, {"comparison_steps": None}) == config
+    short = medvae_stage1.comparison_config(config, {"comparison_steps": 6, "comparison_adv_start": 2})
+    assert (short.steps, short.adv_start) == (6, 2)
+    assert medvae_stage1.stage1_config(medvae_stage1.MODES["ci"], 0).steps == medvae_stage1.MODES["ci"]["steps"]
+
+
+def test_seed_ablation_trains_each_seed_and_reuses_a_matching_run(images):
+    config = tiny(3, adv_start=2)
+    reuse = medvae_stage1.adversarial_ablation(config, images)
+    runs = medvae_stage1.seed_ablation(config, images, [0, 1], reuse=reuse)
+    assert list(runs) == [0, 1] and runs[0] is reuse, "seed 0 has the settings of the run given to reuse"
+    assert runs[1]["with adversarial"].config.seed == 1
+    assert runs[1]["without adversarial"].config.adv_weight == 0
+    a = runs[0]["with adversarial"].reconstruct(images[:4])
+    b = runs[1]["with adversarial"].reconstruct(images[:4])
+    assert not torch.equal(a, b), "another seed is another training run"
+    factor = 4
+    scores = medvae_stage1.seed_fidelity(runs, images[:8], "resize", factor)
+    assert set(scores.seed) == {0, 1} and len(scores) == 2 * 3 * 8
+    resize = scores[scores.method == "resize"].pivot(index="seed", columns="image", values="PSNR (dB)")
+    assert np.allclose(resize.loc[0], resize.loc[1]), "the baseline does not depend on the seed"
