@@ -10,12 +10,21 @@ executed book shows the reference solution passing its check (nbval re-checks th
 ``tests/test_exercises.py`` proves each check rejects a plausible wrong answer. A check reached through
 this module first answers "Not yet: set `answer` first" while ``answer is None``: that is what the
 student copy of the notebooks (``python -m medvae_lib.student_copy``) leaves in place of each solution.
+
+One home for the preamble every check needs: a check is decorated with :func:`answer_check` and names
+how its answer is read (:func:`number`, :func:`numbers`, :func:`whole_numbers`, :func:`choice`,
+:func:`number_mapping`). The reader turns the student's object into plain Python values (floats, ints,
+a str) or raises :class:`NotYet` with a hint, so the check's own code never touches the raw answer: a
+string, NaN, a tensor that requires grad or lives on another device, an object whose ``__eq__`` or
+``__repr__`` raises, or an endless iterator is answered "Not yet: <hint>", never with a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import itertools
+import math
 import pkgutil
 import re
 from collections.abc import Callable
@@ -31,13 +40,134 @@ def report(ok: bool, right: str, hint: str) -> bool:
     return bool(ok)
 
 
-def as_number(answer, what: str = "the answer") -> float:
-    """``answer`` as a float, or a clear error naming what was expected."""
+class NotYet(TypeError):
+    """An answer that cannot be read as what the exercise asks for; the message is the hint that
+    :func:`answer_check` prints after "Not yet: ". A ``TypeError``, so code that called
+    :func:`as_number` directly keeps working."""
+
+
+def _shown(answer, width: int = 60) -> str:
+    """``type: repr`` of an answer for a hint, cut to ``width``; never raises (a hostile ``__repr__``)."""
     try:
-        value = float(np.asarray(answer, dtype=float).item())
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} should be a single number, got {type(answer).__name__}: {answer!r:.80}") from None
+        text = repr(answer)
+    except Exception:  # noqa: BLE001 - any object may be handed in
+        text = "<unprintable>"
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    return f"{type(answer).__name__}: {text}"
+
+
+def _plain_array(answer, what: str) -> np.ndarray:
+    """``answer`` as a float array, refusing text, booleans, complex numbers and tensors that are not
+    plain CPU values; raises :class:`NotYet` naming the problem."""
+    if isinstance(answer, (str, bytes)):
+        raise NotYet(f"{what} should be a number, not the text {_shown(answer)} (drop the quotes)")
+    if isinstance(answer, (bool, np.bool_)):
+        raise NotYet(f"{what} should be a number, not {answer}")
+    device = getattr(answer, "device", None)
+    if device is not None and hasattr(answer, "detach"):  # a torch tensor
+        if getattr(answer, "requires_grad", False):
+            raise NotYet(f"{what} is a tensor that requires grad: give a plain number, e.g. answer.item()")
+        if getattr(device, "type", "cpu") != "cpu":
+            raise NotYet(f"{what} is a tensor on device {device}: move it to the CPU, e.g. answer.cpu().item()")
+    try:
+        array = np.asarray(answer)
+        if array.dtype.kind in "USbc":
+            raise TypeError(array.dtype)
+        return array.astype(float)
+    except Exception:  # noqa: BLE001 - whatever the object raises, the student gets a hint
+        raise NotYet(f"{what} should be a number, got {_shown(answer)}") from None
+
+
+def as_number(answer, what: str = "the answer") -> float:
+    """``answer`` as a finite float (a number, a 0-d or one-element array or CPU tensor), or
+    :class:`NotYet` (a ``TypeError``) naming what was expected."""
+    array = _plain_array(answer, what)
+    if array.size != 1:
+        raise NotYet(f"{what} should be a single number, got {_shown(answer)}")
+    value = float(array.reshape(-1)[0])
+    if not math.isfinite(value):
+        raise NotYet(f"{what} is {value}: compute a finite number (look for a division by zero or a log of 0)")
     return value
+
+
+def _items(answer, count: int | None, what: str, hint: str) -> list:
+    """Up to ``count`` items of an iterable answer (never more than :data:`MOST_ITEMS` are read, so an
+    endless iterator is refused); text and non-iterables raise :class:`NotYet` with ``hint``."""
+    if isinstance(answer, (str, bytes, dict)):
+        raise NotYet(f"{hint} (got {_shown(answer)})")
+    limit = MOST_ITEMS if count is None else count
+    try:
+        items = list(itertools.islice(iter(answer), limit + 1))
+    except Exception:  # noqa: BLE001 - not iterable, or its iterator raised
+        raise NotYet(f"{hint} (got {_shown(answer)})") from None
+    if len(items) > limit:
+        raise NotYet(f"{hint} (got more than {limit} {what})")
+    if count is not None and len(items) != count:
+        raise NotYet(f"{hint} (got {len(items)} {what})")
+    return items
+
+
+MOST_ITEMS = 10_000
+
+
+def number(what: str = "the answer") -> Callable:
+    """Reader for :func:`answer_check`: one finite number, as a float."""
+    return functools.partial(as_number, what=what)
+
+
+def numbers(count: int, what: str, hint: str) -> Callable:
+    """Reader: exactly ``count`` finite numbers (a tuple, list, array or tensor), as a list of floats;
+    ``hint`` says what to give when the answer has another length or is no sequence."""
+
+    def read(answer) -> list[float]:
+        return [as_number(item, what) for item in _items(answer, count, "items", hint)]
+
+    return read
+
+
+def whole_numbers(what: str, hint: str) -> Callable:
+    """Reader: any number of whole numbers (``16`` or ``16.0``, not ``16.9``), as a list of ints."""
+
+    def read(answer) -> list[int]:
+        values = [as_number(item, what) for item in _items(answer, None, "items", hint)]
+        for value in values:
+            if value != round(value):
+                raise NotYet(f"{value:g} is not a whole number: {hint}")
+        return [int(round(value)) for value in values]
+
+    return read
+
+
+def choice(options, hint: str, normalise: Callable[[str], str] | None = None) -> Callable:
+    """Reader: a string, as a plain ``str`` (``normalise`` may rewrite it, raising ``ValueError`` for a
+    malformed one); ``options``, when given, are the only strings accepted."""
+
+    def read(answer) -> str:
+        if not isinstance(answer, str):
+            raise NotYet(f"{hint} (got {_shown(answer)})")
+        text = str.__str__(answer)  # a plain str: a subclass's __eq__ is never called
+        if normalise is not None:
+            try:
+                text = normalise(text)
+            except ValueError as error:
+                raise NotYet(f"{error}; {hint}") from None
+        if options is not None and text not in options:
+            raise NotYet(f"{hint} (got {text[:40]!r})")
+        return text
+
+    return read
+
+
+def number_mapping(what: str, hint: str) -> Callable:
+    """Reader: a dict from names (str) to finite numbers, as a plain ``{str: float}``."""
+
+    def read(answer) -> dict[str, float]:
+        if not isinstance(answer, dict) or not all(isinstance(k, str) for k in answer):
+            raise NotYet(f"{hint} (got {_shown(answer)})")
+        return {str.__str__(k): as_number(v, f"{what} of {str.__str__(k)!r}") for k, v in answer.items()}
+
+    return read
 
 
 def close(answer, expected, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
@@ -64,17 +194,37 @@ class Verdict(int):
         pass
 
 
+def answer_check(read: Callable | None = None) -> Callable:
+    """Decorator of every exercise check ``check_NN_k(answer, ...)``: the one home of the preamble.
+
+    While ``answer is None`` it says "Not yet: set `answer` first". Otherwise ``read`` (one of the readers
+    above; None passes the answer through, for a check that only asks ``isinstance``) turns the answer
+    into plain values that the check receives instead; a reader or the check raising :class:`NotYet`
+    prints "Not yet: <its message>". The check prints its own "Right"/"Not yet" line with
+    :func:`report`, and the result is a :class:`Verdict`. Errors in the check's *other* arguments (the
+    notebook's objects) still raise: they are the chapter's bug, not the student's."""
+
+    def decorate(check: Callable) -> Callable:
+        @functools.wraps(check)
+        def checked(answer, *args, **kwargs):
+            if answer is None:
+                return Verdict(report(False, "", UNANSWERED))
+            try:
+                value = answer if read is None else read(answer)
+                return Verdict(check(value, *args, **kwargs))
+            except NotYet as error:
+                return Verdict(report(False, "", str(error)))
+
+        checked.answer_check = True
+        return checked
+
+    return decorate
+
+
 def guarded(check: Callable) -> Callable:
-    """``check`` that first says "Not yet: set `answer` first" while ``answer is None`` (the student copy's
-    placeholder), so the chapter's check never fails on a missing answer with an unrelated error."""
-
-    @functools.wraps(check)
-    def checked(answer, *args, **kwargs):
-        if answer is None:
-            return Verdict(report(False, "", UNANSWERED))
-        return Verdict(check(answer, *args, **kwargs))
-
-    return checked
+    """``check`` with :func:`answer_check`'s preamble (a check already decorated is returned as it is),
+    so the chapter's check never fails on a missing or unreadable answer with an unrelated error."""
+    return check if getattr(check, "answer_check", False) else answer_check()(check)
 
 
 def all_checks() -> dict[str, Callable]:

@@ -7,7 +7,9 @@ chapter is held to the same pattern."""
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
+import inspect
 import itertools
 import re
 import shutil
@@ -39,9 +41,32 @@ def verdict(capsys, check, answer, *args):
     return ok, line
 
 
+@functools.cache
+def committed_right_lines() -> dict[str, str]:
+    """{check name: the line its check cell printed in the committed notebook}."""
+    lines = {}
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            names = CHECK_CALL.findall(cell.source) if cell.cell_type == "code" else []
+            streams = [o.text for o in cell.get("outputs", []) if o.output_type == "stream"]
+            if len(names) == 1 and "solution" not in tags(cell) and streams:
+                lines[names[0]] = streams[0].strip()
+    return lines
+
+
+def prints_the_committed_line(name: str, line: str) -> None:
+    """A check's "Right" line for a reference answer is the line its notebook committed (nbval compares
+    them), so a change to the checks cannot change the book's outputs unnoticed."""
+    committed = committed_right_lines().get(name)
+    assert committed is not None, f"no notebook calls {name}"
+    assert line == committed, f"{name} now prints {line!r}; the notebook committed {committed!r}"
+
+
 def accepts_and_rejects(capsys, name, right, wrong, *args, hint=""):
     check = getattr(exercises, name)
-    assert bool(verdict(capsys, check, right, *args)[0]) is True, f"{name} rejects the reference answer"
+    ok, line = verdict(capsys, check, right, *args)
+    assert bool(ok) is True, f"{name} rejects the reference answer"
+    prints_the_committed_line(name, line)
     ok, line = verdict(capsys, check, wrong, *args)
     assert bool(ok) is False, f"{name} accepts a wrong answer"
     assert hint in line, line
@@ -65,6 +90,110 @@ def test_as_number_names_what_it_expected():
     assert exercises.as_number(np.float32(2.5)) == 2.5
     with pytest.raises(TypeError, match="the ratio should be a single number"):
         exercises.as_number([1.0, 2.0], "the ratio")
+
+
+class Hostile:
+    """An answer whose comparison, printing, conversion, iteration and truth value all raise."""
+
+    def _raise(self, *args):
+        raise RuntimeError("a hostile answer")
+
+    __eq__ = __ne__ = __lt__ = __repr__ = __float__ = __iter__ = __len__ = __bool__ = _raise
+    __hash__ = object.__hash__
+
+
+UNREADABLE = {
+    "a string of digits": "12",
+    "text": "sixty-four",
+    "bytes": b"17",
+    "NaN": float("nan"),
+    "infinity": float("inf"),
+    "NaN in a sequence": [float("nan"), 0.5, 0.5],
+    "a bool": True,
+    "a complex number": 1 + 2j,
+    "an object": object(),
+    "an object whose __eq__ and __repr__ raise": Hostile(),
+    "an endless iterator": itertools.count(),
+    "a tensor that requires grad": torch.tensor(0.5, requires_grad=True),
+    "tensors that require grad": torch.full((3,), 0.5, requires_grad=True),
+    "a tensor on another device": torch.empty((), device="meta"),  # stands for a GPU
+    "tensors on another device": torch.empty(3, device="meta"),
+    "a set of strings": {"a", "b"},
+    "a dict of text": {"pixels": "0.9"},
+}
+
+
+def required_arguments(check) -> int:
+    """How many arguments besides ``answer`` a check needs."""
+    parameters = list(inspect.signature(check).parameters.values())[1:]
+    return sum(p.default is p.empty for p in parameters)
+
+
+@pytest.mark.parametrize("name", sorted(exercises.all_checks()))
+@pytest.mark.parametrize("kind", list(UNREADABLE))
+def test_every_check_answers_not_yet_to_an_unreadable_answer(capsys, name, kind):
+    """Whatever a student puts in ``answer``, a check prints "Not yet: <hint>" and never raises. The
+    notebook's objects are replaced by None: an unreadable answer must be refused before they are used."""
+    check = exercises.all_checks()[name]
+    ok = check(UNREADABLE[kind], *[None] * required_arguments(check))
+    line = capsys.readouterr().out.strip()
+    assert bool(ok) is False and isinstance(ok, exercises.Verdict)
+    assert line.startswith("Not yet: ") and len(line) > len("Not yet: ") + 10, line
+    assert "\n" not in line, "one line"
+
+
+def test_a_whole_number_is_whole_and_digits_are_not_numbers(capsys):
+    sides = [16, 24, 32, 40, 48, 56, 64]
+    assert exercises.check_01_2([float(s) for s in sides])  # 16.0 is 16
+    capsys.readouterr()
+    assert not exercises.check_01_2([16.9, *sides[1:]])  # int(16.9) would be 16
+    assert "16.9 is not a whole number" in capsys.readouterr().out
+    assert not exercises.check_01_2("1624")  # not 1, 6, 2, 4
+    assert "got str" in capsys.readouterr().out
+    assert not exercises.check_05_2(2.9, 4)  # 3 is right; 2.9 is not
+    assert not exercises.check_05_1(63.9, (80, 96, 80), 4)  # 64 is right
+
+
+def test_hints_name_the_problem_of_an_unreadable_answer(capsys):
+    cases = [
+        (exercises.check_05_2, "3", "not the text"),
+        (exercises.check_05_2, float("nan"), "is nan"),
+        (exercises.check_05_2, torch.tensor(3.0, requires_grad=True), "requires grad"),
+        (exercises.check_05_2, torch.empty((), device="meta"), "device meta"),
+        (exercises.check_05_2, [3, 3], "single number"),
+        (exercises.check_01_1, itertools.count(), "more than 2"),
+        (exercises.check_07_2, Hostile(), "answer with one of"),
+        (exercises.check_06_2, "a+e", "not a subset"),
+    ]
+    for check, answer, hint in cases:
+        args = [4] if check is exercises.check_05_2 else [None] * required_arguments(check)
+        assert not check(answer, *args)
+        assert hint in capsys.readouterr().out, (check.__name__, hint)
+
+
+def test_an_answer_that_reads_as_the_right_value_is_right(capsys):
+    """Readers hand the check plain values: a float or str subclass whose ``__eq__`` raises, a numpy
+    scalar, a CPU tensor without grad and a one-element list are judged by their value."""
+
+    class OddFloat(float):
+        def __eq__(self, other):
+            raise RuntimeError("no")
+
+        __hash__ = float.__hash__
+
+    class OddStr(str):
+        def __eq__(self, other):
+            raise RuntimeError("no")
+
+        __hash__ = str.__hash__
+
+    for answer in (3, OddFloat(3.0), np.int64(3), torch.tensor(3), [3.0]):
+        assert exercises.check_05_2(answer, 4), answer
+    psnr = np.full((4, 4, 2), 20.0)
+    psnr[:, 1] -= 5  # t1c is the hardest target
+    assert exercises.check_07_2(OddStr("t1c"), psnr)
+    assert not exercises.check_07_2(OddStr("t2"), psnr)
+    assert capsys.readouterr().out.count("Right") == 6
 
 
 def test_every_check_has_a_test():
@@ -295,6 +424,52 @@ def test_check_06_2(capsys):
     right, worst = max(gains, key=gains.get), min(gains, key=gains.get)
     accepts_and_rejects(capsys, "check_06_2", right, worst, problem, hint="take the largest")
     accepts_and_rejects(capsys, "check_06_2", right, "a+e", problem, hint="not a subset")
+
+
+# --- chapters 5, 7 and 8: their own test files test the hints; here, the committed lines -----------
+
+
+def right_line(capsys, name, right, *args) -> str:
+    ok, line = verdict(capsys, getattr(exercises, name), right, *args)
+    assert bool(ok) is True, f"{name} rejects the reference answer"
+    return line
+
+
+def test_checks_of_chapters_5_7_and_8_print_their_committed_lines(capsys):
+    from medvae_lib import contrastive_benchmark as cb
+    from medvae_lib import personalized_invariant as pi
+    from medvae_lib.training import settings_for
+
+    prints_the_committed_line("check_05_1", right_line(capsys, "check_05_1", 64.0, (80, 96, 80), 4, 1))
+    prints_the_committed_line("check_05_2", right_line(capsys, "check_05_2", 3, 4))
+
+    settings = dict(settings_for(pi.MODES, "ci", {}), image_size=32, features=(4, 4, 8, 8, 16, 4))
+    settings.update(prior_heads=2, ssim_kernel=3)
+    torch.manual_seed(0)
+    model = pi.build_model(settings, "full")
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., 6:-6, 8:-8] = 1
+    samples = torch.cat([torch.rand(2, 4, 32, 32) * mask, mask], 1)
+    paper = pi.off_diagonal_mean(pi.paper_protocol_scores(model, samples, settings)["psnr"]).mean()
+    brain = pi.off_diagonal_mean(pi.synthesis_scores(model, samples, settings)["psnr"]).mean()
+    line = right_line(capsys, "check_07_1", paper - brain, model, samples, settings)
+    prints_the_committed_line("check_07_1", line)
+    psnr = np.full((4, 4, 2), 20.0)
+    psnr[:, 3] -= 5
+    prints_the_committed_line("check_07_2", right_line(capsys, "check_07_2", "flair", psnr))
+
+    rng = np.random.default_rng(0)
+    sim, positives = rng.normal(size=(12, 12)), np.eye(12, dtype=bool)
+    top5 = np.argsort(-sim, axis=1)[:, :5]
+    recall = float(np.mean([positives[i, top5[i]].any() for i in range(12)]))
+    prints_the_committed_line("check_08_1", right_line(capsys, "check_08_1", recall, sim, positives))
+    prompts = torch.randn(3, 2, 8, generator=torch.Generator().manual_seed(0))
+    images = torch.nn.functional.normalize(torch.randn(9, 8, generator=torch.Generator().manual_seed(1)), dim=-1)
+    labels = np.arange(9) % 3
+    single = torch.nn.functional.normalize(prompts[:, 0], dim=-1)
+    accuracy = float((cb.zero_shot_predict(images, single) == labels).mean())
+    line = right_line(capsys, "check_08_2", accuracy, images, prompts, labels)
+    prints_the_committed_line("check_08_2", line)
 
 
 # --- the pattern in every notebook ---------------------------------------------------------------

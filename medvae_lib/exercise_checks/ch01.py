@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import ChecksumError, Split, apply_transform, image_transform
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, close, numbers, report, whole_numbers
 from ..models import get_config
 
 
@@ -19,14 +19,9 @@ def class_brightness_gap(split: Split, image_size: int, normalisation: str) -> f
     return float(means[labels == 1].mean() - means[labels == 0].mean())
 
 
-def check_01_1(answer, split: Split, image_size: int) -> bool:
+@answer_check(numbers(2, "each gap", "give two numbers: (gap with minmax, gap with zscore)"))
+def check_01_1(got: list[float], split: Split, image_size: int) -> bool:
     """``answer``: (gap with minmax, gap with zscore), the class brightness gap of the validation split."""
-    try:
-        got = [as_number(a, "each gap") for a in answer]
-    except TypeError:
-        got = []
-    if len(got) != 2:
-        return report(False, "", "give two numbers: (gap with minmax, gap with zscore)")
     minmax, zscore = (class_brightness_gap(split, image_size, n) for n in ("minmax", "zscore"))
     if close(got, [minmax, zscore], rtol=1e-2, atol=1e-3):
         return report(
@@ -57,13 +52,11 @@ def sides_that_fit(model: str, sides) -> list[int]:
     return [int(s) for s in sides if s % factor == 0]
 
 
-def check_01_2(answer, model: str = "medvae_8_1_2d", sides=range(16, 65)) -> bool:
+@answer_check(whole_numbers("each side", "give a list of whole numbers, e.g. [16, 24]"))
+def check_01_2(answer: list[int], model: str = "medvae_8_1_2d", sides=range(16, 65)) -> bool:
     """``answer``: the sides from 16 to 64 (inclusive) of square images that ``model`` accepts."""
     expected = sides_that_fit(model, sides)
-    try:
-        got = sorted(int(s) for s in answer)
-    except (TypeError, ValueError):
-        return report(False, "", "give a list of whole numbers, e.g. [16, 24]")
+    got = sorted(answer)
     if got == expected:
         return report(
             True,
@@ -82,6 +75,7 @@ def check_01_2(answer, model: str = "medvae_8_1_2d", sides=range(16, 65)) -> boo
     return report(False, "", "try each side s from 16 to 64 with get_config(model).latent_shape((s, s))")
 
 
+@answer_check()  # the answer is an exception object: only isinstance is asked of it
 def check_01_3(answer) -> bool:
     """``answer``: the exception ``verify_file(copy, datafile)`` raised for a copy with one byte changed."""
     if isinstance(answer, ChecksumError):
@@ -118,15 +112,10 @@ def aliasing_differences(image: np.ndarray, factors=(2, 3, 4)) -> list[float]:
     return out
 
 
-def check_01_4(answer, image: np.ndarray) -> bool:
+@answer_check(numbers(3, "each difference", "give three numbers: the mean absolute difference at 2x, 3x and 4x"))
+def check_01_4(got: list[float], image: np.ndarray) -> bool:
     """``answer``: [mean |difference| at 2x, 3x, 4x] between shrinking without and with anti-aliasing."""
-    try:
-        got = [as_number(a, "each difference") for a in answer]
-    except TypeError:
-        got = []
     expected = aliasing_differences(image)
-    if len(got) != len(expected):
-        return report(False, "", "give three numbers: the mean absolute difference at 2x, 3x and 4x")
     if close(got, expected, rtol=1e-3, atol=1e-6):
         return report(
             True, "the more an image is shrunk, the more detail would fold into false patterns without the blur.", ""

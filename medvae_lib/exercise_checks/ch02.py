@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, close, number, numbers, report
 
 
 def kl_per_image(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -14,11 +14,11 @@ def kl_per_image(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
     return torch.distributions.kl_divergence(posterior, torch.distributions.Normal(0.0, 1.0)).flatten(1).sum(1)
 
 
+@answer_check(number("the ratio"))
 def check_02_2(
-    answer, z_mu: torch.Tensor, z_sigma: torch.Tensor, rec_per_image: float, kl_weight: float = 1e-2
+    value: float, z_mu: torch.Tensor, z_sigma: torch.Tensor, rec_per_image: float, kl_weight: float = 1e-2
 ) -> bool:
     """``answer``: kl_weight x (KL per image, mean over images) / the summed L1 term per image."""
-    value = as_number(answer, "the ratio")
     kl = kl_per_image(z_mu, z_sigma).mean().item()
     expected = kl_weight * kl / float(rec_per_image)
     if close(value, expected, rtol=1e-2):
@@ -48,14 +48,9 @@ def psnr_per_image(images: torch.Tensor, reconstructions: torch.Tensor) -> torch
     return 10 * torch.log10(1 / mse)
 
 
-def check_02_3(answer, images: torch.Tensor, reconstructions: torch.Tensor) -> bool:
+@answer_check(numbers(2, "each PSNR", "give two numbers: (mean of per-image PSNR, PSNR of the pooled MSE)"))
+def check_02_3(got: list[float], images: torch.Tensor, reconstructions: torch.Tensor) -> bool:
     """``answer``: (mean of per-image PSNR, PSNR of the MSE pooled over all images), in dB."""
-    try:
-        got = [as_number(a, "each PSNR") for a in answer]
-    except TypeError:
-        got = []
-    if len(got) != 2:
-        return report(False, "", "give two numbers: (mean of per-image PSNR, PSNR of the pooled MSE)")
     per_image = psnr_per_image(images, reconstructions)
     mse = (images.double() - reconstructions.double()).pow(2).mean()
     expected = [per_image.mean().item(), (10 * torch.log10(1 / mse)).item()]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, close, number, numbers, report
 from ..medvae_stage2 import LATENT_SCALE, embed, project, render_latent
 
 
-def check_03_1(answer, teacher, images: torch.Tensor, latents: torch.Tensor) -> bool:
+@answer_check(number("the mean teacher distance"))
+def check_03_1(value: float, teacher, images: torch.Tensor, latents: torch.Tensor) -> bool:
     """``answer``: stage 2's loss on these images, by hand: the squared L2 distance between the teacher's
     embeddings of each image and of its rendered latent, summed over the embedding, averaged over images."""
-    value = as_number(answer, "the mean teacher distance")
     a, b = embed(teacher, images).double(), embed(teacher, render_latent(latents)).double()
     per_image = (a - b).pow(2).sum(1)
     expected = per_image.mean().item()
@@ -43,9 +43,9 @@ def decoded_psnr(autoencoder, latents: torch.Tensor, images: torch.Tensor) -> fl
     return (10 * torch.log10(1 / mse)).mean().item()
 
 
-def check_03_2(answer, autoencoder, head, images: torch.Tensor) -> bool:
+@answer_check(number("the mean PSNR"))
+def check_03_2(value: float, autoencoder, head, images: torch.Tensor) -> bool:
     """``answer``: the mean validation PSNR of the frozen decoder applied to the stage-2 latent P(mu)."""
-    value = as_number(answer, "the mean PSNR")
     device = next(autoencoder.parameters()).device
     stage2 = project(autoencoder, head, images, device=device)
     expected = decoded_psnr(autoencoder, stage2, images)
@@ -81,14 +81,9 @@ def share_in_unit_range(latents: torch.Tensor, scale: float) -> float:
     return ((rendered >= 0) & (rendered <= 1)).double().mean().item()
 
 
-def check_03_3(answer, latents: torch.Tensor) -> bool:
+@answer_check(numbers(2, "each share", "give two numbers: (share with scale 4.6, share with scale 1.0)"))
+def check_03_3(got: list[float], latents: torch.Tensor) -> bool:
     """``answer``: (share in [0, 1] with MedVAE's scale 4.6, share with scale 1.0) of the rendered latents."""
-    try:
-        got = [as_number(a, "each share") for a in answer]
-    except TypeError:
-        got = []
-    if len(got) != 2:
-        return report(False, "", "give two numbers: (share with scale 4.6, share with scale 1.0)")
     expected = [share_in_unit_range(latents, LATENT_SCALE), share_in_unit_range(latents, 1.0)]
     if close(got, expected, atol=1e-6):
         return report(

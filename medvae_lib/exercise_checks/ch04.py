@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, close, number, number_mapping, report
 from ..latent_downstream import auroc, linear_probe, probe_scores
 
 
@@ -17,12 +17,12 @@ def probe_auroc_at(inputs: dict, train_y, val_y, c: float) -> dict[str, float]:
     }
 
 
-def check_04_1(answer, inputs: dict, train_y, val_y) -> bool:
+@answer_check(number_mapping("the AUROC", "give a dict {input name: validation AUROC}"))
+def check_04_1(got: dict[str, float], inputs: dict, train_y, val_y) -> bool:
     """``answer``: {input name: validation AUROC of a linear probe with C = 1.0}."""
-    if not isinstance(answer, dict) or set(answer) != set(inputs):
+    if set(got) != set(inputs):
         return report(False, "", f"give a dict with one validation AUROC per input: keys {sorted(inputs)}")
     expected = probe_auroc_at(inputs, train_y, val_y, 1.0)
-    got = {name: as_number(v, f"the AUROC of {name!r}") for name, v in answer.items()}
     if all(close(got[n], expected[n], rtol=1e-3) for n in expected):
         return report(True, "compare each with the best C of section 4.2 to see which input needs regularising.", "")
     return report(
@@ -40,10 +40,10 @@ def stage1_probe_scores(inputs: dict, train_y, val_y) -> np.ndarray:
     return probe_scores(probe, x["val"])
 
 
-def check_04_2(answer, inputs: dict, train_y, val_y) -> bool:
+@answer_check(number("the share of pairs"))
+def check_04_2(value: float, inputs: dict, train_y, val_y) -> bool:
     """``answer``: for the stage-1 latent's probe, the share of (pneumonia, normal) validation pairs in which
     the pneumonia image scores higher (ties count one half)."""
-    value = as_number(answer, "the share of pairs")
     scores = stage1_probe_scores(inputs, train_y, val_y)
     labels = np.asarray(val_y).ravel()
     expected = auroc(labels, scores)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-from ..exercises import as_number, report
+from ..exercises import answer_check, number, report
 
 
-def check_05_1(answer, shape, factor: int, latent_channels: int = 1) -> bool:
+@answer_check(number("the compression (voxels per latent value)"))
+def check_05_1(value: float, shape, factor: int, latent_channels: int = 1) -> bool:
     """Exercise 5.1: voxels of a volume of ``shape`` per value of its 3D latent (``factor`` per side,
     ``latent_channels`` channels)."""
-    value = as_number(answer, "the compression (voxels per latent value)")
     if len(shape) != 3 or any(s % factor for s in shape):
         raise ValueError(f"the check needs a 3D shape divisible by {factor}, got {tuple(shape)}")
     latent = math.prod(s // factor for s in shape) * latent_channels
@@ -30,10 +30,10 @@ def check_05_1(answer, shape, factor: int, latent_channels: int = 1) -> bool:
     return report(False, "", hint)
 
 
-def check_05_2(answer, factor: int = 4) -> bool:
+@answer_check(number("the slice index modulo the factor"))
+def check_05_2(value: float, factor: int = 4) -> bool:
     """Exercise 5.2: the slice phase (index modulo ``factor``, along the last axis) that the untrained
     inflated model reconstructs best: the one slice in ``factor`` its stride-2 kernels read."""
-    value = as_number(answer, "the slice index modulo the factor")
     expected = factor - 1
     if value == expected:
         return report(

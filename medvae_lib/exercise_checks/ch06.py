@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 
 from .. import multimodal_theory as mt
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, choice, close, number, report
 
 
 def eta_of_rank(problem: mt.Problem, subset, rank: int) -> float:
@@ -21,10 +21,10 @@ def eta_of_rank(problem: mt.Problem, subset, rank: int) -> float:
     return float((np.trace(a_star @ cov @ a_star.T) - explained.sum()) / problem.task_dim)
 
 
-def check_06_1(answer, problem: mt.Problem) -> bool:
+@answer_check(number("eta"))
+def check_06_1(value: float, problem: mt.Problem) -> bool:
     """``answer``: eta at infinite data of the best encoder of all four modalities that keeps one number,
     in the chapter's world (whose g* keeps two)."""
-    value = as_number(answer, "eta")
     expected = eta_of_rank(problem, "a+b+c+d", 1)
     if close(value, expected, rtol=1e-6, atol=1e-9):
         return report(
@@ -56,16 +56,18 @@ def pair_gains(problem: mt.Problem) -> dict[str, float]:
     }
 
 
-def check_06_2(answer, problem: mt.Problem) -> bool:
+def _subset_name(text: str) -> str:
+    try:
+        return mt.subset_name(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not a subset of the modalities {mt.MODALITIES}") from None
+
+
+@answer_check(choice(None, "give the pair as a string such as 'a+b'", normalise=_subset_name))
+def check_06_2(name: str, problem: mt.Problem) -> bool:
     """``answer``: the pair of modalities ('x+y') whose union improves most on the better of its two members."""
     gains = pair_gains(problem)
     best = max(gains, key=gains.get)
-    if not isinstance(answer, str):
-        return report(False, "", "give the pair as a string such as 'a+b'")
-    try:
-        name = mt.subset_name(answer)
-    except ValueError:
-        return report(False, "", f"{answer!r} is not a subset of the modalities {mt.MODALITIES}")
     if name == best:
         return report(True, "the two modalities that complement each other most: each sees what the other misses.", "")
     if name not in gains:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import personalized_invariant as pi
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, choice, close, number, report
 
 
 def protocol_gap(model, samples, settings) -> float:
@@ -17,9 +17,9 @@ def protocol_gap(model, samples, settings) -> float:
     return float(paper - brain)
 
 
-def check_07_1(answer, model, samples, settings) -> bool:
+@answer_check(number("the PSNR gap in dB"))
+def check_07_1(value: float, model, samples, settings) -> bool:
     """``answer``: how many dB the paper's protocol adds to the cross-contrast PSNR on these samples."""
-    value = as_number(answer, "the PSNR gap in dB")
     expected = protocol_gap(model, samples, settings)
     if close(value, expected, rtol=1e-3, atol=1e-3):
         return report(
@@ -45,11 +45,10 @@ def hardest_target(psnr: np.ndarray) -> str:
     return pi.CONTRASTS[int(np.argmin(means))]
 
 
-def check_07_2(answer, psnr: np.ndarray) -> bool:
+@answer_check(choice(pi.CONTRASTS, f"answer with one of {list(pi.CONTRASTS)}"))
+def check_07_2(answer: str, psnr: np.ndarray) -> bool:
     """``answer``: the contrast ('t1', 't1c', 't2' or 'flair') that is hardest to synthesise from the others,
     given validation PSNR scores (4 sources, 4 targets, samples)."""
-    if answer not in pi.CONTRASTS:
-        return report(False, "", f"answer with one of {list(pi.CONTRASTS)}")
     expected = hardest_target(psnr)
     if answer == expected:
         return report(True, "that is the contrast the other three predict worst on these slices.", "")

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import contrastive_benchmark as cb
-from ..exercises import as_number, close, report
+from ..exercises import answer_check, close, number, report
 
 
-def check_08_1(answer, similarity, positives) -> bool:
+@answer_check(number("recall@5"))
+def check_08_1(value: float, similarity, positives) -> bool:
     """``answer``: image-to-text recall@5 on the validation gallery, where every caption identical to the
     query's own counts as a hit. ``similarity`` is (images, captions), ``positives`` the boolean matrix."""
-    value = as_number(answer, "recall@5")
     sim, pos = np.asarray(similarity, dtype=float), np.asarray(positives, dtype=bool)
     expected = float(cb.recall_at_k(sim, pos, (5,))[5].mean())
     if close(value, expected, rtol=1e-6, atol=1e-9):
@@ -41,10 +41,10 @@ def single_template_accuracy(image_embeddings, prompt_embeddings, labels, templa
     return float((pred == np.asarray(labels)).mean())
 
 
-def check_08_2(answer, image_embeddings, prompt_embeddings, labels) -> bool:
+@answer_check(number("accuracy"))
+def check_08_2(value: float, image_embeddings, prompt_embeddings, labels) -> bool:
     """``answer``: validation zero-shot accuracy of body region with each class described only by its
     first template. ``prompt_embeddings`` is (classes, templates, d)."""
-    value = as_number(answer, "accuracy")
     expected = single_template_accuracy(image_embeddings, prompt_embeddings, labels, 0)
     if close(value, expected, rtol=1e-6, atol=1e-9):
         return report(True, "that is the first template alone; compare it with the ensemble of all templates.", "")
