@@ -519,26 +519,27 @@ def hold_out_slab(volumes: dict[str, torch.Tensor], width: int, axis: int = 1):
     return train, val
 
 
-def fold_data(volumes: dict[str, torch.Tensor], test_person: str, settings: dict, seed: int):
-    """One fold's inputs from ``volumes`` (``"<person>/<contrast>"``): training patches from the other
-    people's volumes outside the validation slab (:func:`hold_out_slab`), validation patches from the
-    slab, and the test person's whole volumes of ``settings["test_contrasts"]``. The test person is used
-    for nothing else."""
+def fold_data(volumes: dict, test_person: str, settings: dict, seed: int) -> dict:
+    """One fold's inputs from ``volumes`` (``"<person>/<contrast>"``): training patches
+    from the other people's volumes outside the validation slab (:func:`hold_out_slab`),
+    validation patches from the slab, and the test person's whole volumes of
+    ``settings["test_contrasts"]``. The test person is used for nothing else."""
     people = {name.split("/")[0] for name in volumes}
     if test_person not in people:
-        raise ValueError(f"{test_person} is not among the loaded people {sorted(people)}")
-    training = {
-        k: v
-        for k, v in volumes.items()
-        if k.split("/")[0] != test_person and k.split("/")[1] in settings["train_contrasts"]
-    }
+        raise ValueError(f"{test_person} is not among the people {sorted(people)}")
+    training = {}
+    for name, v in volumes.items():
+        person, contrast = name.split("/")
+        if person != test_person and contrast in settings["train_contrasts"]:
+            training[name] = v
     pieces, slabs = hold_out_slab(training, settings["val_slab"])
-    size = settings["patch"]
+    size, n_val = settings["patch"], settings["n_val_patches"]
+    test = [f"{test_person}/{c}" for c in settings["test_contrasts"]]
     return {
         "patches": random_patches(pieces, settings["n_patches"], size, seed=seed),
-        "val_patches": random_patches(slabs, settings["n_val_patches"], size, seed=seed + 1000),
+        "val_patches": random_patches(slabs, n_val, size, seed=seed + 1000),
         "val_volumes": slabs,
-        "test_volumes": {f"{test_person}/{c}": volumes[f"{test_person}/{c}"] for c in settings["test_contrasts"]},
+        "test_volumes": {name: volumes[name] for name in test},
     }
 
 
@@ -590,23 +591,27 @@ def score_fold(trainers: dict, test_volumes: dict, settings: dict, device="cpu")
     return volume_fidelity(test_volumes, recs), per_tile, recs
 
 
-def run_folds(volumes: dict, settings: dict, seeds, autoencoder_2d, device="cpu", keep: str | None = None):
-    """Every leave-one-person-out fold of ``settings["people"]`` (:func:`person_folds`) with every seed:
-    :func:`fold_data`, :func:`train_fold`, :func:`score_fold`. Returns ``{"curves", "volumes", "tiles"}``,
-    tables with ``fold`` (the test person) and ``seed`` columns, and ``"kept"``: ``{seed: {"data",
-    "trainers"}}`` of the fold whose test person is ``keep`` (default: the first person), for the
-    sections that reuse its models."""
+def run_folds(volumes, settings, seeds, autoencoder, device="cpu", keep=None):
+    """Every leave-one-person-out fold of ``settings["people"]`` with every seed, the
+    3D runs inflated from the 2D ``autoencoder``: :func:`fold_data`, :func:`train_fold`,
+    :func:`score_fold`. Returns tables ``"curves"``, ``"volumes"`` and ``"tiles"`` with
+    ``fold`` (the test person) and ``seed`` columns, and ``"kept"``: ``{seed: {"data", "trainers"}}`` of the fold
+    whose test person is ``keep`` (default: the first person), for the sections that
+    reuse its models. ``settings["fold_settings"]`` (optional, ``{test person:
+    overrides}``) gives a fold the settings its own validation chose."""
     import pandas as pd
 
     keep = keep or settings["people"][0]
     curves, per_volume, per_tile, kept = [], [], [], {}
     for test_person, _ in person_folds(settings["people"]):
+        # where folds chose differently, each fold's own validation choice
+        s = {**settings, **settings.get("fold_settings", {}).get(test_person, {})}
         for seed in seeds:
-            data = fold_data(volumes, test_person, settings, seed)
+            data = fold_data(volumes, test_person, s, seed)
             label = f"{test_person} held out, seed {seed}"
-            with contextlib.redirect_stdout(io.StringIO()):  # one line per run and segment otherwise
-                trainers, curve = train_fold(data, settings, seed, autoencoder_2d, device, label)
-            vol, tile, _ = score_fold(trainers, data["test_volumes"], settings, device)
+            with contextlib.redirect_stdout(io.StringIO()):  # a line per run otherwise
+                trainers, curve = train_fold(data, s, seed, autoencoder, device, label)
+            vol, tile, _ = score_fold(trainers, data["test_volumes"], s, device)
             for table, into in ((curve, curves), (vol, per_volume), (tile, per_tile)):
                 into.append(table.assign(fold=test_person, seed=seed))
             if test_person == keep:
@@ -630,12 +635,13 @@ def _paired_arrays(tiles, a: str, b: str, metric: str):
 
 
 def fold_table(tiles, pairs, metrics=("PSNR (dB)", "MS-SSIM")):
-    """Paired differences ``a - b`` per fold (interval over seeds: one person per fold) and pooled over
-    the folds (interval over seeds crossed with people), from :func:`medvae_lib.stats.paired_difference`
-    with each tile's person as its cluster: tiles of one person are correlated regions of one brain,
-    not independent units. One row per comparison, metric and fold (``"pooled"`` last), with the
-    difference's mean, interval, degrees of freedom, the mean difference of each seed and the book's
-    reading (:func:`medvae_lib.stats.verdict`)."""
+    """Paired differences ``a - b`` per fold (an interval over seeds: one person per
+    fold) and pooled over the folds (over seeds crossed with people), from
+    :func:`medvae_lib.stats.paired_difference` with each tile's person as its cluster:
+    the tiles of one person are correlated regions of one brain, not independent
+    units. One row per comparison, metric and fold (``"pooled"`` last): the mean
+    difference, its interval and degrees of freedom, each seed's mean difference and
+    the book's reading (:func:`medvae_lib.stats.verdict`)."""
     import pandas as pd
 
     from . import stats
@@ -665,21 +671,22 @@ def fold_table(tiles, pairs, metrics=("PSNR (dB)", "MS-SSIM")):
 
 
 def fold_verdict(table, comparison: str, metric: str) -> str:
-    """What the folds allow the chapter to say about ``comparison`` on ``metric`` (rows of
-    :func:`fold_table`): a direction only where every fold's mean and every seed of every fold point
-    the same way *and* the pooled interval excludes zero; "depends on the person" where the folds'
-    means differ in sign; otherwise "not detectable at this size", with the pooled interval."""
+    """What the folds allow the chapter to say about ``comparison`` on ``metric`` (rows
+    of :func:`fold_table`): a direction only where every fold's mean and every seed of
+    every fold point the same way *and* the pooled interval excludes zero; "depends on
+    the person" where the folds' means differ in sign; otherwise "not detectable at
+    this size"; each with the pooled difference and interval."""
     part = table.xs((comparison, metric), level=("comparison", "metric"))
     pooled = part.loc["pooled"]
     folds = part.drop(index="pooled")
     per_seed = [float(x) for cell in folds["per seed"] for x in cell.split(", ")]
-    numbers = f"{pooled['mean difference']:+.3g} [{pooled['95% CI low']:+.3g}, {pooled['95% CI high']:+.3g}]"
-    signs = set(np.sign(folds["mean difference"]))
-    if len(signs) > 1:
+    low, high = pooled["95% CI low"], pooled["95% CI high"]
+    numbers = f"{pooled['mean difference']:+.3g} [{low:+.3g}, {high:+.3g}]"
+    if len(set(np.sign(folds["mean difference"]))) > 1:
         return f"depends on the person: fold means of both signs; pooled {numbers}"
-    if pooled["95% CI low"] > 0 and all(x > 0 for x in per_seed):
+    if low > 0 and all(x > 0 for x in per_seed):
         return f"ahead in every fold and seed: pooled {numbers}"
-    if pooled["95% CI high"] < 0 and all(x < 0 for x in per_seed):
+    if high < 0 and all(x < 0 for x in per_seed):
         return f"behind in every fold and seed: pooled {numbers}"
     return f"not detectable at this size: pooled {numbers}"
 
