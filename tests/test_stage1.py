@@ -78,3 +78,32 @@ def test_seed_ablation_trains_each_seed_and_reuses_a_matching_run(images):
     assert set(scores.seed) == {0, 1} and len(scores) == 2 * 3 * 8
     resize = scores[scores.method == "resize"].pivot(index="seed", columns="image", values="PSNR (dB)")
     assert np.allclose(resize.loc[0], resize.loc[1]), "the baseline does not depend on the seed"
+
+
+def test_the_arm_without_the_adversarial_term_can_be_left_out(images):
+    config = tiny(3, adv_start=2)
+    both = medvae_stage1.adversarial_ablation(config, images)
+    alone = medvae_stage1.adversarial_ablation(config, images, without=False)
+    assert list(alone) == ["with adversarial"]
+    a, b = both["with adversarial"].autoencoder.state_dict(), alone["with adversarial"].autoencoder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "leaving the second arm out changes nothing of the first"
+
+
+def test_edge_energy_and_worst_images():
+    flat = torch.full((3, 1, 16, 16), 0.5)
+    assert torch.equal(medvae_stage1.edge_energy(flat), torch.zeros(3))
+    stripes = torch.zeros(1, 1, 16, 16)
+    stripes[..., (torch.arange(16) // 2) % 2 == 0] = 1.0  # period 4: the Sobel filter sees every edge
+    step = torch.zeros(1, 1, 16, 16)
+    step[..., 8:] = 1.0
+    assert medvae_stage1.edge_energy(stripes) > medvae_stage1.edge_energy(step) > 0
+    # PSNR that falls with detail: the worst images are the most detailed ones
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(20, 1, 16, 16, generator=g) * torch.linspace(0, 1, 20)[:, None, None, None]
+    energy = medvae_stage1.edge_energy(images).numpy()
+    train = torch.rand(50, 1, 16, 16, generator=g) * torch.linspace(0, 1, 50)[:, None, None, None]
+    out = medvae_stage1.worst_images(images, torch.arange(20) % 2, 30 - 5 * energy, train, n=4)
+    assert out["spearman"] == pytest.approx(-1.0)
+    assert sorted(out["table"]["image"]) == [16, 17, 18, 19]
+    assert (out["table"]["percentile among training images"] > 60).all()
+    assert 0 < out["train_share"] < 0.4
