@@ -52,6 +52,7 @@ shrink the measured speed-ups several-fold.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
@@ -255,6 +256,7 @@ def end_to_end(
     iters: int = 5,
     width: int = 16,
     stem_stride: int = 1,
+    measured: list[dict] | None = None,
 ) -> list[dict]:
     """Throughput with the encoder counted: the classifier on pixels, on latents encoded once and
     stored (what :func:`compare` times), and on latents encoded on the fly by ``autoencoder``'s
@@ -263,7 +265,9 @@ def end_to_end(
     One row per mode (``"train"``, ``"inference"``) with the three throughputs in images per second,
     the encoder's alone, both speed-ups over pixels, and ``"break-even passes"``
     (:func:`break_even_passes`: epochs for training, evaluations for inference). All are measured
-    here, one after the other, on random images of side ``image_size``."""
+    here, one after the other, on random images of side ``image_size``; ``measured``, the rows of
+    :func:`compare` for the same model, size, batch and classifier in this run, saves timing the
+    pixel and stored-latent classifiers a second time."""
     cfg = get_config(config_name)
     _positive_int(image_size, "image_size")
     image = (1, *(image_size,) * cfg.spatial_dims)
@@ -286,11 +290,19 @@ def end_to_end(
 
     timing = {"batch_size": batch_size, "device": device, "iters": iters}
     encoder = throughput(_EncodedFirst(encode, torch.nn.Identity()), image, train=False, **timing)
+    known = {}
+    for row in measured or []:
+        if (row["model"], row["image"]) != (cfg.name, _shape(image[1:])):
+            raise ValueError(f"measured rows are for {row['model']} at {row['image']}, not {cfg.name}")
+        known[row["mode"]] = row["pixels (img/s)"], row["latents (img/s)"]
     rows = []
     for mode in MODES:
         train = mode == "train"
-        pixels = throughput(fresh(1), image, train=train, **timing)
-        once = throughput(fresh(latent[0]), latent, train=train, **timing)
+        if mode in known:
+            pixels, once = known[mode]
+        else:
+            pixels = throughput(fresh(1), image, train=train, **timing)
+            once = throughput(fresh(latent[0]), latent, train=train, **timing)
         online = throughput(_EncodedFirst(encode, fresh(latent[0])), image, train=train, **timing)
         rows.append(
             {
@@ -307,6 +319,28 @@ def end_to_end(
             }
         )
     return rows
+
+
+def describe_end_to_end(rows: list[dict]) -> list[str]:
+    """One sentence per row of :func:`end_to_end`, with its measured numbers: how the latent classifier
+    compares with the pixel one once the encoder is counted, and after how many passes encoding once
+    has paid for itself."""
+    passes = {"train": "training epoch", "inference": "pass over the same images"}
+    lines = []
+    for row in rows:
+        online, once = row["speed-up, encoded online"], row["speed-up, encoded once"]
+        n = row["break-even passes"]
+        if math.isinf(n):
+            pays = "encoding once never pays for itself (latents save no time per pass)"
+        else:
+            k = max(1, math.ceil(n))
+            unit = passes[row["mode"]].replace("epoch", "epochs").replace("pass ", "passes ")
+            pays = f"encoding once pays for itself within {k} {passes[row['mode']] if k == 1 else unit} ({n:.2g})"
+        lines.append(
+            f"{row['mode']} at {row['image']}: latents encoded online run at {online:.2f}x the pixel "
+            f"classifier ({'faster' if online > 1 else 'slower'}), stored latents at {once:.1f}x; {pays}"
+        )
+    return lines
 
 
 def _positive_arg(text: str) -> int:

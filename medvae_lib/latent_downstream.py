@@ -452,7 +452,10 @@ MODES = {
         "classifier_lr": 1e-3,
         "classifier_width": 16,
         "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
-        "sweep_steps": 200,
+        # three seeds of each autoencoder, so that the sweep's intervals hold the training noise;
+        # 100 steps each keeps the 12 short trainings within CI's time
+        "sweep_seeds": [0, 1, 2],
+        "sweep_steps": 100,
         "sweep_width": 16,
         "sweep_batch_size": 16,
         # Throughput: the CI size, and MedVAE's 512x512 (a few timed batches on a CPU).
@@ -467,6 +470,7 @@ MODES = {
         "classifier_lr": 1e-3,
         "classifier_width": 32,
         "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
+        "sweep_seeds": [0, 1, 2],
         "sweep_steps": 5000,
         "sweep_width": 64,
         "sweep_batch_size": 16,

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from medvae_lib.benchmark import break_even_passes, compare, end_to_end, main, throughput
+from medvae_lib.benchmark import break_even_passes, compare, describe_end_to_end, end_to_end, main, throughput
 from medvae_lib.models import build_classifier
 
 
@@ -130,6 +130,38 @@ def test_end_to_end_counts_the_encoder_and_leaves_it_untouched():
         assert torch.equal(value, before[key]), f"the frozen encoder changed: {key}"
     assert not autoencoder.training
     assert not any(p.grad is not None for p in autoencoder.parameters()), "no gradient reaches the encoder"
+
+
+def test_describe_end_to_end_says_slower_or_faster_and_when_encoding_pays():
+    rows = [
+        {"mode": "train", "image": "512x512", "speed-up, encoded online": 0.4,
+         "speed-up, encoded once": 20.0, "break-even passes": 2.3},
+        {"mode": "inference", "image": "512x512", "speed-up, encoded online": 1.5,
+         "speed-up, encoded once": 3.0, "break-even passes": 0.2},
+        {"mode": "inference", "image": "32x32", "speed-up, encoded online": 0.5,
+         "speed-up, encoded once": 0.9, "break-even passes": math.inf},
+    ]  # fmt: skip
+    train, fast, never = describe_end_to_end(rows)
+    assert "0.40x the pixel classifier (slower)" in train and "within 3 training epochs (2.3)" in train
+    assert "(faster)" in fast and "within 1 pass over the same images (0.2)" in fast
+    assert "never pays for itself" in never
+
+
+def test_end_to_end_reuses_the_rows_compare_measured():
+    from medvae_lib.models import build_autoencoder
+
+    autoencoder = build_autoencoder("medvae_4_1_2d", width=8)
+    measured = [
+        {"model": "medvae_4_1_2d", "image": "32x32", "mode": "train", "pixels (img/s)": 2.0,
+         "latents (img/s)": 20.0},
+        {"model": "medvae_4_1_2d", "image": "32x32", "mode": "inference", "pixels (img/s)": 4.0,
+         "latents (img/s)": 40.0},
+    ]  # fmt: skip
+    rows = end_to_end(autoencoder, "medvae_4_1_2d", 32, batch_size=2, iters=1, width=4, measured=measured)
+    assert [(r["pixels (img/s)"], r["latents, encoded once (img/s)"]) for r in rows] == [(2.0, 20.0), (4.0, 40.0)]
+    assert rows[0]["speed-up, encoded once"] == 10.0
+    with pytest.raises(ValueError, match="not medvae_4_1_2d"):
+        end_to_end(autoencoder, "medvae_4_1_2d", 64, batch_size=2, iters=1, width=4, measured=measured)
 
 
 def test_end_to_end_rejects_an_autoencoder_of_another_configuration():
