@@ -56,9 +56,11 @@ EVIDENCE = ("primary", "primary (screenshot of the table)", "secondary", "repo/m
 # Limits of the results schema: what a chapter could plausibly write, far below what would hurt the page.
 LIMITS = {"key": 120, "metric": 200, "setting": 300, "data": 200, "data_key": 64, "version": 40}
 MOST = {"results": 2000, "seeds": 1000, "data_items": 500, "data_depth": 5}
-# Characters a text field may hold besides letters and digits (of any script): no line breaks, no
-# backticks, braces, pipes, backslashes or dollars, which Markdown and MyST read as syntax.
-TEXT_PUNCTUATION = set(" .,;:_-+()[]/%='<>^*~#@&!?\"") | set("−±×÷≥≤≈→←·–—…°µ′″")
+# The ASCII characters a text field may hold besides letters and digits: no line breaks or tabs, no
+# backticks, braces, pipes, backslashes or dollars, which Markdown and MyST read as syntax. Beyond ASCII,
+# letters, marks, digits, punctuation and symbols of any script (γ, ≥, −, ‖), but no control, format
+# (such as a right-to-left override) or separator characters.
+TEXT_PUNCTUATION = set(" .,;:_-+()[]/%='<>^*~#@&!?\"")
 # Data identities (names, checksums, paths) are plainer still.
 DATA_PUNCTUATION = set(" .,:_-+()/=@%")
 
@@ -79,13 +81,15 @@ def _number(value, where: str) -> float:
 
 
 def _text(value, where: str, limit: int, punctuation: set[str] = TEXT_PUNCTUATION) -> str:
-    """A non-empty string of at most ``limit`` characters, each a letter, a digit or in ``punctuation``."""
+    """A non-empty string of at most ``limit`` characters: ASCII letters, digits and ``punctuation``, and
+    beyond ASCII letters, marks, digits, punctuation and symbols (not control or separator characters)."""
     if not isinstance(value, str) or not value:
         raise ResultsError(f"{where}: expected a non-empty string, got {type(value).__name__}")
     if len(value) > limit:
         raise ResultsError(f"{where}: at most {limit} characters, got {len(value)}")
     for ch in value:
-        if not (ch in punctuation or unicodedata.category(ch)[0] in "LN"):
+        allowed = ch.isalnum() or ch in punctuation if ch.isascii() else unicodedata.category(ch)[0] in "LMNPS"
+        if not allowed:
             raise ResultsError(f"{where}: character {ch!r} (U+{ord(ch):04X}) is not allowed in this field")
     return value
 

@@ -359,3 +359,11 @@ def test_md_shows_every_character_as_text():
     rendered = _myst().render(scorecard.md(text)).strip()
     assert html.unescape(rendered) == f"<p>{text}</p>"
     assert scorecard.md("two\nlines\r\n\tand tabs") == "two lines and tabs"
+
+
+def test_text_fields_take_any_script_but_no_control_characters():
+    ok = {"results": [{"key": "a", "metric": "‖Â‖_F ≥ ρ, γ_S − η (95%)", "value": 1.0}]}
+    scorecard.validate_results(_good(**ok))
+    for bad in ("right\u202eto left", "line\u2028separator", "zero\u200bwidth", "tab\there"):
+        with pytest.raises(scorecard.ResultsError, match="not allowed"):
+            scorecard.validate_results(_good(results=[{"key": "a", "metric": bad, "value": 1.0}]))
