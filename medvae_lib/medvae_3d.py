@@ -121,6 +121,12 @@ def check_volume(volume: torch.Tensor, factor: int | None = None, expected_orien
                 f"every side must be divisible by the factor {factor}; got {shape[2:]} "
                 f"(pad with pad_to_multiple(volume, {factor}) or crop)"
             )
+    bad = int((~torch.isfinite(torch.as_tensor(volume))).sum())
+    if bad:
+        raise ValueError(
+            f"the volume of shape {shape} has {bad} NaN or infinite voxel(s); the models would turn them into "
+            "NaN everywhere (check the file it was read from)"
+        )
     if getattr(volume, "affine", None) is not None:
         found = orientation(volume)
         if found != expected_orientation:
@@ -168,6 +174,12 @@ def load_brain_volume(subject: str, contrast: str, spacing: int = 1, factor: int
         )
     path = fetch(load_manifest(manifest) if isinstance(manifest, str) else manifest, f"{subject}/{contrast}")
     image = read_nifti(path).float()
+    bad = int((~torch.isfinite(image.as_tensor())).sum())
+    if bad:  # min-max scaling would make every voxel NaN, and the foreground crop empty
+        raise ValueError(
+            f"{path} ({subject}/{contrast}) has {bad} NaN or infinite voxel(s) although its checksum matches; "
+            "the file itself holds them: repair it or choose another subject"
+        )
     if spacing > 1:  # spacing^3 voxel averages
         image.set_array(F.avg_pool3d(image.as_tensor()[None], spacing)[0])
         image.affine[:3, :3] *= spacing

@@ -209,25 +209,63 @@ def unpack_brats(archive: str | Path, destination: str | Path) -> Path:
     return roots[0]
 
 
+GRID_TOLERANCE_MM = 0.01  # affines of one person's contrasts may differ by this much (header rounding)
+
+
 def load_subject(paths: dict[str, str | Path]) -> torch.Tensor:
     """The four contrasts of one person as one (4, X, Y, Z) float tensor, read with MONAI ``LoadImaged``
-    and reoriented to RAS. A contrast on another grid is refused: X_h is learned voxel by voxel."""
+    and reoriented to RAS. A contrast on another grid (another shape, or an affine whose voxel size,
+    direction or origin differs by more than ``GRID_TOLERANCE_MM``) is refused: X_h is learned voxel by
+    voxel. So is a file that is not one readable 3D volume, or holds NaN or infinite voxels; every error
+    names the file."""
     missing = [c for c in CONTRASTS if c not in paths]
     if missing:
         raise ValueError(f"missing contrast(s) {missing}; need {list(CONTRASTS)}")
     load = mt.Compose(
         [
-            mt.LoadImaged(keys=list(CONTRASTS), image_only=True),
-            mt.EnsureChannelFirstd(keys=list(CONTRASTS)),
-            mt.Orientationd(keys=list(CONTRASTS), axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            mt.LoadImaged(keys=["image"], image_only=True),
+            mt.EnsureChannelFirstd(keys=["image"]),
+            mt.Orientationd(keys=["image"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         ]
     )
-    data = load({c: str(paths[c]) for c in CONTRASTS})
+    data = {}
+    for c in CONTRASTS:
+        path = Path(paths[c])
+        if not path.is_file():
+            raise FileNotFoundError(f"no {c} volume at {path}")
+        try:
+            data[c] = load({"image": str(path)})["image"]
+        except Exception as err:  # MONAI, nibabel and gzip raise many kinds; the cause is kept
+            raise ValueError(
+                f"{c} volume {path} is not a readable NIfTI file (corrupt, truncated or another format): "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            ) from err
+        if data[c].ndim != 4 or data[c].shape[0] != 1:
+            raise ValueError(
+                f"{c} volume {path} holds an array of shape {tuple(data[c].shape[1:])} after its channel "
+                "axis; one 3D volume per file is expected"
+            )
+        bad = int((~torch.isfinite(torch.as_tensor(data[c]))).sum())
+        if bad:
+            raise ValueError(f"{c} volume {path} has {bad} NaN or infinite voxel(s); repair or replace the file")
     shapes = {c: tuple(data[c].shape[1:]) for c in CONTRASTS}
     if len(set(shapes.values())) != 1:
         raise ValueError(
             f"the contrasts of one subject must share one grid; got shapes {shapes} ({paths[CONTRASTS[0]]})"
         )
+    first = CONTRASTS[0]
+    reference = np.asarray(data[first].affine, dtype=np.float64)
+    for c in CONTRASTS[1:]:
+        affine = np.asarray(data[c].affine, dtype=np.float64)
+        if not np.allclose(affine, reference, rtol=0.0, atol=GRID_TOLERANCE_MM):
+            voxel = np.linalg.norm(affine[:3, :3], axis=0).round(3).tolist()
+            voxel_ref = np.linalg.norm(reference[:3, :3], axis=0).round(3).tolist()
+            shift = float(np.linalg.norm(affine[:3, 3] - reference[:3, 3]))
+            raise ValueError(
+                f"the contrasts of one subject must share one grid, but {c} ({paths[c]}) is not on the grid "
+                f"of {first} ({paths[first]}): voxel sizes {voxel} vs {voxel_ref} mm, origins {shift:.2f} mm "
+                "apart (or other directions); resample it onto the grid of the others (co-register)"
+            )
     return torch.cat(
         [torch.as_tensor(data[c].as_tensor() if hasattr(data[c], "as_tensor") else data[c]) for c in CONTRASTS]
     ).float()
@@ -717,9 +755,13 @@ def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
 
     MONAI's ``PSNRMetric`` averages the squared error over the whole image; with both images set to 0
     outside the mask, that mean is the brain's mean times (brain voxels / all voxels), so the brain's PSNR
-    is MONAI's minus 10 log10(all voxels / brain voxels)."""
+    is MONAI's minus 10 log10(all voxels / brain voxels). NaN or infinite inputs are refused."""
     from monai.metrics import PSNRMetric
 
+    for what, t in (("prediction", pred), ("target", target), ("mask", mask)):
+        bad = int((~torch.isfinite(torch.as_tensor(t, dtype=torch.float32))).sum())
+        if bad:
+            raise ValueError(f"the {what} has {bad} NaN or infinite value(s); its brain PSNR would be NaN")
     mask = mask.float()
     whole = PSNRMetric(max_val=1.0, reduction="none")(pred * mask, target * mask).reshape(-1)
     share = mask.flatten(1).sum(1) * pred.shape[1] / pred[0].numel()
