@@ -47,7 +47,9 @@ Sources this code follows (read in the public repositories):
   ``dest/images``.
 
 Checksums: neither set publishes any. :func:`download_pmc_oa` is therefore *trust on first use*: the first
-download records each file's sha256 in ``dest/checksums.json`` and prints it; every later call verifies
+download records each file's sha256 in ``dest/checksums.json`` and prints it, once the file has proved to
+be what the set holds (the split files parse, ``images.zip`` opens, holds the images they name and
+extracts), so an error page or a truncated download is never trusted; every later call verifies
 the files against that record and raises :class:`~medvae_lib.data.ChecksumError` on a mismatch. This
 cannot prove the first download was the authors' file (nothing published can), but it does catch
 corruption, truncation and a file silently changed on the hub or on disk afterwards; copy the printed
@@ -142,8 +144,15 @@ def download_pmc_oa(
     Checksums are trust on first use, because the authors publish none: the first call records every
     file's sha256 in ``dest/checksums.json`` (with the source and revision) and prints them; later calls
     do not download a file that is already in ``dest`` but verify it against that record, and raise
-    :class:`~medvae_lib.data.ChecksumError` if it differs. A file fetched later (say a split not asked for
-    before) is added to the record. Hashing ``images.zip`` (tens of GB) takes minutes on every call.
+    :class:`~medvae_lib.data.ChecksumError` if it differs (the message says how to recover). A file fetched
+    later (say a split not asked for before) is added to the record. Nothing is recorded before it has
+    proved to be what the set holds: every split file parses as JSON lines with ``image`` (a path inside
+    the images folder) and ``caption``, ``images.zip`` opens, holds every image the split files name and
+    extracts with every member's CRC checked. A file that fails (an error page, a truncated download) is
+    refused with :class:`PairDataError` naming it; if this call fetched it, it is deleted, so the next call
+    fetches it again. Extraction locks ``dest`` against a second process (which waits), and marks the
+    folder done only once it holds every member; an incomplete folder is extracted again.
+    Hashing ``images.zip`` (tens of GB) takes minutes on every call.
     Network failures raise :class:`~medvae_lib.data.NetworkError`.
     """
     splits = tuple(splits)
@@ -487,7 +496,9 @@ def download_roco(
     ``repo`` is the roco-dataset repository: a checkout folder, a ``.zip`` archive of one (a file or a
     URL), or the URL its raw files are served under (default: GitHub's raw files at the commit this code
     follows); ``data/{split}/{group}/dlinks.txt``, ``captions.txt`` and (if there) ``licences.txt`` are
-    read from it. For each dlinks line (the first ``limit`` only, if given) the PMC package is fetched from
+    read from it. An archive URL is downloaded once into ``dest`` (one cached file per URL), and only
+    after it has opened as a zip archive holding ``data/<split>/<group>/dlinks.txt``: a URL answering a
+    web page raises :class:`PairDataError` and leaves nothing behind. For each dlinks line (the first ``limit`` only, if given) the PMC package is fetched from
     ``package_base_url`` + its path below ``ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/`` (HTTPS by default), with
     ``retries`` attempts on transient failures (connection errors, HTTP 5xx and 429); a package that is not
     there is looked up in the PMC OA web service (``oa_service_url`` + PMC id; ``None`` to skip) for its
