@@ -645,7 +645,7 @@ REAL_MODES = {
         "patch": 8,
         "quantile": 0.5,
         "fractions": [0.01, 0.1, 1.0],  # of the training patches
-        "max_train": 4000,  # the full training set is subsampled to this many patches (CI time)
+        "max_train": 2000,  # the training patches are subsampled to this many (CI time, three folds)
         "seeds": 3,
         "hidden": 16,
         "rep_dim": 4,
@@ -994,6 +994,31 @@ def late_fusion_comparisons(results: pd.DataFrame, pairs, column: str = "correct
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def plot_late_fusion(results: pd.DataFrame, axes=None):
+    """Test accuracy against the number of training patches, one panel per held-out person, one line
+    per subset (mean over seeds; thicker lines: more modalities), seeds as dots."""
+    import matplotlib.pyplot as plt
+
+    folds = sorted(results["test person"].unique())
+    if axes is None:
+        _, axes = plt.subplots(1, len(folds), figsize=(4.2 * len(folds), 3.6), sharey=True, squeeze=False)
+        axes = axes[0]
+    colours = dict(zip(sorted(results["subset"].unique()), plt.get_cmap("tab10").colors, strict=False))
+    for ax, person in zip(axes, folds, strict=True):
+        part = results[results["test person"] == person]
+        for subset, g in part.groupby("subset"):
+            size = len(subset.split("+"))
+            mean = g.groupby("m")["accuracy"].mean()
+            ax.plot(mean.index, mean, "-", lw=0.8 + 0.8 * size, color=colours[subset], label=subset)
+            ax.scatter(g["m"], g["accuracy"], s=6, color=colours[subset], alpha=0.5)
+        ax.axhline(0.5, color="grey", lw=0.6, ls=":")
+        ax.set(xscale="log", xlabel="training patches m", title=f"held out: {person}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[-1].legend(fontsize=7, ncol=2)
+    return axes
 
 
 def fold_conclusion(lows, highs) -> str:
