@@ -238,7 +238,11 @@ def _blame_new_files(dest: Path, added: dict[str, str], fetched: set[str]):
     except _BadFile as err:
         target = dest / err.name
         if err.name not in added:
-            hint = f"{target} matches its recorded sha256, so the other files of the set disagree with it"
+            hint = (
+                f"{target} matches the sha256 in {dest / CHECKSUMS_FILE} although it is not what the set "
+                "holds (recorded by a version that did not check it?): delete it, remove "
+                f"{err.name!r} from the 'files' of {dest / CHECKSUMS_FILE} and call again"
+            )
         elif err.name in fetched:
             target.unlink(missing_ok=True)
             hint = f"it was deleted and nothing was recorded; call again to download {err.name} again"

@@ -142,6 +142,24 @@ def test_pmc_oa_a_checksum_mismatch_and_a_damaged_record_say_how_to_recover(tmp_
         itd.download_pmc_oa(dest, source=hub)
 
 
+def test_pmc_oa_an_error_page_recorded_by_an_older_version_says_how_to_get_unstuck(tmp_path):
+    hub, dest = _hub(tmp_path / "hub"), tmp_path / "pmc_oa"
+    dest.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        (dest / name).write_bytes((hub / name).read_bytes())
+    (dest / "images.zip").write_bytes(HTML)
+    files = {n: hashlib.sha256((dest / n).read_bytes()).hexdigest() for n in ("train.jsonl", "images.zip")}
+    record = {"source": str(hub.resolve()), "revision": None, "files": files}
+    (dest / "checksums.json").write_text(json.dumps(record))  # what the unchecked first download recorded
+    with pytest.raises(itd.PairDataError, match=r"delete it, remove 'images\.zip' from the 'files' of"):
+        itd.download_pmc_oa(dest, source=hub, splits=("train",))
+    (dest / "images.zip").unlink()  # what the message says
+    del record["files"]["images.zip"]
+    (dest / "checksums.json").write_text(json.dumps(record))
+    itd.download_pmc_oa(dest, source=hub, splits=("train",))
+    assert _recorded(dest)["images.zip"] == hashlib.sha256((hub / "images.zip").read_bytes()).hexdigest()
+
+
 @pytest.mark.parametrize("how", ["dotdot", "absolute", "link"])
 def test_pmc_oa_rows_that_point_outside_the_set_are_refused(tmp_path, how):
     hub, dest = _hub(tmp_path / "hub"), tmp_path / "pmc_oa"
