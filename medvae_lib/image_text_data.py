@@ -183,7 +183,9 @@ def download_pmc_oa(
             if local.is_dir():
                 if not (local / name).is_file():
                     raise PairFileMissing(f"{local} has no {name}; a PMC-OA folder holds the hub repository's files")
-                shutil.copyfile(local / name, target)
+                copying = target.with_name(target.name + ".partial")  # an interrupted copy leaves no file
+                shutil.copyfile(local / name, copying)
+                copying.replace(target)
             else:
                 _hub_download(origin, name, revision, dest)
             fetched.add(name)
@@ -201,7 +203,7 @@ def download_pmc_oa(
     # Nothing is recorded before it has proved to be what the set holds: split files that parse, an
     # archive that opens, holds the images the splits name, and extracts (every member's CRC checked).
     with _blame_new_files(dest, added, fetched):
-        images_of = _check_pmc_oa_splits(dest, splits, added)
+        images_of = _check_pmc_oa_splits(dest, splits)
         _check_pmc_oa_archive(dest / "images.zip", images_of, "images.zip" in added)
         _extract_images(dest / "images.zip", dest / "images", added.get("images.zip") or recorded["images.zip"])
     if added:
@@ -267,7 +269,7 @@ def _read_record(record_path: Path) -> dict:
     return record
 
 
-def _check_pmc_oa_splits(dest: Path, splits: Sequence[str], added: dict[str, str]) -> dict[str, set]:
+def _check_pmc_oa_splits(dest: Path, splits: Sequence[str]) -> dict[str, set]:
     """The image names each split file lists, reading every split file (a new one that is not JSON lines
     with ``image`` and ``caption``, say an HTML error page, is blamed)."""
     images_of = {}
