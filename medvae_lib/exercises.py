@@ -104,7 +104,7 @@ def _items(answer, count: int | None, what: str, hint: str) -> list:
     if len(items) > limit:
         raise NotYet(f"{hint} (got more than {limit} {what})")
     if count is not None and len(items) != count:
-        raise NotYet(f"{hint} (got {len(items)} {what})")
+        raise NotYet(f"{hint} (got {len(items)} {what.removesuffix('s') if len(items) == 1 else what})")
     return items
 
 

@@ -162,6 +162,8 @@ def test_hints_name_the_problem_of_an_unreadable_answer(capsys):
         (exercises.check_05_2, torch.empty((), device="meta"), "device meta"),
         (exercises.check_05_2, [3, 3], "single number"),
         (exercises.check_01_1, itertools.count(), "more than 2"),
+        (exercises.check_01_1, [0.5], "two numbers: (gap with minmax, gap with zscore) (got 1 item)"),
+        (exercises.check_04_1, {"pixels": float("nan")}, "the AUROC of 'pixels' is nan"),
         (exercises.check_07_2, Hostile(), "answer with one of"),
         (exercises.check_06_2, "a+e", "not a subset"),
     ]
