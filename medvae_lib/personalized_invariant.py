@@ -755,13 +755,14 @@ def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
 
     MONAI's ``PSNRMetric`` averages the squared error over the whole image; with both images set to 0
     outside the mask, that mean is the brain's mean times (brain voxels / all voxels), so the brain's PSNR
-    is MONAI's minus 10 log10(all voxels / brain voxels). NaN or infinite inputs are refused."""
+    is MONAI's minus 10 log10(all voxels / brain voxels). NaN or infinite inputs are
+    refused."""
     from monai.metrics import PSNRMetric
 
     for what, t in (("prediction", pred), ("target", target), ("mask", mask)):
-        bad = int((~torch.isfinite(torch.as_tensor(t, dtype=torch.float32))).sum())
+        bad = int((~torch.isfinite(t.float())).sum())
         if bad:
-            raise ValueError(f"the {what} has {bad} NaN or infinite value(s); its brain PSNR would be NaN")
+            raise ValueError(f"the {what} has {bad} NaN or infinite value(s): no PSNR")
     mask = mask.float()
     whole = PSNRMetric(max_val=1.0, reduction="none")(pred * mask, target * mask).reshape(-1)
     share = mask.flatten(1).sum(1) * pred.shape[1] / pred[0].numel()
