@@ -367,3 +367,21 @@ def test_text_fields_take_any_script_but_no_control_characters():
     for bad in ("right\u202eto left", "line\u2028separator", "zero\u200bwidth", "tab\there"):
         with pytest.raises(scorecard.ResultsError, match="not allowed"):
             scorecard.validate_results(_good(results=[{"key": "a", "metric": bad, "value": 1.0}]))
+
+
+def test_nothing_on_the_page_is_too_wide_to_show():
+    """Code does not wrap: the claim tables hold none, and no code span on the page is longer than fits
+    the book's text column (about 67 characters), so nothing is cut off; details are folded."""
+    page = (REPO / "book" / "scorecard.md").read_text()
+    spans = [
+        child.content
+        for token in _myst().parse(page.replace("```{dropdown}", "```"))
+        for child in token.children or []
+        if child.type == "code_inline"
+    ]
+    assert spans and max(map(len, spans)) <= 60, max(spans, key=len)
+    for row in _rows(page):
+        assert "`" not in "".join(row), row
+    details = [_myst().parse(t.content) for t in _myst().parse(page) if t.info.startswith("{dropdown}")]
+    detail_spans = [c.content for d in details for t in d for c in t.children or [] if c.type == "code_inline"]
+    assert detail_spans and max(map(len, detail_spans)) <= 60, max(detail_spans, key=len)
