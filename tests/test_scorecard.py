@@ -385,3 +385,16 @@ def test_nothing_on_the_page_is_too_wide_to_show():
     details = [_myst().parse(t.content) for t in _myst().parse(page) if t.info.startswith("{dropdown}")]
     detail_spans = [c.content for d in details for t in d for c in t.children or [] if c.type == "code_inline"]
     assert detail_spans and max(map(len, detail_spans)) <= 60, max(detail_spans, key=len)
+
+
+def test_the_papers_numbers_are_the_collected_ones(claims):
+    """Every decimal number a claim quotes from a paper is in ../shared/papers/reported_numbers.yaml (the
+    numbers collected from readable copies, with their evidence): none is typed from memory."""
+    collected = REPO.parent / "shared" / "papers" / "reported_numbers.yaml"
+    if not collected.is_file():
+        pytest.skip(f"{collected} is not beside the repository")
+    text = collected.read_text()
+    quoted = [(c["id"], n) for c in claims for n in re.findall(r"\d+\.\d+", c["reported_text"] or "")]
+    assert len(quoted) > 20
+    missing = [(i, n) for i, n in quoted if n not in text]
+    assert not missing, f"numbers not in {collected.name}: {missing}"
