@@ -72,7 +72,7 @@ MODES = {
         "val_fraction": 0.2,
         "val_gap": 2,
         "skips": False,  # decoder without skip connections: it sees the image only through X_h
-        "steps": 60,
+        "steps": 40,
         "batch_size": 4,
         "lr": 3e-3,
         "weight_decay": 1e-5,
@@ -878,6 +878,13 @@ def synthesise_with_x_h(model: PUIRNet, samples: torch.Tensor, replace: str = "n
         y = model.decode(skips, x_h).cpu()
         out.append(y.clamp(0, 1) * samples[:, k:].float())
     return torch.stack(out)
+
+
+def same_height(person: SubjectData, other: SubjectData) -> torch.Tensor:
+    """The samples of ``other`` at the relative heights nearest to each sample of ``person``: the
+    donors for a swap of X_h between people (:func:`synthesise_with_x_h`)."""
+    nearest = np.abs(other.position[None, :] - person.position[:, None]).argmin(1)
+    return other.samples[torch.as_tensor(nearest)]
 
 
 def scores_of(pred: torch.Tensor, samples: torch.Tensor, metric: str = "psnr", kernel: int = 7) -> np.ndarray:

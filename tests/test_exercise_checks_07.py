@@ -40,3 +40,21 @@ def test_check_07_2_accepts_the_worst_target_and_rejects_the_worst_source(capsys
     assert not ch07.check_07_2("flair", psnr)
     assert "worst *source*" in capsys.readouterr().out
     assert not ch07.check_07_2("T2 weighted", psnr)
+
+
+def test_check_07_4_accepts_the_swap_loss_and_rejects_its_negative(capsys):
+    model, samples, s = _setup()
+    donors = samples.flip(0)
+    loss = ch07.swap_loss(model, samples, donors)
+    assert loss != 0, "an untrained decoder reads X_h"
+    assert ch07.check_07_4(loss, model, samples, donors)
+    assert not ch07.check_07_4(-loss, model, samples, donors)
+    assert "other way round" in capsys.readouterr().out
+    assert not ch07.check_07_4(loss + 1.0, model, samples, donors)
+    assert ch07.swap_loss(model, samples, samples) == 0, "its own X_h loses nothing"
+
+
+def test_same_height_picks_the_nearest_slice_of_the_other_person():
+    a = pi.SubjectData("a", torch.arange(3.0)[:, None], np.array([0.1, 0.5, 0.9]), 0.0)
+    b = pi.SubjectData("b", torch.arange(10.0, 14.0)[:, None], np.array([0.0, 0.4, 0.6, 1.0]), 0.0)
+    assert pi.same_height(a, b).flatten().tolist() == [10.0, 11.0, 13.0]

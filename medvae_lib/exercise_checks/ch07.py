@@ -61,3 +61,33 @@ def check_07_2(answer: str, psnr: np.ndarray) -> bool:
             False, "", "that is the worst *source* (a row); the question asks for the worst *target* (a column)"
         )
     return report(False, "", "average each column of the PSNR matrix without its diagonal and take the lowest")
+
+
+def swap_loss(model, samples, donors) -> float:
+    """Cross-contrast PSNR (mean of the 12 pairs and the samples) of the model as it is, minus that with
+    each sample's X_h replaced by the X_h of the donor sample (the skips of the sample kept)."""
+    kept = pi.synthesise_with_x_h(model, samples)
+    swapped = pi.synthesise_with_x_h(model, samples, "swap", donors)
+    kept, swapped = (pi.off_diagonal_mean(pi.scores_of(p, samples)).mean() for p in (kept, swapped))
+    return float(kept - swapped)
+
+
+@answer_check(number("the PSNR lost in dB"))
+def check_07_4(value: float, model, samples, donors) -> bool:
+    """``answer``: the dB of cross-contrast PSNR lost when each sample gets the donor's X_h."""
+    expected = swap_loss(model, samples, donors)
+    if close(value, expected, rtol=1e-3, atol=1e-3):
+        return report(
+            True,
+            "that is what this decoder loses when a slice gets another person's X_h; compare it with the "
+            "within-person swap of section 7.8 before calling X_h personal.",
+            "",
+        )
+    if close(value, -expected, rtol=1e-3, atol=1e-3):
+        return report(False, "", "the sign is the other way round: as it is minus swapped")
+    return report(
+        False,
+        "",
+        "score pi.synthesise_with_x_h(model, samples) and the same with 'swap' and the donors with "
+        "pi.scores_of, take the mean of pi.off_diagonal_mean of each and subtract",
+    )
