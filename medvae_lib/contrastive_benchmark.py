@@ -60,7 +60,7 @@ MODES = {
         "lr": 2e-3,
         "weight_decay": 0.1,
         "max_tokens": 32,
-        "seeds": (0, 1),
+        "seeds": (0, 1, 2),  # three training runs: an interval needs the seed-to-seed variance
         "text_init": "pretrained",
         "freeze_image_stages": 0,
         "mask_fraction": 0.08,
@@ -1341,7 +1341,7 @@ def _clusters_for(clusters: Mapping | None, task: str, n_items: int):
 
 def results_table(runs: Sequence[RunRecord], clusters: Mapping | None = None) -> pd.DataFrame:
     """Long table: one row per (method, text init, image init, task) with the mean over seeds and items and
-    a 95 % interval over seeds crossed with clusters (``stats.mean_interval``; ``clusters`` maps a task
+    a 95 % interval (cut to [0, 1]) over seeds crossed with clusters (``stats.mean_interval``; ``clusters`` maps a task
     to each item's unit, e.g. :func:`item_clusters`; a task without labels treats items as units)."""
     from medvae_lib import stats
 
@@ -1351,6 +1351,8 @@ def results_table(runs: Sequence[RunRecord], clusters: Mapping | None = None) ->
         for task, values in scores.items():
             groups = _clusters_for(clusters, task, values.shape[1])
             res = stats.mean_interval(values, groups)
+            # a t interval can leave [0, 1]; a score cannot, so the interval is cut to its range
+            res["low"], res["high"] = max(res["low"], 0.0), min(res["high"], 1.0)
             rows.append(
                 {
                     "method": key[0],
@@ -1415,6 +1417,23 @@ def tasks_above_chance(long: pd.DataFrame, chance: Mapping, keys: Sequence[RunKe
         if ok:
             keep.append(task)
     return keep
+
+
+def chance_table(long: pd.DataFrame, chance: Mapping, tasks: Sequence[str]) -> pd.DataFrame:
+    """Per task: its chance level, the best run's mean score, and how many runs lie above chance (the
+    lower end of their interval above it) out of how many."""
+    rows = []
+    for task in tasks:
+        part = long[long.task == task]
+        rows.append(
+            {
+                "task": task,
+                "chance": chance[task],
+                "best run": part["mean"].max(),
+                "runs above chance": f"{int((part['low'] > chance[task]).sum())} of {len(part)}",
+            }
+        )
+    return pd.DataFrame(rows).set_index("task")
 
 
 def _paired_scores(runs, a: RunKey, b: RunKey):
@@ -1514,6 +1533,63 @@ def overall_difference(
         seed=seed,
     )
     return {**res, "tasks": n_tasks}
+
+
+def answer_questions(
+    runs: Sequence[RunRecord],
+    comparisons: Mapping[str, tuple],
+    tasks: Sequence[str],
+    clusters: Mapping,
+    long: pd.DataFrame,
+    chance: Mapping,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict[str, dict]]:
+    """For every comparison ``name -> (a, b)`` (run keys; ``a`` may be a list, averaged), the
+    :func:`overall_difference` over all ``tasks`` (``"all"``) and over the tasks where every run involved
+    is above chance (``"above_chance"``, :func:`tasks_above_chance`; its ``task_list`` names them)."""
+    out = {}
+    for name, (a, b) in comparisons.items():
+        keys = [*(a if isinstance(a, list) else [a]), b]
+        kept = tasks_above_chance(long, chance, keys, tasks)
+        out[name] = {
+            "all": {**overall_difference(runs, a, b, tasks, clusters, n_resamples, seed), "task_list": list(tasks)},
+            "above_chance": {**overall_difference(runs, a, b, kept, clusters, n_resamples, seed), "task_list": kept},
+        }
+    return out
+
+
+def questions_frame(answers: Mapping[str, Mapping[str, Mapping]]) -> pd.DataFrame:
+    """:func:`answer_questions` as a table in percentage points: one row per comparison and task set,
+    with the mean, the 95 % interval, the number of tasks and the per-seed differences."""
+    rows = []
+    for name, sets in answers.items():
+        for which, d in sets.items():
+            rows.append(
+                {
+                    "comparison": name,
+                    "tasks": {"all": "all", "above_chance": "above chance"}[which],
+                    "n tasks": d["tasks"],
+                    "mean": 100 * d["mean"],
+                    "low": 100 * d["low"],
+                    "high": 100 * d["high"],
+                    "per seed": ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"]),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["comparison", "tasks"]).round(1)
+
+
+def answer_sentences(answer: Mapping[str, Mapping], paper_says_it_helps: bool, what: str) -> str:
+    """The verdicts of one :func:`answer_questions` entry, over all tasks and over the tasks above chance,
+    and the tasks the second leaves out."""
+    left_out = [t for t in answer["all"]["task_list"] if t not in answer["above_chance"]["task_list"]]
+    return "\n".join(
+        [
+            compare_with_paper(answer["all"], paper_says_it_helps, f"{what}, all tasks"),
+            compare_with_paper(answer["above_chance"], paper_says_it_helps, f"{what}, tasks above chance"),
+            f"  left out as at or below chance: {', '.join(left_out) or 'none'}",
+        ]
+    )
 
 
 def compare_with_paper(diff: Mapping, paper_says_it_helps: bool, what: str) -> str:

@@ -307,6 +307,15 @@ def test_tasks_above_chance_keeps_only_tasks_where_both_runs_beat_their_chance_l
     assert cb.tasks_above_chance(long, chance, keys, list(chance)) == ["probe.scan"]
 
 
+def test_chance_table_counts_runs_whose_interval_lies_above_chance():
+    long = pd.DataFrame(
+        {"task": ["probe.scan"] * 3 + ["i2t.r1"], "mean": [0.7, 0.6, 0.52, 0.02], "low": [0.6, 0.51, 0.45, 0.0]}
+    )
+    table = cb.chance_table(long, {"probe.scan": 0.5, "i2t.r1": 0.01}, ["probe.scan", "i2t.r1"])
+    assert table.loc["probe.scan", "runs above chance"] == "2 of 3" and table.loc["probe.scan", "best run"] == 0.7
+    assert table.loc["i2t.r1", "runs above chance"] == "0 of 1"
+
+
 def test_overall_difference_weights_tasks_equally_and_has_seed_and_case_variance():
     rng = np.random.default_rng(0)
     cases = np.repeat(np.arange(20), 5).astype(str)
