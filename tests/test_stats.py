@@ -6,76 +6,28 @@ import pytest
 from medvae_lib import stats
 from medvae_lib.latent_downstream import auroc
 
+# Designs with a known answer (true mean 0): one training run on 30 people with 20 correlated patches
+# each; five seeds crossed with 20 cases; three seeds on independent test images, where the seed
+# variance dominates.
+DESIGNS = {
+    "people x patches": dict(n_seeds=1, n_clusters=30, per_cluster=20, sd_seed=0, sd_cluster=1, sd_item=1),
+    "seeds x cases": dict(n_seeds=5, n_clusters=20, per_cluster=5, sd_seed=0.5, sd_cluster=1, sd_inter=0.3, sd_item=1),
+    "seeds x images": dict(n_seeds=3, n_clusters=200, per_cluster=1, sd_seed=1, sd_cluster=1),
+}
 
-@pytest.mark.parametrize(
-    "shape",
-    [
-        # one training run, 30 people with 20 correlated patches each
-        dict(
-            n_seeds=1,
-            n_clusters=30,
-            per_cluster=20,
-            sd_seed=0,
-            sd_cluster=1,
-            sd_inter=0,
-            sd_item=1,
-        ),
-        # five seeds crossed with 20 cases: seed and case variance both matter
-        dict(
-            n_seeds=5,
-            n_clusters=20,
-            per_cluster=5,
-            sd_seed=0.5,
-            sd_cluster=1,
-            sd_inter=0.3,
-            sd_item=1,
-        ),
-        # three seeds, independent test images: the seed variance dominates
-        dict(
-            n_seeds=3,
-            n_clusters=200,
-            per_cluster=1,
-            sd_seed=1,
-            sd_cluster=1,
-            sd_inter=0,
-            sd_item=0,
-        ),
-    ],
-)
-def test_nominal_95_percent_covers_93_to_97_percent(shape):
-    cover = stats.coverage(stats.mean_interval, 2000, seed=1, **shape)
+
+@pytest.mark.parametrize("design", list(DESIGNS))
+def test_nominal_95_percent_covers_93_to_97_percent(design):
+    cover = stats.coverage(stats.mean_interval, 2000, seed=1, **DESIGNS[design])
     assert 0.93 <= cover <= 0.97, cover
 
 
-def test_item_bootstrap_under_covers_on_clustered_data():
-    """The reason the book resamples people, not patches: with 20 correlated patches per person the
-    patch bootstrap's '95 %' interval misses the true mean most of the time."""
-    shape = dict(
-        n_seeds=1,
-        n_clusters=30,
-        per_cluster=20,
-        sd_seed=0,
-        sd_cluster=1,
-        sd_inter=0,
-        sd_item=1,
-    )
-    cover = stats.coverage(stats.item_bootstrap, 500, seed=1, **shape)
-    assert cover < 0.6, cover
-
-
-def test_item_bootstrap_under_covers_with_training_noise():
-    """Every test image scored by the same three trained networks: the image bootstrap ignores that
-    another three seeds would shift every score together."""
-    shape = dict(
-        n_seeds=3,
-        n_clusters=200,
-        per_cluster=1,
-        sd_seed=1,
-        sd_cluster=1,
-        sd_inter=0,
-        sd_item=0,
-    )
-    cover = stats.coverage(stats.item_bootstrap, 500, seed=1, **shape)
+@pytest.mark.parametrize("design", ["people x patches", "seeds x images"])
+def test_item_bootstrap_under_covers(design):
+    """The reason the book resamples seeds and people, not patches or images: correlated patches of one
+    person, or every test image scored by the same three trained networks (which another three seeds
+    would shift together), make the item bootstrap's '95 %' interval miss most of the time."""
+    cover = stats.coverage(stats.item_bootstrap, 500, seed=1, **DESIGNS[design])
     assert cover < 0.6, cover
 
 
