@@ -183,9 +183,12 @@ def download_pmc_oa(
             if local.is_dir():
                 if not (local / name).is_file():
                     raise PairFileMissing(f"{local} has no {name}; a PMC-OA folder holds the hub repository's files")
-                copying = target.with_name(target.name + ".partial")  # an interrupted copy leaves no file
-                shutil.copyfile(local / name, copying)
-                copying.replace(target)
+                copying = _temp_beside(target)  # an interrupted copy leaves no file
+                try:
+                    shutil.copyfile(local / name, copying)
+                    copying.replace(target)
+                finally:
+                    copying.unlink(missing_ok=True)
             else:
                 _hub_download(origin, name, revision, dest)
             fetched.add(name)
@@ -214,12 +217,26 @@ def download_pmc_oa(
             "files": dict(sorted(recorded.items())),
             "note": "sha256 recorded on first download (trust on first use); the authors publish no checksums",
         }
-        partial = record_path.with_name(record_path.name + ".partial")
-        partial.write_text(json.dumps(record, indent=2) + "\n")
-        partial.replace(record_path)
+        partial = _temp_beside(record_path)  # a file of its own: two processes never share one
+        try:
+            partial.write_text(json.dumps(record, indent=2) + "\n")
+            partial.replace(record_path)
+        finally:
+            partial.unlink(missing_ok=True)
         for name, digest in added.items():
             print(f"PMC-OA {name}: sha256 {digest} (recorded in {record_path})")
     return dest
+
+
+def _temp_beside(target: Path) -> Path:
+    """A new, empty temporary file of this process's own in ``target``'s folder, to be renamed over
+    ``target`` once written: two processes writing the same target never share a temporary file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; data files get ordinary permissions
+    return Path(tmp)
 
 
 class _BadFile(PairDataError):
@@ -579,9 +596,12 @@ def download_roco(
                             raise PairDataError(message)
                         skipped.append((link.roco_id, archive_url, f"figure {member!r} not in package"))
                         continue
-                    part = images / f".{link.roco_id}.jpg.part"
-                    part.write_bytes(data)
-                    part.replace(images / f"{link.roco_id}.jpg")
+                    part = _temp_beside(images / f"{link.roco_id}.jpg")
+                    try:
+                        part.write_bytes(data)
+                        part.replace(images / f"{link.roco_id}.jpg")
+                    finally:
+                        part.unlink(missing_ok=True)
             finally:
                 package.close()
 
@@ -704,14 +724,13 @@ def _cached_roco_zip(url: str, dest: Path, retries: int) -> zipfile.ZipFile:
         except PairDataError as err:
             print(f"{err}; downloading it again")
             archive.unlink()
-    download = archive.with_name(archive.name + ".download")
+    download = _temp_beside(archive)
     try:
         _download(url, download, retries, "the roco-dataset archive")
         _open_roco_zip(download, f"the roco-dataset archive downloaded from {url}").close()
-    except BaseException:
+        download.replace(archive)
+    finally:
         download.unlink(missing_ok=True)  # a failed download is never kept
-        raise
-    download.replace(archive)
     return _open_roco_zip(archive, f"the roco-dataset archive {archive} of {url}")
 
 
@@ -843,14 +862,13 @@ def _download(url: str, target: Path | None, retries: int, what: str) -> bytes:
             with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
                 if target is None:
                     return response.read()
-                part = target.with_name(target.name + ".part")
+                part = _temp_beside(target)
                 try:
                     with open(part, "wb") as out:
                         shutil.copyfileobj(response, out, 1 << 20)
-                except BaseException:
+                    part.replace(target)
+                finally:
                     part.unlink(missing_ok=True)
-                    raise
-                part.replace(target)
                 return b""
         except urllib.error.HTTPError as err:
             transient = err.code >= 500 or err.code == 429
