@@ -726,8 +726,11 @@ class PUIRTrainer(CheckpointedTrainer):
         return {"loss": loss.item(), "reconstruction": rec.item(), **logs}
 
 
-def train_variant(settings: dict, variant: str, seed: int, train_samples: torch.Tensor, device="cpu") -> PUIRTrainer:
-    """Train one variant with one seed on the training samples (N, 5, ...) and return the trainer."""
+def train_variant(
+    settings: dict, variant: str, seed: int, train_samples: torch.Tensor, device="cpu", verbose: bool = True
+) -> PUIRTrainer:
+    """Train one variant with one seed on the training samples (N, 5, ...) and return the trainer
+    (``verbose=False``: no progress bar, no summary line)."""
     seed_everything(seed)
     config = PUIRConfig(
         variant=variant,
@@ -744,7 +747,7 @@ def train_variant(settings: dict, variant: str, seed: int, train_samples: torch.
         settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
     )
     trainer = PUIRTrainer(config, device)
-    trainer.fit(train_samples, data={"variant": variant})
+    trainer.fit(train_samples, data={"variant": variant}, verbose=verbose)
     trainer.model.eval()
     return trainer
 
@@ -1052,7 +1055,8 @@ def _run_variant(settings: dict, data: dict, variant: str, device="cpu", score_v
     crop = settings["image_size"] if settings["spatial_dims"] == 3 else None
     out = {"test": {}, "val": {}, "agreement": {}, "models": {}, "history": {}, "dependence": {}}
     for seed in settings["seeds"]:
-        trainer = train_variant(settings, variant, seed, train, device)
+        # one line per run would fill the page (folds x variants x seeds); the loss curves are kept
+        trainer = train_variant(settings, variant, seed, train, device, verbose=False)
         model = trainer.model  # scored on the training device, then kept on the CPU
         out["spatial"] = model.spatial
         out["history"][variant, seed] = trainer.history

@@ -675,6 +675,7 @@ class CheckpointedTrainer:
         resume: bool = True,
         data: Mapping | None = None,
         overwrite: bool = False,
+        verbose: bool = True,
     ) -> list[dict]:
         """Train up to ``config.steps`` on ``images``.
 
@@ -687,7 +688,8 @@ class CheckpointedTrainer:
 
         On several processes every rank calls ``fit`` with the same images and settings; rank 0 locks
         the folder (:func:`rank_zero_lock`) and every rank reads the checkpoint and makes the same
-        decision from it.
+        decision from it. ``verbose=False`` shows no progress bar and prints no summary line (for
+        callers that train many small runs and report them together).
         """
         if not isinstance(resume, bool) or not isinstance(overwrite, bool):
             raise TypeError(f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}")
@@ -705,7 +707,7 @@ class CheckpointedTrainer:
                 "this trainer was trained on other data; continue it on the same images or start a new one"
             )
         if checkpoint_dir is None:
-            return self._run(images, None, checkpoint_every, identity)
+            return self._run(images, None, checkpoint_every, identity, verbose)
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME
         rank = world()[0]
         with rank_zero_lock(checkpoint_dir, self.device):
@@ -728,7 +730,7 @@ class CheckpointedTrainer:
                         print(f"resumed from {ckpt} at step {self.step}")
                 elif problem and rank == 0:
                     print(f"starting afresh: overwrite=True replaces {ckpt} ({problem})")
-            return self._run(images, ckpt, checkpoint_every, identity)
+            return self._run(images, ckpt, checkpoint_every, identity, verbose)
 
     def _mean_over_ranks(self, logs: Mapping) -> dict[str, float]:
         """A step's logged values averaged over the ranks: with equal shards and losses averaged over
@@ -738,7 +740,9 @@ class CheckpointedTrainer:
         world_size = world()[1]
         return {k: totals[k] / world_size for k in logs}
 
-    def _run(self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict) -> list[dict]:
+    def _run(
+        self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict, verbose: bool = True
+    ) -> list[dict]:
         c = self.config
         rank, world_size = world()
         if c.batch_size % world_size:
@@ -774,7 +778,7 @@ class CheckpointedTrainer:
             desc=self.name,
             log_every=c.log_every,
             history=self.history,
-            verbose=rank == 0,
+            verbose=verbose and rank == 0,
         )
 
 

@@ -239,3 +239,18 @@ def test_run_dirs_are_per_mode_and_drive_needs_colab():
     assert run_dir("02_medvae_stage1", "ci").parts[-2:] == ("02_medvae_stage1", "ci")
     with pytest.raises(RuntimeError, match="needs Google Colab"):
         run_dir("02_medvae_stage1", "full", drive=True)
+
+
+def test_a_quiet_run_prints_nothing_and_trains_the_same(images, capsys, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # the bar would show, were the run not quiet
+    seed_everything(0)
+    loud = Stage1Trainer(tiny(3))
+    loud.fit(images)
+    said = capsys.readouterr()
+    assert "steps 0-3" in said.out
+    seed_everything(0)
+    quiet = Stage1Trainer(tiny(3))
+    quiet.fit(images, verbose=False)
+    said = capsys.readouterr()
+    assert said.out == "" and said.err == ""
+    assert quiet.history == loud.history
