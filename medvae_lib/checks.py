@@ -1,6 +1,6 @@
 """Statements about measured results that an executed notebook can re-check (nbval).
 
-A notebook cell marked ``# NBVAL_CHECK_OUTPUT`` must print the same text on every machine, yet the
+A notebook cell tagged ``nbval-check-output`` must print the same text on every machine, yet the
 numbers it is about drift with thread counts and library versions. :func:`expect` prints a statement
 that stays the same while the value lies in a stated range, and fails loudly, with the measured value,
 when it does not: a real regression fails ``make test``, float noise does not. The measured numbers

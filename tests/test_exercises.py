@@ -534,7 +534,7 @@ def test_checks_exist_and_the_committed_solutions_pass_them(path):
         for name in CHECK_CALL.findall(cell.source):
             assert name in known, f"{path.name} calls exercises.{name}, which does not exist"
             assert name.startswith(f"check_{path.stem[:2]}_"), f"{path.name} calls another chapter's {name}"
-            assert "# NBVAL_CHECK_OUTPUT" in cell.source, f"{path.name}: mark the cell calling {name} for nbval"
+            assert "nbval-check-output" in tags(cell), f"{path.name}: tag the cell calling {name} for nbval"
             streams = [o for o in cell.outputs if o.output_type == "stream"]
             assert streams and streams[0].text.startswith("Right"), (
                 f"{path.name}: the committed solution does not pass {name}: {streams[0].text if streams else 'no output'}"
