@@ -1,8 +1,10 @@
 """Datasets described by manifests: loading, checksum verification, download, MONAI transforms.
 
 A manifest (``data_manifests/<name>.yaml``) names a dataset's source, licence and citation, and one
-entry per file with either a local path (the small copy used by tests and CI mode) or a URL (the
-full-size files used on Colab), plus a checksum. Nothing is used before its checksum matches.
+entry per file with a local path (the small copy used by tests and CI mode), a URL (the full-size
+files used on Colab), or both (a copy kept beside the repository that is also published, at a pinned
+revision, under that URL: used where it lies, else downloaded; one checksum verifies either), plus a
+checksum. Nothing is used before its checksum matches.
 """
 
 from __future__ import annotations
@@ -278,8 +280,9 @@ def fetch(
 ) -> Path:
     """Return a verified local path for file ``key`` of a manifest.
 
-    A file with a ``local`` path is verified in place. Otherwise it is downloaded with pooch from
-    ``url`` (default: the manifest's) into ``cache_dir`` (default: pooch's per-user cache), and
+    A file with a ``local`` path is verified in place. Otherwise (no ``local`` path, or a ``local`` copy
+    that is absent, as on Colab, for a file whose entry also gives a ``url``) it is downloaded with pooch
+    from ``url`` (default: the manifest's) into ``cache_dir`` (default: pooch's per-user cache), and
     verified against the manifest's checksum; a file already in the cache is not downloaded again.
     """
     with warnings.catch_warnings():  # pooch imports tqdm.auto, which warns in notebooks without ipywidgets
@@ -290,13 +293,18 @@ def fetch(
         manifest = load_manifest(manifest)
     datafile = manifest.file(key)
     if datafile.local is not None and url is None:
-        if not datafile.local.is_file():
+        if datafile.local.is_file():
+            return verify_file(datafile.local, datafile)
+        if not datafile.url:
             downloadable = sorted(k for k, f in manifest.files.items() if f.url)
             raise FileNotFoundError(
                 f"{datafile.filename!r} (manifest {manifest.name!r}, file {key!r}) is kept beside the repository "
                 f"at {datafile.local} and is not there; files that can be downloaded instead: {downloadable}"
             )
-        return verify_file(datafile.local, datafile)
+        print(
+            f"{datafile.filename} (file {key!r}) is not at {datafile.local}; downloading the same file from "
+            f"{datafile.url} and checking it against the manifest's {datafile.checksum[0]}"
+        )
     url = url or datafile.url
     if not url:
         raise ManifestError(f"{manifest.path}: file {key!r} has no URL to download from")
