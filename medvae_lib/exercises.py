@@ -176,6 +176,17 @@ def close(answer, expected, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
     return a.shape == e.shape and bool(np.allclose(a, e, rtol=rtol, atol=atol))
 
 
+def graded(answer, cases, otherwise: str, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
+    """Grade a numeric ``answer`` against ``cases``, in order, each ``(expected, right, message)``:
+    the first ``expected`` the answer is :func:`close` to decides, with "Right: <message>" if
+    ``right`` and the hint "Not yet: <message>" if not (a known mistake, e.g. the sign flipped).
+    An answer close to none of them gets the hint ``otherwise``."""
+    for expected, right, message in cases:
+        if close(answer, expected, rtol=rtol, atol=atol):
+            return report(right, message if right else "", "" if right else message)
+    return report(False, "", otherwise)
+
+
 UNANSWERED = "set `answer` first: replace `answer = None` with your result and run both cells again"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import personalized_invariant as pi
-from ..exercises import answer_check, choice, close, number, report
+from ..exercises import answer_check, choice, graded, number, report
 
 
 def protocol_gap(model, samples, settings) -> float:
@@ -21,20 +21,19 @@ def protocol_gap(model, samples, settings) -> float:
 def check_07_1(value: float, model, samples, settings) -> bool:
     """``answer``: how many dB the paper's protocol adds to the cross-contrast PSNR on these samples."""
     expected = protocol_gap(model, samples, settings)
-    if close(value, expected, rtol=1e-3, atol=1e-3):
-        return report(
-            True,
-            "every background voxel counts as perfect under the paper's protocol, so the smaller the brain's share "
-            "of the image, the more dB it adds, whatever the model learned.",
-            "",
-        )
-    if close(value, -expected, rtol=1e-3, atol=1e-3):
-        return report(False, "", "the sign is the other way round: paper's protocol minus brain mask")
-    return report(
-        False,
-        "",
+    right = (
+        "every background voxel counts as perfect under the paper's protocol, so the smaller the brain's share "
+        "of the image, the more dB it adds, whatever the model learned."
+    )
+    return graded(
+        value,
+        [
+            (expected, True, right),
+            (-expected, False, "the sign is the other way round: paper's protocol minus brain mask"),
+        ],
         "score the same model on the same validation samples with pi.paper_protocol_scores and pi.synthesis_scores, "
         "take the mean of pi.off_diagonal_mean of each 'psnr' and subtract",
+        atol=1e-3,
     )
 
 
@@ -76,18 +75,14 @@ def swap_loss(model, samples, donors) -> float:
 def check_07_4(value: float, model, samples, donors) -> bool:
     """``answer``: the dB of cross-contrast PSNR lost when each sample gets the donor's X_h."""
     expected = swap_loss(model, samples, donors)
-    if close(value, expected, rtol=1e-3, atol=1e-3):
-        return report(
-            True,
-            "that is what this decoder loses when a slice gets another person's X_h; compare it with the "
-            "within-person swap of section 7.8 before calling X_h personal.",
-            "",
-        )
-    if close(value, -expected, rtol=1e-3, atol=1e-3):
-        return report(False, "", "the sign is the other way round: as it is minus swapped")
-    return report(
-        False,
-        "",
+    right = (
+        "that is what this decoder loses when a slice gets another person's X_h; compare it with the "
+        "within-person swap of section 7.8 before calling X_h personal."
+    )
+    return graded(
+        value,
+        [(expected, True, right), (-expected, False, "the sign is the other way round: as it is minus swapped")],
         "score pi.synthesise_with_x_h(model, samples) and the same with 'swap' and the donors with "
         "pi.scores_of, take the mean of pi.off_diagonal_mean of each and subtract",
+        atol=1e-3,
     )
