@@ -310,33 +310,6 @@ def fidelity(
 LOWER_IS_BETTER = ("sharpness error",)
 
 
-def paired_table(scores, pairs: list[tuple[str, str]], metrics=("PSNR (dB)", "MS-SSIM"), seed: int = 0):
-    """Paired per-image differences (first minus second method of each pair) with 95% bootstrap
-    intervals, and the share of images on which the first method is better (higher, or lower for the
-    metrics in ``LOWER_IS_BETTER``)."""
-    import pandas as pd
-
-    from .metrics import paired_difference
-
-    wide = {m: scores.pivot(index="image", columns="method", values=m) for m in metrics}
-    rows = []
-    for a, b in pairs:
-        for m in metrics:
-            d = paired_difference(wide[m][a].to_numpy(), wide[m][b].to_numpy(), seed=seed)
-            better = 1.0 - d["a_better"] - d["ties"] if m in LOWER_IS_BETTER else d["a_better"]
-            rows.append(
-                {
-                    "comparison": f"{a} - {b}",
-                    "metric": m,
-                    "mean difference": d["mean"],
-                    "95% CI low": d["low"],
-                    "95% CI high": d["high"],
-                    "first better on (share)": better,
-                }
-            )
-    return pd.DataFrame(rows).set_index(["comparison", "metric"])
-
-
 def comparison_config(config: Stage1Config, settings: dict) -> Stage1Config:
     """The settings of the seeds comparison: ``config`` with each ``comparison_<field>`` entry of
     ``settings`` (e.g. ``comparison_steps``) in place of ``<field>``; ``None`` keeps ``config``'s."""
