@@ -38,12 +38,16 @@ idle CPU cores)::
 
     .venv/bin/python -m medvae_lib.benchmark                 # on the GPU if there is one, else the CPU
     .venv/bin/python -m medvae_lib.benchmark --device cuda --batch-2d 64 --batch-3d 8 --iters 20
+    .venv/bin/python -m medvae_lib.benchmark --image-size-2d 1024 --models medvae_4_1_2d medvae_8_1_2d
     .venv/bin/python -m medvae_lib.benchmark --quick --models medvae_4_1_2d   # a smoke run in seconds
 
 The figures are measurements of the machine it runs on (processor, threads, GPU, library versions);
 compare speed-ups, not throughputs, across machines. They vary from run to run: on two CPU cores the
-speed-ups of two default runs differ by up to a fifth, mostly on the latent side, whose iterations take
-milliseconds (more ``--iters`` steady them). Run it
+speed-ups of two single measurements differ by up to a fifth, mostly on the latent side, whose
+iterations take milliseconds (more ``--iters`` steady them). So each model is measured ``--repeats``
+times (default 3, interleaved with the other models) and the table gives the median speed-up and its
+range (:func:`summarize_repeats`). The paper's 2D figures are for 1024x1024 inputs
+(``--image-size-2d 1024``). Run it
 on an otherwise idle machine: when other processes share the CPU cores, PyTorch's threads wait for each
 other at every operation, which slows the many short operations of a small latent batch most and can
 shrink the measured speed-ups several-fold.
@@ -218,6 +222,33 @@ def compare(
     return rows
 
 
+def summarize_repeats(rows: list[dict]) -> list[dict]:
+    """One row per model and mode from the rows of repeated :func:`compare` calls: the median of each
+    throughput and of the speed-up, and the speed-up's smallest and largest value over the repeats
+    (``"speed-up min"``, ``"speed-up max"``) with their number (``"repeats"``). A single measurement
+    says little on a shared machine; the spread says how far to trust the median."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["mode"]), []).append(row)
+    out = []
+    for group in groups.values():
+        speedups = [r["speed-up"] for r in group]
+        out.append(
+            {
+                **{k: v for k, v in group[0].items() if not k.endswith("(img/s)") and k != "speed-up"},
+                **{
+                    k: statistics.median(r[k] for r in group) for k in ("pixels (img/s)", "latents (img/s)", "speed-up")
+                },
+                "speed-up min": min(speedups),
+                "speed-up max": max(speedups),
+                "repeats": len(group),
+            }
+        )
+    return out
+
+
 class _EncodedFirst(torch.nn.Module):
     """``classifier(encode(x))`` with a frozen encoder: ``encode`` is a function, not a submodule, so
     its weights are neither trained nor switched to training mode, and only the classifier learns."""
@@ -384,6 +415,12 @@ def _parser() -> argparse.ArgumentParser:
         "--iters", type=_positive_arg, default=5, help="timed iterations per measurement, after 2 warm-up ones"
     )
     parser.add_argument(
+        "--repeats",
+        type=_positive_arg,
+        default=3,
+        help="measurements of each model, interleaved; the table gives their median and range (default 3)",
+    )
+    parser.add_argument(
         "--width", type=_positive_arg, default=16, help="channels of the classifier's first stage (default 16)"
     )
     parser.add_argument(
@@ -436,32 +473,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
     print(
         f"classifier: MONAI ResNet, width {args.width}, stem stride {args.stem_stride}; batches of "
-        f"{args.batch_2d} (2D) and {args.batch_3d} (3D); 2 warm-up and {args.iters} timed iteration(s)"
+        f"{args.batch_2d} (2D) and {args.batch_3d} (3D); 2 warm-up and {args.iters} timed iteration(s); "
+        f"{args.repeats} measurement(s) of each, interleaved: medians, and the speed-up's range"
     )
     rows = []
     start = time.perf_counter()
-    for model_name in args.models:
-        cfg = get_config(model_name)
-        is_2d = cfg.spatial_dims == 2
-        for row in compare(
-            model_name,
-            args.image_size_2d if is_2d else args.image_size_3d,
-            args.batch_2d if is_2d else args.batch_3d,
-            device=device,
-            iters=args.iters,
-            width=args.width,
-            stem_stride=args.stem_stride,
-        ):
-            row["value ratio"] = cfg.compression
-            row["position ratio"] = cfg.factor**cfg.spatial_dims
-            rows.append(row)
-    table = pd.DataFrame(rows)
+    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every model alike
+        for model_name in args.models:
+            cfg = get_config(model_name)
+            is_2d = cfg.spatial_dims == 2
+            for row in compare(
+                model_name,
+                args.image_size_2d if is_2d else args.image_size_3d,
+                args.batch_2d if is_2d else args.batch_3d,
+                device=device,
+                iters=args.iters,
+                width=args.width,
+                stem_stride=args.stem_stride,
+            ):
+                row["value ratio"] = cfg.compression
+                row["position ratio"] = cfg.factor**cfg.spatial_dims
+                rows.append(row)
+    table = pd.DataFrame(summarize_repeats(rows))
     for column in ("pixels (img/s)", "latents (img/s)"):
         table[column] = table[column].map(lambda v: f"{v:,.1f}")
     table["speed-up"] = table["speed-up"].map(lambda v: f"{v:.1f}x")
+    table["range"] = [f"{a:.1f}-{b:.1f}x" for a, b in zip(table["speed-up min"], table["speed-up max"], strict=True)]
     for column in ("value ratio", "position ratio"):
         table[column] = table[column].map(lambda v: f"{v:.3g}x")
-    print(table.to_string(index=False))
+    columns = ["model", "dims", "image", "latent", "mode", "pixels (img/s)", "latents (img/s)", "speed-up"]
+    print(table[[*columns, "range", "value ratio", "position ratio"]].to_string(index=False))
+    print("speed-up: median over the measurements; range: their smallest and largest")
     print("value ratio: image values per latent value (factor**dims / latent channels)")
     print("position ratio: image positions per latent position (factor**dims)")
     print(f"measured in {time.perf_counter() - start:.0f} s")

@@ -7,7 +7,15 @@ import re
 import pytest
 import torch
 
-from medvae_lib.benchmark import break_even_passes, compare, describe_end_to_end, end_to_end, main, throughput
+from medvae_lib.benchmark import (
+    break_even_passes,
+    compare,
+    describe_end_to_end,
+    end_to_end,
+    main,
+    summarize_repeats,
+    throughput,
+)
 from medvae_lib.models import build_classifier
 
 
@@ -177,8 +185,31 @@ def test_main_quick_prints_a_table(capsys):
     assert "torch " + torch.__version__ in out and "threads" in out
     table = [line for line in out.splitlines() if line.lstrip().startswith("medvae_4_1_2d")]
     assert len(table) == 2, out
-    assert all(re.search(r"64x64 +1x16x16 .* \d+\.\dx +16x +16x$", line) for line in table), table
+    assert all(re.search(r"64x64 +1x16x16 .* \d+\.\dx +\d+\.\d-\d+\.\dx +16x +16x$", line) for line in table), table
     assert "medvae_8_1_2d" not in out
+
+
+def test_repeats_are_summarised_by_their_median_and_range():
+    def row(mode, pixels, latents):
+        return {
+            "model": "m",
+            "dims": "2D",
+            "image": "8x8",
+            "latent": "1x2x2",
+            "mode": mode,
+            "pixels (img/s)": pixels,
+            "latents (img/s)": latents,
+            "speed-up": latents / pixels,
+        }
+
+    rows = [row("train", 10, 100), row("inference", 10, 50), row("train", 10, 300), row("train", 20, 100)]
+    train, inference = summarize_repeats(rows)
+    assert (train["mode"], inference["mode"]) == ("train", "inference")
+    assert train["repeats"] == 3 and inference["repeats"] == 1
+    assert train["speed-up"] == 10.0  # the median of 10, 30 and 5, not their mean (15)
+    assert (train["speed-up min"], train["speed-up max"]) == (5.0, 30.0)
+    assert train["pixels (img/s)"] == 10 and train["latents (img/s)"] == 100
+    assert inference["speed-up"] == inference["speed-up min"] == inference["speed-up max"] == 5.0
 
 
 @pytest.mark.parametrize(
