@@ -1,4 +1,4 @@
-"""One home for the book's statistics: intervals that resample the units that are independent.
+"""One home for the book's statistics: intervals whose variance comes from the units that are independent.
 
 A result measured on many *items* (test images, patches, slices, voxels) is not measured on many
 independent observations when the items come in groups: the patches of one person share that
@@ -140,7 +140,8 @@ def mean_interval(values, clusters=None, confidence: float = 0.95) -> dict:
 
 def paired_difference(a, b, clusters=None, confidence: float = 0.95) -> dict:
     """Mean of ``a - b`` for two methods scored on the same items with the same seeds, with the
-    interval of :func:`mean_interval` (seeds and clusters resampled, never items alone).
+    interval of :func:`mean_interval` (a random-effects interval over seeds and clusters, never over
+    items alone).
 
     ``a`` and ``b`` are ``(seeds, items)`` or ``(items,)``; seed ``s`` of ``a`` is paired with seed ``s``
     of ``b`` (trained with the same seed) and item ``i`` with item ``i``. Besides the interval the
