@@ -88,9 +88,13 @@ def _device(device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}") from error
+        raise ValueError(
+            f"device must name a torch device such as 'cpu' or 'cuda', got {device!r}"
+        ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available here")
+        raise ValueError(
+            f"device {str(device)!r} was asked for, but CUDA is not available here"
+        )
     return device
 
 
@@ -116,7 +120,9 @@ def throughput(
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(input_shape, tuple | list) or not input_shape:
-        raise ValueError(f"input_shape must be a non-empty tuple (channels, *spatial), got {input_shape!r}")
+        raise ValueError(
+            f"input_shape must be a non-empty tuple (channels, *spatial), got {input_shape!r}"
+        )
     for side in input_shape:
         _positive_int(side, f"every entry of input_shape {tuple(input_shape)}")
     _positive_int(batch_size, "batch_size")
@@ -142,11 +148,19 @@ def throughput(
     seconds = []
     try:
         model.eval()
-        with torch.inference_mode():  # one untimed sample gives the shape of the logits, hence of the labels
+        with (
+            torch.inference_mode()
+        ):  # one untimed sample gives the shape of the logits, hence of the labels
             out = model(x[:1])
         if not isinstance(out, torch.Tensor) or not out.is_floating_point():
-            raise TypeError(f"model must return a floating-point tensor of logits, got {type(out).__name__}")
-        labels = torch.randint(0, 2, (batch_size, *out.shape[1:]), generator=generator).float().to(device)
+            raise TypeError(
+                f"model must return a floating-point tensor of logits, got {type(out).__name__}"
+            )
+        labels = (
+            torch.randint(0, 2, (batch_size, *out.shape[1:]), generator=generator)
+            .float()
+            .to(device)
+        )
 
         if train:
             model.train()
@@ -201,7 +215,9 @@ def compare(
     cfg = get_config(config_name)
     _positive_int(image_size, "image_size")
     image = (image_size,) * cfg.spatial_dims
-    latent = cfg.latent_shape(image)  # checks that image_size is divisible by the factor
+    latent = cfg.latent_shape(
+        image
+    )  # checks that image_size is divisible by the factor
     inputs = {"pixels": (1, *image), "latents": latent}
     rows = []
     for mode in MODES:
@@ -215,8 +231,12 @@ def compare(
         for kind, shape in inputs.items():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                model = build_classifier(shape[0], cfg.spatial_dims, width=width, stem_stride=stem_stride)
-            row[f"{kind} (img/s)"] = throughput(model, shape, batch_size, mode == "train", device, iters=iters)
+                model = build_classifier(
+                    shape[0], cfg.spatial_dims, width=width, stem_stride=stem_stride
+                )
+            row[f"{kind} (img/s)"] = throughput(
+                model, shape, batch_size, mode == "train", device, iters=iters
+            )
         row["speed-up"] = row["latents (img/s)"] / row["pixels (img/s)"]
         rows.append(row)
     return rows
@@ -237,9 +257,14 @@ def summarize_repeats(rows: list[dict]) -> list[dict]:
         speedups = [r["speed-up"] for r in group]
         out.append(
             {
-                **{k: v for k, v in group[0].items() if not k.endswith("(img/s)") and k != "speed-up"},
                 **{
-                    k: statistics.median(r[k] for r in group) for k in ("pixels (img/s)", "latents (img/s)", "speed-up")
+                    k: v
+                    for k, v in group[0].items()
+                    if not k.endswith("(img/s)") and k != "speed-up"
+                },
+                **{
+                    k: statistics.median(r[k] for r in group)
+                    for k in ("pixels (img/s)", "latents (img/s)", "speed-up")
                 },
                 "speed-up min": min(speedups),
                 "speed-up max": max(speedups),
@@ -265,15 +290,19 @@ class _EncodedFirst(torch.nn.Module):
 
 
 def break_even_passes(encoder: float, pixels: float, latents: float) -> float:
-    """Passes over a data set (training epochs, or evaluations of a test set) after which encoding
-    it once and working on the stored latents has cost less time than working on the pixels.
+    """Passes over a data set (training epochs, or evaluations of a test set) after
+    which encoding it once and working on the stored latents has cost less time than
+    working on the pixels.
 
-    The arguments are throughputs in images per second: the encoder's, and the classifier's on pixels
-    and on latents. Encoding costs ``1 / encoder`` seconds per image once; each pass then saves
-    ``1 / pixels - 1 / latents``. Returns ``inf`` when latents save nothing per pass."""
+    The arguments are throughputs in images per second: the encoder's, and the
+    classifier's on pixels and on latents. Encoding costs ``1 / encoder`` seconds per
+    image once; each pass then saves ``1 / pixels - 1 / latents``. Returns ``inf`` when
+    latents save nothing per pass."""
     for value, name in ((encoder, "encoder"), (pixels, "pixels"), (latents, "latents")):
         if not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"{name} throughput must be a positive number, got {value!r}")
+            raise ValueError(
+                f"{name} throughput must be a positive number, got {value!r}"
+            )
     saved = 1 / pixels - 1 / latents
     return (1 / encoder) / saved if saved > 0 else float("inf")
 
@@ -312,19 +341,27 @@ def end_to_end(
     with torch.inference_mode():
         got = tuple(encode(torch.zeros(1, *image, device=device)).shape[1:])
     if got != tuple(latent):
-        raise ValueError(f"the autoencoder gives latents of shape {got}, {config_name} has {tuple(latent)}")
+        raise ValueError(
+            f"the autoencoder gives latents of shape {got}, {config_name} has {tuple(latent)}"
+        )
 
     def fresh(channels: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            return build_classifier(channels, cfg.spatial_dims, width=width, stem_stride=stem_stride)
+            return build_classifier(
+                channels, cfg.spatial_dims, width=width, stem_stride=stem_stride
+            )
 
     timing = {"batch_size": batch_size, "device": device, "iters": iters}
-    encoder = throughput(_EncodedFirst(encode, torch.nn.Identity()), image, train=False, **timing)
+    encoder = throughput(
+        _EncodedFirst(encode, torch.nn.Identity()), image, train=False, **timing
+    )
     known = {}
     for row in measured or []:
         if (row["model"], row["image"]) != (cfg.name, _shape(image[1:])):
-            raise ValueError(f"measured rows are for {row['model']} at {row['image']}, not {cfg.name}")
+            raise ValueError(
+                f"measured rows are for {row['model']} at {row['image']}, not {cfg.name}"
+            )
         known[row["mode"]] = row["pixels (img/s)"], row["latents (img/s)"]
     rows = []
     for mode in MODES:
@@ -334,7 +371,9 @@ def end_to_end(
         else:
             pixels = throughput(fresh(1), image, train=train, **timing)
             once = throughput(fresh(latent[0]), latent, train=train, **timing)
-        online = throughput(_EncodedFirst(encode, fresh(latent[0])), image, train=train, **timing)
+        online = throughput(
+            _EncodedFirst(encode, fresh(latent[0])), image, train=train, **timing
+        )
         rows.append(
             {
                 "model": cfg.name,
@@ -365,7 +404,11 @@ def describe_end_to_end(rows: list[dict]) -> list[str]:
             pays = "encoding once never pays for itself (latents save no time per pass)"
         else:
             k = max(1, math.ceil(n))
-            unit = passes[row["mode"]].replace("epoch", "epochs").replace("pass ", "passes ")
+            unit = (
+                passes[row["mode"]]
+                .replace("epoch", "epochs")
+                .replace("pass ", "passes ")
+            )
             pays = f"encoding once pays for itself within {k} {passes[row['mode']] if k == 1 else unit} ({n:.2g})"
         lines.append(
             f"{row['mode']} at {row['image']}: latents encoded online run at {online:.2f}x the pixel "
@@ -378,7 +421,9 @@ def _positive_arg(text: str) -> int:
     try:
         return _positive_int(int(text), "the value")
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -409,10 +454,23 @@ def _parser() -> argparse.ArgumentParser:
             "and encodes whole foreground-cropped volumes, sides a multiple of 16)"
         ),
     )
-    parser.add_argument("--batch-2d", type=_positive_arg, default=8, help="2D images per batch (default 8)")
-    parser.add_argument("--batch-3d", type=_positive_arg, default=2, help="3D volumes per batch (default 2)")
     parser.add_argument(
-        "--iters", type=_positive_arg, default=5, help="timed iterations per measurement, after 2 warm-up ones"
+        "--batch-2d",
+        type=_positive_arg,
+        default=8,
+        help="2D images per batch (default 8)",
+    )
+    parser.add_argument(
+        "--batch-3d",
+        type=_positive_arg,
+        default=2,
+        help="3D volumes per batch (default 2)",
+    )
+    parser.add_argument(
+        "--iters",
+        type=_positive_arg,
+        default=5,
+        help="timed iterations per measurement, after 2 warm-up ones",
     )
     parser.add_argument(
         "--repeats",
@@ -421,7 +479,10 @@ def _parser() -> argparse.ArgumentParser:
         help="measurements of each model, interleaved; the table gives their median and range (default 3)",
     )
     parser.add_argument(
-        "--width", type=_positive_arg, default=16, help="channels of the classifier's first stage (default 16)"
+        "--width",
+        type=_positive_arg,
+        default=16,
+        help="channels of the classifier's first stage (default 16)",
     )
     parser.add_argument(
         "--stem-stride",
@@ -436,7 +497,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--device", default=default_device, help=f"torch device (default {default_device}: cuda if available)"
+        "--device",
+        default=default_device,
+        help=f"torch device (default {default_device}: cuda if available)",
     )
     parser.add_argument(
         "--models",
@@ -470,7 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         name = torch.cuda.get_device_name(device)
     else:
         name = platform.processor() or platform.machine()
-    print(f"device: {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads")
+    print(
+        f"device: {device} ({name}); torch {torch.__version__}; {torch.get_num_threads()} CPU threads"
+    )
     print(
         f"classifier: MONAI ResNet, width {args.width}, stem stride {args.stem_stride}; batches of "
         f"{args.batch_2d} (2D) and {args.batch_3d} (3D); 2 warm-up and {args.iters} timed iteration(s); "
@@ -478,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     start = time.perf_counter()
-    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every model alike
+    for _ in range(
+        args.repeats
+    ):  # interleaved, so a slow spell of the machine hits every model alike
         for model_name in args.models:
             cfg = get_config(model_name)
             is_2d = cfg.spatial_dims == 2
@@ -498,11 +565,27 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("pixels (img/s)", "latents (img/s)"):
         table[column] = table[column].map(lambda v: f"{v:,.1f}")
     table["speed-up"] = table["speed-up"].map(lambda v: f"{v:.1f}x")
-    table["range"] = [f"{a:.1f}-{b:.1f}x" for a, b in zip(table["speed-up min"], table["speed-up max"], strict=True)]
+    table["range"] = [
+        f"{a:.1f}-{b:.1f}x"
+        for a, b in zip(table["speed-up min"], table["speed-up max"], strict=True)
+    ]
     for column in ("value ratio", "position ratio"):
         table[column] = table[column].map(lambda v: f"{v:.3g}x")
-    columns = ["model", "dims", "image", "latent", "mode", "pixels (img/s)", "latents (img/s)", "speed-up"]
-    print(table[[*columns, "range", "value ratio", "position ratio"]].to_string(index=False))
+    columns = [
+        "model",
+        "dims",
+        "image",
+        "latent",
+        "mode",
+        "pixels (img/s)",
+        "latents (img/s)",
+        "speed-up",
+    ]
+    print(
+        table[[*columns, "range", "value ratio", "position ratio"]].to_string(
+            index=False
+        )
+    )
     print("speed-up: median over the measurements; range: their smallest and largest")
     print("value ratio: image values per latent value (factor**dims / latent channels)")
     print("position ratio: image positions per latent position (factor**dims)")

@@ -16,7 +16,9 @@ class ResultOutOfRange(AssertionError):
     """A measured result left the range the chapter states for it."""
 
 
-def expect(label: str, value: float, low: float | None = None, high: float | None = None) -> None:
+def expect(
+    label: str, value: float, low: float | None = None, high: float | None = None
+) -> None:
     """Print ``label: <range statement> - yes`` if ``low <= value <= high``; raise otherwise."""
     value = float(value)
     if low is None and high is None:
@@ -29,7 +31,11 @@ def expect(label: str, value: float, low: float | None = None, high: float | Non
         statement = f"at least {low:g}"
     else:
         statement = f"at most {high:g}"
-    ok = math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high)
+    ok = (
+        math.isfinite(value)
+        and (low is None or value >= low)
+        and (high is None or value <= high)
+    )
     if not ok:
         raise ResultOutOfRange(f"{label}: expected {statement}, measured {value:.6g}")
     print(f"{label}: {statement} - yes")

@@ -48,19 +48,34 @@ GENERAL_CLIP = "hf-hub:timm/vit_base_patch16_clip_224.openai"
 # The official sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors (Hugging Face hub).
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+MINILM_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+)
 
 MODES = {
     "ci": {
         "image_size": 48,  # pixels per side after masking the burned-in text and padding to a square
-        "widths": (8, 16, 32, 64),  # channels of the four stride-2 stages of the image encoder (3x3 regions)
+        "widths": (
+            8,
+            16,
+            32,
+            64,
+        ),  # channels of the four stride-2 stages of the image encoder (3x3 regions)
         "embed_dim": 64,
         "batch_size": 64,
         "steps": 40,
         "lr": 2e-3,
         "weight_decay": 0.1,
         "max_tokens": 32,
-        "seeds": (0, 1, 2),  # three training runs: an interval needs the seed-to-seed variance
+        "seeds": (
+            0,
+            1,
+            2,
+        ),  # three training runs: an interval needs the seed-to-seed variance
         "text_init": "pretrained",
         "freeze_image_stages": 0,
         "mask_fraction": 0.08,
@@ -106,14 +121,38 @@ MODES = {
 
 # Which research question of Roy et al. each method speaks to, and a one-line description.
 METHODS = {
-    "clip": ("baseline", "symmetric InfoNCE with a learnable logit scale (Radford et al., 2021)"),
-    "siglip": ("baseline", "pairwise sigmoid loss with learnable temperature and bias (Zhai et al., 2023)"),
-    "cyclip": ("baseline", "CLIP plus in-modal and cross-modal cyclic consistency (Goel et al., 2022)"),
-    "dcl": ("baseline", "decoupled contrastive loss: positive removed from the denominator (Yeh et al., 2022)"),
-    "slip": ("ii", "CLIP plus image-image SimCLR on two augmented views (Mu et al., 2022)"),
-    "clip_textssl": ("ii", "CLIP plus text-text NT-Xent on two token-dropout views (SimCSE/DeCLIP-style)"),
-    "filip": ("iii", "CLIP plus FILIP's token-wise late-interaction loss (Yao et al., 2022)"),
-    "gloria": ("iii", "CLIP plus GLoRIA's word-region attention loss (Huang et al., 2021)"),
+    "clip": (
+        "baseline",
+        "symmetric InfoNCE with a learnable logit scale (Radford et al., 2021)",
+    ),
+    "siglip": (
+        "baseline",
+        "pairwise sigmoid loss with learnable temperature and bias (Zhai et al., 2023)",
+    ),
+    "cyclip": (
+        "baseline",
+        "CLIP plus in-modal and cross-modal cyclic consistency (Goel et al., 2022)",
+    ),
+    "dcl": (
+        "baseline",
+        "decoupled contrastive loss: positive removed from the denominator (Yeh et al., 2022)",
+    ),
+    "slip": (
+        "ii",
+        "CLIP plus image-image SimCLR on two augmented views (Mu et al., 2022)",
+    ),
+    "clip_textssl": (
+        "ii",
+        "CLIP plus text-text NT-Xent on two token-dropout views (SimCSE/DeCLIP-style)",
+    ),
+    "filip": (
+        "iii",
+        "CLIP plus FILIP's token-wise late-interaction loss (Yao et al., 2022)",
+    ),
+    "gloria": (
+        "iii",
+        "CLIP plus GLoRIA's word-region attention loss (Huang et al., 2021)",
+    ),
 }
 
 # Zero-shot tasks on MedPix: column, {class label in the data: class name in the prompts}, templates.
@@ -121,7 +160,12 @@ ZERO_SHOT_TASKS = {
     "scan": (
         "scan_type",
         {"CT": "computed tomography (CT)", "MR": "magnetic resonance imaging (MRI)"},
-        ("a {} image", "{} scan of the patient", "this is a {} image", "radiology image: {}"),
+        (
+            "a {} image",
+            "{} scan of the patient",
+            "this is a {} image",
+            "radiology image: {}",
+        ),
     ),
     "region": (
         "location_category",
@@ -132,7 +176,12 @@ ZERO_SHOT_TASKS = {
             "Abdomen": "abdomen",
             "Reproductive and Urinary System": "pelvis, reproductive and urinary system",
         },
-        ("an image of the {}", "a CT or MR image of the {}", "the {} is shown", "scan of the {}"),
+        (
+            "an image of the {}",
+            "a CT or MR image of the {}",
+            "the {} is shown",
+            "scan of the {}",
+        ),
     ),
     "plane": (
         "plane",
@@ -188,15 +237,18 @@ class MedPixData:
     images: torch.Tensor
     vqa: pd.DataFrame
     digest: str  # sha256 of the verified pairs.csv: the data identity
-    dropped: pd.DataFrame = field(default_factory=pd.DataFrame)  # rows left out, with the reason
+    dropped: pd.DataFrame = field(
+        default_factory=pd.DataFrame
+    )  # rows left out, with the reason
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.table["split"].to_numpy() == split)
 
 
 def mask_burned_in_text(image: np.ndarray, fraction: float = 0.08) -> np.ndarray:
-    """Zero the top and bottom ``fraction`` of the rows, where MedPix burns in its "MedPix®" watermark
-    (top right) and the uploader, source and date (bottom line), so no method can learn them."""
+    """Zero the top and bottom ``fraction`` of the rows, where MedPix burns in its
+    "MedPix®" watermark (top right) and the uploader, source and date (bottom line), so
+    no method can learn them."""
     if not 0 <= fraction < 0.5:
         raise BenchmarkError(f"mask fraction must be in [0, 0.5), got {fraction}")
     out = np.array(image, copy=True)
@@ -225,17 +277,25 @@ PLACEHOLDER_CAPTION = re.compile(r"^\s*replace this\b", re.IGNORECASE)
 def normalise_case_uid(uids: pd.Series) -> pd.Series:
     """Case ids as the leak check compares them: Unicode-normalised (NFKC), stripped, upper-case, so that
     ``"mpx1009 "`` and ``"MPX1009"`` are one case."""
-    return uids.astype(str).map(lambda u: unicodedata.normalize("NFKC", u).strip().upper())
+    return uids.astype(str).map(
+        lambda u: unicodedata.normalize("NFKC", u).strip().upper()
+    )
 
 
 def check_case_split(table: pd.DataFrame) -> None:
     """Raise if any case (``case_uid``, normalised) has images in more than one split, or if one image
     (the same ``jpg_sha256``, where the table has it) lies in two splits: images of one patient case
     share anatomy and often a caption, so a case split across train and test would leak."""
-    per_case = table.assign(case=normalise_case_uid(table["case_uid"])).groupby("case")["split"].nunique()
+    per_case = (
+        table.assign(case=normalise_case_uid(table["case_uid"]))
+        .groupby("case")["split"]
+        .nunique()
+    )
     leaky = per_case[per_case > 1]
     if len(leaky):
-        raise BenchmarkError(f"{len(leaky)} case(s) appear in more than one split, e.g. {list(leaky.index[:3])}")
+        raise BenchmarkError(
+            f"{len(leaky)} case(s) appear in more than one split, e.g. {list(leaky.index[:3])}"
+        )
     if "jpg_sha256" in table:
         per_image = table.groupby("jpg_sha256")["split"].nunique()
         shared = per_image[per_image > 1]
@@ -251,10 +311,14 @@ def confined_path(folder: Path, name: str) -> Path:
     is absolute or leads outside ``folder`` (``..``, a link out of it), as the manifests refuse it."""
     relative = Path(str(name))
     if relative.is_absolute() or ".." in relative.parts or not str(name).strip():
-        raise BenchmarkError(f"image path {name!r} in the pairs table leaves the set's folder {folder}")
+        raise BenchmarkError(
+            f"image path {name!r} in the pairs table leaves the set's folder {folder}"
+        )
     path = folder / relative
     if not path.resolve().is_relative_to(folder.resolve()):
-        raise BenchmarkError(f"image path {name!r} in the pairs table leads outside {folder}")
+        raise BenchmarkError(
+            f"image path {name!r} in the pairs table leads outside {folder}"
+        )
     return path
 
 
@@ -284,41 +348,65 @@ def load_medpix2(
     captions = table["caption"].fillna("").astype(str).str.strip()
     empty = table.loc[captions == "", "image"].tolist()
     if empty:
-        raise BenchmarkError(f"{len(empty)} image(s) have an empty caption, e.g. {empty[:3]}")
+        raise BenchmarkError(
+            f"{len(empty)} image(s) have an empty caption, e.g. {empty[:3]}"
+        )
     table["caption"] = captions
     check_case_split(table)
     placeholder = captions.str.contains(PLACEHOLDER_CAPTION).to_numpy()
-    dropped = table.loc[placeholder, ["image", "case_uid", "split"]].assign(reason="placeholder caption")
+    dropped = table.loc[placeholder, ["image", "case_uid", "split"]].assign(
+        reason="placeholder caption"
+    )
     table = table.loc[~placeholder].reset_index(drop=True)
-    image_dir = Path(image_dir) if image_dir is not None else pairs_path.parent / "images_224"
+    image_dir = (
+        Path(image_dir) if image_dir is not None else pairs_path.parent / "images_224"
+    )
     from PIL import Image
 
     images = []
     for name, digest in zip(table["image"], table["jpg_sha256"], strict=True):
         path = confined_path(image_dir, name)
         if not path.is_file():
-            raise BenchmarkError(f"image {name!r} listed in pairs.csv is missing from {image_dir}")
+            raise BenchmarkError(
+                f"image {name!r} listed in pairs.csv is missing from {image_dir}"
+            )
         actual = mdata.file_digest(path)
         if actual != digest:
-            raise mdata.ChecksumError(f"{path}: sha256 is {actual}, but pairs.csv records {digest}")
+            raise mdata.ChecksumError(
+                f"{path}: sha256 is {actual}, but pairs.csv records {digest}"
+            )
         with Image.open(path) as im:
             pixels = np.asarray(im.convert("L"))
         images.append(square_resize(mask_burned_in_text(pixels, mask_fraction), size))
     vqa = pd.read_csv(vqa_path)
     vqa["medpix2_split"] = vqa["medpix2_split"].replace({"dev": "val"})
     on_dropped = vqa["image"].isin(set(dropped["image"])).to_numpy()
-    dropped["vqa_questions"] = dropped["image"].map(vqa.loc[on_dropped, "image"].value_counts()).fillna(0).astype(int)
+    dropped["vqa_questions"] = (
+        dropped["image"]
+        .map(vqa.loc[on_dropped, "image"].value_counts())
+        .fillna(0)
+        .astype(int)
+    )
     vqa = vqa.loc[~on_dropped].reset_index(drop=True)
     index = {name: i for i, name in enumerate(table["image"])}
     missing = sorted(set(vqa["image"]) - set(index))
     if missing:
-        raise BenchmarkError(f"vqa.csv names {len(missing)} image(s) not in pairs.csv, e.g. {missing[:3]}")
+        raise BenchmarkError(
+            f"vqa.csv names {len(missing)} image(s) not in pairs.csv, e.g. {missing[:3]}"
+        )
     vqa["row"] = vqa["image"].map(index)
-    wrong = vqa["medpix2_split"].to_numpy() != table["split"].to_numpy()[vqa["row"].to_numpy()]
+    wrong = (
+        vqa["medpix2_split"].to_numpy()
+        != table["split"].to_numpy()[vqa["row"].to_numpy()]
+    )
     if wrong.any():
-        raise BenchmarkError(f"{int(wrong.sum())} VQA row(s) carry a split different from their image's case split")
+        raise BenchmarkError(
+            f"{int(wrong.sum())} VQA row(s) carry a split different from their image's case split"
+        )
     digest = mdata.file_digest(pairs_path)
-    return MedPixData(table=table, images=torch.stack(images), vqa=vqa, digest=digest, dropped=dropped)
+    return MedPixData(
+        table=table, images=torch.stack(images), vqa=vqa, digest=digest, dropped=dropped
+    )
 
 
 def load_external(task: str, size: int, n_train: int | None, seed: int = 0) -> dict:
@@ -326,7 +414,9 @@ def load_external(task: str, size: int, n_train: int | None, seed: int = 0) -> d
     class-balanced subset of ``n_train`` of it, for the linear probe, and the whole test split; resized
     to ``size``. Returns ``{"train": (images, labels), "test": (images, labels)}``."""
     if task not in EXTERNAL_TASKS:
-        raise BenchmarkError(f"unknown external task {task!r}; known: {list(EXTERNAL_TASKS)}")
+        raise BenchmarkError(
+            f"unknown external task {task!r}; known: {list(EXTERNAL_TASKS)}"
+        )
     spec = EXTERNAL_TASKS[task]
     splits = mdata.load_dataset(spec.manifest, spec.key)
     train = splits["train"]
@@ -335,7 +425,9 @@ def load_external(task: str, size: int, n_train: int | None, seed: int = 0) -> d
 
     def prep(split):
         x = torch.from_numpy(split.images).float()[:, None] / 255.0
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), split.labels
+        return F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False
+        ), split.labels
 
     return {"train": prep(train), "test": prep(splits["test"])}
 
@@ -354,18 +446,27 @@ def load_pair_table(name: str, root: str | Path, split: str = "train") -> pd.Dat
 
 def download_pair_set(name: str, root: str | Path, settings: Mapping) -> Path:
     """Download (full mode, on Colab) one of the paper's public sets into ``root`` with
-    :mod:`medvae_lib.image_text_data`: PMC-OA from the Hugging Face hub, ROCO's training radiology images
-    from the PMC open-access packages, as its ``fetch.py`` does (``roco_limit`` images)."""
+    :mod:`medvae_lib.image_text_data`: PMC-OA from the Hugging Face hub, ROCO's training
+    radiology images from the PMC open-access packages, as its ``fetch.py`` does
+    (``roco_limit`` images)."""
     from medvae_lib import image_text_data as itd
 
     if name == "pmc_oa":
         return itd.download_pmc_oa(root, splits=("train",))
     if name == "roco":
-        return itd.download_roco(root, "train", "radiology", limit=settings.get("roco_limit"), skip_missing=True)
+        return itd.download_roco(
+            root,
+            "train",
+            "radiology",
+            limit=settings.get("roco_limit"),
+            skip_missing=True,
+        )
     raise BenchmarkError(f"unknown pair set {name!r}; known: ['pmc_oa', 'roco']")
 
 
-def pair_images(table: pd.DataFrame, size: int, max_pairs: int | None = None, seed: int = 0):
+def pair_images(
+    table: pd.DataFrame, size: int, max_pairs: int | None = None, seed: int = 0
+):
     """Up to ``max_pairs`` rows of a pair table (drawn with ``seed``), their images read as grey-scale,
     padded to a square and resized to ``size`` (float16, (N, 1, S, S) in [0, 1]), and their captions.
     These sets carry no MedPix watermark, so nothing is masked. A missing image or an empty caption is
@@ -373,11 +474,19 @@ def pair_images(table: pd.DataFrame, size: int, max_pairs: int | None = None, se
     from PIL import Image
 
     if max_pairs is not None and len(table) > max_pairs:
-        table = table.iloc[np.sort(np.random.default_rng(seed).choice(len(table), max_pairs, replace=False))]
+        table = table.iloc[
+            np.sort(
+                np.random.default_rng(seed).choice(len(table), max_pairs, replace=False)
+            )
+        ]
     images = []
-    for path in table["image_path"]:  # load_pair_table has checked that every image is there
+    for path in table[
+        "image_path"
+    ]:  # load_pair_table has checked that every image is there
         with Image.open(path) as im:
-            images.append(square_resize(np.asarray(im.convert("L")), size).to(torch.float16))
+            images.append(
+                square_resize(np.asarray(im.convert("L")), size).to(torch.float16)
+            )
     return torch.stack(images), [str(c) for c in table["caption"]]
 
 
@@ -385,12 +494,15 @@ def pair_images(table: pd.DataFrame, size: int, max_pairs: int | None = None, se
 
 
 def verify_minilm_dir(folder: str | Path) -> Path:
-    """Return ``folder`` if it holds the all-MiniLM-L6-v2 files and its model.safetensors has the official
-    sha256; raise a clear error otherwise (nothing is loaded from an unverified file)."""
+    """Return ``folder`` if it holds the all-MiniLM-L6-v2 files and its
+    model.safetensors has the official sha256; raise a clear error otherwise (nothing is
+    loaded from an unverified file)."""
     folder = Path(folder)
     missing = [f for f in MINILM_FILES if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{folder} is not an all-MiniLM-L6-v2 model folder: missing {missing}")
+        raise FileNotFoundError(
+            f"{folder} is not an all-MiniLM-L6-v2 model folder: missing {missing}"
+        )
     actual = mdata.file_digest(folder / "model.safetensors")
     if actual != MINILM_SHA256:
         raise mdata.ChecksumError(
@@ -417,7 +529,9 @@ def minilm_dir(source: str = "auto") -> Path:
     if source == "hub":
         from huggingface_hub import snapshot_download
 
-        return verify_minilm_dir(snapshot_download(MINILM_HUB_ID, allow_patterns=list(MINILM_FILES)))
+        return verify_minilm_dir(
+            snapshot_download(MINILM_HUB_ID, allow_patterns=list(MINILM_FILES))
+        )
     return verify_minilm_dir(source)
 
 
@@ -437,7 +551,12 @@ class TextFeatures:
         return TextFeatures(*(t.to(device) for t in self.astuple()))
 
     def cat(self, other: TextFeatures) -> TextFeatures:
-        return TextFeatures(*(torch.cat([a, b]) for a, b in zip(self.astuple(), other.astuple(), strict=True)))
+        return TextFeatures(
+            *(
+                torch.cat([a, b])
+                for a, b in zip(self.astuple(), other.astuple(), strict=True)
+            )
+        )
 
     def astuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.tokens, self.mask, self.words
@@ -457,17 +576,23 @@ def encode_texts(
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     if init not in ("pretrained", "random"):
-        raise BenchmarkError(f"text init must be 'pretrained' or 'random', got {init!r}")
+        raise BenchmarkError(
+            f"text init must be 'pretrained' or 'random', got {init!r}"
+        )
     empty = [i for i, t in enumerate(texts) if not str(t).strip()]
     if empty:
-        raise BenchmarkError(f"{len(empty)} empty text(s) to encode, e.g. at positions {empty[:3]}")
+        raise BenchmarkError(
+            f"{len(empty)} empty text(s) to encode, e.g. at positions {empty[:3]}"
+        )
     folder = verify_minilm_dir(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if init == "pretrained":
         from transformers.utils import logging as hf_logging
 
         shown = hf_logging.is_progress_bar_enabled()
-        if os.environ.get("TQDM_DISABLE"):  # transformers' weight-loading bar ignores TQDM_DISABLE
+        if os.environ.get(
+            "TQDM_DISABLE"
+        ):  # transformers' weight-loading bar ignores TQDM_DISABLE
             hf_logging.disable_progress_bar()
         try:
             model = AutoModel.from_pretrained(folder)
@@ -487,8 +612,12 @@ def encode_texts(
             max_length=max_tokens,
             return_tensors="pt",
         )
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        special = (enc["input_ids"] == tokenizer.cls_token_id) | (enc["input_ids"] == tokenizer.sep_token_id)
+        out = model(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        ).last_hidden_state
+        special = (enc["input_ids"] == tokenizer.cls_token_id) | (
+            enc["input_ids"] == tokenizer.sep_token_id
+        )
         toks.append(out.to(torch.float16))
         masks.append(enc["attention_mask"].bool())
         words.append(enc["attention_mask"].bool() & ~special)
@@ -506,18 +635,28 @@ def read_text_cache(path: Path, n_texts: int, max_tokens: int) -> TextFeatures:
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise BenchmarkError(f"text-feature cache {path} cannot be read ({err})") from err
+        raise BenchmarkError(
+            f"text-feature cache {path} cannot be read ({err})"
+        ) from err
     if set(tensors) != {"tokens", "mask", "words"}:
-        raise BenchmarkError(f"text-feature cache {path} holds {sorted(tensors)}, not tokens, mask, words")
+        raise BenchmarkError(
+            f"text-feature cache {path} holds {sorted(tensors)}, not tokens, mask, words"
+        )
     tokens, mask, words = tensors["tokens"], tensors["mask"], tensors["words"]
-    if tokens.ndim != 3 or tokens.shape[:2] != (n_texts, max_tokens) or tokens.dtype != torch.float16:
+    if (
+        tokens.ndim != 3
+        or tokens.shape[:2] != (n_texts, max_tokens)
+        or tokens.dtype != torch.float16
+    ):
         raise BenchmarkError(
             f"text-feature cache {path} holds tokens {tuple(tokens.shape)} {tokens.dtype}, "
             f"expected ({n_texts}, {max_tokens}, hidden) float16"
         )
     for name, t in (("mask", mask), ("words", words)):
         if t.shape != (n_texts, max_tokens) or t.dtype != torch.bool:
-            raise BenchmarkError(f"text-feature cache {path}: {name} is {tuple(t.shape)} {t.dtype}")
+            raise BenchmarkError(
+                f"text-feature cache {path}: {name} is {tuple(t.shape)} {t.dtype}"
+            )
     if not torch.isfinite(tokens).all():
         raise BenchmarkError(f"text-feature cache {path} holds non-finite token states")
     return TextFeatures(tokens, mask, words)
@@ -547,13 +686,17 @@ def cached_text_features(
 
     The cache is a safetensors file (never a pickle, so a planted file cannot run code), written
     atomically; a damaged or mismatched one (wrong rows or shape) is reported by name and rebuilt."""
-    key = hashlib.sha256("\n".join([MINILM_SHA256, init, str(max_tokens), *texts]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\n".join([MINILM_SHA256, init, str(max_tokens), *texts]).encode()
+    ).hexdigest()[:16]
     path = Path(cache_dir) / f"minilm_{init}_{key}.safetensors" if cache_dir else None
     if path is not None and path.is_file():
         try:
             return read_text_cache(path, len(texts), max_tokens)
         except BenchmarkError as err:
-            warnings.warn(f"{err}; computing the features again and replacing it", stacklevel=2)
+            warnings.warn(
+                f"{err}; computing the features again and replacing it", stacklevel=2
+            )
     feats = encode_texts(texts, minilm_dir(), init=init, max_tokens=max_tokens)
     if path is not None:
         write_text_cache(path, feats)
@@ -575,27 +718,37 @@ class LearnableLogitScale(nn.Module):
         return torch.clamp(self.log_scale.exp(), max=self.max_scale)
 
 
-def clip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of L2-normalised pairs: the mean of the image-to-text and
-    text-to-image cross-entropies of the scaled cosine-similarity matrix, positives on the diagonal."""
+def clip_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of L2-normalised pairs: the mean of the
+    image-to-text and text-to-image cross-entropies of the scaled cosine-similarity
+    matrix, positives on the diagonal."""
     logits = scale * img @ txt.T
     labels = torch.arange(len(img), device=img.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-def siglip_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """SigLIP: every image-text pair is a binary problem (+1 on the diagonal, -1 elsewhere);
-    ``-sum log sigmoid(z * (scale * cos + bias)) / batch``."""
+def siglip_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """SigLIP: every image-text pair is a binary problem (+1 on the diagonal, -1
+    elsewhere); ``-sum log sigmoid(z * (scale * cos + bias)) / batch``."""
     logits = scale * img @ txt.T + bias
     z = 2 * torch.eye(len(img), device=img.device) - 1
     return -F.logsigmoid(z * logits).sum() / len(img)
 
 
 def cyclip_loss(
-    img: torch.Tensor, txt: torch.Tensor, scale, in_modal: float = 0.25, cross_modal: float = 0.25
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    scale,
+    in_modal: float = 0.25,
+    cross_modal: float = 0.25,
 ) -> torch.Tensor:
-    """CyCLIP: CLIP plus the in-modal term ``n * mean((I I^T - T T^T)^2)`` and the cross-modal term
-    ``n * mean((I T^T - T I^T)^2)`` on cosine similarities (weights 0.25 each, as in the paper)."""
+    """CyCLIP: CLIP plus the in-modal term ``n * mean((I I^T - T T^T)^2)`` and the
+    cross-modal term ``n * mean((I T^T - T I^T)^2)`` on cosine similarities (weights
+    0.25 each, as in the paper)."""
     n = len(img)
     sim = img @ txt.T
     cyc_in = (img @ img.T - txt @ txt.T).square().mean() * n
@@ -604,53 +757,75 @@ def cyclip_loss(
 
 
 def dcl_loss(img: torch.Tensor, txt: torch.Tensor, scale) -> torch.Tensor:
-    """Decoupled contrastive loss, both directions: ``-s_ii + logsumexp_{j != i} s_ij`` with ``s``
-    the scaled cosine similarities (InfoNCE with the positive removed from the denominator)."""
+    """Decoupled contrastive loss, both directions: ``-s_ii + logsumexp_{j != i} s_ij``
+    with ``s`` the scaled cosine similarities (InfoNCE with the positive removed from
+    the denominator)."""
     logits = scale * img @ txt.T
     eye = torch.eye(len(img), dtype=torch.bool, device=img.device)
     pos = logits.diagonal()
     neg = logits.masked_fill(eye, float("-inf"))
-    return ((-pos + torch.logsumexp(neg, 1)).mean() + (-pos + torch.logsumexp(neg.T, 1)).mean()) / 2
+    return (
+        (-pos + torch.logsumexp(neg, 1)).mean()
+        + (-pos + torch.logsumexp(neg.T, 1)).mean()
+    ) / 2
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """SimCLR's NT-Xent on two L2-normalised views: each of the 2n embeddings must find its other view
-    among the 2n - 1 others."""
+    """SimCLR's NT-Xent on two L2-normalised views: each of the 2n embeddings must find
+    its other view among the 2n - 1 others."""
     z = torch.cat([a, b])
     n = len(a)
     logits = z @ z.T / temperature
-    logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    logits = logits.masked_fill(
+        torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf")
+    )
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(logits, target)
 
 
-def filip_loss(img_tok: torch.Tensor, txt_tok: torch.Tensor, txt_mask: torch.Tensor, scale) -> torch.Tensor:
-    """FILIP's token-wise late interaction: image i to text j scores the mean over image tokens of the best
-    matching word; text j to image i the mean over words of the best matching image token; InfoNCE
-    on each score matrix, averaged. Tokens L2-normalised; ``txt_mask`` marks real words."""
+def filip_loss(
+    img_tok: torch.Tensor, txt_tok: torch.Tensor, txt_mask: torch.Tensor, scale
+) -> torch.Tensor:
+    """FILIP's token-wise late interaction: image i to text j scores the mean over image
+    tokens of the best matching word; text j to image i the mean over words of the best
+    matching image token; InfoNCE on each score matrix, averaged. Tokens L2-normalised;
+    ``txt_mask`` marks real words."""
     sim = torch.einsum("ird,jld->ijrl", img_tok, txt_tok)  # (B_img, B_txt, R, L)
     m = txt_mask[None, :, None, :]
     i2t = sim.masked_fill(~m, float("-inf")).amax(3).mean(2)  # (B_img, B_txt)
     t2i_tok = sim.amax(2)  # (B_img, B_txt, L): best region per word
-    t2i = (t2i_tok * txt_mask[None]).sum(2) / txt_mask.sum(1).clamp(min=1)[None]  # (B_img, B_txt)
+    t2i = (t2i_tok * txt_mask[None]).sum(2) / txt_mask.sum(1).clamp(min=1)[
+        None
+    ]  # (B_img, B_txt)
     labels = torch.arange(len(img_tok), device=img_tok.device)
-    return (F.cross_entropy(scale * i2t, labels) + F.cross_entropy(scale * t2i.T, labels)) / 2
+    return (
+        F.cross_entropy(scale * i2t, labels) + F.cross_entropy(scale * t2i.T, labels)
+    ) / 2
 
 
 def gloria_scores(
-    img_tok: torch.Tensor, txt_tok: torch.Tensor, word_mask: torch.Tensor, gamma1: float = 4.0, gamma2: float = 5.0
+    img_tok: torch.Tensor,
+    txt_tok: torch.Tensor,
+    word_mask: torch.Tensor,
+    gamma1: float = 4.0,
+    gamma2: float = 5.0,
 ) -> torch.Tensor:
-    """GLoRIA's local image-text score (B_img, B_txt): each word attends over image regions
-    (softmax of ``gamma1 *`` cosine), the cosine between each word and its attended region context is
-    aggregated over words by ``log(sum exp(gamma2 * R)) / gamma2``."""
-    attn = torch.softmax(gamma1 * torch.einsum("ird,jld->ijlr", img_tok, txt_tok), dim=-1)
+    """GLoRIA's local image-text score (B_img, B_txt): each word attends over image
+    regions (softmax of ``gamma1 *`` cosine), the cosine between each word and its
+    attended region context is aggregated over words by ``log(sum exp(gamma2 * R)) /
+    gamma2``."""
+    attn = torch.softmax(
+        gamma1 * torch.einsum("ird,jld->ijlr", img_tok, txt_tok), dim=-1
+    )
     context = F.normalize(torch.einsum("ijlr,ird->ijld", attn, img_tok), dim=-1)
     r = (context * txt_tok[None]).sum(-1)  # (B_img, B_txt, L)
     r = r.masked_fill(~word_mask[None], float("-inf"))
     return torch.logsumexp(gamma2 * r, dim=-1) / gamma2
 
 
-def gloria_local_loss(img_tok, txt_tok, word_mask, gamma3: float = 10.0, **kw) -> torch.Tensor:
+def gloria_local_loss(
+    img_tok, txt_tok, word_mask, gamma3: float = 10.0, **kw
+) -> torch.Tensor:
     """InfoNCE in both directions on ``gamma3 *`` :func:`gloria_scores` (GLoRIA's local loss)."""
     s = gamma3 * gloria_scores(img_tok, txt_tok, word_mask, **kw)
     labels = torch.arange(len(img_tok), device=img_tok.device)
@@ -667,8 +842,9 @@ def check_method(method: str) -> str:
 
 
 class ImageEncoder(nn.Module):
-    """Four stride-2 stages of MONAI convolution blocks (conv, instance norm, PReLU); returns the global
-    feature (mean over positions) and the region features of the last stage (B, R, C)."""
+    """Four stride-2 stages of MONAI convolution blocks (conv, instance norm, PReLU);
+    returns the global feature (mean over positions) and the region features of the last
+    stage (B, R, C)."""
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 96)):
         super().__init__()
@@ -676,7 +852,15 @@ class ImageEncoder(nn.Module):
 
         chans = [1, *widths]
         self.stages = nn.ModuleList(
-            Convolution(2, chans[i], chans[i + 1], strides=2, kernel_size=3, norm="instance", act="prelu")
+            Convolution(
+                2,
+                chans[i],
+                chans[i + 1],
+                strides=2,
+                kernel_size=3,
+                norm="instance",
+                act="prelu",
+            )
             for i in range(len(widths))
         )
         self.out_dim = self.region_dim = widths[-1]
@@ -684,7 +868,9 @@ class ImageEncoder(nn.Module):
     def freeze_stages(self, n: int) -> None:
         """Freeze the first ``n`` stages (partial freezing, as the paper does for pretrained encoders)."""
         if not 0 <= n <= len(self.stages):
-            raise BenchmarkError(f"can freeze 0 to {len(self.stages)} image stages, got {n}")
+            raise BenchmarkError(
+                f"can freeze 0 to {len(self.stages)} image stages, got {n}"
+            )
         for stage in list(self.stages)[:n]:
             stage.requires_grad_(False)
 
@@ -714,23 +900,47 @@ class PretrainedImageEncoder(nn.Module):
             model_id, force_quick_gelu=model_id == GENERAL_CLIP
         )
         self.size, mean, std = open_clip_preprocessing(model, self.model_id)
-        self.visual = model.visual  # the text tower is dropped: chapter 8's text side is MiniLM
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.visual = (
+            model.visual
+        )  # the text tower is dropped: chapter 8's text side is MiniLM
+        self.register_buffer(
+            "mean",
+            torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
+            persistent=False,
+        )
+        self.register_buffer(
+            "std",
+            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
+            persistent=False,
+        )
         trunk = getattr(self.visual, "trunk", None)
-        if trunk is not None:  # a timm tower (BiomedCLIP): blocks and tokens come from the timm ViT
+        if (
+            trunk is not None
+        ):  # a timm tower (BiomedCLIP): blocks and tokens come from the timm ViT
             self.kind, self.blocks = "timm", trunk.blocks
-            extra = [getattr(trunk, name, None) for name in ("cls_token", "reg_token", "pos_embed", "norm_pre")]
+            extra = [
+                getattr(trunk, name, None)
+                for name in ("cls_token", "reg_token", "pos_embed", "norm_pre")
+            ]
             self.embedding = [trunk.patch_embed, *(p for p in extra if p is not None)]
             self.region_dim = trunk.num_features
         elif hasattr(self.visual, "transformer"):  # open_clip's own ViT (OpenAI CLIP)
             self.kind, self.blocks = "open_clip", self.visual.transformer.resblocks
             v = self.visual
-            self.embedding = [v.conv1, v.class_embedding, v.positional_embedding, v.ln_pre]
+            self.embedding = [
+                v.conv1,
+                v.class_embedding,
+                v.positional_embedding,
+                v.ln_pre,
+            ]
             self.region_dim = v.transformer.width
         else:
-            raise BenchmarkError(f"{model_id}: only ViT image towers (open_clip's own or timm's) are supported")
-        declared = getattr(self.visual, "output_dim", None)  # open_clip's ViT says; a timm tower does not
+            raise BenchmarkError(
+                f"{model_id}: only ViT image towers (open_clip's own or timm's) are supported"
+            )
+        declared = getattr(
+            self.visual, "output_dim", None
+        )  # open_clip's ViT says; a timm tower does not
         if declared is None:
             with torch.no_grad():
                 declared = self(torch.zeros(1, 1, self.size, self.size))[0].shape[-1]
@@ -738,14 +948,20 @@ class PretrainedImageEncoder(nn.Module):
 
     def freeze_stages(self, n: int) -> None:
         if not 0 <= n <= len(self.blocks):
-            raise BenchmarkError(f"can freeze 0 to {len(self.blocks)} transformer blocks of {self.model_id}, got {n}")
+            raise BenchmarkError(
+                f"can freeze 0 to {len(self.blocks)} transformer blocks of {self.model_id}, got {n}"
+            )
         if n == 0:
             return
         for part in [*self.embedding, *list(self.blocks)[:n]]:
-            part.requires_grad_(False)  # a module's parameters, or a bare parameter (class token, positions)
+            part.requires_grad_(
+                False
+            )  # a module's parameters, or a bare parameter (class token, positions)
 
     def forward(self, x):
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
         x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
         if self.kind == "timm":
             trunk = self.visual.trunk
@@ -786,7 +1002,9 @@ class DualEncoder(nn.Module):
         c = self.image.out_dim
         self.img_proj = nn.Linear(c, embed_dim)
         self.txt_proj = nn.Sequential(
-            nn.Linear(text_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim)
+            nn.Linear(text_dim, 2 * embed_dim),
+            nn.GELU(),
+            nn.Linear(2 * embed_dim, embed_dim),
         )
         self.logit_scale = LearnableLogitScale()
         if method == "siglip":  # SigLIP's initialisation: t' = log 10, b = -10
@@ -796,10 +1014,16 @@ class DualEncoder(nn.Module):
             self.img_local = nn.Linear(self.image.region_dim, embed_dim)
             self.txt_local = nn.Linear(text_dim, embed_dim)
         if method == "slip":  # SimCLR's projection MLP on the image feature
-            self.ssl_head = nn.Sequential(nn.Linear(c, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim))
+            self.ssl_head = nn.Sequential(
+                nn.Linear(c, 2 * embed_dim),
+                nn.GELU(),
+                nn.Linear(2 * embed_dim, embed_dim),
+            )
         if method == "clip_textssl":
             self.text_ssl_head = nn.Sequential(
-                nn.Linear(embed_dim, 2 * embed_dim), nn.GELU(), nn.Linear(2 * embed_dim, embed_dim)
+                nn.Linear(embed_dim, 2 * embed_dim),
+                nn.GELU(),
+                nn.Linear(2 * embed_dim, embed_dim),
             )
 
     def embed_image(self, x):
@@ -811,7 +1035,12 @@ class DualEncoder(nn.Module):
         pooled = (tokens.float() * m).sum(1) / m.sum(1).clamp(min=1)
         return F.normalize(self.txt_proj(pooled), dim=-1)
 
-    def loss(self, views: Sequence[torch.Tensor], text: TextFeatures, generator: torch.Generator) -> torch.Tensor:
+    def loss(
+        self,
+        views: Sequence[torch.Tensor],
+        text: TextFeatures,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         img, feat, regions = self.embed_image(views[0])
         txt = self.embed_text(text.tokens, text.mask)
         scale = self.logit_scale()
@@ -828,10 +1057,24 @@ class DualEncoder(nn.Module):
             b = F.normalize(self.ssl_head(self.image(views[2])[0]), dim=-1)
             loss = loss + nt_xent(a, b)
         elif m == "clip_textssl":
-            keep1 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3).to(text.mask.device)
-            keep2 = text.mask & (torch.rand(text.mask.shape, generator=generator) > 0.3).to(text.mask.device)
-            a = F.normalize(self.text_ssl_head(self.embed_text(text.tokens, keep1 | _first(text.mask))), dim=-1)
-            b = F.normalize(self.text_ssl_head(self.embed_text(text.tokens, keep2 | _first(text.mask))), dim=-1)
+            keep1 = text.mask & (
+                torch.rand(text.mask.shape, generator=generator) > 0.3
+            ).to(text.mask.device)
+            keep2 = text.mask & (
+                torch.rand(text.mask.shape, generator=generator) > 0.3
+            ).to(text.mask.device)
+            a = F.normalize(
+                self.text_ssl_head(
+                    self.embed_text(text.tokens, keep1 | _first(text.mask))
+                ),
+                dim=-1,
+            )
+            b = F.normalize(
+                self.text_ssl_head(
+                    self.embed_text(text.tokens, keep2 | _first(text.mask))
+                ),
+                dim=-1,
+            )
             loss = loss + nt_xent(a, b)
         elif m in ("filip", "gloria"):
             it = F.normalize(self.img_local(regions), dim=-1)
@@ -853,7 +1096,9 @@ def _first(mask: torch.Tensor) -> torch.Tensor:
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The one augmentation every method gets: a random resized crop (scale 0.75-1, shift up to 10 %)
     through an affine grid, and a random contrast/brightness change."""
-    b = len(x)  # the random numbers come from the CPU generator, so a GPU run draws the same ones
+    b = len(
+        x
+    )  # the random numbers come from the CPU generator, so a GPU run draws the same ones
     s = 0.75 + 0.25 * torch.rand(b, generator=generator)
     t = (torch.rand(b, 2, generator=generator) - 0.5) * 0.2
     theta = torch.zeros(b, 2, 3)
@@ -888,7 +1133,12 @@ class TrainResult:
 
 
 def train_method(
-    method: str, images: torch.Tensor, text: TextFeatures, settings: Mapping, seed: int, progress: bool = False
+    method: str,
+    images: torch.Tensor,
+    text: TextFeatures,
+    settings: Mapping,
+    seed: int,
+    progress: bool = False,
 ) -> TrainResult:
     """Train one method on the training pairs; everything but the objective is shared."""
     check_method(method)
@@ -897,24 +1147,42 @@ def train_method(
     seed_everything(seed)
     device = run_device(settings)
     model = DualEncoder(
-        method, settings["widths"], text.tokens.shape[-1], settings["embed_dim"], image=image_encoder(settings)
+        method,
+        settings["widths"],
+        text.tokens.shape[-1],
+        settings["embed_dim"],
+        image=image_encoder(settings),
     )
     pretrained = settings.get("image_init", "scratch") != "scratch"
-    model.image.freeze_stages(settings["pretrained_freeze_blocks"] if pretrained else settings["freeze_image_stages"])
+    model.image.freeze_stages(
+        settings["pretrained_freeze_blocks"]
+        if pretrained
+        else settings["freeze_image_stages"]
+    )
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     rest = [p for p in params if p.ndim <= 1]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": settings["weight_decay"]},
+            {"params": rest, "weight_decay": 0.0},
+        ],
         lr=settings["lr"],
         betas=(0.9, 0.98),
         eps=1e-6,
     )
     steps = settings["steps"]
-    warmup = max(1, steps // 10)  # linear warm-up, then cosine decay (mmlearn: CosineAnnealingLR)
+    warmup = max(
+        1, steps // 10
+    )  # linear warm-up, then cosine decay (mmlearn: CosineAnnealingLR)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, steps) / steps))
+        ),
     )
     gen = torch.Generator().manual_seed(seed)
     n_views = 3 if method == "slip" else 1
@@ -932,18 +1200,23 @@ def train_method(
         return {"loss": loss.item()}
 
     start = time.perf_counter()
-    history = run_steps(step_fn, 0, steps, desc=f"{method} seed {seed}", log_every=10, verbose=progress)
+    history = run_steps(
+        step_fn, 0, steps, desc=f"{method} seed {seed}", log_every=10, verbose=progress
+    )
     seconds = time.perf_counter() - start
     model.eval()
-    return TrainResult(model, history, steps * settings["batch_size"] / seconds, seconds)
+    return TrainResult(
+        model, history, steps * settings["batch_size"] / seconds, seconds
+    )
 
 
 # ------------------------------------------------------------------------------------- evaluation
 
 
 def class_embeddings(prompt_embeddings: torch.Tensor) -> torch.Tensor:
-    """Zero-shot class embeddings as mmlearn computes them: normalise each prompt's embedding, average
-    over a class's templates, normalise again. ``prompt_embeddings`` is (classes, templates, d)."""
+    """Zero-shot class embeddings as mmlearn computes them: normalise each prompt's
+    embedding, average over a class's templates, normalise again. ``prompt_embeddings``
+    is (classes, templates, d)."""
     if prompt_embeddings.ndim != 3:
         raise BenchmarkError(
             f"prompt embeddings must be (classes, templates, dim), got {tuple(prompt_embeddings.shape)}"
@@ -951,28 +1224,43 @@ def class_embeddings(prompt_embeddings: torch.Tensor) -> torch.Tensor:
     return F.normalize(F.normalize(prompt_embeddings, dim=-1).mean(1), dim=-1)
 
 
-def zero_shot_predict(image_embeddings: torch.Tensor, class_emb: torch.Tensor) -> np.ndarray:
+def zero_shot_predict(
+    image_embeddings: torch.Tensor, class_emb: torch.Tensor
+) -> np.ndarray:
     """The class whose embedding has the highest cosine similarity with each image."""
     return (F.normalize(image_embeddings, dim=-1) @ class_emb.T).argmax(1).numpy()
 
 
-def recall_at_k(similarity: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[int, np.ndarray]:
-    """Per query (row): 1.0 if any of its positives (boolean matrix, same shape) is among the ``k``
-    highest-scoring gallery items (columns), else 0.0; ties are broken against the query."""
-    similarity, positives = np.asarray(similarity, dtype=float), np.asarray(positives, dtype=bool)
+def recall_at_k(
+    similarity: np.ndarray, positives: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[int, np.ndarray]:
+    """Per query (row): 1.0 if any of its positives (boolean matrix, same shape) is
+    among the ``k`` highest-scoring gallery items (columns), else 0.0; ties are broken
+    against the query."""
+    similarity, positives = (
+        np.asarray(similarity, dtype=float),
+        np.asarray(positives, dtype=bool),
+    )
     if not np.isfinite(similarity).all():
         raise BenchmarkError("similarities contain NaN or infinite values: no ranking")
     if similarity.shape != positives.shape:
-        raise BenchmarkError(f"similarity {similarity.shape} and positives {positives.shape} differ in shape")
+        raise BenchmarkError(
+            f"similarity {similarity.shape} and positives {positives.shape} differ in shape"
+        )
     if not positives.any(1).all():
         raise BenchmarkError("every query needs at least one positive in the gallery")
     best_pos = np.where(positives, similarity, -np.inf).max(1)
-    rank = (np.where(positives, -np.inf, similarity) >= best_pos[:, None]).sum(1)  # negatives at or above it
+    rank = (np.where(positives, -np.inf, similarity) >= best_pos[:, None]).sum(
+        1
+    )  # negatives at or above it
     return {k: (rank < k).astype(float) for k in ks}
 
 
 def retrieval_chance(
-    captions: Sequence[str], ks: Sequence[int] = (1, 5, 10), n_draws: int = 200, seed: int = 0
+    captions: Sequence[str],
+    ks: Sequence[int] = (1, 5, 10),
+    n_draws: int = 200,
+    seed: int = 0,
 ) -> dict[str, float]:
     """The recall@k that embeddings knowing nothing would score on this gallery, in both directions, as
     :func:`evaluate` scores them: i.i.d. random similarities between every image and every *distinct*
@@ -987,24 +1275,33 @@ def retrieval_chance(
     total = {f"{d}.r{k}": 0.0 for d in ("i2t", "t2i") for k in ks}
     for _ in range(n_draws):
         sim = rng.random((len(caps), group.max() + 1))[:, group]
-        for direction, (s, p) in {"i2t": (sim, positives), "t2i": (sim.T, positives.T)}.items():
+        for direction, (s, p) in {
+            "i2t": (sim, positives),
+            "t2i": (sim.T, positives.T),
+        }.items():
             for k, hits in recall_at_k(s, p, ks).items():
                 total[f"{direction}.r{k}"] += float(hits.mean()) / n_draws
     return total
 
 
-def linear_probe(train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0) -> np.ndarray:
+def linear_probe(
+    train_x, train_y, test_x, test_y, c: float = 1.0, seed: int = 0
+) -> np.ndarray:
     """Per-test-item correctness of a logistic-regression probe (standardised features) on frozen features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500, random_state=seed))
+    probe = make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=500, random_state=seed)
+    )
     probe.fit(np.asarray(train_x), np.asarray(train_y))
     return (probe.predict(np.asarray(test_x)) == np.asarray(test_y)).astype(float)
 
 
-def vqa_scores(train_x, train_answers, test_x, test_answers, alpha: float = 1.0) -> np.ndarray:
+def vqa_scores(
+    train_x, train_answers, test_x, test_answers, alpha: float = 1.0
+) -> np.ndarray:
     """Per-test-question correctness of an answer classifier (a ridge classifier, one-vs-rest over the
     answers seen in training: closed form, fast with hundreds of answers) on frozen [image, question]
     embeddings; an answer never seen in training counts as wrong."""
@@ -1016,7 +1313,9 @@ def vqa_scores(train_x, train_answers, test_x, test_answers, alpha: float = 1.0)
 
 
 @torch.no_grad()
-def embed_images(model: DualEncoder, images: torch.Tensor, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_images(
+    model: DualEncoder, images: torch.Tensor, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(projected normalised embeddings, encoder features) of images, in batches on the model's device;
     returned on the CPU."""
     device = next(model.parameters()).device
@@ -1069,7 +1368,10 @@ def build_bench(
     if like is not None:
         data, external = like.data, like.external
         extra_images = [like.extra["images"]] if like.extra else []
-        extra_texts, extra_counts = list(like.extra.get("captions", [])), dict(like.extra.get("counts", {}))
+        extra_texts, extra_counts = (
+            list(like.extra.get("captions", [])),
+            dict(like.extra.get("counts", {})),
+        )
     else:
         data = data or load_medpix2(settings["image_size"], settings["mask_fraction"])
         extra_images, extra_texts, extra_counts = [], [], {}
@@ -1078,27 +1380,48 @@ def build_bench(
             if download:
                 download_pair_set(name, root, settings)
             table = load_pair_table(name, root, "train")
-            images, captions = pair_images(table, settings["image_size"], settings.get("extra_max_pairs"))
+            images, captions = pair_images(
+                table, settings["image_size"], settings.get("extra_max_pairs")
+            )
             extra_images.append(images)
             extra_texts += captions
             extra_counts[name] = len(captions)
         external = {
-            task: load_external(task, settings["image_size"], settings.get(spec.train_setting))
+            task: load_external(
+                task, settings["image_size"], settings.get(spec.train_setting)
+            )
             for task, spec in EXTERNAL_TASKS.items()
         }
     texts = list(data.table["caption"])
-    prompt_sets = {task: (classes, templates) for task, (_, classes, templates) in ZERO_SHOT_TASKS.items()}
-    prompt_sets.update({task: (spec.classes, spec.templates) for task, spec in EXTERNAL_TASKS.items()})
+    prompt_sets = {
+        task: (classes, templates)
+        for task, (_, classes, templates) in ZERO_SHOT_TASKS.items()
+    }
+    prompt_sets.update(
+        {task: (spec.classes, spec.templates) for task, spec in EXTERNAL_TASKS.items()}
+    )
     prompt_lists = {task: prompt_texts(c, t) for task, (c, t) in prompt_sets.items()}
     questions = list(data.vqa["question"].astype(str))
-    everything = texts + [p for ps in prompt_lists.values() for p in ps] + questions + extra_texts
-    feats = cached_text_features(everything, text_init, settings["max_tokens"], cache_dir)
+    everything = (
+        texts
+        + [p for ps in prompt_lists.values() for p in ps]
+        + questions
+        + extra_texts
+    )
+    feats = cached_text_features(
+        everything, text_init, settings["max_tokens"], cache_dir
+    )
     n = len(texts)
     captions = feats.take(slice(0, n))
     prompts, pos = {}, n
     for task, ps in prompt_lists.items():
         classes, templates = prompt_sets[task]
-        prompts[task] = (feats.take(slice(pos, pos + len(ps))), len(classes), len(templates), list(classes))
+        prompts[task] = (
+            feats.take(slice(pos, pos + len(ps))),
+            len(classes),
+            len(templates),
+            list(classes),
+        )
         pos += len(ps)
     question_feats = feats.take(slice(pos, pos + len(questions)))
     extra = {}
@@ -1110,10 +1433,21 @@ def build_bench(
             "text": feats.take(slice(start, None)),
             "counts": extra_counts,
         }
-    return Bench(data, captions, prompts, question_feats, external, dict(settings), text_init, extra)
+    return Bench(
+        data,
+        captions,
+        prompts,
+        question_feats,
+        external,
+        dict(settings),
+        text_init,
+        extra,
+    )
 
 
-def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 0) -> dict[str, np.ndarray]:
+def evaluate(
+    model: DualEncoder, bench: Bench, split: str = "test", seed: int = 0
+) -> dict[str, np.ndarray]:
     """Every task's per-item scores on ``split`` (``"test"`` for the final numbers, ``"val"`` to choose)."""
     data, table = bench.data, bench.data.table
     tr, ev = data.indices("train"), data.indices(split)
@@ -1123,12 +1457,32 @@ def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 
     for task, (column, _classes, _) in ZERO_SHOT_TASKS.items():
         feats, n_cls, n_tpl, labels = bench.prompts[task]
         cls_emb = class_embeddings(embed_texts(model, feats).reshape(n_cls, n_tpl, -1))
-        keep_ev, keep_tr = _label_rows(table, ev, column, labels), _label_rows(table, tr, column, labels)
-        y_ev = table[column].iloc[keep_ev].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
-        y_tr = table[column].iloc[keep_tr].map({lab: i for i, lab in enumerate(labels)}).to_numpy()
-        out[f"zero_shot.{task}"] = (zero_shot_predict(img_emb[keep_ev], cls_emb) == y_ev).astype(float)
+        keep_ev, keep_tr = (
+            _label_rows(table, ev, column, labels),
+            _label_rows(table, tr, column, labels),
+        )
+        y_ev = (
+            table[column]
+            .iloc[keep_ev]
+            .map({lab: i for i, lab in enumerate(labels)})
+            .to_numpy()
+        )
+        y_tr = (
+            table[column]
+            .iloc[keep_tr]
+            .map({lab: i for i, lab in enumerate(labels)})
+            .to_numpy()
+        )
+        out[f"zero_shot.{task}"] = (
+            zero_shot_predict(img_emb[keep_ev], cls_emb) == y_ev
+        ).astype(float)
         out[f"probe.{task}"] = linear_probe(
-            img_feat[keep_tr], y_tr, img_feat[keep_ev], y_ev, bench.settings["probe_c"], seed
+            img_feat[keep_tr],
+            y_tr,
+            img_feat[keep_ev],
+            y_ev,
+            bench.settings["probe_c"],
+            seed,
         )
     # PneumoniaMNIST and BreastMNIST: zero-shot and probe on modalities (chest X-ray, breast ultrasound)
     # that no method saw in training; their own test splits.
@@ -1138,8 +1492,12 @@ def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 
         (xtr, ytr), (xte, yte) = sets["train"], sets["test"]
         _, f_tr = embed_images(model, xtr)
         e_te, f_te = embed_images(model, xte)
-        out[f"zero_shot.{task}"] = (zero_shot_predict(e_te, cls_emb) == yte).astype(float)
-        out[f"probe.{task}"] = linear_probe(f_tr, ytr, f_te, yte, bench.settings["probe_c"], seed)
+        out[f"zero_shot.{task}"] = (zero_shot_predict(e_te, cls_emb) == yte).astype(
+            float
+        )
+        out[f"probe.{task}"] = linear_probe(
+            f_tr, ytr, f_te, yte, bench.settings["probe_c"], seed
+        )
     # Retrieval against the whole split's gallery; identical captions count as the same positive.
     caps = table["caption"].to_numpy()[ev]
     positives = caps[:, None] == caps[None, :]
@@ -1151,16 +1509,21 @@ def evaluate(model: DualEncoder, bench: Bench, split: str = "test", seed: int = 
     # VQA: answer classifier on frozen [image embedding, question embedding].
     vqa = data.vqa
     q_emb = embed_texts(model, bench.questions)
-    x = torch.cat([img_emb[torch.tensor(vqa["row"].to_numpy(), dtype=torch.long)], q_emb], 1).numpy()
+    x = torch.cat(
+        [img_emb[torch.tensor(vqa["row"].to_numpy(), dtype=torch.long)], q_emb], 1
+    ).numpy()
     out.update(vqa_tasks(x, vqa, split))
     return out
 
 
-def vqa_tasks(x: np.ndarray, vqa: pd.DataFrame, split: str = "test") -> dict[str, np.ndarray]:
-    """Per-question correctness on ``split`` for closed and for open questions (``x``: one feature row
-    per row of ``vqa``). Closed questions are answered by a classifier trained on the closed training
-    questions, so from closed answers only (yes, no, ...), as the VQA literature scores them; open
-    questions by one trained on the open ones."""
+def vqa_tasks(
+    x: np.ndarray, vqa: pd.DataFrame, split: str = "test"
+) -> dict[str, np.ndarray]:
+    """Per-question correctness on ``split`` for closed and for open questions (``x``:
+    one feature row per row of ``vqa``). Closed questions are answered by a classifier
+    trained on the closed training questions, so from closed answers only (yes, no,
+    ...), as the VQA literature scores them; open questions by one trained on the open
+    ones."""
     answers = vqa_answers(vqa)
     closed = (vqa["answer_type"] == "CLOSED").to_numpy()
     is_tr = (vqa["medpix2_split"] == "train").to_numpy()
@@ -1177,7 +1540,9 @@ def vqa_answers(vqa: pd.DataFrame) -> np.ndarray:
     return vqa["answer"].astype(str).str.lower().str.strip().to_numpy()
 
 
-def _label_rows(table: pd.DataFrame, rows: np.ndarray, column: str, labels: Sequence) -> np.ndarray:
+def _label_rows(
+    table: pd.DataFrame, rows: np.ndarray, column: str, labels: Sequence
+) -> np.ndarray:
     """The rows of ``rows`` whose ``column`` is one of a task's class ``labels`` (the items it scores)."""
     return rows[table[column].iloc[rows].isin(labels).to_numpy()]
 
@@ -1193,7 +1558,9 @@ def item_clusters(bench: Bench, split: str = "test") -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for task, (column, _classes, _) in ZERO_SHOT_TASKS.items():
         labels = bench.prompts[task][3]
-        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = case[_label_rows(table, ev, column, labels)]
+        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = case[
+            _label_rows(table, ev, column, labels)
+        ]
     for task, sets in bench.external.items():
         ids = np.array([f"{task}:{i}" for i in range(len(sets["test"][1]))])
         out[f"zero_shot.{task}"] = out[f"probe.{task}"] = ids
@@ -1227,7 +1594,9 @@ def chance_levels(bench: Bench, split: str = "test") -> pd.Series:
             table[column].iloc[_label_rows(table, ev, column, labels)]
         )
     for task, sets in bench.external.items():
-        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = majority(np.asarray(sets["test"][1]).ravel())
+        out[f"zero_shot.{task}"] = out[f"probe.{task}"] = majority(
+            np.asarray(sets["test"][1]).ravel()
+        )
     out.update(retrieval_chance(table["caption"].to_numpy()[ev]))
     vqa = bench.data.vqa
     answers, closed = vqa_answers(vqa), (vqa["answer_type"] == "CLOSED").to_numpy()
@@ -1254,7 +1623,9 @@ class RunRecord:
 
 def image_init_label(image_init: str) -> str:
     """A short name for an image initialisation: "" for scratch, "CLIP", "BiomedCLIP" or the model id."""
-    return {"scratch": "", GENERAL_CLIP: "CLIP", BIOMEDCLIP: "BiomedCLIP"}.get(image_init, image_init)
+    return {"scratch": "", GENERAL_CLIP: "CLIP", BIOMEDCLIP: "BiomedCLIP"}.get(
+        image_init, image_init
+    )
 
 
 def run_benchmark(
@@ -1278,10 +1649,17 @@ def run_benchmark(
     train = bench.data.indices("train")
     images, text = bench.data.images[train], bench.captions.take(train)
     if bench.extra:  # full mode: the public pair sets join MedPix's training pairs (float16; cast per batch)
-        images, text = torch.cat([images.half(), bench.extra["images"]]), text.cat(bench.extra["text"])
+        images, text = (
+            torch.cat([images.half(), bench.extra["images"]]),
+            text.cat(bench.extra["text"]),
+        )
     runs = []
-    quiet = {} if progress else {"disable": True}  # with progress, tqdm's own default (TQDM_DISABLE) decides
-    for method, seed in tqdm([(m, s) for m in methods for s in seeds], desc="runs", **quiet):
+    quiet = (
+        {} if progress else {"disable": True}
+    )  # with progress, tqdm's own default (TQDM_DISABLE) decides
+    for method, seed in tqdm(
+        [(m, s) for m in methods for s in seeds], desc="runs", **quiet
+    ):
         res = train_method(method, images, text, settings, seed)
         runs.append(
             RunRecord(
@@ -1307,27 +1685,45 @@ def _key(key: RunKey) -> tuple[str, str, str]:
 
 
 def seed_scores(
-    runs: Sequence[RunRecord], method: str, text_init: str = "pretrained", image_init: str = "scratch"
+    runs: Sequence[RunRecord],
+    method: str,
+    text_init: str = "pretrained",
+    image_init: str = "scratch",
 ) -> tuple[list[int], dict[str, np.ndarray]]:
     """The seeds (sorted) of one method and initialisation, and per task its scores of shape
     ``(seeds, items)``: the shape every interval of :mod:`medvae_lib.stats` takes."""
     chosen = sorted(
-        (r for r in runs if (r.method, r.text_init, r.image_init) == (method, text_init, image_init)),
+        (
+            r
+            for r in runs
+            if (r.method, r.text_init, r.image_init) == (method, text_init, image_init)
+        ),
         key=lambda r: r.seed,
     )
     if not chosen:
-        raise BenchmarkError(f"no runs of {method!r} with text init {text_init!r} and image init {image_init!r}")
+        raise BenchmarkError(
+            f"no runs of {method!r} with text init {text_init!r} and image init {image_init!r}"
+        )
     seeds = [r.seed for r in chosen]
     if len(set(seeds)) != len(seeds):
         raise BenchmarkError(f"{method!r} has repeated seeds {seeds}")
-    return seeds, {task: np.stack([np.asarray(r.scores[task], float) for r in chosen]) for task in chosen[0].scores}
+    return seeds, {
+        task: np.stack([np.asarray(r.scores[task], float) for r in chosen])
+        for task in chosen[0].scores
+    }
 
 
 def seed_mean_scores(
-    runs: Sequence[RunRecord], method: str, text_init: str = "pretrained", image_init: str = "scratch"
+    runs: Sequence[RunRecord],
+    method: str,
+    text_init: str = "pretrained",
+    image_init: str = "scratch",
 ) -> dict[str, np.ndarray]:
     """Per-item scores of one method (and initialisation) averaged over its seeds (for figures)."""
-    return {task: v.mean(0) for task, v in seed_scores(runs, method, text_init, image_init)[1].items()}
+    return {
+        task: v.mean(0)
+        for task, v in seed_scores(runs, method, text_init, image_init)[1].items()
+    }
 
 
 def _clusters_for(clusters: Mapping | None, task: str, n_items: int):
@@ -1335,11 +1731,15 @@ def _clusters_for(clusters: Mapping | None, task: str, n_items: int):
         return None
     labels = np.asarray(clusters[task])
     if labels.shape != (n_items,):
-        raise BenchmarkError(f"{task}: {n_items} scored items but {labels.shape[0]} cluster labels")
+        raise BenchmarkError(
+            f"{task}: {n_items} scored items but {labels.shape[0]} cluster labels"
+        )
     return labels
 
 
-def results_table(runs: Sequence[RunRecord], clusters: Mapping | None = None) -> pd.DataFrame:
+def results_table(
+    runs: Sequence[RunRecord], clusters: Mapping | None = None
+) -> pd.DataFrame:
     """Long table: one row per (method, text init, image init, task) with the mean over seeds and items and
     a 95 % interval (cut to [0, 1]) over seeds crossed with clusters (``stats.mean_interval``; ``clusters`` maps a task
     to each item's unit, e.g. :func:`item_clusters`; a task without labels treats items as units)."""
@@ -1386,16 +1786,25 @@ def wide_table(long: pd.DataFrame, chance: pd.Series | None = None) -> pd.DataFr
             f"{100 * m:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
             for m, lo, hi in zip(long["mean"], long["low"], long["high"], strict=True)
         ],
-        label=[run_label(*k) for k in zip(long["method"], long["text_init"], long["image_init"], strict=True)],
+        label=[
+            run_label(*k)
+            for k in zip(
+                long["method"], long["text_init"], long["image_init"], strict=True
+            )
+        ],
     )
     wide = cell.pivot(index="task", columns="label", values="cell")
-    wide = wide.loc[list(dict.fromkeys(long["task"])), list(dict.fromkeys(cell["label"]))]
+    wide = wide.loc[
+        list(dict.fromkeys(long["task"])), list(dict.fromkeys(cell["label"]))
+    ]
     if chance is not None:
         wide.insert(0, "chance", [f"{100 * chance[t]:.0f}" for t in wide.index])
     return wide
 
 
-def tasks_above_chance(long: pd.DataFrame, chance: Mapping, keys: Sequence[RunKey], tasks: Sequence[str]) -> list:
+def tasks_above_chance(
+    long: pd.DataFrame, chance: Mapping, keys: Sequence[RunKey], tasks: Sequence[str]
+) -> list:
     """The ``tasks`` on which every run of ``keys`` scores above its chance level: the lower end of its
     seeds-and-clusters interval (``long``, from :func:`results_table`) above ``chance[task]``. A task
     where a run sits at or below chance (a constant answer, a collapsed zero-shot classifier) measures
@@ -1419,7 +1828,9 @@ def tasks_above_chance(long: pd.DataFrame, chance: Mapping, keys: Sequence[RunKe
     return keep
 
 
-def chance_table(long: pd.DataFrame, chance: Mapping, tasks: Sequence[str]) -> pd.DataFrame:
+def chance_table(
+    long: pd.DataFrame, chance: Mapping, tasks: Sequence[str]
+) -> pd.DataFrame:
     """Per task: its chance level, the best run's mean score, and how many runs lie above chance (the
     lower end of their interval above it) out of how many."""
     rows = []
@@ -1440,7 +1851,9 @@ def _paired_scores(runs, a: RunKey, b: RunKey):
     seeds_a, sa = seed_scores(runs, *_key(a))
     seeds_b, sb = seed_scores(runs, *_key(b))
     if seeds_a != seeds_b:
-        raise BenchmarkError(f"{a} and {b} were run with different seeds ({seeds_a} and {seeds_b})")
+        raise BenchmarkError(
+            f"{a} and {b} were run with different seeds ({seeds_a} and {seeds_b})"
+        )
     return sa, sb
 
 
@@ -1450,7 +1863,9 @@ def _averaged_scores(runs, keys) -> tuple[list[int], dict[str, np.ndarray]]:
         parts = [seed_scores(runs, *_key(k)) for k in keys]
         if any(p[0] != parts[0][0] for p in parts):
             raise BenchmarkError(f"{keys} were run with different seeds")
-        return parts[0][0], {t: np.mean([p[1][t] for p in parts], 0) for t in parts[0][1]}
+        return parts[0][0], {
+            t: np.mean([p[1][t] for p in parts], 0) for t in parts[0][1]
+        }
     return seed_scores(runs, *_key(keys))
 
 
@@ -1469,7 +1884,9 @@ def paired_differences(
     sa, sb = _paired_scores(runs, a, b)
     rows = []
     for task in tasks or list(sa):
-        d = stats.paired_difference(sa[task], sb[task], _clusters_for(clusters, task, sa[task].shape[1]))
+        d = stats.paired_difference(
+            sa[task], sb[task], _clusters_for(clusters, task, sa[task].shape[1])
+        )
         rows.append(
             {
                 "task": task,
@@ -1508,20 +1925,30 @@ def overall_difference(
     seeds_a, sa = _averaged_scores(runs, a)
     seeds_b, sb = seed_scores(runs, *_key(b))
     if seeds_a != seeds_b:
-        raise BenchmarkError(f"{a} and {b} were run with different seeds ({seeds_a} and {seeds_b})")
-    task_index = np.concatenate([np.full(sa[t].shape[1], i) for i, t in enumerate(tasks)])
+        raise BenchmarkError(
+            f"{a} and {b} were run with different seeds ({seeds_a} and {seeds_b})"
+        )
+    task_index = np.concatenate(
+        [np.full(sa[t].shape[1], i) for i, t in enumerate(tasks)]
+    )
     groups = []
     for t in tasks:
         labels = _clusters_for(clusters, t, sa[t].shape[1])
         groups.append(
-            labels.astype(str) if labels is not None else np.array([f"{t}#{i}" for i in range(sa[t].shape[1])])
+            labels.astype(str)
+            if labels is not None
+            else np.array([f"{t}#{i}" for i in range(sa[t].shape[1])])
         )
     n_tasks = len(tasks)
 
     def mean_over_tasks(labels: np.ndarray, scores: np.ndarray) -> float:
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_task = np.bincount(labels, scores, n_tasks) / np.bincount(labels, minlength=n_tasks)
-        return float(per_task.mean())  # NaN when a resample lost a task: skipped by statistic_difference
+            per_task = np.bincount(labels, scores, n_tasks) / np.bincount(
+                labels, minlength=n_tasks
+            )
+        return float(
+            per_task.mean()
+        )  # NaN when a resample lost a task: skipped by statistic_difference
 
     res = stats.statistic_difference(
         mean_over_tasks,
@@ -1553,8 +1980,14 @@ def answer_questions(
         keys = [*(a if isinstance(a, list) else [a]), b]
         kept = tasks_above_chance(long, chance, keys, tasks)
         out[name] = {
-            "all": {**overall_difference(runs, a, b, tasks, clusters, n_resamples, seed), "task_list": list(tasks)},
-            "above_chance": {**overall_difference(runs, a, b, kept, clusters, n_resamples, seed), "task_list": kept},
+            "all": {
+                **overall_difference(runs, a, b, tasks, clusters, n_resamples, seed),
+                "task_list": list(tasks),
+            },
+            "above_chance": {
+                **overall_difference(runs, a, b, kept, clusters, n_resamples, seed),
+                "task_list": kept,
+            },
         }
     return out
 
@@ -1579,14 +2012,26 @@ def questions_frame(answers: Mapping[str, Mapping[str, Mapping]]) -> pd.DataFram
     return pd.DataFrame(rows).set_index(["comparison", "tasks"]).round(1)
 
 
-def answer_sentences(answer: Mapping[str, Mapping], paper_says_it_helps: bool, what: str) -> str:
+def answer_sentences(
+    answer: Mapping[str, Mapping], paper_says_it_helps: bool, what: str
+) -> str:
     """The verdicts of one :func:`answer_questions` entry, over all tasks and over the tasks above chance,
     and the tasks the second leaves out."""
-    left_out = [t for t in answer["all"]["task_list"] if t not in answer["above_chance"]["task_list"]]
+    left_out = [
+        t
+        for t in answer["all"]["task_list"]
+        if t not in answer["above_chance"]["task_list"]
+    ]
     return "\n".join(
         [
-            compare_with_paper(answer["all"], paper_says_it_helps, f"{what}, all tasks"),
-            compare_with_paper(answer["above_chance"], paper_says_it_helps, f"{what}, tasks above chance"),
+            compare_with_paper(
+                answer["all"], paper_says_it_helps, f"{what}, all tasks"
+            ),
+            compare_with_paper(
+                answer["above_chance"],
+                paper_says_it_helps,
+                f"{what}, tasks above chance",
+            ),
             f"  left out as at or below chance: {', '.join(left_out) or 'none'}",
         ]
     )
@@ -1600,11 +2045,21 @@ def compare_with_paper(diff: Mapping, paper_says_it_helps: bool, what: str) -> s
 
     if not np.isfinite(diff.get("mean", float("nan"))):
         return f"{what}: no task to compare."
-    reading = stats.verdict({k: 100 * diff[k] for k in ("mean", "low", "high")}, " points")
+    reading = stats.verdict(
+        {k: 100 * diff[k] for k in ("mean", "low", "high")}, " points"
+    )
     if diff["low"] > 0:
-        agreement = "agrees with the paper" if paper_says_it_helps else "disagrees with the paper"
+        agreement = (
+            "agrees with the paper"
+            if paper_says_it_helps
+            else "disagrees with the paper"
+        )
     elif diff["high"] < 0:
-        agreement = "disagrees with the paper" if paper_says_it_helps else "agrees with the paper"
+        agreement = (
+            "disagrees with the paper"
+            if paper_says_it_helps
+            else "agrees with the paper"
+        )
     elif paper_says_it_helps:
         agreement = "does not confirm the paper's gain"
     else:
@@ -1613,8 +2068,20 @@ def compare_with_paper(diff: Mapping, paper_says_it_helps: bool, what: str) -> s
 
 
 TASK_GROUPS = {
-    "zero-shot": ["zero_shot.scan", "zero_shot.region", "zero_shot.plane", "zero_shot.pneumonia", "zero_shot.breast"],
-    "probe": ["probe.scan", "probe.region", "probe.plane", "probe.pneumonia", "probe.breast"],
+    "zero-shot": [
+        "zero_shot.scan",
+        "zero_shot.region",
+        "zero_shot.plane",
+        "zero_shot.pneumonia",
+        "zero_shot.breast",
+    ],
+    "probe": [
+        "probe.scan",
+        "probe.region",
+        "probe.plane",
+        "probe.pneumonia",
+        "probe.breast",
+    ],
     "retrieval": ["i2t.r1", "i2t.r5", "i2t.r10", "t2i.r1", "t2i.r5", "t2i.r10"],
     "vqa": ["vqa.closed", "vqa.open"],
 }
@@ -1632,7 +2099,10 @@ def plot_differences(diffs: Mapping[str, pd.DataFrame], title: str, ax=None):
         ax.errorbar(
             x,
             100 * d["difference"],
-            yerr=[100 * (d["difference"] - d["low"]), 100 * (d["high"] - d["difference"])],
+            yerr=[
+                100 * (d["difference"] - d["low"]),
+                100 * (d["high"] - d["difference"]),
+            ],
             fmt="o",
             capsize=3,
             label=name,
@@ -1668,11 +2138,15 @@ def to_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {list(METHODS)}")
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), help=f"any of {list(METHODS)}"
+    )
     parser.add_argument("--mode", default="ci", choices=sorted(MODES))
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--text-init", default="pretrained", choices=["pretrained", "random"])
+    parser.add_argument(
+        "--text-init", default="pretrained", choices=["pretrained", "random"]
+    )
     parser.add_argument(
         "--image-init",
         default=None,
@@ -1686,18 +2160,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--out", required=True, help="CSV file for per-run, per-task scores")
+    parser.add_argument(
+        "--out", required=True, help="CSV file for per-run, per-task scores"
+    )
     args = parser.parse_args(argv)
     for m in args.methods:
         check_method(m)
-    settings = settings_for(MODES, args.mode, {"steps": args.steps} if args.steps else None)
-    image_init = {"clip": GENERAL_CLIP, "biomedclip": BIOMEDCLIP}.get(args.image_init, args.image_init)
-    bench = build_bench(settings, args.text_init, args.cache_dir, download=args.download)
-    runs = run_benchmark(args.methods, bench, args.seeds or settings["seeds"], args.split, image_init=image_init)
+    settings = settings_for(
+        MODES, args.mode, {"steps": args.steps} if args.steps else None
+    )
+    image_init = {"clip": GENERAL_CLIP, "biomedclip": BIOMEDCLIP}.get(
+        args.image_init, args.image_init
+    )
+    bench = build_bench(
+        settings, args.text_init, args.cache_dir, download=args.download
+    )
+    runs = run_benchmark(
+        args.methods,
+        bench,
+        args.seeds or settings["seeds"],
+        args.split,
+        image_init=image_init,
+    )
     to_frame(runs).to_csv(args.out, index=False)
     clusters = item_clusters(bench, args.split)
     wide = wide_table(results_table(runs, clusters), chance_levels(bench, args.split))
-    print(wide.loc[[t for group in TASK_GROUPS.values() for t in group if t in wide.index]].to_string())
+    print(
+        wide.loc[
+            [t for group in TASK_GROUPS.values() for t in group if t in wide.index]
+        ].to_string()
+    )
     return 0
 
 

@@ -25,10 +25,21 @@ import yaml
 from monai import transforms as mt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MANIFEST_DIR = REPO_ROOT / "data_manifests"  # in a checkout; see manifest_dir() for other installs
+MANIFEST_DIR = (
+    REPO_ROOT / "data_manifests"
+)  # in a checkout; see manifest_dir() for other installs
 MANIFEST_DIR_ENV = "MEDVAE_MANIFEST_DIR"
 SPLITS = ("train", "val", "test")
-_REQUIRED_MANIFEST_KEYS = ("name", "title", "licence", "source", "citation", "spatial_dims", "format", "files")
+_REQUIRED_MANIFEST_KEYS = (
+    "name",
+    "title",
+    "licence",
+    "source",
+    "citation",
+    "spatial_dims",
+    "format",
+    "files",
+)
 _HASHES = {"sha256": 64, "md5": 32}  # strongest first, with their lengths in hex digits
 DATA_ROOT_ENV = "MEDVAE_DATA_ROOT"
 # What a manifest may say, and the type of each field: anything else (a typo such as 'sha265') is an error.
@@ -60,11 +71,18 @@ _FILE_SCHEMA = {
 def _check_fields(raw: Mapping, schema: Mapping, where: str) -> None:
     unknown = sorted(str(k) for k in raw if k not in schema)
     if unknown:
-        raise ManifestError(f"{where}: unknown field(s) {unknown}; known: {sorted(schema)}")
+        raise ManifestError(
+            f"{where}: unknown field(s) {unknown}; known: {sorted(schema)}"
+        )
     for key, value in raw.items():
         kind = schema[key]
-        if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
-            wanted = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        if value is not None and (
+            not isinstance(value, kind)
+            or (isinstance(value, bool) and kind is not bool)
+        ):
+            wanted = " or ".join(
+                k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,))
+            )
             raise ManifestError(
                 f"{where}: {key} must be {wanted} (quote hex digests), got {value!r} ({type(value).__name__})"
             )
@@ -75,7 +93,9 @@ def data_root(manifest_path: str | Path) -> Path:
     ``shared/data`` beside the repository that holds the manifest."""
     if os.environ.get(DATA_ROOT_ENV):
         return Path(os.environ[DATA_ROOT_ENV]).expanduser().resolve()
-    return (Path(manifest_path).resolve().parent.parent.parent / "shared" / "data").resolve()
+    return (
+        Path(manifest_path).resolve().parent.parent.parent / "shared" / "data"
+    ).resolve()
 
 
 class ManifestError(ValueError):
@@ -100,7 +120,9 @@ class DataFile:
     sha256: str | None = None
     md5: str | None = None
     n_samples: Mapping[str, int] = field(default_factory=dict)
-    fallback: str | None = None  # file key to subsample when the local copy is missing (e.g. on Colab)
+    fallback: str | None = (
+        None  # file key to subsample when the local copy is missing (e.g. on Colab)
+    )
 
     @property
     def checksum(self) -> tuple[str, str]:
@@ -109,7 +131,9 @@ class DataFile:
             digest = getattr(self, algorithm)
             if digest:
                 return algorithm, digest
-        raise ManifestError(f"file {self.key!r} records no checksum")  # guarded in load_manifest
+        raise ManifestError(
+            f"file {self.key!r} records no checksum"
+        )  # guarded in load_manifest
 
 
 @dataclass(frozen=True)
@@ -130,7 +154,9 @@ class Manifest:
         try:
             return self.files[str(key)]
         except KeyError:
-            raise ManifestError(f"manifest {self.path} has no file {key!r}; it lists {sorted(self.files)}") from None
+            raise ManifestError(
+                f"manifest {self.path} has no file {key!r}; it lists {sorted(self.files)}"
+            ) from None
 
 
 def manifest_dir() -> Path:
@@ -141,7 +167,9 @@ def manifest_dir() -> Path:
     if os.environ.get(MANIFEST_DIR_ENV):
         path = Path(os.environ[MANIFEST_DIR_ENV]).expanduser()
         if not path.is_dir():
-            raise ManifestError(f"${MANIFEST_DIR_ENV} points to {path}, which is not a folder")
+            raise ManifestError(
+                f"${MANIFEST_DIR_ENV} points to {path}, which is not a folder"
+            )
         return path
     if MANIFEST_DIR.is_dir():
         return MANIFEST_DIR
@@ -173,16 +201,26 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
     except yaml.YAMLError as err:
         raise ManifestError(f"manifest {path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):
-        raise ManifestError(f"manifest {path} must be a mapping, got {type(raw).__name__}")
+        raise ManifestError(
+            f"manifest {path} must be a mapping, got {type(raw).__name__}"
+        )
     _check_fields(raw, _MANIFEST_SCHEMA, f"manifest {path}")
     missing = [k for k in _REQUIRED_MANIFEST_KEYS if not raw.get(k)]
     if missing:
         raise ManifestError(f"manifest {path} lacks required field(s) {missing}")
     if raw["spatial_dims"] not in (2, 3):
-        raise ManifestError(f"manifest {path}: spatial_dims must be 2 or 3, got {raw['spatial_dims']!r}")
+        raise ManifestError(
+            f"manifest {path}: spatial_dims must be 2 or 3, got {raw['spatial_dims']!r}"
+        )
     for label, text in (raw.get("labels") or {}).items():
-        if not isinstance(label, int) or isinstance(label, bool) or not isinstance(text, str):
-            raise ManifestError(f"manifest {path}: labels must map integer class ids to names, got {label!r}: {text!r}")
+        if (
+            not isinstance(label, int)
+            or isinstance(label, bool)
+            or not isinstance(text, str)
+        ):
+            raise ManifestError(
+                f"manifest {path}: labels must map integer class ids to names, got {label!r}: {text!r}"
+            )
     root = data_root(path)
     files = {}
     for key, entry in raw["files"].items():
@@ -195,23 +233,46 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             if entry.get(required) is None:
                 raise ManifestError(f"{where}: lacks {required!r}")
         if not entry.get("url") and not entry.get("local"):
-            raise ManifestError(f"{where}: gives neither 'url' nor 'local', so it cannot be found")
+            raise ManifestError(
+                f"{where}: gives neither 'url' nor 'local', so it cannot be found"
+            )
         if not any(entry.get(h) for h in _HASHES):
-            raise ManifestError(f"{where}: records no checksum (one of {list(_HASHES)})")
+            raise ManifestError(
+                f"{where}: records no checksum (one of {list(_HASHES)})"
+            )
         for h, length in _HASHES.items():
-            if entry.get(h) is not None and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", entry[h]):
-                raise ManifestError(f"{where}: {h} must be {length} hex digits, got {entry[h]!r}")
+            if entry.get(h) is not None and not re.fullmatch(
+                f"[0-9a-fA-F]{{{length}}}", entry[h]
+            ):
+                raise ManifestError(
+                    f"{where}: {h} must be {length} hex digits, got {entry[h]!r}"
+                )
         name = entry["filename"]
         if not name or Path(name).name != name or name in (".", ".."):
-            raise ManifestError(f"{where}: filename must be a plain file name (no folders, no '..'), got {name!r}")
+            raise ManifestError(
+                f"{where}: filename must be a plain file name (no folders, no '..'), got {name!r}"
+            )
         if entry["image_size"] < 1:
-            raise ManifestError(f"{where}: image_size must be positive, got {entry['image_size']}")
-        if entry.get("url") and not str(entry["url"]).startswith(("https://", "http://")):
-            raise ManifestError(f"{where}: url must start with https:// or http://, got {entry['url']!r}")
+            raise ManifestError(
+                f"{where}: image_size must be positive, got {entry['image_size']}"
+            )
+        if entry.get("url") and not str(entry["url"]).startswith(
+            ("https://", "http://")
+        ):
+            raise ManifestError(
+                f"{where}: url must start with https:// or http://, got {entry['url']!r}"
+            )
         samples = entry.get("n_samples") or {}
         for split, n in samples.items():
-            if split not in SPLITS or not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ManifestError(f"{where}: n_samples must map splits {SPLITS} to counts >= 0, got {split!r}: {n!r}")
+            if (
+                split not in SPLITS
+                or not isinstance(n, int)
+                or isinstance(n, bool)
+                or n < 0
+            ):
+                raise ManifestError(
+                    f"{where}: n_samples must map splits {SPLITS} to counts >= 0, got {split!r}: {n!r}"
+                )
         local = None
         if entry.get("local"):
             local = (path.resolve().parent.parent / entry["local"]).resolve()
@@ -229,10 +290,14 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             sha256=(entry.get("sha256") or None),
             md5=(entry.get("md5") or None),
             n_samples=dict(samples),
-            fallback=str(entry["fallback"]) if entry.get("fallback") is not None else None,
+            fallback=str(entry["fallback"])
+            if entry.get("fallback") is not None
+            else None,
         )
     for key, f in files.items():
-        if f.fallback is not None and (f.fallback not in files or f.fallback == key or not f.n_samples):
+        if f.fallback is not None and (
+            f.fallback not in files or f.fallback == key or not f.n_samples
+        ):
             raise ManifestError(
                 f"manifest {path}, file {key!r}: fallback {f.fallback!r} must name another file, and n_samples must say how many to draw"
             )
@@ -251,7 +316,9 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
     )
 
 
-def file_digest(path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:
+def file_digest(
+    path: str | Path, algorithm: str = "sha256", chunk: int = 1 << 20
+) -> str:
     """Hex digest of a file, read in chunks."""
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
@@ -264,7 +331,9 @@ def verify_file(path: str | Path, datafile: DataFile) -> Path:
     """Return ``path`` if it exists and matches the manifest's checksum, else raise a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {datafile.filename!r} (manifest key {datafile.key!r}) not found at {path}")
+        raise FileNotFoundError(
+            f"data file {datafile.filename!r} (manifest key {datafile.key!r}) not found at {path}"
+        )
     algorithm, expected = datafile.checksum
     actual = file_digest(path, algorithm)
     if actual != expected.lower():
@@ -276,7 +345,11 @@ def verify_file(path: str | Path, datafile: DataFile) -> Path:
 
 
 def fetch(
-    manifest: Manifest | str, key: str, cache_dir: str | Path | None = None, url: str | None = None, retries: int = 3
+    manifest: Manifest | str,
+    key: str,
+    cache_dir: str | Path | None = None,
+    url: str | None = None,
+    retries: int = 3,
 ) -> Path:
     """Return a verified local path for file ``key`` of a manifest.
 
@@ -285,7 +358,9 @@ def fetch(
     from ``url`` (default: the manifest's) into ``cache_dir`` (default: pooch's per-user cache), and
     verified against the manifest's checksum; a file already in the cache is not downloaded again.
     """
-    with warnings.catch_warnings():  # pooch imports tqdm.auto, which warns in notebooks without ipywidgets
+    with (
+        warnings.catch_warnings()
+    ):  # pooch imports tqdm.auto, which warns in notebooks without ipywidgets
         warnings.simplefilter("ignore")
         import pooch
 
@@ -307,20 +382,36 @@ def fetch(
         )
     url = url or datafile.url
     if not url:
-        raise ManifestError(f"{manifest.path}: file {key!r} has no URL to download from")
-    cache_dir = (Path(cache_dir) if cache_dir else Path(pooch.os_cache("medvae_lib")) / manifest.name).resolve()
+        raise ManifestError(
+            f"{manifest.path}: file {key!r} has no URL to download from"
+        )
+    cache_dir = (
+        Path(cache_dir)
+        if cache_dir
+        else Path(pooch.os_cache("medvae_lib")) / manifest.name
+    ).resolve()
     if (
         not (cache_dir / datafile.filename).resolve().is_relative_to(cache_dir)
     ):  # load_manifest already refuses such names
-        raise ManifestError(f"{manifest.path}: file name {datafile.filename!r} would be written outside {cache_dir}")
+        raise ManifestError(
+            f"{manifest.path}: file name {datafile.filename!r} would be written outside {cache_dir}"
+        )
     algorithm, expected = datafile.checksum
-    path = Path(_download(pooch, url, f"{algorithm}:{expected}", datafile.filename, cache_dir, retries))
+    path = Path(
+        _download(
+            pooch, url, f"{algorithm}:{expected}", datafile.filename, cache_dir, retries
+        )
+    )
     if datafile.sha256 is None:
-        print(f"{datafile.filename}: sha256 {file_digest(path)} (not yet recorded in {manifest.path.name})")
+        print(
+            f"{datafile.filename}: sha256 {file_digest(path)} (not yet recorded in {manifest.path.name})"
+        )
     return path
 
 
-def _download(pooch, url: str, known_hash: str, filename: str, cache_dir: Path, retries: int) -> str:
+def _download(
+    pooch, url: str, known_hash: str, filename: str, cache_dir: Path, retries: int
+) -> str:
     """pooch.retrieve with a few retries for transient failures (connection errors, time-outs, HTTP 5xx
     and 429). Network failures raise :class:`NetworkError`, a wrong file :class:`ChecksumError`; pooch
     downloads into a temporary file that it removes on failure, so nothing is left behind."""
@@ -328,7 +419,13 @@ def _download(pooch, url: str, known_hash: str, filename: str, cache_dir: Path, 
 
     for attempt in range(1, retries + 1):
         try:
-            return pooch.retrieve(url, known_hash=known_hash, fname=filename, path=cache_dir, progressbar=True)
+            return pooch.retrieve(
+                url,
+                known_hash=known_hash,
+                fname=filename,
+                path=cache_dir,
+                progressbar=True,
+            )
         except requests.HTTPError as err:
             status = err.response.status_code if err.response is not None else None
             transient = status is not None and (status >= 500 or status == 429)
@@ -342,17 +439,25 @@ def _download(pooch, url: str, known_hash: str, filename: str, cache_dir: Path, 
             requests.exceptions.ChunkedEncodingError,
             requests.exceptions.ContentDecodingError,
         ) as err:
-            if attempt == retries:  # unreachable, timed out, or the connection dropped mid-download
+            if (
+                attempt == retries
+            ):  # unreachable, timed out, or the connection dropped mid-download
                 raise NetworkError(
                     f"could not download {url} after {attempt} attempt(s): {type(err).__name__}; check the network"
                 ) from err
-        except requests.RequestException as err:  # a malformed URL and the like: no point retrying
+        except (
+            requests.RequestException
+        ) as err:  # a malformed URL and the like: no point retrying
             raise NetworkError(
                 f"could not request {url}: {type(err).__name__}: {err}; check the URL in the manifest"
             ) from err
-        except ValueError as err:  # pooch reports a hash mismatch as ValueError and deletes the file
+        except (
+            ValueError
+        ) as err:  # pooch reports a hash mismatch as ValueError and deletes the file
             algorithm, digest = known_hash.split(":", 1)
-            raise ChecksumError(f"download of {url} does not match the manifest's {algorithm} {digest}: {err}") from err
+            raise ChecksumError(
+                f"download of {url} does not match the manifest's {algorithm} {digest}: {err}"
+            ) from err
         time.sleep(min(2 ** (attempt - 1), 8))
     raise AssertionError("unreachable")
 
@@ -382,32 +487,46 @@ def load_medmnist_npz(
     try:
         npz = np.load(path, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError(f"it holds a single {type(npz).__name__}, not named arrays")
-    except unreadable as err:  # empty, truncated, or not a zip of .npy arrays ("pickled data" included)
-        raise ValueError(f"{path} is not a readable .npz file (empty, truncated or another format): {err}") from err
+            raise ValueError(
+                f"it holds a single {type(npz).__name__}, not named arrays"
+            )
+    except (
+        unreadable
+    ) as err:  # empty, truncated, or not a zip of .npy arrays ("pickled data" included)
+        raise ValueError(
+            f"{path} is not a readable .npz file (empty, truncated or another format): {err}"
+        ) from err
     n_samples = n_samples or {}
     with npz:
         expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
         missing = [k for k in expected if k not in npz.files]
         if missing:
-            raise ValueError(f"{path} is not in MedMNIST layout: missing key(s) {missing}; it has {npz.files}")
+            raise ValueError(
+                f"{path} is not in MedMNIST layout: missing key(s) {missing}; it has {npz.files}"
+            )
         splits = {}
         for s in SPLITS:
             try:
                 images, labels = npz[f"{s}_images"], npz[f"{s}_labels"]
             except unreadable as err:
-                raise ValueError(f"{path}: the {s} arrays cannot be read (truncated or corrupt file): {err}") from err
+                raise ValueError(
+                    f"{path}: the {s} arrays cannot be read (truncated or corrupt file): {err}"
+                ) from err
             if len(images) == 0:
                 raise ValueError(f"{path}: the {s} split is empty")
             if images.dtype != np.uint8:
-                raise ValueError(f"{path}: {s}_images has dtype {images.dtype}, expected uint8")
+                raise ValueError(
+                    f"{path}: {s}_images has dtype {images.dtype}, expected uint8"
+                )
             if labels.ndim == 2 and labels.shape[1] != 1:
                 raise ValueError(
                     f"{path}: {s}_labels has shape {labels.shape}; multi-label files are not supported yet"
                 )
             if image_size is not None or spatial_dims is not None:
                 dims = spatial_dims if spatial_dims is not None else images.ndim - 1
-                want = (image_size,) * dims if image_size is not None else images.shape[1:]
+                want = (
+                    (image_size,) * dims if image_size is not None else images.shape[1:]
+                )
                 if images.shape[1:] != tuple(want) or images.ndim - 1 != dims:
                     raise ValueError(
                         f"{path}: {s}_images have shape {images.shape[1:]} per image, the manifest says {tuple(want)} "
@@ -415,43 +534,64 @@ def load_medmnist_npz(
                     )
             if not (
                 np.issubdtype(labels.dtype, np.integer)
-                or (np.issubdtype(labels.dtype, np.floating) and np.all(labels == np.round(labels)))
+                or (
+                    np.issubdtype(labels.dtype, np.floating)
+                    and np.all(labels == np.round(labels))
+                )
             ):
                 raise ValueError(
                     f"{path}: {s}_labels must be whole class numbers, got dtype {labels.dtype} with values such as {labels.reshape(-1)[:3]}"
                 )
             labels = labels.reshape(-1).astype(np.int64)
             if len(images) != len(labels):
-                raise ValueError(f"{path}: {s} has {len(images)} images but {len(labels)} labels")
+                raise ValueError(
+                    f"{path}: {s} has {len(images)} images but {len(labels)} labels"
+                )
             if s in n_samples and n_samples[s] != len(images):
-                raise ValueError(f"{path}: {s} has {len(images)} images, the manifest says {n_samples[s]}")
+                raise ValueError(
+                    f"{path}: {s} has {len(images)} images, the manifest says {n_samples[s]}"
+                )
             splits[s] = Split(images=images, labels=labels)
     return splits
 
 
-def load_dataset(manifest: Manifest | str, key: str, cache_dir: str | Path | None = None) -> dict[str, Split]:
+def load_dataset(
+    manifest: Manifest | str, key: str, cache_dir: str | Path | None = None
+) -> dict[str, Split]:
     """Fetch (or find) file ``key`` of a manifest, verify its checksum, then load and check its splits."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     if manifest.format != "medmnist-npz":
-        raise ManifestError(f"{manifest.path}: format {manifest.format!r} has no loader (known: 'medmnist-npz')")
+        raise ManifestError(
+            f"{manifest.path}: format {manifest.format!r} has no loader (known: 'medmnist-npz')"
+        )
     datafile = manifest.file(key)
-    if datafile.local is not None and not datafile.local.is_file() and datafile.fallback is not None:
+    if (
+        datafile.local is not None
+        and not datafile.local.is_file()
+        and datafile.fallback is not None
+    ):
         print(
             f"{datafile.filename} (file {key!r}) is not at {datafile.local}; drawing the same kind of subset "
             f"(class-balanced, {dict(datafile.n_samples)}) from the verified file {datafile.fallback!r} instead"
         )
         full = load_dataset(manifest, datafile.fallback, cache_dir=cache_dir)
-        return {s: balanced_subset(full[s], datafile.n_samples[s], seed=0) for s in SPLITS}
+        return {
+            s: balanced_subset(full[s], datafile.n_samples[s], seed=0) for s in SPLITS
+        }
     path = fetch(manifest, key, cache_dir=cache_dir)
-    return load_medmnist_npz(path, datafile.n_samples, datafile.image_size, manifest.spatial_dims)
+    return load_medmnist_npz(
+        path, datafile.n_samples, datafile.image_size, manifest.spatial_dims
+    )
 
 
 def balanced_subset(split: Split, n: int, seed: int = 0) -> Split:
     """``n`` images with every class equally often (the kind of subset the CI copy is), drawn with ``seed``."""
     classes = np.unique(split.labels)
     if n % len(classes):
-        raise ValueError(f"{n} images cannot be split equally over {len(classes)} classes")
+        raise ValueError(
+            f"{n} images cannot be split equally over {len(classes)} classes"
+        )
     per_class = n // len(classes)
     rng = np.random.default_rng(seed)
     idx = []
@@ -469,22 +609,30 @@ def balanced_subset(split: Split, n: int, seed: int = 0) -> Split:
 NORMALISATIONS = ("minmax", "percentile", "zscore")
 
 
-def image_transform(size: int, spatial_dims: int = 2, normalisation: str = "minmax") -> mt.Compose:
-    """MONAI transform from one uint8 image (no channel axis) to a float32 (1, *[size]*dims) tensor.
+def image_transform(
+    size: int, spatial_dims: int = 2, normalisation: str = "minmax"
+) -> mt.Compose:
+    """MONAI transform from one uint8 image (no channel axis) to a float32 (1,
+    *[size]*dims) tensor.
 
     ``minmax`` maps the stored 0..255 range to [0, 1] (what the autoencoders train on);
-    ``percentile`` maps each image's 0.5th..99.5th percentiles to [0, 1], clipping outliers;
-    ``zscore`` gives each image zero mean and unit variance. Resizing is (tri)linear with
-    anti-aliasing when shrinking.
-    """
+    ``percentile`` maps each image's 0.5th..99.5th percentiles to [0, 1], clipping
+    outliers; ``zscore`` gives each image zero mean and unit variance. Resizing is
+    (tri)linear with anti-aliasing when shrinking."""
     if normalisation == "minmax":
-        scale = mt.ScaleIntensityRange(a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True)
+        scale = mt.ScaleIntensityRange(
+            a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True
+        )
     elif normalisation == "percentile":
-        scale = mt.ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+        scale = mt.ScaleIntensityRangePercentiles(
+            lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
+        )
     elif normalisation == "zscore":
         scale = mt.NormalizeIntensity()
     else:
-        raise ValueError(f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}")
+        raise ValueError(
+            f"unknown normalisation {normalisation!r}; choose one of {NORMALISATIONS}"
+        )
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     return mt.Compose(

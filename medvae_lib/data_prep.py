@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Manifest, Split, apply_transform, image_transform, load_dataset, load_manifest
+from .data import (
+    Manifest,
+    Split,
+    apply_transform,
+    image_transform,
+    load_dataset,
+    load_manifest,
+)
 
 # Settings for the two ways a notebook runs; a notebook's `overrides` parameter changes single entries.
 MODES = {
@@ -27,7 +34,10 @@ def subsample(split: Split, n: int | None, seed: int) -> Split:
     take = np.floor(counts / counts.sum() * n).astype(int)
     take[: n - take.sum()] += 1  # hand out the rounding remainder
     idx = np.concatenate(
-        [rng.choice(np.flatnonzero(split.labels == c), k, replace=False) for c, k in zip(classes, take, strict=True)]
+        [
+            rng.choice(np.flatnonzero(split.labels == c), k, replace=False)
+            for c, k in zip(classes, take, strict=True)
+        ]
     )
     idx.sort()
     return Split(images=split.images[idx], labels=split.labels[idx])
@@ -49,7 +59,10 @@ def prepare_splits(
     out = {}
     for name, split in splits.items():
         split = subsample(split, (n or {}).get(name), seed)
-        out[name] = (apply_transform(split.images, transform), torch.as_tensor(split.labels))
+        out[name] = (
+            apply_transform(split.images, transform),
+            torch.as_tensor(split.labels),
+        )
     return out
 
 
@@ -57,7 +70,12 @@ def data_identity(manifest: str, data_key: str, image_size: int) -> dict:
     """What identifies the images a model was trained on, as trainers store it in checkpoints and
     exports: the manifest, the file key, its verified checksum and the image size."""
     datafile = load_manifest(manifest).file(data_key)
-    return {"manifest": manifest, "key": data_key, "checksum": ":".join(datafile.checksum), "image_size": image_size}
+    return {
+        "manifest": manifest,
+        "key": data_key,
+        "checksum": ":".join(datafile.checksum),
+        "image_size": image_size,
+    }
 
 
 def split_table(splits: dict[str, Split], labels: dict[int, str]) -> pd.DataFrame:
@@ -66,7 +84,14 @@ def split_table(splits: dict[str, Split], labels: dict[int, str]) -> pd.DataFram
     for name, split in splits.items():
         counts = np.bincount(split.labels, minlength=len(labels))
         for c, k in enumerate(counts):
-            rows.append({"split": name, "class": labels.get(c, str(c)), "images": int(k), "share": k / counts.sum()})
+            rows.append(
+                {
+                    "split": name,
+                    "class": labels.get(c, str(c)),
+                    "images": int(k),
+                    "share": k / counts.sum(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,13 +112,20 @@ def intensity_table(images: dict[str, torch.Tensor]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("normalisation")
 
 
-def plot_examples(split: Split, labels: dict[int, str], per_class: int = 6, seed: int = 0):
+def plot_examples(
+    split: Split, labels: dict[int, str], per_class: int = 6, seed: int = 0
+):
     """A grid of random images, one row per class."""
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
     classes = sorted(labels)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.5 * per_class, 1.6 * len(classes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes),
+        per_class,
+        figsize=(1.5 * per_class, 1.6 * len(classes)),
+        squeeze=False,
+    )
     for r, c in enumerate(classes):
         idx = rng.choice(np.flatnonzero(split.labels == c), per_class, replace=False)
         for ax, i in zip(axes[r], idx, strict=True):
@@ -119,7 +151,14 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
     fig, ax = plt.subplots(figsize=(6, 3))
     order = [labels[c] for c in sorted(labels)]
     sns.histplot(
-        frame, x="pixel value", hue="class", hue_order=order, stat="density", common_norm=False, bins=40, ax=ax
+        frame,
+        x="pixel value",
+        hue="class",
+        hue_order=order,
+        stat="density",
+        common_norm=False,
+        bins=40,
+        ax=ax,
     )
     ax.set_xlabel("mean pixel value of an image (0-255)")
     fig.tight_layout()
@@ -140,16 +179,27 @@ def plot_resizing(image: np.ndarray, sizes: list[int]):
         )
     x = torch.as_tensor(image[None].astype(np.float32) / 255.0)
     rows = ("no anti-aliasing", "anti-aliased", "|difference|")
-    fig, axes = plt.subplots(len(rows), len(sizes) + 1, figsize=(2 * (len(sizes) + 1), 6.2), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(sizes) + 1, figsize=(2 * (len(sizes) + 1), 6.2), squeeze=False
+    )
     axes[0, 0].imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     axes[0, 0].set_title(f"original {side}x{side}", fontsize=9)
     for r in (1, 2):
         axes[r, 0].axis("off")
     for j, s in enumerate(sizes, start=1):
-        plain, smooth = (np.asarray(Resize((s, s), mode="bilinear", anti_aliasing=aa)(x)[0]) for aa in (False, True))
+        plain, smooth = (
+            np.asarray(Resize((s, s), mode="bilinear", anti_aliasing=aa)(x)[0])
+            for aa in (False, True)
+        )
         axes[0, j].imshow(plain, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[1, j].imshow(smooth, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[2, j].imshow(np.abs(plain - smooth), cmap="magma", vmin=0, vmax=0.2, interpolation="nearest")
+        axes[2, j].imshow(
+            np.abs(plain - smooth),
+            cmap="magma",
+            vmin=0,
+            vmax=0.2,
+            interpolation="nearest",
+        )
         axes[0, j].set_title(f"{s}x{s} ({side / s:.1f}x smaller)", fontsize=9)
     for i, label in enumerate(rows):
         axes[i, 1].set_ylabel(label)

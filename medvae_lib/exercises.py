@@ -61,15 +61,21 @@ def _plain_array(answer, what: str) -> np.ndarray:
     """``answer`` as a float array, refusing text, booleans, complex numbers and tensors that are not
     plain CPU values; raises :class:`NotYet` naming the problem."""
     if isinstance(answer, (str, bytes)):
-        raise NotYet(f"{what} should be a number, not the text {_shown(answer)} (drop the quotes)")
+        raise NotYet(
+            f"{what} should be a number, not the text {_shown(answer)} (drop the quotes)"
+        )
     if isinstance(answer, (bool, np.bool_)):
         raise NotYet(f"{what} should be a number, not {answer}")
     device = getattr(answer, "device", None)
     if device is not None and hasattr(answer, "detach"):  # a torch tensor
         if getattr(answer, "requires_grad", False):
-            raise NotYet(f"{what} is a tensor that requires grad: give a plain number, e.g. answer.item()")
+            raise NotYet(
+                f"{what} is a tensor that requires grad: give a plain number, e.g. answer.item()"
+            )
         if getattr(device, "type", "cpu") != "cpu":
-            raise NotYet(f"{what} is a tensor on device {device}: move it to the CPU, e.g. answer.cpu().item()")
+            raise NotYet(
+                f"{what} is a tensor on device {device}: move it to the CPU, e.g. answer.cpu().item()"
+            )
     try:
         array = np.asarray(answer)
         if array.dtype.kind in "USbc":
@@ -87,7 +93,9 @@ def as_number(answer, what: str = "the answer") -> float:
         raise NotYet(f"{what} should be a single number, got {_shown(answer)}")
     value = float(array.reshape(-1)[0])
     if not math.isfinite(value):
-        raise NotYet(f"{what} is {value}: compute a finite number (look for a division by zero or a log of 0)")
+        raise NotYet(
+            f"{what} is {value}: compute a finite number (look for a division by zero or a log of 0)"
+        )
     return value
 
 
@@ -104,7 +112,9 @@ def _items(answer, count: int | None, what: str, hint: str) -> list:
     if len(items) > limit:
         raise NotYet(f"{hint} (got more than {limit} {what})")
     if count is not None and len(items) != count:
-        raise NotYet(f"{hint} (got {len(items)} {what.removesuffix('s') if len(items) == 1 else what})")
+        raise NotYet(
+            f"{hint} (got {len(items)} {what.removesuffix('s') if len(items) == 1 else what})"
+        )
     return items
 
 
@@ -139,7 +149,9 @@ def whole_numbers(what: str, hint: str) -> Callable:
     return read
 
 
-def choice(options, hint: str, normalise: Callable[[str], str] | None = None) -> Callable:
+def choice(
+    options, hint: str, normalise: Callable[[str], str] | None = None
+) -> Callable:
     """Reader: a string, as a plain ``str`` (``normalise`` may rewrite it, raising ``ValueError`` for a
     malformed one); ``options``, when given, are the only strings accepted."""
 
@@ -165,7 +177,10 @@ def number_mapping(what: str, hint: str) -> Callable:
     def read(answer) -> dict[str, float]:
         if not isinstance(answer, dict) or not all(isinstance(k, str) for k in answer):
             raise NotYet(f"{hint} (got {_shown(answer)})")
-        return {str.__str__(k): as_number(v, f"{what} of {str.__str__(k)!r}") for k, v in answer.items()}
+        return {
+            str.__str__(k): as_number(v, f"{what} of {str.__str__(k)!r}")
+            for k, v in answer.items()
+        }
 
     return read
 
@@ -176,7 +191,9 @@ def close(answer, expected, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
     return a.shape == e.shape and bool(np.allclose(a, e, rtol=rtol, atol=atol))
 
 
-def graded(answer, cases, otherwise: str, rtol: float = 1e-3, atol: float = 1e-6) -> bool:
+def graded(
+    answer, cases, otherwise: str, rtol: float = 1e-3, atol: float = 1e-6
+) -> bool:
     """Grade a numeric ``answer`` against ``cases``, in order, each ``(expected, right, message)``:
     the first ``expected`` the answer is :func:`close` to decides, with "Right: <message>" if
     ``right`` and the hint "Not yet: <message>" if not (a known mistake, e.g. the sign flipped).
@@ -245,7 +262,13 @@ def all_checks() -> dict[str, Callable]:
     found = {}
     for info in pkgutil.iter_modules(exercise_checks.__path__):
         module = importlib.import_module(f"{exercise_checks.__name__}.{info.name}")
-        found.update({n: guarded(f) for n, f in vars(module).items() if _NAME.fullmatch(n) and callable(f)})
+        found.update(
+            {
+                n: guarded(f)
+                for n, f in vars(module).items()
+                if _NAME.fullmatch(n) and callable(f)
+            }
+        )
     return found
 
 
@@ -254,7 +277,9 @@ def __getattr__(name: str):
     if match is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        module = importlib.import_module(f"{__name__.rsplit('.', 1)[0]}.exercise_checks.ch{match[1]}")
+        module = importlib.import_module(
+            f"{__name__.rsplit('.', 1)[0]}.exercise_checks.ch{match[1]}"
+        )
     except ModuleNotFoundError:
         raise AttributeError(
             f"no exercise checks for chapter {match[1]} (medvae_lib/exercise_checks/ch{match[1]}.py)"
@@ -263,4 +288,6 @@ def __getattr__(name: str):
         return guarded(getattr(module, name))
     except AttributeError:
         known = sorted(n for n in vars(module) if _NAME.fullmatch(n))
-        raise AttributeError(f"chapter {match[1]} has no check {name!r}; it has {known}") from None
+        raise AttributeError(
+            f"chapter {match[1]} has no check {name!r}; it has {known}"
+        ) from None

@@ -88,13 +88,23 @@ from medvae_lib.data import ChecksumError, NetworkError, file_digest
 
 PMC_OA_HUB_REPO = "axiong/pmc_oa"
 PMC_OA_SPLITS = ("train", "valid", "test")  # mmlearn's PMCOA
-PMC_OA_IMAGE_FOLDER = "caption_T060_filtered_top4_sep_v0_subfigures"  # the one top folder of images.zip
-ROCO_SPLITS = ("train", "validation", "test")  # mmlearn's ROCO and the roco-dataset folders
+PMC_OA_IMAGE_FOLDER = (
+    "caption_T060_filtered_top4_sep_v0_subfigures"  # the one top folder of images.zip
+)
+ROCO_SPLITS = (
+    "train",
+    "validation",
+    "test",
+)  # mmlearn's ROCO and the roco-dataset folders
 ROCO_GROUPS = ("radiology", "non-radiology")
 # Raw files of the roco-dataset repository at the commit whose scripts/fetch.py this module follows.
 ROCO_REPO = "https://raw.githubusercontent.com/razorx89/roco-dataset/a1f0ad6c578ca8801e5a6eccc90af051aee1c326/"
-PMC_FTP_PREFIX = "ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/"  # what dlinks.txt and the OA web service name
-PMC_PACKAGE_BASE_URL = "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"  # the same tree over HTTPS
+PMC_FTP_PREFIX = (
+    "ftp://ftp.ncbi.nlm.nih.gov/pub/pmc/"  # what dlinks.txt and the OA web service name
+)
+PMC_PACKAGE_BASE_URL = (
+    "https://ftp.ncbi.nlm.nih.gov/pub/pmc/"  # the same tree over HTTPS
+)
 PMC_OA_SERVICE_URL = "https://www.ncbi.nlm.nih.gov/pmc/utils/oa/oa.fcgi?id="  # fetch.py's PMCID_INFORMATION_API
 CHECKSUMS_FILE = "checksums.json"
 SKIPPED_FILE = "skipped.tsv"
@@ -119,7 +129,9 @@ def _sha256(path: Path) -> str:
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
     if value not in allowed:
-        raise PairDataError(f"unknown {what} {value!r}; expected one of {list(allowed)}")
+        raise PairDataError(
+            f"unknown {what} {value!r}; expected one of {list(allowed)}"
+        )
     return value
 
 
@@ -165,7 +177,9 @@ def download_pmc_oa(
     elif isinstance(source, str) and _HUB_ID.fullmatch(source):
         origin = source
     else:
-        raise PairDataError(f"PMC-OA source {str(source)!r} is neither a folder nor a Hugging Face dataset id")
+        raise PairDataError(
+            f"PMC-OA source {str(source)!r} is neither a folder nor a Hugging Face dataset id"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     record_path = dest / CHECKSUMS_FILE
     record = _read_record(record_path)
@@ -182,7 +196,9 @@ def download_pmc_oa(
         if not target.is_file():
             if local.is_dir():
                 if not (local / name).is_file():
-                    raise PairFileMissing(f"{local} has no {name}; a PMC-OA folder holds the hub repository's files")
+                    raise PairFileMissing(
+                        f"{local} has no {name}; a PMC-OA folder holds the hub repository's files"
+                    )
                 copying = _temp_beside(target)  # an interrupted copy leaves no file
                 try:
                     shutil.copyfile(local / name, copying)
@@ -208,7 +224,11 @@ def download_pmc_oa(
     with _blame_new_files(dest, added, fetched):
         images_of = _check_pmc_oa_splits(dest, splits)
         _check_pmc_oa_archive(dest / "images.zip", images_of, "images.zip" in added)
-        _extract_images(dest / "images.zip", dest / "images", added.get("images.zip") or recorded["images.zip"])
+        _extract_images(
+            dest / "images.zip",
+            dest / "images",
+            added.get("images.zip") or recorded["images.zip"],
+        )
     if added:
         recorded.update(added)
         record = {
@@ -217,7 +237,9 @@ def download_pmc_oa(
             "files": dict(sorted(recorded.items())),
             "note": "sha256 recorded on first download (trust on first use); the authors publish no checksums",
         }
-        partial = _temp_beside(record_path)  # a file of its own: two processes never share one
+        partial = _temp_beside(
+            record_path
+        )  # a file of its own: two processes never share one
         try:
             partial.write_text(json.dumps(record, indent=2) + "\n")
             partial.replace(record_path)
@@ -231,11 +253,15 @@ def download_pmc_oa(
 def _temp_beside(target: Path) -> Path:
     """A new, empty temporary file of this process's own in ``target``'s folder, to be renamed over
     ``target`` once written: two processes writing the same target never share a temporary file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".part", dir=target.parent
+    )
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; data files get ordinary permissions
+    os.chmod(
+        tmp, 0o666 & ~umask
+    )  # mkstemp makes the file private; data files get ordinary permissions
     return Path(tmp)
 
 
@@ -293,10 +319,16 @@ def _check_pmc_oa_splits(dest: Path, splits: Sequence[str]) -> dict[str, set]:
     for split in splits:
         name = f"{split}.jsonl"
         try:
-            rows = _read_jsonl(dest / name, ("image", "caption"), hint="run download_pmc_oa again")
-            images_of[name] = {_image_name(row["image"], dest / name, row["_line"]) for row in rows}
+            rows = _read_jsonl(
+                dest / name, ("image", "caption"), hint="run download_pmc_oa again"
+            )
+            images_of[name] = {
+                _image_name(row["image"], dest / name, row["_line"]) for row in rows
+            }
         except PairDataError as err:
-            raise _BadFile(name, f"{err} (a PMC-OA split file holds JSON lines)") from err
+            raise _BadFile(
+                name, f"{err} (a PMC-OA split file holds JSON lines)"
+            ) from err
     return images_of
 
 
@@ -328,10 +360,17 @@ def _image_name(value, where: Path, line: int) -> str:
     """A split file's ``image`` as a path below the images folder; one that would leave it (an
     absolute path, ``..``, a drive) is refused, as manifests refuse such paths."""
     if not isinstance(value, str) or not value.strip():
-        raise PairDataError(f"{where}, line {line}: 'image' must be a file name, got {value!r}")
+        raise PairDataError(
+            f"{where}, line {line}: 'image' must be a file name, got {value!r}"
+        )
     name = value.replace("\\", "/")
     parts = PurePosixPath(name).parts
-    if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in parts or "\0" in name:
+    if (
+        name.startswith("/")
+        or re.match(r"[A-Za-z]:", name)
+        or ".." in parts
+        or "\0" in name
+    ):
         raise PairDataError(
             f"{where}, line {line}: image {value!r} is not a path inside the images folder "
             "(absolute, a drive or '..'); refusing to read it"
@@ -339,7 +378,9 @@ def _image_name(value, where: Path, line: int) -> str:
     return str(PurePosixPath(*parts))
 
 
-def _hub_download(repo_id: str, filename: str, revision: str | None, dest: Path) -> None:
+def _hub_download(
+    repo_id: str, filename: str, revision: str | None, dest: Path
+) -> None:
     """One file of a hub dataset repository into ``dest/filename``; hub and network failures as NetworkError."""
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
@@ -348,24 +389,38 @@ def _hub_download(repo_id: str, filename: str, revision: str | None, dest: Path)
         path = huggingface_hub.hf_hub_download(
             repo_id, filename, repo_type="dataset", revision=revision, local_dir=dest
         )
-    except (hf_errors.HfHubHTTPError, hf_errors.EntryNotFoundError, hf_errors.LocalEntryNotFoundError, OSError) as err:
+    except (
+        hf_errors.HfHubHTTPError,
+        hf_errors.EntryNotFoundError,
+        hf_errors.LocalEntryNotFoundError,
+        OSError,
+    ) as err:
         raise NetworkError(
             f"could not download {filename} of the dataset {repo_id} (revision {revision or 'main'}) from the "
             f"Hugging Face hub: {type(err).__name__}: {err}"
         ) from err
     path = Path(path)
-    if path.resolve() != (dest / filename).resolve():  # older huggingface_hub versions may link from the cache
+    if (
+        path.resolve() != (dest / filename).resolve()
+    ):  # older huggingface_hub versions may link from the cache
         shutil.copyfile(path, dest / filename)
 
 
-def _zip_targets(archive: zipfile.ZipFile, where: Path) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+def _zip_targets(
+    archive: zipfile.ZipFile, where: Path
+) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     """The members to extract and their paths below the images folder, or PairDataError for an unsafe one."""
     members = []
     for info in archive.infolist():
         name = info.filename.replace("\\", "/")
         parts = PurePosixPath(name).parts
         is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-        if name.startswith("/") or re.match(r"[A-Za-z]:/", name) or ".." in parts or is_link:
+        if (
+            name.startswith("/")
+            or re.match(r"[A-Za-z]:/", name)
+            or ".." in parts
+            or is_link
+        ):
             raise PairDataError(
                 f"{where}: member {info.filename!r} would be written outside the images folder "
                 "(absolute path, '..' or a link); refusing to extract the archive"
@@ -375,7 +430,9 @@ def _zip_targets(archive: zipfile.ZipFile, where: Path) -> list[tuple[zipfile.Zi
     if not members:
         raise PairDataError(f"{where} holds no files")
     tops = {path.parts[0] for _, path in members}
-    if len(tops) == 1 and all(len(path.parts) > 1 for _, path in members):  # one top folder: drop it
+    if len(tops) == 1 and all(
+        len(path.parts) > 1 for _, path in members
+    ):  # one top folder: drop it
         members = [(info, PurePosixPath(*path.parts[1:])) for info, path in members]
     return members
 
@@ -388,21 +445,31 @@ def _extract_images(zip_path: Path, images: Path, digest: str) -> None:
     written only once every member is out; a folder that holds another number of files than its
     marker says (an interrupted or damaged extraction) is extracted again."""
     marker = images / ".extracted-sha256"
-    with _folder_lock(images.with_name(f".{images.name}.lock"), f"extracting into {images}"):
+    with _folder_lock(
+        images.with_name(f".{images.name}.lock"), f"extracting into {images}"
+    ):
         if _extracted(marker, digest):
             return
         if marker.is_file():
-            print(f"{images} is incomplete or from another archive: extracting {zip_path} again")
+            print(
+                f"{images} is incomplete or from another archive: extracting {zip_path} again"
+            )
         partial = images.with_name(images.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         root = partial.resolve()
         try:
             with zipfile.ZipFile(zip_path) as archive:
-                members = _zip_targets(archive, zip_path)  # checked before anything is written
+                members = _zip_targets(
+                    archive, zip_path
+                )  # checked before anything is written
                 for info, relative in members:
                     target = (root / relative).resolve()
-                    if not target.is_relative_to(root):  # belt and braces after the check above
-                        raise PairDataError(f"{zip_path}: member {info.filename!r} would be written outside {images}")
+                    if not target.is_relative_to(
+                        root
+                    ):  # belt and braces after the check above
+                        raise PairDataError(
+                            f"{zip_path}: member {info.filename!r} would be written outside {images}"
+                        )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     with archive.open(info) as src, open(target, "wb") as out:
                         shutil.copyfileobj(src, out)
@@ -412,7 +479,10 @@ def _extract_images(zip_path: Path, images: Path, digest: str) -> None:
                 "images.zip",
                 f"{zip_path} could not be extracted (corrupt or truncated archive): {type(err).__name__}: {err}",
             ) from err
-        wanted, found = len({str(relative) for _, relative in members}), _count_files(partial)
+        wanted, found = (
+            len({str(relative) for _, relative in members}),
+            _count_files(partial),
+        )
         if found != wanted:
             shutil.rmtree(partial, ignore_errors=True)
             raise PairDataError(
@@ -430,7 +500,9 @@ def _extracted(marker: Path, digest: str) -> bool:
         return False
     lines = marker.read_text(errors="replace").split()
     if len(lines) != 2 or lines[0] != digest or not lines[1].isdigit():
-        return False  # another archive, or a marker written before the count was recorded
+        return (
+            False  # another archive, or a marker written before the count was recorded
+        )
     return _count_files(marker.parent) - 1 == int(lines[1])
 
 
@@ -455,11 +527,15 @@ def _folder_lock(path: Path, what: str):
                 print(f"another process is {what} ({path}); waiting for it")
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             except OSError as err:  # a file system without locks (some network mounts)
-                print(f"cannot lock {path} ({err}); go on without a lock: run no second copy")
+                print(
+                    f"cannot lock {path} ({err}); go on without a lock: run no second copy"
+                )
         yield  # closing the file releases the lock
 
 
-def load_pmc_oa(root: str | Path, split: str, image_dir: str = "images") -> pd.DataFrame:
+def load_pmc_oa(
+    root: str | Path, split: str, image_dir: str = "images"
+) -> pd.DataFrame:
     """PMC-OA pairs of one split as a table with ``image_path`` (absolute) and ``caption``.
 
     Reads mmlearn's layout: ``{root}/{split}.jsonl`` (split ``train``, ``valid`` or ``test``) with keys
@@ -477,7 +553,9 @@ def load_pmc_oa(root: str | Path, split: str, image_dir: str = "images") -> pd.D
 
     def image_of(row):
         image = (inside / _image_name(row["image"], path, row["_line"])).resolve()
-        if not image.is_relative_to(inside):  # a link in the images folder that leads out of it
+        if not image.is_relative_to(
+            inside
+        ):  # a link in the images folder that leads out of it
             raise PairDataError(
                 f"{path}, line {row['_line']}: image {row['image']!r} leads outside {inside} "
                 "(a link); refusing to read it"
@@ -542,7 +620,9 @@ def download_roco(
     if retries < 1:
         raise PairDataError(f"retries must be at least 1, got {retries}")
     if limit is not None and limit < 1:
-        raise PairDataError(f"limit must be a positive number of images or None, got {limit}")
+        raise PairDataError(
+            f"limit must be a positive number of images or None, got {limit}"
+        )
     dest = Path(dest).expanduser().resolve()
     folder = dest / split / group
     images = folder / "images"
@@ -550,8 +630,13 @@ def download_roco(
     repo_files = _RocoRepo(repo, dest, retries)
     where = f"data/{split}/{group}"
     try:
-        links = _parse_dlinks(repo_files.text(f"{where}/dlinks.txt"), f"{repo_files}/{where}/dlinks.txt")
-        captions = _parse_captions(repo_files.text(f"{where}/captions.txt"), f"{repo_files}/{where}/captions.txt")
+        links = _parse_dlinks(
+            repo_files.text(f"{where}/dlinks.txt"), f"{repo_files}/{where}/dlinks.txt"
+        )
+        captions = _parse_captions(
+            repo_files.text(f"{where}/captions.txt"),
+            f"{repo_files}/{where}/captions.txt",
+        )
         licence_text = repo_files.text(f"{where}/licences.txt", required=False)
     finally:
         repo_files.close()
@@ -563,9 +648,15 @@ def download_roco(
     wanted: list[_Link] = []
     for link in links:
         if not captions.get(link.roco_id, "").strip():
-            reason = "no caption in captions.txt" if link.roco_id not in captions else "empty caption"
+            reason = (
+                "no caption in captions.txt"
+                if link.roco_id not in captions
+                else "empty caption"
+            )
             if not skip_missing:
-                raise PairDataError(f"{link.roco_id} ({where}): {reason}; package {link.archive_url}")
+                raise PairDataError(
+                    f"{link.roco_id} ({where}): {reason}; package {link.archive_url}"
+                )
             skipped.append((link.roco_id, link.archive_url, reason))
         else:
             wanted.append(link)
@@ -575,16 +666,30 @@ def download_roco(
         by_package.setdefault(link.archive_url, []).append(link)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".packages-") as tmp:
         for archive_url, group_links in by_package.items():
-            todo = [link for link in group_links if not (images / f"{link.roco_id}.jpg").is_file()]
+            todo = [
+                link
+                for link in group_links
+                if not (images / f"{link.roco_id}.jpg").is_file()
+            ]
             if not todo:
                 continue
             ids = ", ".join(link.roco_id for link in todo)
             try:
-                package = _fetch_package(archive_url, package_base_url, oa_service_url, Path(tmp), retries, ids)
+                package = _fetch_package(
+                    archive_url,
+                    package_base_url,
+                    oa_service_url,
+                    Path(tmp),
+                    retries,
+                    ids,
+                )
             except NetworkError as err:
                 if not skip_missing:
                     raise
-                skipped += [(link.roco_id, archive_url, f"package not downloaded: {err}") for link in todo]
+                skipped += [
+                    (link.roco_id, archive_url, f"package not downloaded: {err}")
+                    for link in todo
+                ]
                 continue
             try:
                 for link in todo:
@@ -594,7 +699,13 @@ def download_roco(
                         message = f"{link.roco_id}: figure {member!r} is not in package {archive_url}"
                         if not skip_missing:
                             raise PairDataError(message)
-                        skipped.append((link.roco_id, archive_url, f"figure {member!r} not in package"))
+                        skipped.append(
+                            (
+                                link.roco_id,
+                                archive_url,
+                                f"figure {member!r} not in package",
+                            )
+                        )
                         continue
                     part = _temp_beside(images / f"{link.roco_id}.jpg")
                     try:
@@ -648,7 +759,9 @@ class _RocoRepo:
             if path.is_file() and path.suffix == ".zip":
                 self.zip = _open_roco_zip(path, f"the roco-dataset archive {path}")
             elif not path.is_dir():
-                raise PairFileMissing(f"the roco-dataset repository {self.repo!r} is not a folder, zip file or URL")
+                raise PairFileMissing(
+                    f"the roco-dataset repository {self.repo!r} is not a folder, zip file or URL"
+                )
 
     def __str__(self) -> str:
         return self.repo.rstrip("/")
@@ -666,8 +779,14 @@ class _RocoRepo:
                 if not required and getattr(err, "status", None) == 404:
                     return None
                 raise
-        if self.zip is not None:  # a GitHub archive has one top folder, roco-dataset-<ref>/
-            names = [n for n in self.zip.namelist() if n == relative or n.endswith("/" + relative)]
+        if (
+            self.zip is not None
+        ):  # a GitHub archive has one top folder, roco-dataset-<ref>/
+            names = [
+                n
+                for n in self.zip.namelist()
+                if n == relative or n.endswith("/" + relative)
+            ]
             names = [n for n in names if n.count("/") <= relative.count("/") + 1]
             if names:
                 name = min(names, key=len)
@@ -684,7 +803,9 @@ class _RocoRepo:
             if path.is_file():
                 return _utf8(path.read_bytes(), str(path))
         if required:
-            raise PairFileMissing(f"the roco-dataset repository {self.repo!r} has no {relative}")
+            raise PairFileMissing(
+                f"the roco-dataset repository {self.repo!r} has no {relative}"
+            )
         return None
 
 
@@ -703,8 +824,12 @@ def _open_roco_zip(path: Path, what: str) -> zipfile.ZipFile:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise PairDataError(f"{what} is not a zip archive (an error page or a truncated download?): {err}") from err
-    if not any(re.search(r"(^|/)data/[^/]+/[^/]+/dlinks\.txt$", n) for n in archive.namelist()):
+        raise PairDataError(
+            f"{what} is not a zip archive (an error page or a truncated download?): {err}"
+        ) from err
+    if not any(
+        re.search(r"(^|/)data/[^/]+/[^/]+/dlinks\.txt$", n) for n in archive.namelist()
+    ):
         archive.close()
         raise PairDataError(
             f"{what} is a zip archive but not of the roco-dataset repository "
@@ -720,14 +845,18 @@ def _cached_roco_zip(url: str, dest: Path, retries: int) -> zipfile.ZipFile:
     archive = dest / f".roco-dataset-{key}.zip"
     if archive.is_file():
         try:
-            return _open_roco_zip(archive, f"the cached roco-dataset archive {archive} of {url}")
+            return _open_roco_zip(
+                archive, f"the cached roco-dataset archive {archive} of {url}"
+            )
         except PairDataError as err:
             print(f"{err}; downloading it again")
             archive.unlink()
     download = _temp_beside(archive)
     try:
         _download(url, download, retries, "the roco-dataset archive")
-        _open_roco_zip(download, f"the roco-dataset archive downloaded from {url}").close()
+        _open_roco_zip(
+            download, f"the roco-dataset archive downloaded from {url}"
+        ).close()
         download.replace(archive)
     finally:
         download.unlink(missing_ok=True)  # a failed download is never kept
@@ -743,9 +872,20 @@ def _parse_dlinks(text: str, where: str) -> list[_Link]:
         fields = line.split("\t")
         words = fields[1].split(" ") if len(fields) >= 3 else []
         if len(words) < 3 or not _ROCO_ID.fullmatch(fields[0].strip()):
-            raise PairDataError(f"{where}, line {number}: not 'ROCO_ID<TAB>wget -r URL -P DIR<TAB>figure': {line!r}")
-        roco_id, archive_url, image_name = fields[0].strip(), words[2], fields[-1].strip()
-        if not archive_url.endswith(".tar.gz") or not image_name or "/" in image_name or image_name == "..":
+            raise PairDataError(
+                f"{where}, line {number}: not 'ROCO_ID<TAB>wget -r URL -P DIR<TAB>figure': {line!r}"
+            )
+        roco_id, archive_url, image_name = (
+            fields[0].strip(),
+            words[2],
+            fields[-1].strip(),
+        )
+        if (
+            not archive_url.endswith(".tar.gz")
+            or not image_name
+            or "/" in image_name
+            or image_name == ".."
+        ):
             raise PairDataError(
                 f"{where}, line {number} ({roco_id}): bad package {archive_url!r} or figure {image_name!r}"
             )
@@ -762,20 +902,30 @@ def _parse_captions(text: str, where: str) -> dict[str, str]:
             continue
         roco_id, tab, caption = line.partition("\t")
         if not tab or not _ROCO_ID.fullmatch(roco_id.strip()):
-            raise PairDataError(f"{where}, line {number}: not 'ROCO_ID<TAB>caption': {line[:80]!r}")
+            raise PairDataError(
+                f"{where}, line {number}: not 'ROCO_ID<TAB>caption': {line[:80]!r}"
+            )
         captions[roco_id.strip()] = caption
     return captions
 
 
 def _parse_licences(text: str) -> dict[str, str]:
-    return {row["ROCO_ID"]: row["CC"] for row in csv.DictReader(io.StringIO(text)) if row.get("ROCO_ID")}
+    return {
+        row["ROCO_ID"]: row["CC"]
+        for row in csv.DictReader(io.StringIO(text))
+        if row.get("ROCO_ID")
+    }
 
 
 def _package_url(archive_url: str, base_url: str) -> str:
     """The package's URL under ``base_url``: its path below the PMC FTP tree's ``/pub/pmc/``."""
     parsed = urlparse(archive_url)
-    if parsed.netloc != "ftp.ncbi.nlm.nih.gov" or not parsed.path.startswith("/pub/pmc/"):
-        raise PairDataError(f"package URL {archive_url!r} is not on the PMC FTP tree ({PMC_FTP_PREFIX})")
+    if parsed.netloc != "ftp.ncbi.nlm.nih.gov" or not parsed.path.startswith(
+        "/pub/pmc/"
+    ):
+        raise PairDataError(
+            f"package URL {archive_url!r} is not on the PMC FTP tree ({PMC_FTP_PREFIX})"
+        )
     relative = parsed.path[len("/pub/pmc/") :]
     if ".." in PurePosixPath(relative).parts:
         raise PairDataError(f"package URL {archive_url!r} leaves the PMC tree")
@@ -789,7 +939,9 @@ class _Package:
         self.path = path
         self.tar = tarfile.open(path, "r:gz")
         try:
-            self.members = {m.name: m for m in self.tar.getmembers()}  # reads it all: a corrupt one fails here
+            self.members = {
+                m.name: m for m in self.tar.getmembers()
+            }  # reads it all: a corrupt one fails here
         except BaseException:
             self.tar.close()
             raise
@@ -798,7 +950,9 @@ class _Package:
         member = self.members.get(name)
         if member is None or not member.isfile():
             return None
-        with self.tar.extractfile(member) as f:  # bytes only: nothing is written where the archive says
+        with self.tar.extractfile(
+            member
+        ) as f:  # bytes only: nothing is written where the archive says
             return f.read()
 
     def close(self) -> None:
@@ -807,7 +961,12 @@ class _Package:
 
 
 def _fetch_package(
-    archive_url: str, base_url: str, oa_service_url: str | None, tmp: Path, retries: int, ids: str
+    archive_url: str,
+    base_url: str,
+    oa_service_url: str | None,
+    tmp: Path,
+    retries: int,
+    ids: str,
 ) -> _Package:
     """Download and open a package; a corrupt one is downloaded again (fetch.py does too), a missing one
     looked up in the OA web service."""
@@ -841,11 +1000,15 @@ def _fetch_package(
 def _moved_package(archive_url: str, oa_service_url: str, retries: int) -> str | None:
     """fetch.py's determine_new_archive_url: the ``tgz`` link the PMC OA web service gives for the PMC id."""
     pmc_id = archive_url.split("/")[-1][: -len(".tar.gz")]
-    reply = _download(oa_service_url + pmc_id, None, retries, f"PMC OA service record of {pmc_id}")
+    reply = _download(
+        oa_service_url + pmc_id, None, retries, f"PMC OA service record of {pmc_id}"
+    )
     try:
         root = ET.fromstring(reply)
     except ET.ParseError as err:
-        raise NetworkError(f"the PMC OA service's answer for {pmc_id} is not XML: {err}") from err
+        raise NetworkError(
+            f"the PMC OA service's answer for {pmc_id} is not XML: {err}"
+        ) from err
     for link in root.iter("link"):
         if link.get("format") == "tgz" and link.get("href"):
             return link.get("href")
@@ -858,7 +1021,9 @@ def _download(url: str, target: Path | None, retries: int, what: str) -> bytes:
     Raises :class:`NetworkError` (with ``status`` set for an HTTP error) when it cannot be had."""
     for attempt in range(1, retries + 1):
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": "medvae_lib-image_text_data"})
+            request = urllib.request.Request(
+                url, headers={"User-Agent": "medvae_lib-image_text_data"}
+            )
             with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
                 if target is None:
                     return response.read()
@@ -873,12 +1038,21 @@ def _download(url: str, target: Path | None, retries: int, what: str) -> bytes:
         except urllib.error.HTTPError as err:
             transient = err.code >= 500 or err.code == 429
             if not transient or attempt == retries:
-                error = NetworkError(f"{what}: {url} answered HTTP {err.code} (after {attempt} attempt(s))")
+                error = NetworkError(
+                    f"{what}: {url} answered HTTP {err.code} (after {attempt} attempt(s))"
+                )
                 error.status = err.code
                 raise error from err
-        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,
+            TimeoutError,
+            ConnectionError,
+        ) as err:
             if attempt == retries:
-                raise NetworkError(f"{what}: could not download {url} after {attempt} attempt(s): {err}") from err
+                raise NetworkError(
+                    f"{what}: could not download {url} after {attempt} attempt(s): {err}"
+                ) from err
         time.sleep(min(_BACKOFF_S * 2 ** (attempt - 1), 8))
     raise AssertionError("unreachable")
 
@@ -896,7 +1070,9 @@ def load_roco(root: str | Path, split: str, group: str = "radiology") -> pd.Data
     root = Path(root).expanduser().resolve()
     path = root / f"{group}{split}_dataset.json"
     rows = _read_jsonl(path, ("image_path", "caption"), hint="run download_roco first")
-    return _pair_table(rows, lambda row: root / str(row["image_path"]), path, keep_extra=True)
+    return _pair_table(
+        rows, lambda row: root / str(row["image_path"]), path, keep_extra=True
+    )
 
 
 # ------------------------------------------------------------------------------------------ shared
@@ -911,7 +1087,9 @@ def _read_jsonl(path: Path, keys: Sequence[str], hint: str) -> list[dict]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise PairDataError(f"{path}, line {number}: not UTF-8 text ({err.reason})") from err
+                raise PairDataError(
+                    f"{path}, line {number}: not UTF-8 text ({err.reason})"
+                ) from err
             if not line.strip():
                 continue
             try:
@@ -919,10 +1097,14 @@ def _read_jsonl(path: Path, keys: Sequence[str], hint: str) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise PairDataError(f"{path}, line {number}: not JSON ({err})") from err
             if not isinstance(row, dict):
-                raise PairDataError(f"{path}, line {number}: a JSON object was expected, got {type(row).__name__}")
+                raise PairDataError(
+                    f"{path}, line {number}: a JSON object was expected, got {type(row).__name__}"
+                )
             missing = [k for k in keys if k not in row]
             if missing:
-                raise PairDataError(f"{path}, line {number}: missing key(s) {missing}; has {sorted(row)}")
+                raise PairDataError(
+                    f"{path}, line {number}: missing key(s) {missing}; has {sorted(row)}"
+                )
             row["_line"] = number
             rows.append(row)
     if not rows:
@@ -930,7 +1112,9 @@ def _read_jsonl(path: Path, keys: Sequence[str], hint: str) -> list[dict]:
     return rows
 
 
-def _pair_table(rows: list[dict], image_of, path: Path, keep_extra: bool) -> pd.DataFrame:
+def _pair_table(
+    rows: list[dict], image_of, path: Path, keep_extra: bool
+) -> pd.DataFrame:
     """Check every row's caption and image; the table with absolute image paths first (then, with
     ``keep_extra``, the rows' other keys)."""
     records, missing = [], []
@@ -938,14 +1122,26 @@ def _pair_table(rows: list[dict], image_of, path: Path, keep_extra: bool) -> pd.
         caption = row["caption"]
         image = Path(image_of(row))  # an absolute image_path stays as it is (Path join)
         if not isinstance(caption, str) or not caption.strip():
-            raise PairDataError(f"{path}, line {row['_line']}: empty caption for image {image.name!r}")
+            raise PairDataError(
+                f"{path}, line {row['_line']}: empty caption for image {image.name!r}"
+            )
         if not image.is_file():
             missing.append(f"{image} (line {row['_line']})")
             continue
         extra = (
-            {k: v for k, v in row.items() if k not in ("image", "image_path", "caption", "_line")} if keep_extra else {}
+            {
+                k: v
+                for k, v in row.items()
+                if k not in ("image", "image_path", "caption", "_line")
+            }
+            if keep_extra
+            else {}
         )
-        records.append({"image_path": str(image.resolve()), "caption": caption.strip(), **extra})
+        records.append(
+            {"image_path": str(image.resolve()), "caption": caption.strip(), **extra}
+        )
     if missing:
-        raise PairDataError(f"{path}: {len(missing)} image(s) missing, e.g. {missing[:3]}")
+        raise PairDataError(
+            f"{path}: {len(missing)} image(s) missing, e.g. {missing[:3]}"
+        )
     return pd.DataFrame.from_records(records)

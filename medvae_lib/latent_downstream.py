@@ -38,12 +38,18 @@ def auroc(labels, scores) -> float:
     if labels.shape != scores.shape:
         raise ValueError(f"{labels.size} labels but {scores.size} scores")
     if not np.isfinite(scores).all():
-        raise ValueError(f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite")
+        raise ValueError(
+            f"{int((~np.isfinite(scores)).sum())} scores are NaN or infinite"
+        )
     classes = set(np.unique(labels).tolist())
     if not classes <= {0, 1}:
-        raise ValueError(f"AUROC here is for binary labels 0/1; got classes {sorted(classes)}")
+        raise ValueError(
+            f"AUROC here is for binary labels 0/1; got classes {sorted(classes)}"
+        )
     if len(classes) < 2:
-        raise ValueError("AUROC needs both classes among the labels; only one is present")
+        raise ValueError(
+            "AUROC needs both classes among the labels; only one is present"
+        )
     return float(roc_auc_score(labels, scores))
 
 
@@ -57,10 +63,20 @@ def _auroc_by_ranks(labels, scores) -> float:
     positives = labels == 1
     n1 = int(positives.sum())
     n0 = labels.size - n1
-    return float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)) if n1 and n0 else np.nan
+    return (
+        float((ranks[positives].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+        if n1 and n0
+        else np.nan
+    )
 
 
-def bootstrap_auroc(labels, scores: dict, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95):
+def bootstrap_auroc(
+    labels,
+    scores: dict,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+):
     """AUROC of each method in ``scores`` (``{method: (n_seeds, n_images) array}``: one row of test-image
     scores per training seed), with a percentile bootstrap interval over the test images.
 
@@ -76,7 +92,9 @@ def bootstrap_auroc(labels, scores: dict, n_resamples: int = 2000, seed: int = 0
     arrays = {m: np.atleast_2d(np.asarray(s, dtype=float)) for m, s in scores.items()}
     for m, s in arrays.items():
         if s.shape[1] != labels.size:
-            raise ValueError(f"{m}: {s.shape[1]} scores per seed for {labels.size} labels")
+            raise ValueError(
+                f"{m}: {s.shape[1]} scores per seed for {labels.size} labels"
+            )
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, labels.size, size=(n_resamples, labels.size))
     alpha = (1 - confidence) / 2
@@ -100,13 +118,18 @@ def bootstrap_auroc(labels, scores: dict, n_resamples: int = 2000, seed: int = 0
     return pd.DataFrame(rows).T
 
 
-def paired_auroc_difference(labels, a, b, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+def paired_auroc_difference(
+    labels, a, b, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> dict:
     """Seed-averaged AUROC of ``a`` minus that of ``b`` (each ``(n_seeds, n_images)``) on the same test
     images, with a paired percentile bootstrap interval: both are rescored on the same resample."""
     import numpy as np
 
     labels = np.asarray(labels).ravel()
-    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    a, b = (
+        np.atleast_2d(np.asarray(a, dtype=float)),
+        np.atleast_2d(np.asarray(b, dtype=float)),
+    )
 
     def score(s, idx):
         return np.mean([_auroc_by_ranks(labels[idx], row[idx]) for row in s])
@@ -120,7 +143,11 @@ def paired_auroc_difference(labels, a, b, n_resamples: int = 2000, seed: int = 0
             boot.append(score(a, idx) - score(b, idx))
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
-    return {"difference": float(diff), "95% CI low": float(low), "95% CI high": float(high)}
+    return {
+        "difference": float(diff),
+        "95% CI low": float(low),
+        "95% CI high": float(high),
+    }
 
 
 def trivial_controls(labels) -> dict:
@@ -166,9 +193,13 @@ def auroc_table(labels, scores: dict, n_resamples: int = 1000, seed: int = 0):
     for method, s in scores.items():
         s = np.atleast_2d(np.asarray(s, dtype=float))
         if s.shape[1] != labels.size:
-            raise ValueError(f"{method}: {s.shape[1]} scores per seed for {labels.size} labels")
+            raise ValueError(
+                f"{method}: {s.shape[1]} scores per seed for {labels.size} labels"
+            )
         chance = np.zeros_like(s)
-        r = statistic_difference(_auroc_by_ranks, labels, s, chance, n_resamples=n_resamples, seed=seed)
+        r = statistic_difference(
+            _auroc_by_ranks, labels, s, chance, n_resamples=n_resamples, seed=seed
+        )
         rows[method] = {
             "AUROC": r["mean"] + 0.5,
             "95% CI low": r["low"] + 0.5,
@@ -186,7 +217,9 @@ def auroc_difference(labels, a, b, n_resamples: int = 1000, seed: int = 0) -> di
     :func:`medvae_lib.stats.statistic_difference`: test-image bootstrap plus seed variance."""
     from .stats import statistic_difference
 
-    r = statistic_difference(_auroc_by_ranks, labels, a, b, n_resamples=n_resamples, seed=seed)
+    r = statistic_difference(
+        _auroc_by_ranks, labels, a, b, n_resamples=n_resamples, seed=seed
+    )
     return {
         "difference": r["mean"],
         "95% CI low": r["low"],
@@ -204,10 +237,12 @@ def flatten(x: torch.Tensor):
     return x.reshape(len(x), -1).double().numpy()
 
 
-def linear_probe(train_x, train_y, val_x, val_y, cs=(0.001, 0.01, 0.1, 1.0, 10.0), seed: int = 0):
-    """A linear probe: standardised features, L2-regularised logistic regression (scikit-learn), its
-    regularisation strength ``C`` chosen by validation AUROC. Returns the fitted pipeline and a table
-    of the validation AUROC for each ``C``."""
+def linear_probe(
+    train_x, train_y, val_x, val_y, cs=(0.001, 0.01, 0.1, 1.0, 10.0), seed: int = 0
+):
+    """A linear probe: standardised features, L2-regularised logistic regression
+    (scikit-learn), its regularisation strength ``C`` chosen by validation AUROC.
+    Returns the fitted pipeline and a table of the validation AUROC for each ``C``."""
     import pandas as pd
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -217,10 +252,14 @@ def linear_probe(train_x, train_y, val_x, val_y, cs=(0.001, 0.01, 0.1, 1.0, 10.0
     yt, yv = torch.as_tensor(train_y).numpy(), torch.as_tensor(val_y).numpy()
     fits, table = {}, []
     for c in cs:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        )
         model.fit(xt, yt)
         fits[c] = model
-        table.append({"C": c, "validation AUROC": auroc(yv, model.decision_function(xv))})
+        table.append(
+            {"C": c, "validation AUROC": auroc(yv, model.decision_function(xv))}
+        )
     table = pd.DataFrame(table)
     best = table.loc[table["validation AUROC"].idxmax(), "C"]
     return fits[best], table
@@ -257,23 +296,30 @@ def train_classifier(
     device="cpu",
     verbose: bool = True,
 ) -> tuple[Standardised, list[dict]]:
-    """Train :func:`build_classifier` on ``train_x`` (images or latents, (N, C, *spatial)) for a binary
-    label with BCE and AdamW; batches drawn as the book's trainers draw them (seeded by step).
-    Returns the classifier (eval mode) and its training history; ``verbose=False`` prints nothing."""
+    """Train :func:`build_classifier` on ``train_x`` (images or latents, (N, C,
+    *spatial)) for a binary label with BCE and AdamW; batches drawn as the book's
+    trainers draw them (seeded by step). Returns the classifier (eval mode) and its
+    training history; ``verbose=False`` prints nothing."""
     from .training import batch_indices, run_steps
 
     if train_x.ndim not in (4, 5) or len(train_x) != len(train_y):
-        raise ValueError(f"need (N, C, *spatial) inputs and N labels; got {tuple(train_x.shape)} and {len(train_y)}")
+        raise ValueError(
+            f"need (N, C, *spatial) inputs and N labels; got {tuple(train_x.shape)} and {len(train_y)}"
+        )
     if not torch.isfinite(train_x).all():
         raise ValueError("the training inputs contain NaN or infinite values")
     labels = torch.as_tensor(train_y).float()
     if set(labels.unique().tolist()) - {0.0, 1.0}:
-        raise ValueError(f"train_classifier is for binary 0/1 labels; got {sorted(labels.unique().tolist())}")
+        raise ValueError(
+            f"train_classifier is for binary 0/1 labels; got {sorted(labels.unique().tolist())}"
+        )
     dims = tuple(i for i in range(train_x.ndim) if i != 1)
     mean = train_x.mean(dims, keepdim=True)[0]
     std = train_x.std(dims, keepdim=True)[0].clamp_min(1e-6)
     torch.manual_seed(seed)
-    model = Standardised(build_classifier(train_x.shape[1], train_x.ndim - 2, width=width), mean, std).to(device)
+    model = Standardised(
+        build_classifier(train_x.shape[1], train_x.ndim - 2, width=width), mean, std
+    ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
@@ -292,10 +338,14 @@ def train_classifier(
 
 
 @torch.no_grad()
-def classifier_scores(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, device="cpu"):
+def classifier_scores(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, device="cpu"
+):
     """The classifier's logits for ``x``, as a numpy array."""
     model.eval()
-    return torch.cat([model(b.to(device))[:, 0].cpu() for b in x.split(batch_size)]).numpy()
+    return torch.cat(
+        [model(b.to(device))[:, 0].cpu() for b in x.split(batch_size)]
+    ).numpy()
 
 
 # -- the rate-distortion sweep over MedVAE's 2D configurations ---------------------------------------
@@ -319,7 +369,9 @@ def shrink(images: torch.Tensor, side: int) -> torch.Tensor:
 
 def enlarge(small: torch.Tensor, side: int) -> torch.Tensor:
     """Bicubic enlargement back to ``side`` x ``side``, clipped to [0, 1]: the resize baseline's reconstruction."""
-    return torch.nn.functional.interpolate(small, size=(side, side), mode="bicubic", align_corners=False).clamp(0, 1)
+    return torch.nn.functional.interpolate(
+        small, size=(side, side), mode="bicubic", align_corners=False
+    ).clamp(0, 1)
 
 
 def rate_distortion(
@@ -368,21 +420,41 @@ def rate_distortion(
     for model in models:
         cfg = get_config(model)
         side = resize_side(size, model)
-        small = {name: shrink(x, side) for name, x in (("train", tx), ("val", vx), ("test", sx))}
-        resize_probe, _ = linear_probe(small["train"], ty, small["val"], vy, seed=seeds[0])
-        resized = score(enlarge(small["test"], size), probe_scores(resize_probe, small["test"]))
+        small = {
+            name: shrink(x, side)
+            for name, x in (("train", tx), ("val", vx), ("test", sx))
+        }
+        resize_probe, _ = linear_probe(
+            small["train"], ty, small["val"], vy, seed=seeds[0]
+        )
+        resized = score(
+            enlarge(small["test"], size), probe_scores(resize_probe, small["test"])
+        )
         runs = []
         for seed in seeds:
             config = Stage1Config(
-                model=model, width=width, steps=steps, batch_size=batch_size, adv_weight=0.0, seed=seed
+                model=model,
+                width=width,
+                steps=steps,
+                batch_size=batch_size,
+                adv_weight=0.0,
+                seed=seed,
             )
             trainer = Stage1Trainer(config, device)
             trainer.fit(tx)
-            feats = {name: trainer.encode(x)[0] for name, x in (("train", tx), ("val", vx), ("test", sx))}
+            feats = {
+                name: trainer.encode(x)[0]
+                for name, x in (("train", tx), ("val", vx), ("test", sx))
+            }
             probe, _ = linear_probe(feats["train"], ty, feats["val"], vy, seed=seed)
-            runs.append(score(trainer.reconstruct(sx), probe_scores(probe, feats["test"])))
+            runs.append(
+                score(trainer.reconstruct(sx), probe_scores(probe, feats["test"]))
+            )
         latent = {key: np.stack([run[key] for run in runs]) for key in runs[0]}
-        resize = {key: np.repeat(value[None], len(seeds), axis=0) for key, value in resized.items()}
+        resize = {
+            key: np.repeat(value[None], len(seeds), axis=0)
+            for key, value in resized.items()
+        }
         for method, values, scored in (
             ("MedVAE latent", cfg.latent_channels * (size // cfg.factor) ** 2, latent),
             ("resize", side * side, resize),
@@ -394,7 +466,9 @@ def rate_distortion(
                     "stored values": values,
                     "compression": size * size / values,
                     **{metric: float(scored[metric].mean()) for metric in metrics},
-                    "probe AUROC": float(np.mean([auroc(sy, row) for row in scored["scores"]])),
+                    "probe AUROC": float(
+                        np.mean([auroc(sy, row) for row in scored["scores"]])
+                    ),
                 }
             )
         for metric in metrics:
@@ -412,7 +486,9 @@ def rate_distortion(
             )
         d = auroc_difference(sy, latent["scores"], resize["scores"], seed=seeds[0])
         pairs.append({"configuration": model, "metric": "probe AUROC", **d})
-    return pd.DataFrame(rows), pd.DataFrame(pairs).set_index(["configuration", "metric"])
+    return pd.DataFrame(rows), pd.DataFrame(pairs).set_index(
+        ["configuration", "metric"]
+    )
 
 
 def plot_rate_distortion(table):
@@ -428,7 +504,9 @@ def plot_rate_distortion(table):
             if method == "MedVAE latent":
                 for _, row in part.iterrows():
                     ax.annotate(
-                        row["configuration"].removeprefix("medvae_").removesuffix("_2d"),
+                        row["configuration"]
+                        .removeprefix("medvae_")
+                        .removesuffix("_2d"),
                         (row["compression"], row[metric]),
                         fontsize=7,
                         xytext=(3, 3),
@@ -451,7 +529,12 @@ MODES = {
         "classifier_batch_size": 32,
         "classifier_lr": 1e-3,
         "classifier_width": 16,
-        "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
+        "sweep_models": [
+            "medvae_4_1_2d",
+            "medvae_4_3_2d",
+            "medvae_8_1_2d",
+            "medvae_8_4_2d",
+        ],
         # three seeds of each autoencoder, so that the sweep's intervals hold the training noise;
         # 100 steps each keeps the 12 short trainings within CI's time
         "sweep_seeds": [0, 1, 2],
@@ -469,7 +552,12 @@ MODES = {
         "classifier_batch_size": 64,
         "classifier_lr": 1e-3,
         "classifier_width": 32,
-        "sweep_models": ["medvae_4_1_2d", "medvae_4_3_2d", "medvae_8_1_2d", "medvae_8_4_2d"],
+        "sweep_models": [
+            "medvae_4_1_2d",
+            "medvae_4_3_2d",
+            "medvae_8_1_2d",
+            "medvae_8_4_2d",
+        ],
         "sweep_seeds": [0, 1, 2],
         "sweep_steps": 5000,
         "sweep_width": 64,
@@ -487,7 +575,12 @@ def downstream_inputs(autoencoder, head, splits: dict, side: int, device="cpu") 
     shrunk to ``side`` x ``side`` (as many values as a one-channel latent of that side)."""
     from .medvae_stage2 import project, stage1_latents
 
-    out = {"pixels": {}, "stage-1 latent": {}, "stage-2 latent": {}, f"resize to {side}x{side}": {}}
+    out = {
+        "pixels": {},
+        "stage-1 latent": {},
+        "stage-2 latent": {},
+        f"resize to {side}x{side}": {},
+    }
     for split, (x, _) in splits.items():
         out["pixels"][split] = x
         out["stage-1 latent"][split] = stage1_latents(autoencoder, x, device=device)
@@ -501,7 +594,9 @@ def paired_table(labels, scores: dict, pairs, seed: int = 0, n_resamples: int = 
     import pandas as pd
 
     rows = {
-        f"{a} - {b}": auroc_difference(labels, scores[a], scores[b], n_resamples=n_resamples, seed=seed)
+        f"{a} - {b}": auroc_difference(
+            labels, scores[a], scores[b], n_resamples=n_resamples, seed=seed
+        )
         for a, b in pairs
     }
     return pd.DataFrame(rows).T.infer_objects()

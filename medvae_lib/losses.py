@@ -22,12 +22,15 @@ import torch.nn.functional as F
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)) summed over every latent value of each sample: shape (batch,).
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over every latent value of each sample:
+    shape (batch,).
 
     Closed form per value: ``0.5 * (mu^2 + sigma^2 - log sigma^2 - 1)``.
     """
     if z_mu.shape != z_sigma.shape:
-        raise ValueError(f"mu has shape {tuple(z_mu.shape)} but sigma has shape {tuple(z_sigma.shape)}")
+        raise ValueError(
+            f"mu has shape {tuple(z_mu.shape)} but sigma has shape {tuple(z_sigma.shape)}"
+        )
     kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2)) - 1)
     return kl.flatten(1).sum(1)
 
@@ -38,17 +41,22 @@ def kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_nll(
-    x: torch.Tensor, x_hat: torch.Tensor, perceptual: torch.Tensor | float = 0.0, perceptual_weight: float = 1.0
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    perceptual: torch.Tensor | float = 0.0,
+    perceptual_weight: float = 1.0,
 ) -> torch.Tensor:
     """MedVAE's reconstruction term: ``(|x - x_hat| + w_p * p).sum() / batch``.
 
-    ``perceptual`` is the perceptual distance, one value per image or its batch mean (LPIPS gives
-    one value per image, broadcast over the pixels before the sum), so it enters multiplied by the
-    number of values per image, exactly as in MedVAE. The learned log-variance of latent diffusion's
-    ``nll_loss`` stays at its initial 0 in MedVAE (it is not in the optimiser), so it is left out.
-    """
+    ``perceptual`` is the perceptual distance, one value per image or its batch mean
+    (LPIPS gives one value per image, broadcast over the pixels before the sum), so it
+    enters multiplied by the number of values per image, exactly as in MedVAE. The
+    learned log-variance of latent diffusion's ``nll_loss`` stays at its initial 0 in
+    MedVAE (it is not in the optimiser), so it is left out."""
     if x.shape != x_hat.shape:
-        raise ValueError(f"image shape {tuple(x.shape)} differs from reconstruction shape {tuple(x_hat.shape)}")
+        raise ValueError(
+            f"image shape {tuple(x.shape)} differs from reconstruction shape {tuple(x_hat.shape)}"
+        )
     batch, values = x.shape[0], math.prod(x.shape[1:])
     l1 = (x - x_hat).abs().sum() / batch
     p = torch.as_tensor(perceptual, dtype=x.dtype, device=x.device).reshape(-1).mean()
@@ -66,11 +74,15 @@ def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 
 
 def adaptive_adv_weight(
-    nll: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+    nll: torch.Tensor,
+    adv_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    max_weight: float = 1e4,
 ) -> torch.Tensor:
     """VQGAN's balance (Esser et al., 2021), as in latent diffusion and MedVAE:
-    ``||grad_last nll|| / (||grad_last adv|| + 1e-4)``, clamped to ``[0, max_weight]`` and detached, so
-    that the adversarial gradient at the decoder's last layer is as large as the reconstruction one."""
+    ``||grad_last nll|| / (||grad_last adv|| + 1e-4)``, clamped to ``[0, max_weight]``
+    and detached, so that the adversarial gradient at the decoder's last layer is as
+    large as the reconstruction one."""
     g_rec = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
     g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, max_weight).detach()
@@ -88,7 +100,9 @@ class SSIMPerceptual(torch.nn.Module):
         super().__init__()
         from monai.losses import SSIMLoss
 
-        self.ssim = SSIMLoss(spatial_dims=spatial_dims, data_range=1.0, win_size=win_size)
+        self.ssim = SSIMLoss(
+            spatial_dims=spatial_dims, data_range=1.0, win_size=win_size
+        )
 
     def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.ssim((x_hat + 1) / 2, (x + 1) / 2)
@@ -106,5 +120,9 @@ def perceptual_loss(kind: str, spatial_dims: int) -> torch.nn.Module:
     if kind == "ssim":
         return SSIMPerceptual(spatial_dims)
     if kind not in PERCEPTUAL_KINDS:
-        raise ValueError(f"unknown perceptual loss {kind!r}; choose one of {PERCEPTUAL_KINDS}")
-    return PerceptualLoss(spatial_dims=spatial_dims, network_type=kind, is_fake_3d=spatial_dims == 3)
+        raise ValueError(
+            f"unknown perceptual loss {kind!r}; choose one of {PERCEPTUAL_KINDS}"
+        )
+    return PerceptualLoss(
+        spatial_dims=spatial_dims, network_type=kind, is_fake_3d=spatial_dims == 3
+    )

@@ -55,7 +55,10 @@ from .training import CheckpointedTrainer
 
 BRAIN_MANIFEST = "brain_mri"
 CONTRASTS = ("t1", "t1c", "t2", "flair")
-CT_WINDOW = (-1000.0, 1000.0)  # MedVAE's load_ct_3d: ScaleIntensityRange(a_min=-1000, a_max=1000, clip=True)
+CT_WINDOW = (
+    -1000.0,
+    1000.0,
+)  # MedVAE's load_ct_3d: ScaleIntensityRange(a_min=-1000, a_max=1000, clip=True)
 
 
 # -- data: verified NIfTI volumes, MedVAE's intensity handling, patches ------------------------------
@@ -64,7 +67,9 @@ CT_WINDOW = (-1000.0, 1000.0)  # MedVAE's load_ct_3d: ScaleIntensityRange(a_min=
 def ct_to_unit(hu: torch.Tensor) -> torch.Tensor:
     """CT in Hounsfield units to [0, 1] as MedVAE does: clip to [-1000, 1000] HU, then scale linearly."""
     lo, hi = CT_WINDOW
-    return ((torch.as_tensor(hu, dtype=torch.float32).clamp(lo, hi) - lo) / (hi - lo)).float()
+    return (
+        (torch.as_tensor(hu, dtype=torch.float32).clamp(lo, hi) - lo) / (hi - lo)
+    ).float()
 
 
 def read_nifti(path: str | Path):
@@ -87,7 +92,9 @@ def read_nifti(path: str | Path):
             "(a 4D file stacks contrasts or time points: split it into one file per volume)"
         )
     image = EnsureChannelFirst(channel_dim="no_channel")(image)
-    return Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
+    return Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(
+        image
+    )
 
 
 def orientation(volume) -> str:
@@ -96,24 +103,38 @@ def orientation(volume) -> str:
 
     affine = getattr(volume, "affine", None)
     if affine is None:
-        raise ValueError("the volume carries no affine (a plain tensor); load it with read_nifti / monai.LoadImage")
+        raise ValueError(
+            "the volume carries no affine (a plain tensor); load it with read_nifti / monai.LoadImage"
+        )
     return "".join(nib.aff2axcodes(np.asarray(affine)))
 
 
-def check_volume(volume: torch.Tensor, factor: int | None = None, expected_orientation: str = "RAS") -> None:
+def check_volume(
+    volume: torch.Tensor, factor: int | None = None, expected_orientation: str = "RAS"
+) -> None:
     """Refuse a volume the 3D models cannot take, naming the problem: not (N, 1, X, Y, Z) (a missing channel
     axis, channels last, several channels), sides that ``factor`` does not divide, NaN or infinite voxels, or
     (for a ``MetaTensor``) another orientation than the one the inflated kernels assume."""
     shape = tuple(volume.shape)
     if volume.ndim == 3:
-        raise ValueError(f"volume of shape {shape} has no batch and channel axes; pass volume[None, None]")
+        raise ValueError(
+            f"volume of shape {shape} has no batch and channel axes; pass volume[None, None]"
+        )
     if volume.ndim == 4:
-        raise ValueError(f"volume of shape {shape}: the 3D models take (N, 1, X, Y, Z); add the batch axis")
+        raise ValueError(
+            f"volume of shape {shape}: the 3D models take (N, 1, X, Y, Z); add the batch axis"
+        )
     if volume.ndim != 5:
         raise ValueError(f"expected a (N, 1, X, Y, Z) volume, got shape {shape}")
     if shape[1] != 1:
-        hint = " (channels last? move them first: x.permute(0, 4, 1, 2, 3))" if shape[-1] == 1 else ""
-        raise ValueError(f"the 3D models take one channel, (N, 1, X, Y, Z); got shape {shape}{hint}")
+        hint = (
+            " (channels last? move them first: x.permute(0, 4, 1, 2, 3))"
+            if shape[-1] == 1
+            else ""
+        )
+        raise ValueError(
+            f"the 3D models take one channel, (N, 1, X, Y, Z); got shape {shape}{hint}"
+        )
     if factor is not None:
         bad = [s for s in shape[2:] if s % factor]
         if bad:
@@ -136,7 +157,9 @@ def check_volume(volume: torch.Tensor, factor: int | None = None, expected_orien
             )
 
 
-def pad_to_multiple(volume: torch.Tensor, factor: int, value: float = 0.0) -> torch.Tensor:
+def pad_to_multiple(
+    volume: torch.Tensor, factor: int, value: float = 0.0
+) -> torch.Tensor:
     """Pad the last three sides of ``volume`` at their ends up to multiples of ``factor`` (MONAI's
     ``DivisiblePad`` pads symmetrically; here the end, so voxel indices stay where they were)."""
     pads = []
@@ -151,13 +174,21 @@ def background_value(volume: torch.Tensor) -> float:
     return float(torch.as_tensor(volume).flatten().mode().values)
 
 
-def foreground(volume: torch.Tensor, background: float | None = None, tol: float = 0.01) -> torch.Tensor:
+def foreground(
+    volume: torch.Tensor, background: float | None = None, tol: float = 0.01
+) -> torch.Tensor:
     """Voxels that differ from the background (:func:`background_value`) by more than ``tol``: the brain."""
     bg = background_value(volume) if background is None else background
     return (torch.as_tensor(volume) - bg).abs() > tol
 
 
-def load_brain_volume(subject: str, contrast: str, spacing: int = 1, factor: int = 4, manifest=BRAIN_MANIFEST):
+def load_brain_volume(
+    subject: str,
+    contrast: str,
+    spacing: int = 1,
+    factor: int = 4,
+    manifest=BRAIN_MANIFEST,
+):
     """A verified brain MRI volume (manifest key ``"<subject>/<contrast>"``) prepared as MedVAE's ``load_mri_3d``
     prepares MRI: RAS orientation, min-max scaled to [0, 1] (the trainer maps [0, 1] to MedVAE's [-1, 1]),
     cropped to the foreground with sides divisible by ``factor`` (MedVAE: 16). ``spacing`` > 1 first averages
@@ -172,7 +203,10 @@ def load_brain_volume(subject: str, contrast: str, spacing: int = 1, factor: int
         raise ValueError(
             f"spacing must be a whole number of millimetres >= 1 (the files have 1 mm voxels), got {spacing!r}"
         )
-    path = fetch(load_manifest(manifest) if isinstance(manifest, str) else manifest, f"{subject}/{contrast}")
+    path = fetch(
+        load_manifest(manifest) if isinstance(manifest, str) else manifest,
+        f"{subject}/{contrast}",
+    )
     image = read_nifti(path).float()
     bad = int((~torch.isfinite(image.as_tensor())).sum())
     if bad:  # min-max scaling would make every voxel NaN, and the foreground crop empty
@@ -185,17 +219,31 @@ def load_brain_volume(subject: str, contrast: str, spacing: int = 1, factor: int
         image.affine[:3, :3] *= spacing
     image = ScaleIntensity(minv=0.0, maxv=1.0)(image)
     bg = background_value(image.as_tensor())
-    crop = CropForeground(select_fn=lambda x: (x - bg).abs() > 0.01, k_divisible=factor, allow_smaller=False)
+    crop = CropForeground(
+        select_fn=lambda x: (x - bg).abs() > 0.01,
+        k_divisible=factor,
+        allow_smaller=False,
+    )
     return crop(image).as_tensor().float().clamp(0, 1)
 
 
-def load_brain_set(subjects, contrasts=CONTRASTS, spacing: int = 1, factor: int = 4) -> dict[str, torch.Tensor]:
+def load_brain_set(
+    subjects, contrasts=CONTRASTS, spacing: int = 1, factor: int = 4
+) -> dict[str, torch.Tensor]:
     """``{"<subject>/<contrast>": (1, X, Y, Z) volume}`` for every pair."""
-    return {f"{s}/{c}": load_brain_volume(s, c, spacing, factor) for s in subjects for c in contrasts}
+    return {
+        f"{s}/{c}": load_brain_volume(s, c, spacing, factor)
+        for s in subjects
+        for c in contrasts
+    }
 
 
 def random_patches(
-    volumes: dict[str, torch.Tensor], n: int, size: int, seed: int = 0, min_foreground: float = 0.3
+    volumes: dict[str, torch.Tensor],
+    n: int,
+    size: int,
+    seed: int = 0,
+    min_foreground: float = 0.3,
 ) -> torch.Tensor:
     """``n`` random ``size``^3 patches (N, 1, s, s, s) from ``volumes``, each volume equally often, each patch
     with at least ``min_foreground`` of its voxels inside the brain (:func:`foreground`); MedVAE draws one
@@ -204,7 +252,9 @@ def random_patches(
     names = sorted(volumes)
     for name in names:
         if min(volumes[name].shape[1:]) < size:
-            raise ValueError(f"{name} has shape {tuple(volumes[name].shape[1:])}, smaller than a {size}^3 patch")
+            raise ValueError(
+                f"{name} has shape {tuple(volumes[name].shape[1:])}, smaller than a {size}^3 patch"
+            )
     masks = {name: foreground(volumes[name][0]) for name in names}
     out = []
     for i in range(n):
@@ -220,7 +270,9 @@ def random_patches(
     return torch.stack(out)[:, None].contiguous()
 
 
-def tile_boxes(volume: torch.Tensor, size: int, min_foreground: float = 0.5) -> list[tuple[slice, ...]]:
+def tile_boxes(
+    volume: torch.Tensor, size: int, min_foreground: float = 0.5
+) -> list[tuple[slice, ...]]:
     """The non-overlapping ``size``^3 tiles of a (1, X, Y, Z) volume that are at least ``min_foreground`` brain,
     as index boxes: the units of the test comparison (regions of one brain, not independent people)."""
     v = volume[0]
@@ -233,7 +285,9 @@ def tile_boxes(volume: torch.Tensor, size: int, min_foreground: float = 0.5) -> 
                 if float(mask[box].float().mean()) >= min_foreground:
                     boxes.append(box)
     if not boxes:
-        raise ValueError(f"no {size}^3 tile of a volume of shape {tuple(v.shape)} is {min_foreground:.0%} brain")
+        raise ValueError(
+            f"no {size}^3 tile of a volume of shape {tuple(v.shape)} is {min_foreground:.0%} brain"
+        )
     return boxes
 
 
@@ -246,25 +300,34 @@ def tiles(volume: torch.Tensor, boxes) -> torch.Tensor:
 
 
 def inflate_state_dict(state_2d: dict, state_3d: dict) -> dict:
-    """MedVAE's ``init_from_ckpt`` (``autoencoder_kl_3d.py``): for each 3D tensor, the 2D tensor of the same
-    name; a 2D kernel (out, in, kx, ky) goes into the middle index of the last axis of the 3D kernel
-    (out, in, kx, ky, kz), zeros elsewhere ("kernel-centering"); other tensors are copied. Raises on a
-    name or a shape that does not match, instead of MedVAE's print of missing keys."""
+    """MedVAE's ``init_from_ckpt`` (``autoencoder_kl_3d.py``): for each 3D tensor, the
+    2D tensor of the same name; a 2D kernel (out, in, kx, ky) goes into the middle index
+    of the last axis of the 3D kernel (out, in, kx, ky, kz), zeros elsewhere
+    ("kernel-centering"); other tensors are copied. Raises on a name or a shape that
+    does not match, instead of MedVAE's print of missing keys."""
     missing = sorted(set(state_3d) - set(state_2d))
     unexpected = sorted(set(state_2d) - set(state_3d))
     if missing or unexpected:
-        raise ValueError(f"2D and 3D layouts differ: missing in 2D {missing[:5]}, not in 3D {unexpected[:5]}")
+        raise ValueError(
+            f"2D and 3D layouts differ: missing in 2D {missing[:5]}, not in 3D {unexpected[:5]}"
+        )
     out = {}
     for name, target in state_3d.items():
         source = state_2d[name]
         if source.shape == target.shape:
             out[name] = source.clone()
-        elif source.ndim == 4 and target.ndim == 5 and tuple(source.shape) == tuple(target.shape[:4]):
+        elif (
+            source.ndim == 4
+            and target.ndim == 5
+            and tuple(source.shape) == tuple(target.shape[:4])
+        ):
             kernel = torch.zeros_like(target)
             kernel[..., target.shape[4] // 2] = source
             out[name] = kernel
         else:
-            raise ValueError(f"{name}: 2D shape {tuple(source.shape)} cannot be inflated to {tuple(target.shape)}")
+            raise ValueError(
+                f"{name}: 2D shape {tuple(source.shape)} cannot be inflated to {tuple(target.shape)}"
+            )
     return out
 
 
@@ -277,7 +340,9 @@ def twin_2d_model(model_3d: str) -> str:
     return get_config(f"medvae_{cfg.factor}_{cfg.latent_channels}_2d").name
 
 
-def inflate_autoencoder(autoencoder_2d: torch.nn.Module, model_3d: str, width: int | str) -> torch.nn.Module:
+def inflate_autoencoder(
+    autoencoder_2d: torch.nn.Module, model_3d: str, width: int | str
+) -> torch.nn.Module:
     """A 3D :class:`~medvae_lib.models.MedVAEAutoencoder` of layout ``model_3d`` and ``width`` whose weights
     are ``autoencoder_2d``'s, kernel-centred (:func:`inflate_state_dict`).
 
@@ -291,11 +356,15 @@ def inflate_autoencoder(autoencoder_2d: torch.nn.Module, model_3d: str, width: i
     (Non-local attention, in the full-width model, attends across slices from the start.)
     """
     model = build_autoencoder(model_3d, width=width)
-    model.load_state_dict(inflate_state_dict(autoencoder_2d.state_dict(), model.state_dict()), strict=True)
+    model.load_state_dict(
+        inflate_state_dict(autoencoder_2d.state_dict(), model.state_dict()), strict=True
+    )
     return model
 
 
-def chapter2_autoencoder(model_3d: str, mode: str, seed: int = 0, device="cpu", overwrite: bool = False):
+def chapter2_autoencoder(
+    model_3d: str, mode: str, seed: int = 0, device="cpu", overwrite: bool = False
+):
     """Chapter 2's 2D stage-1 model of the 3D model's twin configuration (:func:`twin_2d_model`), with
     chapter 2's settings for ``mode``: read from chapter 2's export (``runs/02_medvae_stage1/<mode>/<model>/``)
     or this chapter's own when the metadata (settings, mode, data checksum) match, else trained here on
@@ -308,16 +377,31 @@ def chapter2_autoencoder(model_3d: str, mode: str, seed: int = 0, device="cpu", 
     twin = twin_2d_model(model_3d)
     settings = settings_for(medvae_stage1.MODES, mode, {"model": twin})
     config = medvae_stage1.stage1_config(settings, seed)
-    data = data_prep.data_identity("pneumoniamnist", settings["data_key"], settings["image_size"])
+    data = data_prep.data_identity(
+        "pneumoniamnist", settings["data_key"], settings["image_size"]
+    )
     expected = medvae_stage1.export_metadata(config, mode, data)
     name = f"{twin}.safetensors"
     own = run_dir("05_medvae_3d", mode, twin)
-    path, why = _matching_export([run_dir("02_medvae_stage1", mode, twin) / name, own / name], expected)
+    path, why = _matching_export(
+        [run_dir("02_medvae_stage1", mode, twin) / name, own / name], expected
+    )
     if path is not None:
-        return load_weights(path, build_autoencoder(twin, width=config.width)).to(device), why
-    images = data_prep.prepare_splits("pneumoniamnist", settings["data_key"], settings["image_size"], seed=seed)
+        return load_weights(path, build_autoencoder(twin, width=config.width)).to(
+            device
+        ), why
+    images = data_prep.prepare_splits(
+        "pneumoniamnist", settings["data_key"], settings["image_size"], seed=seed
+    )
     trainer = Stage1Trainer(config, device)
-    trainer.fit(images["train"][0], own / "stage1", 0, resume=True, data=data, overwrite=overwrite)
+    trainer.fit(
+        images["train"][0],
+        own / "stage1",
+        0,
+        resume=True,
+        data=data,
+        overwrite=overwrite,
+    )
     export_weights(own / name, trainer.autoencoder, expected)
     return trainer.autoencoder, f"trained chapter 2's model here ({why})"
 
@@ -326,11 +410,14 @@ def chapter2_autoencoder(model_3d: str, mode: str, seed: int = 0, device="cpu", 
 
 
 def axis_slices(volumes: torch.Tensor, index=None) -> torch.Tensor:
-    """The 2D slices of (N, C, X, Y, Z) volumes along all three axes as one batch of images
-    (N * (X + Y + Z), C, ., .) for cubic volumes; ``index`` (a list of three index tensors, one per
-    axis) keeps only those slices. Order: axis, then slice, then volume."""
+    """The 2D slices of (N, C, X, Y, Z) volumes along all three axes as one batch of
+    images (N * (X + Y + Z), C, ., .) for cubic volumes; ``index`` (a list of three
+    index tensors, one per axis) keeps only those slices. Order: axis, then slice, then
+    volume."""
     if volumes.ndim != 5:
-        raise ValueError(f"expected (N, C, X, Y, Z) volumes, got shape {tuple(volumes.shape)}")
+        raise ValueError(
+            f"expected (N, C, X, Y, Z) volumes, got shape {tuple(volumes.shape)}"
+        )
     out = []
     for axis in range(3):
         moved = volumes.movedim(2 + axis, 0)  # (S, N, C, a, b)
@@ -339,7 +426,9 @@ def axis_slices(volumes: torch.Tensor, index=None) -> torch.Tensor:
         out.append(moved.reshape(-1, *moved.shape[2:]))
     shapes = {tuple(o.shape[1:]) for o in out}
     if len(shapes) > 1:
-        raise ValueError(f"slices along the three axes differ in shape {shapes}: use cubic patches")
+        raise ValueError(
+            f"slices along the three axes differ in shape {shapes}: use cubic patches"
+        )
     return torch.cat(out)
 
 
@@ -356,18 +445,25 @@ class SliceWise(torch.nn.Module):
 
 
 class SliceDiscriminator(torch.nn.Module):
-    """A 2D PatchGAN on slices along the three axes (MedVAE's ``discriminator_2d_nets_to_3d``). Returns a
-    one-element list (as MONAI's ``PatchDiscriminator`` returns its layers' outputs, the logits last) whose
-    logits are (N, 1): for each volume, the mean patch logit over its slices. MedVAE averages over the
-    whole batch as well; keeping one value per volume lets real and reconstructed volumes share a batch.
+    """A 2D PatchGAN on slices along the three axes (MedVAE's
+    ``discriminator_2d_nets_to_3d``). Returns a one-element list (as MONAI's
+    ``PatchDiscriminator`` returns its layers' outputs, the logits last) whose logits
+    are (N, 1): for each volume, the mean patch logit over its slices. MedVAE averages
+    over the whole batch as well; keeping one value per volume lets real and
+    reconstructed volumes share a batch.
 
-    ``slices_per_axis``: with None every slice is used (MedVAE); with k, k random slices per axis, the same
-    for every volume of the batch, drawn from torch's generator (seeded per step by the trainer)."""
+    ``slices_per_axis``: with None every slice is used (MedVAE); with k, k random slices
+    per axis, the same for every volume of the batch, drawn from torch's generator
+    (seeded per step by the trainer)."""
 
-    def __init__(self, discriminator_2d: torch.nn.Module, slices_per_axis: int | None = None):
+    def __init__(
+        self, discriminator_2d: torch.nn.Module, slices_per_axis: int | None = None
+    ):
         super().__init__()
         if slices_per_axis is not None and slices_per_axis < 1:
-            raise ValueError(f"slices_per_axis must be None or at least 1, got {slices_per_axis}")
+            raise ValueError(
+                f"slices_per_axis must be None or at least 1, got {slices_per_axis}"
+            )
         self.net = discriminator_2d
         self.slices_per_axis = slices_per_axis
 
@@ -376,20 +472,31 @@ class SliceDiscriminator(torch.nn.Module):
         index = None
         if self.slices_per_axis is not None:
             index = [
-                torch.randperm(volumes.shape[2 + a], device=volumes.device)[: self.slices_per_axis] for a in range(3)
+                torch.randperm(volumes.shape[2 + a], device=volumes.device)[
+                    : self.slices_per_axis
+                ]
+                for a in range(3)
             ]
-        slices = axis_slices(volumes, index)  # (slices * n, 1, a, b): volume index varies fastest
+        slices = axis_slices(
+            volumes, index
+        )  # (slices * n, 1, a, b): volume index varies fastest
         logits = self.net(slices.contiguous())[-1]
-        per_slice = logits.reshape(-1, n, *logits.shape[1:]).flatten(2).mean(2)  # (slices, n)
+        per_slice = (
+            logits.reshape(-1, n, *logits.shape[1:]).flatten(2).mean(2)
+        )  # (slices, n)
         return [per_slice.mean(0)[:, None]]
 
 
 @dataclass
 class Stage1Config3D(Stage1Config):
     model: str = "medvae_4_1_3d"
-    disc_slices: int = 0  # slices per axis the discriminator sees each step; 0 = every slice (MedVAE)
+    disc_slices: int = (
+        0  # slices per axis the discriminator sees each step; 0 = every slice (MedVAE)
+    )
     init: str = "inflated"  # "inflated" (from the 2D model, MedVAE) or "scratch"
-    init_from: str = ""  # fingerprint of the 2D weights it was inflated from (checked on resume)
+    init_from: str = (
+        ""  # fingerprint of the 2D weights it was inflated from (checked on resume)
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -402,48 +509,85 @@ class Stage1Config3D(Stage1Config):
 
 
 class Stage1Trainer3D(Stage1Trainer):
-    """Chapter 2's stage-1 trainer on volumes: the same generator and discriminator steps (L1 +
-    perceptual, KL, adaptive hinge GAN after ``adv_start``), with the perceptual loss and the PatchGAN
-    being **2D** networks applied to slices along the three axes, as in MedVAE. With
-    ``init="inflated"`` the autoencoder starts from ``autoencoder_2d`` (:func:`inflate_autoencoder`)."""
+    """Chapter 2's stage-1 trainer on volumes: the same generator and discriminator
+    steps (L1 + perceptual, KL, adaptive hinge GAN after ``adv_start``), with the
+    perceptual loss and the PatchGAN being **2D** networks applied to slices along the
+    three axes, as in MedVAE. With ``init="inflated"`` the autoencoder starts from
+    ``autoencoder_2d`` (:func:`inflate_autoencoder`)."""
 
-    def __init__(self, config: Stage1Config3D, autoencoder_2d: torch.nn.Module | None = None, device="cpu"):
+    def __init__(
+        self,
+        config: Stage1Config3D,
+        autoencoder_2d: torch.nn.Module | None = None,
+        device="cpu",
+    ):
         from .losses import perceptual_loss
         from .medvae_stage2 import weights_fingerprint
 
-        CheckpointedTrainer.__init__(self, config, device)  # Stage1Trainer's own set-up is 2D/3D-generic; ours:
+        CheckpointedTrainer.__init__(
+            self, config, device
+        )  # Stage1Trainer's own set-up is 2D/3D-generic; ours:
         self.name = f"stage 1 {config.model} ({config.init})"
         torch.manual_seed(config.seed)
         if config.init == "inflated":
             if autoencoder_2d is None:
                 raise ValueError("init='inflated' needs the 2D autoencoder to inflate")
-            if config.init_from and config.init_from != weights_fingerprint(autoencoder_2d):
-                raise ValueError("Stage1Config3D.init_from does not match the 2D autoencoder's weights")
-            self.autoencoder = inflate_autoencoder(autoencoder_2d, config.model, config.width).to(self.device)
+            if config.init_from and config.init_from != weights_fingerprint(
+                autoencoder_2d
+            ):
+                raise ValueError(
+                    "Stage1Config3D.init_from does not match the 2D autoencoder's weights"
+                )
+            self.autoencoder = inflate_autoencoder(
+                autoencoder_2d, config.model, config.width
+            ).to(self.device)
         else:
-            self.autoencoder = build_autoencoder(config.model, width=config.width).to(self.device)
+            self.autoencoder = build_autoencoder(config.model, width=config.width).to(
+                self.device
+            )
         disc = PatchDiscriminator(
-            spatial_dims=2, num_layers_d=config.disc_layers, channels=config.disc_channels, in_channels=1
+            spatial_dims=2,
+            num_layers_d=config.disc_layers,
+            channels=config.disc_channels,
+            in_channels=1,
         )
         disc.apply(init_discriminator_weights)
-        self.discriminator = SliceDiscriminator(disc, config.disc_slices or None).to(self.device)
+        self.discriminator = SliceDiscriminator(disc, config.disc_slices or None).to(
+            self.device
+        )
         betas = (config.adam_beta1, config.adam_beta2)
-        self.opt_g = torch.optim.Adam(self.autoencoder.parameters(), lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
-        self.perceptual = SliceWise(perceptual_loss(config.perceptual, 2)).to(self.device)
+        self.opt_g = torch.optim.Adam(
+            self.autoencoder.parameters(), lr=config.lr, betas=betas
+        )
+        self.opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=config.lr_d, betas=betas
+        )
+        self.perceptual = SliceWise(perceptual_loss(config.perceptual, 2)).to(
+            self.device
+        )
 
     def check_images(self, images: torch.Tensor) -> None:
         check_volume(images, get_config(self.config.model).factor)
         super().check_images(images)
 
 
-def stage1_3d_config(settings: dict, seed: int, init: str, autoencoder_2d=None) -> Stage1Config3D:
+def stage1_3d_config(
+    settings: dict, seed: int, init: str, autoencoder_2d=None
+) -> Stage1Config3D:
     """The :class:`Stage1Config3D` of a notebook's settings for ``init`` ("inflated" or "scratch")."""
     from .medvae_stage2 import weights_fingerprint
 
     fields = Stage1Config3D.__dataclass_fields__
-    chosen = {k: v for k, v in settings.items() if k in fields and k not in ("init", "init_from", "seed")}
-    fingerprint = weights_fingerprint(autoencoder_2d) if init == "inflated" and autoencoder_2d is not None else ""
+    chosen = {
+        k: v
+        for k, v in settings.items()
+        if k in fields and k not in ("init", "init_from", "seed")
+    }
+    fingerprint = (
+        weights_fingerprint(autoencoder_2d)
+        if init == "inflated" and autoencoder_2d is not None
+        else ""
+    )
     return Stage1Config3D(seed=seed, init=init, init_from=fingerprint, **chosen)
 
 
@@ -477,24 +621,34 @@ def train_with_evaluation(
                 trainer.config = replace(trainer.config, steps=step)
                 folder = Path(checkpoint_dir) / slug(name) if checkpoint_dir else None
                 try:
-                    trainer.fit(patches, folder, checkpoint_every, resume=True, data=data)
+                    trainer.fit(
+                        patches, folder, checkpoint_every, resume=True, data=data
+                    )
                 except ValueError as err:
                     if "already has" not in str(err):
                         raise
-            rec = reconstruct_patches(trainer.autoencoder, val_patches, device=trainer.device)
+            rec = reconstruct_patches(
+                trainer.autoencoder, val_patches, device=trainer.device
+            )
             rows.append(
                 {
                     "run": name,
                     "step": trainer.step,
                     "PSNR (dB)": float(psnr(rec, val_patches).mean()),
-                    "MS-SSIM": float(ms_ssim(rec, val_patches, kernel_size=kernel_size, scales=scales).mean()),
+                    "MS-SSIM": float(
+                        ms_ssim(
+                            rec, val_patches, kernel_size=kernel_size, scales=scales
+                        ).mean()
+                    ),
                 }
             )
     return pd.DataFrame(rows)
 
 
 @torch.no_grad()
-def reconstruct_patches(autoencoder, patches: torch.Tensor, batch_size: int = 8, device="cpu") -> torch.Tensor:
+def reconstruct_patches(
+    autoencoder, patches: torch.Tensor, batch_size: int = 8, device="cpu"
+) -> torch.Tensor:
     """Reconstructions in [0, 1] of (N, 1, s, s, s) patches from the posterior mean, patch by patch batch."""
     autoencoder.eval()
     out = []
@@ -511,7 +665,9 @@ def person_folds(people) -> list[tuple[str, list[str]]]:
     """Leave-one-person-out folds: ``(test person, training people)`` for every person, in order."""
     people = list(people)
     if len(set(people)) != len(people) or len(people) < 2:
-        raise ValueError(f"leave-one-person-out needs at least two distinct people, got {people}")
+        raise ValueError(
+            f"leave-one-person-out needs at least two distinct people, got {people}"
+        )
     return [(p, [q for q in people if q != p]) for p in people]
 
 
@@ -525,7 +681,9 @@ def hold_out_slab(volumes: dict[str, torch.Tensor], width: int, axis: int = 1):
     for name, v in volumes.items():
         side = v.shape[1 + axis]
         if not 0 < width < side:
-            raise ValueError(f"{name}: a slab of {width} voxels does not fit a side of {side}")
+            raise ValueError(
+                f"{name}: a slab of {width} voxels does not fit a side of {side}"
+            )
         train[name] = v.narrow(1 + axis, 0, side - width).contiguous()
         val[name] = v.narrow(1 + axis, side - width, width).contiguous()
     return train, val
@@ -555,17 +713,27 @@ def fold_data(volumes: dict, test_person: str, settings: dict, seed: int) -> dic
     }
 
 
-def train_fold(data: dict, settings: dict, seed: int, autoencoder_2d, device="cpu", label: str = ""):
+def train_fold(
+    data: dict, settings: dict, seed: int, autoencoder_2d, device="cpu", label: str = ""
+):
     """Train the inflated and the scratch run of one fold and seed on ``data["patches"]`` (same batches
     and noise for both), scoring ``data["val_patches"]`` at ``settings["eval_steps"]``; returns the
     trainers and the validation table (columns ``run``, ``step``, ``PSNR (dB)``, ``MS-SSIM``)."""
     trainers = {
-        init: Stage1Trainer3D(stage1_3d_config(settings, seed, init, autoencoder_2d), autoencoder_2d, device)
+        init: Stage1Trainer3D(
+            stage1_3d_config(settings, seed, init, autoencoder_2d),
+            autoencoder_2d,
+            device,
+        )
         for init in ("inflated", "scratch")
     }
     for t in trainers.values():
         t.name = f"{label} {t.name}".strip()
-    identity = {"manifest": BRAIN_MANIFEST, "fold": label, "spacing": settings["spacing"]}
+    identity = {
+        "manifest": BRAIN_MANIFEST,
+        "fold": label,
+        "spacing": settings["spacing"],
+    }
     curve = train_with_evaluation(
         trainers,
         data["patches"],
@@ -580,7 +748,9 @@ def train_fold(data: dict, settings: dict, seed: int, autoencoder_2d, device="cp
 def resize_reconstruction(volume: torch.Tensor, factor: int) -> torch.Tensor:
     """The resize baseline of a (1, X, Y, Z) volume: area-average ``factor`` per side, trilinear back up."""
     small = shrink_volumes(volume[None], factor)
-    return F.interpolate(small, size=volume.shape[1:], mode="trilinear", align_corners=False).clamp(0, 1)[0]
+    return F.interpolate(
+        small, size=volume.shape[1:], mode="trilinear", align_corners=False
+    ).clamp(0, 1)[0]
 
 
 def score_fold(trainers: dict, test_volumes: dict, settings: dict, device="cpu"):
@@ -590,27 +760,34 @@ def score_fold(trainers: dict, test_volumes: dict, settings: dict, device="cpu")
     factor = get_config(settings["model"]).factor
     recs = {
         name: {
-            v: reconstruct_volume(t.autoencoder, x[None], factor, "whole", device=device)[0]
+            v: reconstruct_volume(
+                t.autoencoder, x[None], factor, "whole", device=device
+            )[0]
             for v, x in test_volumes.items()
         }
         for name, t in trainers.items()
     }
-    recs["resize"] = {v: resize_reconstruction(x, factor) for v, x in test_volumes.items()}
+    recs["resize"] = {
+        v: resize_reconstruction(x, factor) for v, x in test_volumes.items()
+    }
     boxes = {v: tile_boxes(x, settings["tile"]) for v, x in test_volumes.items()}
-    per_tile = tile_scores(test_volumes, recs, boxes, kernel_size=settings["ms_ssim_kernel"])
+    per_tile = tile_scores(
+        test_volumes, recs, boxes, kernel_size=settings["ms_ssim_kernel"]
+    )
     names = [v for v in test_volumes for _ in boxes[v]]
     per_tile["volume"] = [names[i] for i in per_tile["image"]]
     return volume_fidelity(test_volumes, recs), per_tile, recs
 
 
 def run_folds(volumes, settings, seeds, autoencoder, device="cpu", keep=None):
-    """Every leave-one-person-out fold of ``settings["people"]`` with every seed, the
-    3D runs inflated from the 2D ``autoencoder``: :func:`fold_data`, :func:`train_fold`,
+    """Every leave-one-person-out fold of ``settings["people"]`` with every seed, the 3D
+    runs inflated from the 2D ``autoencoder``: :func:`fold_data`, :func:`train_fold`,
     :func:`score_fold`. Returns tables ``"curves"``, ``"volumes"`` and ``"tiles"`` with
-    ``fold`` (the test person) and ``seed`` columns, and ``"kept"``: ``{seed: {"data", "trainers"}}`` of the fold
-    whose test person is ``keep`` (default: the first person), for the sections that
-    reuse its models. ``settings["fold_settings"]`` (optional, ``{test person:
-    overrides}``) gives a fold the settings its own validation chose."""
+    ``fold`` (the test person) and ``seed`` columns, and ``"kept"``: ``{seed: {"data",
+    "trainers"}}`` of the fold whose test person is ``keep`` (default: the first
+    person), for the sections that reuse its models. ``settings["fold_settings"]``
+    (optional, ``{test person: overrides}``) gives a fold the settings its own
+    validation chose."""
     import pandas as pd
 
     keep = keep or settings["people"][0]
@@ -639,7 +816,9 @@ def run_folds(volumes, settings, seeds, autoencoder, device="cpu", keep=None):
 def _paired_arrays(tiles, a: str, b: str, metric: str):
     """Scores of methods ``a`` and ``b`` as (seeds, items) arrays over the tiles of ``tiles`` (one or more
     folds), with each item's person (its fold) as its cluster label."""
-    wide = tiles.pivot_table(index=["fold", "image"], columns=["method", "seed"], values=metric, sort=True)
+    wide = tiles.pivot_table(
+        index=["fold", "image"], columns=["method", "seed"], values=metric, sort=True
+    )
     seeds = sorted(tiles["seed"].unique())
     arr_a = np.stack([wide[(a, s)].to_numpy() for s in seeds])
     arr_b = np.stack([wide[(b, s)].to_numpy() for s in seeds])
@@ -703,7 +882,14 @@ def fold_verdict(table, comparison: str, metric: str) -> str:
     return f"not detectable at this size: pooled {numbers}"
 
 
-def settings_search(volumes: dict, settings: dict, candidates: dict, seed: int, autoencoder_2d, device="cpu"):
+def settings_search(
+    volumes: dict,
+    settings: dict,
+    candidates: dict,
+    seed: int,
+    autoencoder_2d,
+    device="cpu",
+):
     """Choose CI settings without any test person: for every fold and every candidate (``{name:
     overrides}``), train both runs on the fold's training side and score its validation slab
     (:func:`fold_data`, :func:`train_fold`); the test person's volumes are not touched. Returns the
@@ -718,7 +904,14 @@ def settings_search(volumes: dict, settings: dict, candidates: dict, seed: int, 
             data = fold_data(volumes, test_person, s, seed)
             data.pop("test_volumes")
             with contextlib.redirect_stdout(io.StringIO()):
-                _, curve = train_fold(data, s, seed, autoencoder_2d, device, f"{test_person} held out, {name}")
+                _, curve = train_fold(
+                    data,
+                    s,
+                    seed,
+                    autoencoder_2d,
+                    device,
+                    f"{test_person} held out, {name}",
+                )
             rows.append(curve.assign(fold=test_person, candidate=name))
     table = pd.concat(rows, ignore_index=True)
     last = table[table["step"] == table["step"].max()]
@@ -730,7 +923,9 @@ def settings_search(volumes: dict, settings: dict, candidates: dict, seed: int, 
 
 
 @torch.no_grad()
-def encode_whole(autoencoder, volume: torch.Tensor, factor: int, device="cpu") -> torch.Tensor:
+def encode_whole(
+    autoencoder, volume: torch.Tensor, factor: int, device="cpu"
+) -> torch.Tensor:
     """The posterior mean of a whole (N, 1, X, Y, Z) volume in [0, 1] in one pass (memory grows with the volume)."""
     check_volume(volume, factor)
     autoencoder.eval()
@@ -748,7 +943,9 @@ def _inferer(roi: int, overlap: float, factor: int, device, batch: int = 1):
     from monai.inferers import SlidingWindowInferer
 
     if roi % factor:
-        raise ValueError(f"the window side {roi} must be divisible by the factor {factor}")
+        raise ValueError(
+            f"the window side {roi} must be divisible by the factor {factor}"
+        )
     step = int(roi * (1 - overlap))
     if step < 1 or step % factor:
         raise ValueError(
@@ -767,10 +964,13 @@ def _inferer(roi: int, overlap: float, factor: int, device, batch: int = 1):
 
 
 @torch.no_grad()
-def encode_sliding(autoencoder, volume, factor: int, roi: int = 64, overlap: float = 0.25, device="cpu"):
-    """The posterior mean of a whole volume from ``roi``^3 windows (MONAI ``SlidingWindowInferer``, Gaussian
-    blending of overlapping windows, as MedVAE's ``MVAE._process_3d``): memory bounded by one window.
-    The output is ``factor`` times smaller per side; MONAI places each window's latent at its scaled position."""
+def encode_sliding(
+    autoencoder, volume, factor: int, roi: int = 64, overlap: float = 0.25, device="cpu"
+):
+    """The posterior mean of a whole volume from ``roi``^3 windows (MONAI
+    ``SlidingWindowInferer``, Gaussian blending of overlapping windows, as MedVAE's
+    ``MVAE._process_3d``): memory bounded by one window. The output is ``factor`` times
+    smaller per side; MONAI places each window's latent at its scaled position."""
     check_volume(volume, factor)
     if min(volume.shape[2:]) < roi:
         roi = min(volume.shape[2:]) // factor * factor
@@ -780,11 +980,15 @@ def encode_sliding(autoencoder, volume, factor: int, roi: int = 64, overlap: flo
 
 
 @torch.no_grad()
-def decode_sliding(autoencoder, latent, factor: int, roi: int = 64, overlap: float = 0.25, device="cpu"):
-    """A whole latent decoded from windows of ``roi / factor`` latent voxels a side, blended as in
-    :func:`encode_sliding`; returns the volume in [0, 1]."""
+def decode_sliding(
+    autoencoder, latent, factor: int, roi: int = 64, overlap: float = 0.25, device="cpu"
+):
+    """A whole latent decoded from windows of ``roi / factor`` latent voxels a side,
+    blended as in :func:`encode_sliding`; returns the volume in [0, 1]."""
     if roi % factor:
-        raise ValueError(f"the window side {roi} must be divisible by the factor {factor}")
+        raise ValueError(
+            f"the window side {roi} must be divisible by the factor {factor}"
+        )
     side = roi // factor
     if min(latent.shape[2:]) < side:
         side = min(latent.shape[2:])
@@ -794,11 +998,19 @@ def decode_sliding(autoencoder, latent, factor: int, roi: int = 64, overlap: flo
 
 
 def reconstruct_volume(
-    autoencoder, volume, factor: int, method: str = "sliding", roi: int = 64, overlap=0.25, device="cpu"
+    autoencoder,
+    volume,
+    factor: int,
+    method: str = "sliding",
+    roi: int = 64,
+    overlap=0.25,
+    device="cpu",
 ):
     """Encode and decode a whole (N, 1, X, Y, Z) volume: ``"whole"`` in one pass each, ``"sliding"`` window by window."""
     if method == "whole":
-        return decode_whole(autoencoder, encode_whole(autoencoder, volume, factor, device), device).cpu()
+        return decode_whole(
+            autoencoder, encode_whole(autoencoder, volume, factor, device), device
+        ).cpu()
     if method == "sliding":
         z = encode_sliding(autoencoder, volume, factor, roi, overlap, device)
         return decode_sliding(autoencoder, z, factor, roi, overlap, device).cpu()
@@ -823,14 +1035,20 @@ def _probe() -> None:
     model.load_state_dict(load_file(args["weights"]))
     volume = torch.load(args["volume"], weights_only=True)
     factor = get_config(args["model"]).factor
-    side = min(args["roi"], *volume.shape[2:]) // factor * factor  # one window: warms up the same code path
+    side = (
+        min(args["roi"], *volume.shape[2:]) // factor * factor
+    )  # one window: warms up the same code path
     small = volume[..., :side, :side, :side]
-    reconstruct_volume(model, small, factor, args["method"], args["roi"], args["overlap"])  # warm-up: imports, pools
+    reconstruct_volume(
+        model, small, factor, args["method"], args["roi"], args["overlap"]
+    )  # warm-up: imports, pools
     import gc
 
     gc.collect()
     before = _rss_bytes()
-    high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # includes the imports' peak
+    high_water = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )  # includes the imports' peak
     peak = [before]
     done = threading.Event()
 
@@ -842,19 +1060,30 @@ def _probe() -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     start = time.perf_counter()
-    out = reconstruct_volume(model, volume, factor, args["method"], args["roi"], args["overlap"])
+    out = reconstruct_volume(
+        model, volume, factor, args["method"], args["roi"], args["overlap"]
+    )
     seconds = time.perf_counter() - start
     done.set()
     thread.join()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if maxrss > high_water:  # the call set a new high-water mark: the kernel's figure is exact
+    if (
+        maxrss > high_water
+    ):  # the call set a new high-water mark: the kernel's figure is exact
         peak[0] = max(peak[0], maxrss)
     torch.save(out, args["output"])
     print(json.dumps({"peak_bytes": peak[0] - before, "seconds": seconds}))
 
 
 def peak_memory(
-    autoencoder, model: str, width, volume, method: str, roi: int = 64, overlap: float = 0.25, device="cpu"
+    autoencoder,
+    model: str,
+    width,
+    volume,
+    method: str,
+    roi: int = 64,
+    overlap: float = 0.25,
+    device="cpu",
 ):
     """Run :func:`reconstruct_volume` on ``volume`` and measure its peak memory, in bytes above what was in
     use before it, and its time in seconds; returns ``{"peak_bytes", "seconds", "reconstruction"}``.
@@ -870,7 +1099,9 @@ def peak_memory(
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         start = time.perf_counter()
-        out = reconstruct_volume(autoencoder, volume, factor, method, roi, overlap, device)
+        out = reconstruct_volume(
+            autoencoder, volume, factor, method, roi, overlap, device
+        )
         torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         return {
@@ -881,7 +1112,11 @@ def peak_memory(
     from .training import export_weights
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights, vol, output = Path(tmp) / "w.safetensors", Path(tmp) / "v.pt", Path(tmp) / "out.pt"
+        weights, vol, output = (
+            Path(tmp) / "w.safetensors",
+            Path(tmp) / "v.pt",
+            Path(tmp) / "out.pt",
+        )
         export_weights(weights, autoencoder)
         torch.save(volume.contiguous().clone(), vol)
         args = {
@@ -897,9 +1132,16 @@ def peak_memory(
         }
         code = "from medvae_lib.medvae_3d import _probe; _probe()"
         root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
         done = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env, check=False
+            [sys.executable, "-c", code, json.dumps(args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
         )
         if done.returncode:
             raise RuntimeError(f"the memory probe failed: {done.stderr[-2000:]}")
@@ -908,7 +1150,13 @@ def peak_memory(
         return result
 
 
-def tile_scores(reference: dict, reconstructions: dict, boxes: dict, kernel_size: int = 7, scales=None):
+def tile_scores(
+    reference: dict,
+    reconstructions: dict,
+    boxes: dict,
+    kernel_size: int = 7,
+    scales=None,
+):
     """PSNR and MS-SSIM per test tile (``boxes[volume]`` from :func:`tile_boxes`) for each method's whole-volume
     reconstructions: one row per method and tile, in the layout of :func:`~medvae_lib.medvae_stage1.fidelity`
     (``image`` numbers the tiles), so :func:`fold_table` compares methods."""
@@ -918,7 +1166,12 @@ def tile_scores(reference: dict, reconstructions: dict, boxes: dict, kernel_size
     for method, recs in reconstructions.items():
         ref = torch.cat([tiles(reference[name], boxes[name]) for name in reference])
         rec = torch.cat(
-            [tiles(recs[name][0] if recs[name].ndim == 5 else recs[name], boxes[name]) for name in reference]
+            [
+                tiles(
+                    recs[name][0] if recs[name].ndim == 5 else recs[name], boxes[name]
+                )
+                for name in reference
+            ]
         )
         p, m = psnr(rec, ref), ms_ssim(rec, ref, kernel_size=kernel_size, scales=scales)
         rows += [
@@ -928,7 +1181,10 @@ def tile_scores(reference: dict, reconstructions: dict, boxes: dict, kernel_size
     return pd.DataFrame(rows)
 
 
-def volume_fidelity(reference: dict[str, torch.Tensor], reconstructions: dict[str, dict[str, torch.Tensor]]):
+def volume_fidelity(
+    reference: dict[str, torch.Tensor],
+    reconstructions: dict[str, dict[str, torch.Tensor]],
+):
     """PSNR and 3D SSIM (MONAI ``SSIMMetric``, 7-voxel window) of whole volumes: one row per method and volume."""
     import pandas as pd
     from monai.metrics import SSIMMetric
@@ -937,7 +1193,10 @@ def volume_fidelity(reference: dict[str, torch.Tensor], reconstructions: dict[st
     rows = []
     for method, recs in reconstructions.items():
         for name, ref in reference.items():
-            rec, ref5 = recs[name][None] if recs[name].ndim == 4 else recs[name], ref[None]
+            rec, ref5 = (
+                recs[name][None] if recs[name].ndim == 4 else recs[name],
+                ref[None],
+            )
             rows.append(
                 {
                     "method": method,
@@ -953,11 +1212,18 @@ def volume_fidelity(reference: dict[str, torch.Tensor], reconstructions: dict[st
 
 
 @torch.no_grad()
-def encode_volumes(autoencoder, volumes: torch.Tensor, batch_size: int = 32, device="cpu") -> torch.Tensor:
+def encode_volumes(
+    autoencoder, volumes: torch.Tensor, batch_size: int = 32, device="cpu"
+) -> torch.Tensor:
     """Posterior means of (N, 1, X, Y, Z) volumes in [0, 1], batch by batch."""
     check_volume(volumes, None)
     autoencoder.eval()
-    return torch.cat([autoencoder.encode(to_model_range(b.to(device)))[0].cpu() for b in volumes.split(batch_size)])
+    return torch.cat(
+        [
+            autoencoder.encode(to_model_range(b.to(device)))[0].cpu()
+            for b in volumes.split(batch_size)
+        ]
+    )
 
 
 def timed_probe(train_x, train_y, val_x, val_y, test_x, cs, seed: int = 0):
@@ -987,7 +1253,15 @@ def shrink_volumes(volumes: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def downstream_comparison(
-    autoencoder, model: str, dataset: str, key: str, size: int, cs, n_train=None, seed=0, device="cpu"
+    autoencoder,
+    model: str,
+    dataset: str,
+    key: str,
+    size: int,
+    cs,
+    n_train=None,
+    seed=0,
+    device="cpu",
 ):
     """The same linear probe (:func:`timed_probe`) on a MedMNIST 3D set's voxels, on its 3D latents
     (posterior means of ``autoencoder``) and on an area resize to the latent's size; C chosen on the
@@ -997,7 +1271,9 @@ def downstream_comparison(
     from . import data_prep
 
     factor = get_config(model).factor
-    splits = data_prep.prepare_splits(dataset, key, size, n={"train": n_train}, seed=seed)
+    splits = data_prep.prepare_splits(
+        dataset, key, size, n={"train": n_train}, seed=seed
+    )
     inputs = {"voxels": {}, "latent": {}, "resize": {}}
     labels = {}
     for split, (x, y) in splits.items():
@@ -1007,12 +1283,24 @@ def downstream_comparison(
         inputs["resize"][split] = shrink_volumes(x, factor)
         labels[split] = y
     binary = set(torch.unique(labels["train"]).tolist()) <= {0, 1}
-    out = {"labels": labels["test"].numpy(), "scores": {}, "validation": {}, "fit_seconds": {}, "predict_rate": {}}
+    out = {
+        "labels": labels["test"].numpy(),
+        "scores": {},
+        "validation": {},
+        "fit_seconds": {},
+        "predict_rate": {},
+    }
     out["shapes"] = {kind: tuple(v["train"].shape[1:]) for kind, v in inputs.items()}
     for kind, x in inputs.items():
         if binary:
             scores, table, fit_s, rate = timed_probe(
-                x["train"], labels["train"], x["val"], labels["val"], x["test"], cs, seed
+                x["train"],
+                labels["train"],
+                x["val"],
+                labels["val"],
+                x["test"],
+                cs,
+                seed,
             )
         else:
             scores, table, fit_s, rate = multiclass_probe(x, labels, cs, seed)
@@ -1036,23 +1324,36 @@ def multiclass_probe(x: dict, labels: dict, cs, seed: int = 0):
     yt, yv = labels["train"].numpy(), labels["val"].numpy()
     table, fits = [], {}
     for c in cs:
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        )
         start = time.perf_counter()
         model.fit(xt, yt)
         fits[c] = (model, time.perf_counter() - start)
-        auc = roc_auc_score(yv, model.predict_proba(xv), multi_class="ovr", labels=model.classes_)
+        auc = roc_auc_score(
+            yv, model.predict_proba(xv), multi_class="ovr", labels=model.classes_
+        )
         table.append({"C": c, "validation AUROC": auc})
     table = pd.DataFrame(table)
     model, fit_seconds = fits[table.loc[table["validation AUROC"].idxmax(), "C"]]
     start = time.perf_counter()
     probabilities = model.predict_proba(xs)
-    return probabilities, table, fit_seconds, len(xs) / max(time.perf_counter() - start, 1e-9)
+    return (
+        probabilities,
+        table,
+        fit_seconds,
+        len(xs) / max(time.perf_counter() - start, 1e-9),
+    )
 
 
 # -- figures ---------------------------------------------------------------------------------------------
 
 
-def plot_planes(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], error_max: float = 0.3):
+def plot_planes(
+    reference: torch.Tensor,
+    reconstructions: dict[str, torch.Tensor],
+    error_max: float = 0.3,
+):
     """The middle slice of a (1, X, Y, Z) volume in its three planes (axial, coronal, sagittal): the original
     on the first row, then each reconstruction and its absolute error map."""
     import matplotlib.pyplot as plt
@@ -1060,17 +1361,37 @@ def plot_planes(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor
     def planes(v):
         v = v[0]
         x, y, z = (s // 2 for s in v.shape)
-        return {"axial": v[:, :, z].T, "coronal": v[:, y, :].T, "sagittal": v[x, :, :].T}
+        return {
+            "axial": v[:, :, z].T,
+            "coronal": v[:, y, :].T,
+            "sagittal": v[x, :, :].T,
+        }
 
     rows = [("original", planes(reference), "gray", 1.0)]
     for name, rec in reconstructions.items():
         p = planes(rec)
         rows.append((name, p, "gray", 1.0))
-        rows.append(("|error|", {k: (p[k] - v).abs() for k, v in planes(reference).items()}, "magma", error_max))
-    fig, axes = plt.subplots(len(rows), 3, figsize=(4.8, 1.5 * len(rows)), squeeze=False, dpi=60)
+        rows.append(
+            (
+                "|error|",
+                {k: (p[k] - v).abs() for k, v in planes(reference).items()},
+                "magma",
+                error_max,
+            )
+        )
+    fig, axes = plt.subplots(
+        len(rows), 3, figsize=(4.8, 1.5 * len(rows)), squeeze=False, dpi=60
+    )
     for r, (label, p, cmap, vmax) in enumerate(rows):
         for c, (plane, img) in enumerate(p.items()):
-            axes[r, c].imshow(img, cmap=cmap, vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
+            axes[r, c].imshow(
+                img,
+                cmap=cmap,
+                vmin=0,
+                vmax=vmax,
+                origin="lower",
+                interpolation="nearest",
+            )
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
             if r == 0:
@@ -1087,11 +1408,22 @@ def plot_fold_curves(curves):
     import matplotlib.pyplot as plt
 
     folds = list(dict.fromkeys(curves["fold"]))
-    fig, axes = plt.subplots(1, len(folds), figsize=(3.2 * len(folds), 2.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(folds), figsize=(3.2 * len(folds), 2.8), sharey=True, squeeze=False
+    )
     for ax, fold in zip(axes[0], folds, strict=True):
-        for (run, seed), part in curves[curves["fold"] == fold].groupby(["run", "seed"]):
+        for (run, seed), part in curves[curves["fold"] == fold].groupby(
+            ["run", "seed"]
+        ):
             style = "-" if run == "inflated" else "--"
-            ax.plot(part["step"], part["PSNR (dB)"], style, marker="o", ms=3, label=f"{run}, seed {seed}")
+            ax.plot(
+                part["step"],
+                part["PSNR (dB)"],
+                style,
+                marker="o",
+                ms=3,
+                label=f"{run}, seed {seed}",
+            )
         ax.set_title(f"{fold} held out", fontsize=9)
         ax.set_xlabel("step")
     axes[0, 0].set_ylabel("validation PSNR (dB)")
@@ -1122,7 +1454,14 @@ MODES = {
         # adversarial weight: chosen per fold on its validation slabs only (settings_search, step 64
         # of lr 1e-4 / 3e-4 x no adversarial term / weight 0.02 / 0.1 from step 32): two folds chose
         # the values below, the fold holding out BraTS-GLI-00001-000 weight 0.02 (fold_settings)
-        "fold_settings": {"BraTS-GLI-00001-000": {"lr": 1e-4, "lr_d": 1e-4, "adv_weight": 0.02, "adv_start": 32}},
+        "fold_settings": {
+            "BraTS-GLI-00001-000": {
+                "lr": 1e-4,
+                "lr_d": 1e-4,
+                "adv_weight": 0.02,
+                "adv_start": 32,
+            }
+        },
         "steps": 64,
         "eval_steps": [16, 32, 48, 64],
         "batch_size": 4,

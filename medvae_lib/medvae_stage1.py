@@ -50,12 +50,16 @@ class Stage1Config:
     batch_size: int = 16
     lr: float = 2e-4
     lr_d: float = 2e-4
-    adam_beta1: float = 0.5  # MedVAE / latent diffusion: Adam(betas=(0.5, 0.9)) for both networks
+    adam_beta1: float = (
+        0.5  # MedVAE / latent diffusion: Adam(betas=(0.5, 0.9)) for both networks
+    )
     adam_beta2: float = 0.9
     kl_weight: float = 1e-6
     perceptual: str = "ssim"
     perceptual_weight: float = 1.0
-    adv_weight: float = 0.5  # 0 switches the adversarial term (and the discriminator's training) off
+    adv_weight: float = (
+        0.5  # 0 switches the adversarial term (and the discriminator's training) off
+    )
     adaptive_adv: bool = True
     adv_start: int = 200
     disc_channels: int = 32
@@ -66,19 +70,35 @@ class Stage1Config:
     def __post_init__(self):
         check_types(self)
         get_config(self.model)  # raises on an unknown model name
-        for name in ("steps", "batch_size", "log_every", "disc_channels", "disc_layers"):
+        for name in (
+            "steps",
+            "batch_size",
+            "log_every",
+            "disc_channels",
+            "disc_layers",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"Stage1Config.{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"Stage1Config.{name} must be at least 1, got {getattr(self, name)}"
+                )
         for name in ("lr", "lr_d"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"Stage1Config.{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"Stage1Config.{name} must be positive, got {getattr(self, name)}"
+                )
         for name in ("kl_weight", "perceptual_weight", "adv_weight", "adv_start"):
             if getattr(self, name) < 0:
-                raise ValueError(f"Stage1Config.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(
+                    f"Stage1Config.{name} must be >= 0, got {getattr(self, name)}"
+                )
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
-            raise ValueError(f"Adam's betas must lie in [0, 1), got ({self.adam_beta1}, {self.adam_beta2})")
+            raise ValueError(
+                f"Adam's betas must lie in [0, 1), got ({self.adam_beta1}, {self.adam_beta2})"
+            )
         if self.perceptual not in PERCEPTUAL_KINDS:
-            raise ValueError(f"unknown perceptual loss {self.perceptual!r}; choose one of {PERCEPTUAL_KINDS}")
+            raise ValueError(
+                f"unknown perceptual loss {self.perceptual!r}; choose one of {PERCEPTUAL_KINDS}"
+            )
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +132,23 @@ class Stage1Trainer(CheckpointedTrainer):
         self.name = f"stage 1 {config.model}"
         dims = get_config(config.model).spatial_dims
         torch.manual_seed(config.seed)
-        self.autoencoder = build_autoencoder(config.model, width=config.width).to(self.device)
+        self.autoencoder = build_autoencoder(config.model, width=config.width).to(
+            self.device
+        )
         self.discriminator = PatchDiscriminator(
-            spatial_dims=dims, num_layers_d=config.disc_layers, channels=config.disc_channels, in_channels=1
+            spatial_dims=dims,
+            num_layers_d=config.disc_layers,
+            channels=config.disc_channels,
+            in_channels=1,
         ).to(self.device)
         self.discriminator.apply(init_discriminator_weights)
         betas = (config.adam_beta1, config.adam_beta2)
-        self.opt_g = torch.optim.Adam(self.autoencoder.parameters(), lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr_d, betas=betas)
+        self.opt_g = torch.optim.Adam(
+            self.autoencoder.parameters(), lr=config.lr, betas=betas
+        )
+        self.opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=config.lr_d, betas=betas
+        )
         self.perceptual = perceptual_loss(config.perceptual, dims).to(self.device)
 
     def modules(self):
@@ -131,20 +160,26 @@ class Stage1Trainer(CheckpointedTrainer):
     def check_images(self, images: torch.Tensor) -> None:
         cfg = get_config(self.config.model)
         if images.ndim != cfg.spatial_dims + 2 or images.shape[1] != 1:
-            raise ValueError(f"{cfg.name} trains on (N, 1, *spatial) images; got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"{cfg.name} trains on (N, 1, *spatial) images; got shape {tuple(images.shape)}"
+            )
         cfg.latent_shape(tuple(images.shape[2:]))  # raises if a side does not divide
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"stage 1 trains on images scaled to [0, 1]; these span [{lo:.3g}, {hi:.3g}]")
+            raise ValueError(
+                f"stage 1 trains on images scaled to [0, 1]; these span [{lo:.3g}, {hi:.3g}]"
+            )
 
     def adversarial(self, step: int) -> bool:
         return self.config.adv_weight > 0 and step >= self.config.adv_start
 
     # -- one optimisation step: the generator, then the discriminator ------------------------------
-    def generator_step(self, x: torch.Tensor, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """One autoencoder update on a batch ``x`` in [-1, 1]; the discriminator's weights are not
-        touched (its parameters are frozen during this step). Returns the logs and the detached
-        reconstructions."""
+    def generator_step(
+        self, x: torch.Tensor, step: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One autoencoder update on a batch ``x`` in [-1, 1]; the discriminator's
+        weights are not touched (its parameters are frozen during this step). Returns
+        the logs and the detached reconstructions."""
         c = self.config
         self.autoencoder.train()
         self.discriminator.train()
@@ -154,18 +189,26 @@ class Stage1Trainer(CheckpointedTrainer):
         nll = reconstruction_nll(x, x_hat, perc, c.perceptual_weight)
         kl = kl_loss(z_mu, z_sigma)
         loss = nll + c.kl_weight * kl
-        logs = {"l1": (x_hat - x).abs().mean().detach() / 2, "perceptual": perc.detach(), "kl": kl.detach()}
+        logs = {
+            "l1": (x_hat - x).abs().mean().detach() / 2,
+            "perceptual": perc.detach(),
+            "kl": kl.detach(),
+        }
         if self.adversarial(step):
             self.discriminator.requires_grad_(False)
-            # The discriminator runs in training mode, as in its own step, but its batch-norm running
-            # statistics are put back afterwards: this step changes nothing of the discriminator.
+            # The discriminator runs in training mode, as in its own step, but its
+            # batch-norm running
+            # statistics are put back afterwards: this step changes nothing of the
+            # discriminator.
             buffers = {k: v.clone() for k, v in self.discriminator.named_buffers()}
             try:
                 logits = self.discriminator(torch.cat([x, x_hat]).contiguous())[-1]
                 adv_g = hinge_g_loss(logits[len(x) :])
                 weight = torch.tensor(c.adv_weight)
                 if c.adaptive_adv:
-                    weight = weight * adaptive_adv_weight(nll, adv_g, decoder_output_layer(self.autoencoder))
+                    weight = weight * adaptive_adv_weight(
+                        nll, adv_g, decoder_output_layer(self.autoencoder)
+                    )
                 loss = loss + weight * adv_g
                 loss.backward()
             finally:
@@ -179,7 +222,9 @@ class Stage1Trainer(CheckpointedTrainer):
         self.opt_g.step()
         return logs, x_hat.detach()
 
-    def discriminator_step(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, torch.Tensor]:
+    def discriminator_step(
+        self, x: torch.Tensor, x_hat: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """One discriminator update: real and reconstructed images in one batch, hinge loss."""
         self.discriminator.train()
         self.opt_d.zero_grad(set_to_none=True)
@@ -208,7 +253,10 @@ class Stage1Trainer(CheckpointedTrainer):
         for name, module in other.modules().items():
             module.load_state_dict(copy.deepcopy(self.modules()[name].state_dict()))
         for name, opt in other.optimizers().items():
-            settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+            settings = [
+                {k: v for k, v in group.items() if k != "params"}
+                for group in opt.param_groups
+            ]
             opt.load_state_dict(copy.deepcopy(self.optimizers()[name].state_dict()))
             for group, mine in zip(
                 opt.param_groups, settings, strict=True
@@ -220,7 +268,9 @@ class Stage1Trainer(CheckpointedTrainer):
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, images: torch.Tensor, batch_size: int = 64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and standard deviation of ``images`` in [0, 1]."""
         self.autoencoder.eval()
         mus, sigmas = [], []
@@ -261,12 +311,28 @@ def adversarial_ablation(
     :meth:`~medvae_lib.training.CheckpointedTrainer.fit`.
     """
     if not 0 < config.adv_start < config.steps or config.adv_weight == 0:
-        raise ValueError(f"the ablation needs 0 < adv_start < steps and adv_weight > 0; got {config}")
-    sub = (lambda name: Path(checkpoint_dir) / name) if checkpoint_dir else (lambda name: None)
+        raise ValueError(
+            f"the ablation needs 0 < adv_start < steps and adv_weight > 0; got {config}"
+        )
+    sub = (
+        (lambda name: Path(checkpoint_dir) / name)
+        if checkpoint_dir
+        else (lambda name: None)
+    )
     warm = Stage1Trainer(replace(config, steps=config.adv_start), device)
     warm.name = f"stage 1 {config.model} warm-up"
-    warm.fit(images, sub("warmup"), checkpoint_every, resume=resume, data=data, overwrite=overwrite)
-    arms = {"with adversarial": config, "without adversarial": replace(config, adv_weight=0.0)}
+    warm.fit(
+        images,
+        sub("warmup"),
+        checkpoint_every,
+        resume=resume,
+        data=data,
+        overwrite=overwrite,
+    )
+    arms = {
+        "with adversarial": config,
+        "without adversarial": replace(config, adv_weight=0.0),
+    }
     if not without:
         del arms["without adversarial"]
     runs = {}
@@ -274,7 +340,12 @@ def adversarial_ablation(
         trainer = warm.branch(arm_config)
         trainer.name = f"stage 1 {config.model} {name}"
         trainer.fit(
-            images, sub(name.replace(" ", "_")), checkpoint_every, resume=resume, data=data, overwrite=overwrite
+            images,
+            sub(name.replace(" ", "_")),
+            checkpoint_every,
+            resume=resume,
+            data=data,
+            overwrite=overwrite,
         )
         runs[name] = trainer
     return runs
@@ -288,18 +359,26 @@ def resize_baseline(images: torch.Tensor, factor: int) -> torch.Tensor:
     """
     small = F.interpolate(images, scale_factor=1 / factor, mode="area")
     mode = "bicubic" if images.ndim == 4 else "trilinear"
-    return F.interpolate(small, size=images.shape[2:], mode=mode, align_corners=False).clamp(0, 1)
+    return F.interpolate(
+        small, size=images.shape[2:], mode=mode, align_corners=False
+    ).clamp(0, 1)
 
 
 def fidelity(
-    reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], kernel_size: int = 7, scales: int | None = None
+    reference: torch.Tensor,
+    reconstructions: dict[str, torch.Tensor],
+    kernel_size: int = 7,
+    scales: int | None = None,
 ):
     """PSNR and MS-SSIM of each reconstruction against ``reference``, one row per method and image."""
     import pandas as pd
 
     rows = []
     for method, rec in reconstructions.items():
-        p, m = psnr(rec, reference), ms_ssim(rec, reference, kernel_size=kernel_size, scales=scales)
+        p, m = (
+            psnr(rec, reference),
+            ms_ssim(rec, reference, kernel_size=kernel_size, scales=scales),
+        )
         rows += [
             {"method": method, "image": i, "PSNR (dB)": float(a), "MS-SSIM": float(b)}
             for i, (a, b) in enumerate(zip(p, m, strict=True))
@@ -316,7 +395,9 @@ def comparison_config(config: Stage1Config, settings: dict) -> Stage1Config:
     changes = {
         key.removeprefix("comparison_"): value
         for key, value in settings.items()
-        if key.startswith("comparison_") and key != "comparison_seeds" and value is not None
+        if key.startswith("comparison_")
+        and key != "comparison_seeds"
+        and value is not None
     }
     return replace(config, **changes)
 
@@ -342,12 +423,23 @@ def seed_ablation(
     out = {}
     for s in seeds:
         cfg = replace(config, seed=int(s))
-        if reuse is not None and "without adversarial" in reuse and reuse["with adversarial"].config == cfg:
+        if (
+            reuse is not None
+            and "without adversarial" in reuse
+            and reuse["with adversarial"].config == cfg
+        ):
             out[int(s)] = reuse
             continue
         folder = Path(checkpoint_dir) / f"seed_{int(s)}" if checkpoint_dir else None
         out[int(s)] = adversarial_ablation(
-            cfg, images, device, folder, checkpoint_every, resume=resume, data=data, overwrite=overwrite
+            cfg,
+            images,
+            device,
+            folder,
+            checkpoint_every,
+            resume=resume,
+            data=data,
+            overwrite=overwrite,
         )
     return out
 
@@ -374,7 +466,9 @@ def seed_fidelity(
     return pd.concat(frames, ignore_index=True)
 
 
-def seed_paired_table(scores, pairs, metrics=("PSNR (dB)", "MS-SSIM", "sharpness error")):
+def seed_paired_table(
+    scores, pairs, metrics=("PSNR (dB)", "MS-SSIM", "sharpness error")
+):
     """Paired differences (first minus second method of each pair) over seeds and test images
     (:func:`seed_fidelity`'s table), with the 95% interval of :func:`medvae_lib.stats.paired_difference`:
     a random-effects interval over seeds and images, never over images alone.
@@ -390,8 +484,12 @@ def seed_paired_table(scores, pairs, metrics=("PSNR (dB)", "MS-SSIM", "sharpness
     rows = []
     for a, b in pairs:
         for m in metrics:
-            first = scores[scores.method == a].pivot(index="seed", columns="image", values=m)
-            second = scores[scores.method == b].pivot(index="seed", columns="image", values=m)
+            first = scores[scores.method == a].pivot(
+                index="seed", columns="image", values=m
+            )
+            second = scores[scores.method == b].pivot(
+                index="seed", columns="image", values=m
+            )
             second = second.loc[first.index, first.columns]
             d = paired_difference(first.to_numpy(), second.to_numpy())
             per_seed = np.asarray(d["per_seed"])
@@ -406,13 +504,18 @@ def seed_paired_table(scores, pairs, metrics=("PSNR (dB)", "MS-SSIM", "sharpness
                     "95% CI low": d["low"],
                     "95% CI high": d["high"],
                     "first better on (share)": float(better.mean()),
-                    **{f"seed {s}": v for s, v in zip(first.index, d["per_seed"], strict=True)},
+                    **{
+                        f"seed {s}": v
+                        for s, v in zip(first.index, d["per_seed"], strict=True)
+                    },
                 }
             )
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
 
 
-def add_sharpness(scores, reference: torch.Tensor, reconstructions: dict[str, torch.Tensor]):
+def add_sharpness(
+    scores, reference: torch.Tensor, reconstructions: dict[str, torch.Tensor]
+):
     """Add ``sharpness`` (edge energy relative to the original, :func:`~medvae_lib.metrics.gradient_ratio`;
     1 is right, below 1 blurred, above 1 invented edges) and ``sharpness error`` = |1 - sharpness|
     (lower is better) to a :func:`fidelity` table."""
@@ -454,7 +557,9 @@ def worst_images(images, labels, psnr_values, train_images, n: int = 4) -> dict:
             "class": np.asarray(labels).ravel()[order],
             "PSNR (dB)": psnr_values[order],
             "edge energy": energy[order],
-            "percentile among training images": 100 * np.searchsorted(train_energy, energy[order]) / train_energy.size,
+            "percentile among training images": 100
+            * np.searchsorted(train_energy, energy[order])
+            / train_energy.size,
         }
     )
     rho = float(spearmanr(psnr_values, energy).statistic)
@@ -483,7 +588,9 @@ def latent_table(z_mu: torch.Tensor, z_sigma: torch.Tensor):
     )
 
 
-def plot_latents(images: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor, index, titles=None):
+def plot_latents(
+    images: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor, index, titles=None
+):
     """Left: histograms of every posterior mean (against the N(0, 1) prior density) and of every
     posterior standard deviation (the prior's is 1). Right: for the images at ``index``, the image and
     each latent channel's mean."""
@@ -495,14 +602,28 @@ def plot_latents(images: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor
     rows = max(2, 1 + channels)
     fig = plt.figure(figsize=(3.6 + 1.5 * len(index), 1.7 * rows + 0.3))
     grid = fig.add_gridspec(rows, 1 + len(index), width_ratios=[2.4] + [1] * len(index))
-    top, bottom = fig.add_subplot(grid[: rows // 2, 0]), fig.add_subplot(grid[rows // 2 :, 0])
+    top, bottom = (
+        fig.add_subplot(grid[: rows // 2, 0]),
+        fig.add_subplot(grid[rows // 2 :, 0]),
+    )
     values = z_mu.flatten().numpy()
     top.hist(values, bins=60, density=True, alpha=0.7, label="posterior means $\\mu$")
     grid_x = np.linspace(min(values.min(), -4), max(values.max(), 4), 200)
-    top.plot(grid_x, np.exp(-(grid_x**2) / 2) / np.sqrt(2 * np.pi), "k--", lw=1, label="prior N(0, 1)")
+    top.plot(
+        grid_x,
+        np.exp(-(grid_x**2) / 2) / np.sqrt(2 * np.pi),
+        "k--",
+        lw=1,
+        label="prior N(0, 1)",
+    )
     top.legend(fontsize=7)
     bottom.hist(
-        z_sigma.flatten().numpy(), bins=60, density=True, alpha=0.7, color="C1", label="posterior std $\\sigma$"
+        z_sigma.flatten().numpy(),
+        bins=60,
+        density=True,
+        alpha=0.7,
+        color="C1",
+        label="posterior std $\\sigma$",
     )
     bottom.axvline(1.0, color="k", ls="--", lw=1, label="prior std 1")
     bottom.set_xlim(0, max(1.1, float(z_sigma.max()) * 1.05))
@@ -536,7 +657,12 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
     image = "x".join([str(image_size)] * cfg.spatial_dims)
     boxes = {
         "x": (0.2, 2.0, f"image x\n1x{image}\nin [-1, 1]", "#dfe9f5"),
-        "enc": (1.9, 2.0, f"encoder\n{cfg.levels - 1} halvings\n-> {2 * cfg.latent_channels} maps", "#f5e6cc"),
+        "enc": (
+            1.9,
+            2.0,
+            f"encoder\n{cfg.levels - 1} halvings\n-> {2 * cfg.latent_channels} maps",
+            "#f5e6cc",
+        ),
         "post": (3.6, 2.0, "1x1 convs\nmean $\\mu$,\nlog-variance", "#f5e6cc"),
         "z": (5.3, 2.0, f"z = $\\mu$ + $\\sigma\\epsilon$\n{latent}", "#e3f1df"),
         "dec": (7.0, 2.0, "decoder\n(mirror of\nthe encoder)", "#f5e6cc"),
@@ -547,18 +673,32 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
     }
     fig, ax = plt.subplots(figsize=(10.5, 3.6))
     for x0, y0, text, color in boxes.values():
-        ax.add_patch(FancyBboxPatch((x0, y0), 1.45, 1.0, boxstyle="round,pad=0.05", fc=color, ec="0.3"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x0, y0), 1.45, 1.0, boxstyle="round,pad=0.05", fc=color, ec="0.3"
+            )
+        )
         ax.text(x0 + 0.72, y0 + 0.5, text, ha="center", va="center", fontsize=8)
 
     def arrow(a, b, dy_a=0.5, dy_b=0.5, dx_a=1.45, dx_b=0.0):
         (xa, ya, *_), (xb, yb, *_) = boxes[a], boxes[b]
         ax.add_patch(
             FancyArrowPatch(
-                (xa + dx_a, ya + dy_a), (xb + dx_b, yb + dy_b), arrowstyle="-|>", mutation_scale=12, color="0.3"
+                (xa + dx_a, ya + dy_a),
+                (xb + dx_b, yb + dy_b),
+                arrowstyle="-|>",
+                mutation_scale=12,
+                color="0.3",
             )
         )
 
-    for a, b in (("x", "enc"), ("enc", "post"), ("post", "z"), ("z", "dec"), ("dec", "xh")):
+    for a, b in (
+        ("x", "enc"),
+        ("enc", "post"),
+        ("post", "z"),
+        ("z", "dec"),
+        ("dec", "xh"),
+    ):
         arrow(a, b)
     arrow("post", "kl", dy_a=0.0, dy_b=1.0, dx_a=0.72, dx_b=0.72)
     arrow("xh", "rec", dy_a=1.0, dy_b=0.0, dx_a=0.72, dx_b=0.72)
@@ -571,7 +711,12 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
     return fig
 
 
-def plot_reconstructions(reference: torch.Tensor, reconstructions: dict[str, torch.Tensor], index, titles=None):
+def plot_reconstructions(
+    reference: torch.Tensor,
+    reconstructions: dict[str, torch.Tensor],
+    index,
+    titles=None,
+):
     """A grid for the images at ``index``: originals on the first row, then one row per method, each
     followed by its absolute error map."""
     import matplotlib.pyplot as plt
@@ -581,14 +726,18 @@ def plot_reconstructions(reference: torch.Tensor, reconstructions: dict[str, tor
     reconstructions = {method: rec[index] for method, rec in reconstructions.items()}
     n = len(index)
     rows = ["original"] + [m for m in reconstructions for _ in (0, 1)]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(1.6 * n, 1.6 * len(rows)), squeeze=False
+    )
     for j in range(n):
         axes[0, j].imshow(reference[j, 0], cmap="gray", vmin=0, vmax=1)
         if titles is not None:
             axes[0, j].set_title(titles[j], fontsize=8)
         for r, rec in enumerate(reconstructions.values()):
             axes[1 + 2 * r, j].imshow(rec[j, 0], cmap="gray", vmin=0, vmax=1)
-            axes[2 + 2 * r, j].imshow((rec[j, 0] - reference[j, 0]).abs(), cmap="magma", vmin=0, vmax=0.3)
+            axes[2 + 2 * r, j].imshow(
+                (rec[j, 0] - reference[j, 0]).abs(), cmap="magma", vmin=0, vmax=0.3
+            )
     for i, label in enumerate(rows):
         axes[i, 0].set_ylabel(label if i == 0 or i % 2 == 1 else "|error|", fontsize=8)
     for ax in axes.flat:

@@ -34,17 +34,21 @@ from .models import build_autoencoder, get_config
 from .teachers import BIOMEDCLIP, FrozenTeacher
 from .training import CheckpointedTrainer, check_types, world
 
-LATENT_SCALE = 4.6  # MedVAE's BiomedClipLoss divides the latent by 4.6 before rendering it
+LATENT_SCALE = (
+    4.6  # MedVAE's BiomedClipLoss divides the latent by 4.6 before rendering it
+)
 
 
 class ProjectionHead(torch.nn.Module):
-    """MedVAE's stage-2 head: ``channel_proj(channel_ds(z) + z)``, a residual block on the latent that
-    keeps its shape."""
+    """MedVAE's stage-2 head: ``channel_proj(channel_ds(z) + z)``, a residual block on
+    the latent that keeps its shape."""
 
     def __init__(self, latent_channels: int, spatial_dims: int = 2, hidden: int = 64):
         super().__init__()
         if latent_channels < 1 or hidden < 1:
-            raise ValueError(f"latent_channels and hidden must be positive, got {latent_channels}, {hidden}")
+            raise ValueError(
+                f"latent_channels and hidden must be positive, got {latent_channels}, {hidden}"
+            )
         conv = {2: torch.nn.Conv2d, 3: torch.nn.Conv3d}.get(spatial_dims)
         if conv is None:
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -60,20 +64,30 @@ class ProjectionHead(torch.nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim < 4 or z.shape[1] != self.latent_channels:
-            raise ValueError(f"the head takes (N, {self.latent_channels}, *spatial) latents; got {tuple(z.shape)}")
+            raise ValueError(
+                f"the head takes (N, {self.latent_channels}, *spatial) latents; got {tuple(z.shape)}"
+            )
         return self.channel_proj(self.channel_ds(z) + z)
 
 
 def render_latent(latent: torch.Tensor, scale: float = LATENT_SCALE) -> torch.Tensor:
-    """A latent as the one-channel image the teacher sees: divided by ``scale`` and averaged over its
-    channels, as MedVAE's ``BiomedClipLoss`` does (the teacher then tiles, resizes and normalises it).
-    The values are not clipped to [0, 1]: a latent is not an image, and clipping would stop gradients."""
+    """A latent as the one-channel image the teacher sees: divided by ``scale`` and
+    averaged over its channels, as MedVAE's ``BiomedClipLoss`` does (the teacher then
+    tiles, resizes and normalises it). The values are not clipped to [0, 1]: a latent is
+    not an image, and clipping would stop gradients."""
     if latent.ndim != 4:
-        raise ValueError(f"render_latent takes (N, C, H, W) 2D latents; got {tuple(latent.shape)}")
+        raise ValueError(
+            f"render_latent takes (N, C, H, W) 2D latents; got {tuple(latent.shape)}"
+        )
     return (latent / scale).mean(1, keepdim=True)
 
 
-def teacher_distance(teacher: FrozenTeacher, images: torch.Tensor, latents: torch.Tensor, batch_size: int = 128):
+def teacher_distance(
+    teacher: FrozenTeacher,
+    images: torch.Tensor,
+    latents: torch.Tensor,
+    batch_size: int = 128,
+):
     """Per image, the squared L2 distance between the teacher's embedding of the image (in [0, 1]) and of
     the rendered latent: stage 2's loss, image by image."""
     if len(images) != len(latents):
@@ -81,14 +95,18 @@ def teacher_distance(teacher: FrozenTeacher, images: torch.Tensor, latents: torc
     out = []
     device = next(teacher.parameters()).device
     with torch.no_grad():
-        for x, z in zip(images.split(batch_size), latents.split(batch_size), strict=True):
+        for x, z in zip(
+            images.split(batch_size), latents.split(batch_size), strict=True
+        ):
             x, z = x.to(device), z.to(device)
             out.append(((teacher(x) - teacher(render_latent(z))) ** 2).sum(1).cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def embed(teacher: FrozenTeacher, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def embed(
+    teacher: FrozenTeacher, images: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """The teacher's embeddings of ``images`` (in [0, 1]), batch by batch, on the CPU."""
     device = next(teacher.parameters()).device
     return torch.cat([teacher(x.to(device)).cpu() for x in images.split(batch_size)])
@@ -100,7 +118,9 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     for name, value in sorted(module.state_dict().items()):
         value = value.detach().cpu().contiguous()
         h.update(f"{name} {tuple(value.shape)} {value.dtype}".encode())
-        h.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        h.update(
+            value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b""
+        )
     return h.hexdigest()
 
 
@@ -126,14 +146,22 @@ class Stage2Config:
         get_config(self.model)
         for name in ("steps", "batch_size", "log_every", "hidden"):
             if getattr(self, name) < 1:
-                raise ValueError(f"Stage2Config.{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"Stage2Config.{name} must be at least 1, got {getattr(self, name)}"
+                )
         for name in ("lr", "latent_scale"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"Stage2Config.{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"Stage2Config.{name} must be positive, got {getattr(self, name)}"
+                )
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
-            raise ValueError(f"Adam's betas must lie in [0, 1), got ({self.adam_beta1}, {self.adam_beta2})")
+            raise ValueError(
+                f"Adam's betas must lie in [0, 1), got ({self.adam_beta1}, {self.adam_beta2})"
+            )
         if get_config(self.model).spatial_dims != 2:
-            raise ValueError(f"this stage 2 is MedVAE's 2D stage 2; {self.model} is 3D (chapter 5 treats 3D)")
+            raise ValueError(
+                f"this stage 2 is MedVAE's 2D stage 2; {self.model} is 3D (chapter 5 treats 3D)"
+            )
 
 
 class Stage2Trainer(CheckpointedTrainer):
@@ -144,12 +172,22 @@ class Stage2Trainer(CheckpointedTrainer):
     checkpoint is resumed only on top of the same ones.
     """
 
-    def __init__(self, config: Stage2Config, autoencoder: torch.nn.Module, teacher: FrozenTeacher, device="cpu"):
+    def __init__(
+        self,
+        config: Stage2Config,
+        autoencoder: torch.nn.Module,
+        teacher: FrozenTeacher,
+        device="cpu",
+    ):
         super().__init__(config, device)
         if config.stage1 and config.stage1 != weights_fingerprint(autoencoder):
-            raise ValueError("Stage2Config.stage1 does not match the autoencoder's weights (see weights_fingerprint)")
+            raise ValueError(
+                "Stage2Config.stage1 does not match the autoencoder's weights (see weights_fingerprint)"
+            )
         if config.teacher and teacher.name and config.teacher != teacher.name:
-            raise ValueError(f"Stage2Config.teacher is {config.teacher!r} but the teacher is {teacher.name!r}")
+            raise ValueError(
+                f"Stage2Config.teacher is {config.teacher!r} but the teacher is {teacher.name!r}"
+            )
         self.name = f"stage 2 {config.model}"
         cfg = get_config(config.model)
         channels = getattr(getattr(autoencoder, "quant_conv_mu", None), "conv", None)
@@ -161,8 +199,14 @@ class Stage2Trainer(CheckpointedTrainer):
         self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
         self.teacher = teacher.to(self.device)
         torch.manual_seed(config.seed)
-        self.head = ProjectionHead(cfg.latent_channels, cfg.spatial_dims, config.hidden).to(self.device)
-        self.opt = torch.optim.Adam(self.head.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2))
+        self.head = ProjectionHead(
+            cfg.latent_channels, cfg.spatial_dims, config.hidden
+        ).to(self.device)
+        self.opt = torch.optim.Adam(
+            self.head.parameters(),
+            lr=config.lr,
+            betas=(config.adam_beta1, config.adam_beta2),
+        )
 
     def modules(self):
         return {"head": self.head}
@@ -173,15 +217,20 @@ class Stage2Trainer(CheckpointedTrainer):
     def check_images(self, images: torch.Tensor) -> None:
         cfg = get_config(self.config.model)
         if images.ndim != 4 or images.shape[1] != 1:
-            raise ValueError(f"stage 2 trains on (N, 1, H, W) images; got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"stage 2 trains on (N, 1, H, W) images; got shape {tuple(images.shape)}"
+            )
         cfg.latent_shape(tuple(images.shape[2:]))
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"stage 2 trains on images scaled to [0, 1]; these span [{lo:.3g}, {hi:.3g}]")
+            raise ValueError(
+                f"stage 2 trains on images scaled to [0, 1]; these span [{lo:.3g}, {hi:.3g}]"
+            )
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        """One head update on images in [0, 1]: sample z from the frozen posterior, project it, and pull
-        the teacher's embedding of the rendered latent towards its embedding of the image."""
+        """One head update on images in [0, 1]: sample z from the frozen posterior,
+        project it, and pull the teacher's embedding of the rendered latent towards its
+        embedding of the image."""
         c = self.config
         with torch.no_grad():
             mu, sigma = self.autoencoder.encode(batch * 2.0 - 1.0)  # MedVAE's [-1, 1]
@@ -189,7 +238,11 @@ class Stage2Trainer(CheckpointedTrainer):
             target = self.teacher(batch)
         self.head.train()
         latent = self.net("head")(z)
-        loss = ((self.teacher(render_latent(latent, c.latent_scale)) - target) ** 2).sum(1).mean()
+        loss = (
+            ((self.teacher(render_latent(latent, c.latent_scale)) - target) ** 2)
+            .sum(1)
+            .mean()
+        )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -207,23 +260,47 @@ class Stage2Trainer(CheckpointedTrainer):
 
 
 @torch.no_grad()
-def stage1_latents(autoencoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 128, device="cpu"):
+def stage1_latents(
+    autoencoder: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 128,
+    device="cpu",
+):
     """Posterior means of images in [0, 1] (the stage-1 latent)."""
     autoencoder.eval()
-    out = [autoencoder.encode(x.to(device) * 2.0 - 1.0)[0].cpu() for x in images.split(batch_size)]
+    out = [
+        autoencoder.encode(x.to(device) * 2.0 - 1.0)[0].cpu()
+        for x in images.split(batch_size)
+    ]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def reconstruct(autoencoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 128, device="cpu"):
+def reconstruct(
+    autoencoder: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 128,
+    device="cpu",
+):
     """Reconstructions in [0, 1] from the posterior mean: ``decode(mu)``, as in both stages (stage 2's
     head never feeds the decoder)."""
     mus = stage1_latents(autoencoder, images, batch_size, device)
-    return torch.cat([((autoencoder.decode(m.to(device)) + 1) / 2).clamp(0, 1).cpu() for m in mus.split(batch_size)])
+    return torch.cat(
+        [
+            ((autoencoder.decode(m.to(device)) + 1) / 2).clamp(0, 1).cpu()
+            for m in mus.split(batch_size)
+        ]
+    )
 
 
 @torch.no_grad()
-def project(autoencoder, head: ProjectionHead, images: torch.Tensor, batch_size: int = 128, device="cpu"):
+def project(
+    autoencoder,
+    head: ProjectionHead,
+    images: torch.Tensor,
+    batch_size: int = 128,
+    device="cpu",
+):
     """Stage-2 latents: ``head(posterior mean)``."""
     head.eval()
     mus = stage1_latents(autoencoder, images, batch_size, device)
@@ -233,7 +310,9 @@ def project(autoencoder, head: ProjectionHead, images: torch.Tensor, batch_size:
 # -- the CI-mode teacher: a small contrastive image encoder trained by the book ---------------------
 
 
-def augment(x: torch.Tensor, max_rotation: float = 10.0, min_scale: float = 0.7) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, max_rotation: float = 10.0, min_scale: float = 0.7
+) -> torch.Tensor:
     """Random views of images in [0, 1], drawn independently per image from torch's current RNG: a
     random crop (zoom ``1 / scale`` with ``scale`` in [min_scale, 1], shifted within the image), a small
     rotation, and a contrast and brightness change. No flips: a flipped chest X-ray puts the heart on
@@ -243,7 +322,13 @@ def augment(x: torch.Tensor, max_rotation: float = 10.0, min_scale: float = 0.7)
     scale = min_scale + (1 - min_scale) * torch.rand(n)
     shift = (torch.rand(n, 2) * 2 - 1) * (1 - scale)[:, None]
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, shift[:, 0]], 1),
+            torch.stack([sin, cos, shift[:, 1]], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     views = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     contrast = (0.7 + 0.6 * torch.rand(n, 1, 1, 1)).to(x)
@@ -253,8 +338,8 @@ def augment(x: torch.Tensor, max_rotation: float = 10.0, min_scale: float = 0.7)
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's loss: for each of the 2N views, cross-entropy of finding its partner among the other
-    2N - 1 by cosine similarity / temperature."""
+    """SimCLR's loss: for each of the 2N views, cross-entropy of finding its partner
+    among the other 2N - 1 by cosine similarity / temperature."""
     z = F.normalize(torch.cat([a, b]), dim=1)
     sim = z @ z.T / temperature
     sim.fill_diagonal_(float("-inf"))
@@ -267,7 +352,9 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
 class TeacherConfig:
     image_size: int = 32
     width: int = 16
-    stem_stride: int = 2  # halves the first feature maps: a quarter of the cost on a CPU
+    stem_stride: int = (
+        2  # halves the first feature maps: a quarter of the cost on a CPU
+    )
     embed_dim: int = 64
     steps: int = 300
     batch_size: int = 128
@@ -278,14 +365,26 @@ class TeacherConfig:
 
     def __post_init__(self):
         check_types(self)
-        for name in ("image_size", "width", "stem_stride", "embed_dim", "steps", "batch_size", "log_every"):
+        for name in (
+            "image_size",
+            "width",
+            "stem_stride",
+            "embed_dim",
+            "steps",
+            "batch_size",
+            "log_every",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"TeacherConfig.{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(
+                    f"TeacherConfig.{name} must be at least 1, got {getattr(self, name)}"
+                )
         if self.batch_size < 2:
             raise ValueError("contrastive training needs at least 2 images a batch")
         for name in ("lr", "temperature"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"TeacherConfig.{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"TeacherConfig.{name} must be positive, got {getattr(self, name)}"
+                )
 
 
 class ContrastiveTeacherTrainer(CheckpointedTrainer):
@@ -300,12 +399,15 @@ class ContrastiveTeacherTrainer(CheckpointedTrainer):
         self.name = "contrastive teacher"
         torch.manual_seed(config.seed)
         self.encoder = build_classifier(
-            3, width=config.width, num_classes=config.embed_dim, stem_stride=config.stem_stride
+            3,
+            width=config.width,
+            num_classes=config.embed_dim,
+            stem_stride=config.stem_stride,
         ).to(self.device)
         d = config.embed_dim
-        self.projector = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, d)).to(
-            self.device
-        )
+        self.projector = torch.nn.Sequential(
+            torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, d)
+        ).to(self.device)
         params = list(self.encoder.parameters()) + list(self.projector.parameters())
         self.opt = torch.optim.Adam(params, lr=config.lr)
         self.mean = self.std = 0.5  # replaced by the training images' statistics in fit
@@ -318,10 +420,18 @@ class ContrastiveTeacherTrainer(CheckpointedTrainer):
 
     def check_images(self, images: torch.Tensor) -> None:
         s = self.config.image_size
-        if images.ndim != 4 or images.shape[1] != 1 or tuple(images.shape[2:]) != (s, s):
-            raise ValueError(f"the teacher trains on (N, 1, {s}, {s}) images; got {tuple(images.shape)}")
+        if (
+            images.ndim != 4
+            or images.shape[1] != 1
+            or tuple(images.shape[2:]) != (s, s)
+        ):
+            raise ValueError(
+                f"the teacher trains on (N, 1, {s}, {s}) images; got {tuple(images.shape)}"
+            )
         if len(images) < self.config.batch_size:
-            raise ValueError(f"{len(images)} images are fewer than one batch of {self.config.batch_size}")
+            raise ValueError(
+                f"{len(images)} images are fewer than one batch of {self.config.batch_size}"
+            )
 
     def fit(self, images: torch.Tensor, *args, **kwargs):
         self.check_images(images)
@@ -332,7 +442,10 @@ class ContrastiveTeacherTrainer(CheckpointedTrainer):
         self.encoder.train()
         self.projector.train()
         views = [(augment(batch) - self.mean) / self.std for _ in range(2)]
-        a, b = (self.net("projector")(self.net("encoder")(v.expand(-1, 3, -1, -1))) for v in views)
+        a, b = (
+            self.net("projector")(self.net("encoder")(v.expand(-1, 3, -1, -1)))
+            for v in views
+        )
         loss = nt_xent(a, b, self.config.temperature)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -346,7 +459,9 @@ class ContrastiveTeacherTrainer(CheckpointedTrainer):
         return ci_teacher(copy.deepcopy(self.encoder), self.config, self.mean, self.std)
 
 
-def ci_teacher(encoder: torch.nn.Module, config: TeacherConfig, mean: float, std: float) -> FrozenTeacher:
+def ci_teacher(
+    encoder: torch.nn.Module, config: TeacherConfig, mean: float, std: float
+) -> FrozenTeacher:
     """Wrap a contrastive encoder as a :class:`FrozenTeacher`; its name holds the weights' fingerprint,
     so a stage-2 head is resumed or reused only with the very same teacher."""
     return FrozenTeacher(
@@ -404,17 +519,25 @@ def stage1_autoencoder(
     expected = export_metadata(config, mode, data)
     name = f"{config.model}.safetensors"
     own = run_dir("03_medvae_stage2", mode, config.model) / "stage1"
-    path, why = _matching_export([run_dir("02_medvae_stage1", mode, config.model) / name, own / name], expected)
+    path, why = _matching_export(
+        [run_dir("02_medvae_stage1", mode, config.model) / name, own / name], expected
+    )
     if path is not None:
-        return load_weights(path, build_autoencoder(config.model, width=config.width)).to(device), why
+        return load_weights(
+            path, build_autoencoder(config.model, width=config.width)
+        ).to(device), why
     trainer = Stage1Trainer(config, device)
-    trainer.fit(images, own, checkpoint_every, resume=True, data=data, overwrite=overwrite)
+    trainer.fit(
+        images, own, checkpoint_every, resume=True, data=data, overwrite=overwrite
+    )
     if world()[0] == 0:  # under torchrun, one process writes
         export_weights(own / name, trainer.autoencoder, expected)
     return trainer.autoencoder, f"trained stage 1 here ({why})"
 
 
-def teacher_metadata(config: TeacherConfig, mode: str, data: dict, mean: float, std: float) -> dict[str, str]:
+def teacher_metadata(
+    config: TeacherConfig, mode: str, data: dict, mean: float, std: float
+) -> dict[str, str]:
     return {
         "teacher": "contrastive",
         "mode": mode,
@@ -425,7 +548,9 @@ def teacher_metadata(config: TeacherConfig, mode: str, data: dict, mean: float, 
     }
 
 
-def contrastive_teacher(config: TeacherConfig, mode: str, images: torch.Tensor, data: dict, device="cpu"):
+def contrastive_teacher(
+    config: TeacherConfig, mode: str, images: torch.Tensor, data: dict, device="cpu"
+):
     """CI mode's teacher: loaded from ``runs/03_medvae_stage2/<mode>/teacher.safetensors`` when it was
     trained with ``config`` on the same training images, else trained here on ``images`` (the training
     split only) and exported. Returns the :class:`FrozenTeacher` and a sentence saying which happened."""
@@ -438,7 +563,13 @@ def contrastive_teacher(config: TeacherConfig, mode: str, images: torch.Tensor, 
     found, why = _matching_export([path], expected)
     if found is not None:
         encoder = load_weights(
-            found, build_classifier(3, width=config.width, num_classes=config.embed_dim, stem_stride=config.stem_stride)
+            found,
+            build_classifier(
+                3,
+                width=config.width,
+                num_classes=config.embed_dim,
+                stem_stride=config.stem_stride,
+            ),
         )
         return ci_teacher(encoder, config, mean, std).to(device), why
     if world()[1] > 1:
@@ -462,7 +593,16 @@ def head_metadata(config: Stage2Config, mode: str, data: dict) -> dict[str, str]
     }
 
 
-def stage2_head(config: Stage2Config, mode: str, autoencoder, teacher, images, data, device="cpu", **fit_kwargs):
+def stage2_head(
+    config: Stage2Config,
+    mode: str,
+    autoencoder,
+    teacher,
+    images,
+    data,
+    device="cpu",
+    **fit_kwargs,
+):
     """Chapter 3's head: loaded from ``runs/03_medvae_stage2/<mode>/<model>/head.safetensors`` when it was
     trained with ``config`` (which names the stage-1 weights and the teacher) on the same data, else
     trained here; ``fit_kwargs`` go to :meth:`~medvae_lib.training.CheckpointedTrainer.fit`, so, as for
@@ -483,19 +623,36 @@ def stage2_head(config: Stage2Config, mode: str, autoencoder, teacher, images, d
     return trainer, f"trained the head here ({why})"
 
 
-def stage2_config(settings: dict, seed: int, autoencoder, teacher: FrozenTeacher) -> Stage2Config:
+def stage2_config(
+    settings: dict, seed: int, autoencoder, teacher: FrozenTeacher
+) -> Stage2Config:
     """The Stage2Config for a notebook's settings, naming the stage-1 weights and the teacher it uses."""
     fields = Stage2Config.__dataclass_fields__
-    chosen = {k: v for k, v in settings.items() if k in fields and k not in ("teacher", "stage1")}
-    return Stage2Config(seed=seed, teacher=teacher.name, stage1=weights_fingerprint(autoencoder), **chosen)
+    chosen = {
+        k: v
+        for k, v in settings.items()
+        if k in fields and k not in ("teacher", "stage1")
+    }
+    return Stage2Config(
+        seed=seed,
+        teacher=teacher.name,
+        stage1=weights_fingerprint(autoencoder),
+        **chosen,
+    )
 
 
 def teacher_config(settings: dict, seed: int) -> TeacherConfig:
     """The CI teacher's TeacherConfig from a notebook's ``teacher_*`` settings."""
     fields = TeacherConfig.__dataclass_fields__
-    chosen = {k.removeprefix("teacher_"): v for k, v in settings.items() if k.startswith("teacher_")}
+    chosen = {
+        k.removeprefix("teacher_"): v
+        for k, v in settings.items()
+        if k.startswith("teacher_")
+    }
     return TeacherConfig(
-        seed=seed, image_size=settings["image_size"], **{k: v for k, v in chosen.items() if k in fields}
+        seed=seed,
+        image_size=settings["image_size"],
+        **{k: v for k, v in chosen.items() if k in fields},
     )
 
 
@@ -543,18 +700,34 @@ MODES = {
 }
 
 
-def plot_rendered_latents(images, teacher: FrozenTeacher, latents: dict, index, titles=None, scale=LATENT_SCALE):
+def plot_rendered_latents(
+    images,
+    teacher: FrozenTeacher,
+    latents: dict,
+    index,
+    titles=None,
+    scale=LATENT_SCALE,
+):
     """For the images at ``index``: the image as the teacher sees it (after its resize), then each
     latent of ``latents`` (``{name: (N, C, h, w)}``) rendered as the teacher sees it. Every panel shows
     the teacher's input before normalisation, each on its own grey scale."""
     import matplotlib.pyplot as plt
 
     index = torch.as_tensor(index)
-    rows = {"image": images[index]} | {name: render_latent(z[index], scale) for name, z in latents.items()}
-    fig, axes = plt.subplots(len(rows), len(index), figsize=(1.7 * len(index), 1.7 * len(rows)), squeeze=False)
+    rows = {"image": images[index]} | {
+        name: render_latent(z[index], scale) for name, z in latents.items()
+    }
+    fig, axes = plt.subplots(
+        len(rows),
+        len(index),
+        figsize=(1.7 * len(index), 1.7 * len(rows)),
+        squeeze=False,
+    )
     size = teacher.image_size
     for r, (name, x) in enumerate(rows.items()):
-        shown = F.interpolate(x.float(), size=(size, size), mode="bicubic", align_corners=False)
+        shown = F.interpolate(
+            x.float(), size=(size, size), mode="bicubic", align_corners=False
+        )
         for j in range(len(index)):
             axes[r, j].imshow(shown[j, 0], cmap="gray")
             axes[r, j].set_xticks([])
@@ -595,16 +768,27 @@ def chapter_models(
             export_metadata(stage1, mode, data),
         )
         if found is None:
-            raise FileNotFoundError(f"no stage-1 weights to start from ({why}); run chapter 2 (or chapter 3) first")
+            raise FileNotFoundError(
+                f"no stage-1 weights to start from ({why}); run chapter 2 (or chapter 3) first"
+            )
     notes = {}
     overwrite = fit_kwargs.get("overwrite", False)
-    autoencoder, notes["stage 1"] = stage1_autoencoder(stage1, mode, train_x, data, device, overwrite=overwrite)
+    autoencoder, notes["stage 1"] = stage1_autoencoder(
+        stage1, mode, train_x, data, device, overwrite=overwrite
+    )
     if settings["teacher"] == "contrastive":
-        teacher, notes["teacher"] = contrastive_teacher(teacher_config(settings, seed), mode, train_x, data, device)
+        teacher, notes["teacher"] = contrastive_teacher(
+            teacher_config(settings, seed), mode, train_x, data, device
+        )
     else:
-        teacher, notes["teacher"] = load_open_clip_teacher(settings["teacher"], device), f"loaded {settings['teacher']}"
+        teacher, notes["teacher"] = (
+            load_open_clip_teacher(settings["teacher"], device),
+            f"loaded {settings['teacher']}",
+        )
     config = stage2_config(settings, seed, autoencoder, teacher)
-    trainer, notes["stage 2"] = stage2_head(config, mode, autoencoder, teacher, train_x, data, device, **fit_kwargs)
+    trainer, notes["stage 2"] = stage2_head(
+        config, mode, autoencoder, teacher, train_x, data, device, **fit_kwargs
+    )
     return autoencoder, teacher, trainer, notes
 
 
@@ -625,16 +809,30 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="override the mode's number of steps")
-    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint made with other settings")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="override the mode's number of steps"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a checkpoint made with other settings",
+    )
     args = parser.parse_args(argv)
 
     device = init_distributed()
     seed_everything(args.seed)
-    settings = settings_for(MODES, args.mode, {"steps": args.steps} if args.steps else None)
-    prepared = data_prep.prepare_splits("pneumoniamnist", settings["data_key"], settings["image_size"], seed=args.seed)
-    data = data_prep.data_identity("pneumoniamnist", settings["data_key"], settings["image_size"])
-    stage1 = medvae_stage1.stage1_config(settings_for(medvae_stage1.MODES, args.mode), args.seed)
+    settings = settings_for(
+        MODES, args.mode, {"steps": args.steps} if args.steps else None
+    )
+    prepared = data_prep.prepare_splits(
+        "pneumoniamnist", settings["data_key"], settings["image_size"], seed=args.seed
+    )
+    data = data_prep.data_identity(
+        "pneumoniamnist", settings["data_key"], settings["image_size"]
+    )
+    stage1 = medvae_stage1.stage1_config(
+        settings_for(medvae_stage1.MODES, args.mode), args.seed
+    )
     *_, notes = chapter_models(
         stage1,
         settings,

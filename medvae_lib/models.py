@@ -46,10 +46,14 @@ class MedVAEConfig:
     def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Latent shape (C, *spatial) for an image of spatial shape ``image_shape``."""
         if len(image_shape) != self.spatial_dims:
-            raise ValueError(f"{self.name} is {self.spatial_dims}D; got image shape {tuple(image_shape)}")
+            raise ValueError(
+                f"{self.name} is {self.spatial_dims}D; got image shape {tuple(image_shape)}"
+            )
         bad = [s for s in image_shape if s % self.factor]
         if bad:
-            raise ValueError(f"{self.name} needs every side divisible by {self.factor}; got {tuple(image_shape)}")
+            raise ValueError(
+                f"{self.name} needs every side divisible by {self.factor}; got {tuple(image_shape)}"
+            )
         return (self.latent_channels, *(s // self.factor for s in image_shape))
 
 
@@ -70,7 +74,9 @@ def get_config(name: str) -> MedVAEConfig:
     try:
         return MEDVAE_CONFIGS[name]
     except KeyError:
-        raise ValueError(f"unknown MedVAE model {name!r}; choose one of {sorted(MEDVAE_CONFIGS)}") from None
+        raise ValueError(
+            f"unknown MedVAE model {name!r}; choose one of {sorted(MEDVAE_CONFIGS)}"
+        ) from None
 
 
 class MedVAEAutoencoder(AutoencoderKL):
@@ -136,12 +142,19 @@ def decoder_output_layer(autoencoder: AutoencoderKL) -> torch.Tensor:
     """
     last = autoencoder.decoder.blocks[-1]
     conv = getattr(last, "conv", None)
-    if not isinstance(conv, torch.nn.modules.conv._ConvNd) or conv.out_channels != autoencoder.decoder.out_channels:
-        raise TypeError(f"the decoder does not end in a convolution to the image channels: {type(last).__name__}")
+    if (
+        not isinstance(conv, torch.nn.modules.conv._ConvNd)
+        or conv.out_channels != autoencoder.decoder.out_channels
+    ):
+        raise TypeError(
+            f"the decoder does not end in a convolution to the image channels: {type(last).__name__}"
+        )
     return conv.weight
 
 
-def build_autoencoder(name: str, width: int | str = 32, in_channels: int = 1) -> MedVAEAutoencoder:
+def build_autoencoder(
+    name: str, width: int | str = 32, in_channels: int = 1
+) -> MedVAEAutoencoder:
     """A :class:`MedVAEAutoencoder` with the layout of MedVAE model ``name`` (see module docstring)."""
     cfg = get_config(name)
     if width == "full":
@@ -151,7 +164,9 @@ def build_autoencoder(name: str, width: int | str = 32, in_channels: int = 1) ->
         channels = tuple(width * min(2**i, 4) for i in range(cfg.levels))
         num_res_blocks = 1
     else:
-        raise ValueError(f"width must be 'full' or a positive multiple of 8, got {width!r}")
+        raise ValueError(
+            f"width must be 'full' or a positive multiple of 8, got {width!r}"
+        )
     return MedVAEAutoencoder(
         spatial_dims=cfg.spatial_dims,
         in_channels=in_channels,

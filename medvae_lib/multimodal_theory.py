@@ -45,15 +45,67 @@ MODES = {
     "full": {
         "overlap": 0.3,
         "redundant": {"overlap": 1.0, "noise": 0.2},
-        "crossover_sizes": [8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256, 512, 1024, 2048],
+        "crossover_sizes": [
+            8,
+            12,
+            16,
+            20,
+            24,
+            28,
+            32,
+            40,
+            48,
+            56,
+            64,
+            80,
+            96,
+            128,
+            192,
+            256,
+            512,
+            1024,
+            2048,
+        ],
         "crossover_seeds": 1000,
-        "sample_sizes": [4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+        "sample_sizes": [
+            4,
+            6,
+            8,
+            12,
+            16,
+            24,
+            32,
+            48,
+            64,
+            96,
+            128,
+            256,
+            512,
+            1024,
+            2048,
+            4096,
+            8192,
+            16384,
+        ],
         "seeds": 50,
         "eval_samples": 200_000,
         "overlaps": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
         "overlap_m": 256,
         "rademacher_draws": 200,
-        "nonlinear_sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
+        "nonlinear_sizes": [
+            8,
+            16,
+            32,
+            64,
+            128,
+            256,
+            512,
+            1024,
+            2048,
+            4096,
+            8192,
+            16384,
+        ],
     },
 }
 
@@ -61,16 +113,22 @@ MODES = {
 # --- modality subsets ------------------------------------------------------------------------------
 
 
-def parse_subset(subset: str | Iterable[str], modalities: tuple[str, ...] = MODALITIES) -> tuple[str, ...]:
+def parse_subset(
+    subset: str | Iterable[str], modalities: tuple[str, ...] = MODALITIES
+) -> tuple[str, ...]:
     """A modality subset, from ``"a+c"`` or ``("a", "c")``, as a sorted tuple of names.
 
     Raises ``ValueError`` naming the bad entry and the valid modalities."""
     names = subset.split("+") if isinstance(subset, str) else list(subset)
     if not names or names == [""]:
-        raise ValueError(f"empty modality subset; valid modalities: {', '.join(modalities)}")
+        raise ValueError(
+            f"empty modality subset; valid modalities: {', '.join(modalities)}"
+        )
     for name in names:
         if name not in modalities:
-            raise ValueError(f"unknown modality {name!r} in {subset!r}; valid modalities: {', '.join(modalities)}")
+            raise ValueError(
+                f"unknown modality {name!r} in {subset!r}; valid modalities: {', '.join(modalities)}"
+            )
     if len(set(names)) != len(names):
         raise ValueError(f"modality named twice in {subset!r}")
     return tuple(sorted(names))
@@ -82,7 +140,11 @@ def subset_name(subset: str | Iterable[str]) -> str:
 
 def all_subsets() -> list[str]:
     """The 15 non-empty subsets of the four modalities, smallest first."""
-    return ["+".join(c) for size in range(1, len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, size)]
+    return [
+        "+".join(c)
+        for size in range(1, len(MODALITIES) + 1)
+        for c in itertools.combinations(MODALITIES, size)
+    ]
 
 
 def nested_pairs(subsets: Iterable[str]) -> list[tuple[str, str]]:
@@ -121,16 +183,21 @@ class Problem:
         for i in range(k):
             weights = np.full(d, self.overlap)
             weights[i * block : (i + 1) * block] = 1.0
-            q, _ = np.linalg.qr(rng.standard_normal((p, d)))  # p x d with orthonormal columns (p >= d)
+            q, _ = np.linalg.qr(
+                rng.standard_normal((p, d))
+            )  # p x d with orthonormal columns (p >= d)
             views.append(q * weights)  # Q_k D_k
         w = np.vstack(views)  # (K p) x d
-        # g*: the posterior mean of V^T z given all modalities (before the nonlinearity); h*: a random U.
+        # g*: the posterior mean of V^T z given all modalities (before the
+        # nonlinearity); h*: a random U.
         v, _ = np.linalg.qr(rng.standard_normal((d, self.rep_dim)))
         u = rng.standard_normal((self.task_dim, self.rep_dim))
         cov_s = w @ w.T + self.noise**2 * np.eye(len(w))
         k_post = np.linalg.solve(cov_s, w).T  # d x (K p): E[z | s] = k_post s
         g_star = v.T @ k_post  # rep_dim x (K p)
-        object.__setattr__(self, "arrays", {"W": w, "cov_s": cov_s, "g_star": g_star, "h_star": u})
+        object.__setattr__(
+            self, "arrays", {"W": w, "cov_s": cov_s, "g_star": g_star, "h_star": u}
+        )
 
     @property
     def n_inputs(self) -> int:
@@ -140,7 +207,10 @@ class Problem:
         """The input columns that belong to the modalities of ``subset``."""
         p = self.modality_dim
         return np.concatenate(
-            [np.arange(MODALITIES.index(n) * p, (MODALITIES.index(n) + 1) * p) for n in parse_subset(subset)]
+            [
+                np.arange(MODALITIES.index(n) * p, (MODALITIES.index(n) + 1) * p)
+                for n in parse_subset(subset)
+            ]
         )
 
     def bayes_risk(self) -> float:
@@ -154,13 +224,17 @@ def true_encoder(problem: Problem, x: np.ndarray) -> np.ndarray:
     return s @ problem.arrays["g_star"].T
 
 
-def sample(problem: Problem, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample(
+    problem: Problem, m: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """m draws of (x, y): z ~ N(0, I), x^(k) = Q_k D_k z + noise (tanh of it if nonlinear), y = h*(g*(x)) + noise."""
     a = problem.arrays
     z = rng.standard_normal((m, problem.latent_dim))
     s = z @ a["W"].T + problem.noise * rng.standard_normal((m, problem.n_inputs))
     x = np.tanh(s) if problem.nonlinear else s
-    y = true_encoder(problem, x) @ a["h_star"].T + problem.task_noise * rng.standard_normal((m, problem.task_dim))
+    y = true_encoder(problem, x) @ a[
+        "h_star"
+    ].T + problem.task_noise * rng.standard_normal((m, problem.task_dim))
     return x, y
 
 
@@ -193,11 +267,13 @@ class Learned:
 
 
 def fit_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset) -> Learned:
-    """ERM of h∘g over linear heads and rank-``rep_dim`` linear encoders of p_M(x): reduced-rank least squares.
+    """ERM of h∘g over linear heads and rank-``rep_dim`` linear encoders of p_M(x):
+    reduced-rank least squares.
 
-    The minimum-norm least-squares map B (what gradient descent from zero reaches, also when m is
-    smaller than the number of inputs) is projected on the top ``rep_dim`` right singular vectors of
-    its fitted values; that projection is the ERM over the composition (Reinsel & Velu, 1998)."""
+    The minimum-norm least-squares map B (what gradient descent from zero reaches, also
+    when m is smaller than the number of inputs) is projected on the top ``rep_dim``
+    right singular vectors of its fitted values; that projection is the ERM over the
+    composition (Reinsel & Velu, 1998)."""
     xm = mask(problem, x, subset)
     b = np.linalg.pinv(xm, rcond=1e-10) @ y  # inputs x task_dim
     _, _, vt = np.linalg.svd(xm @ b, full_matrices=False)
@@ -208,14 +284,18 @@ def fit_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset) -> Learned:
 PENALTIES = tuple(float(x) for x in np.logspace(-3, 4, 15))
 
 
-def fit_ridge_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset, penalties=PENALTIES) -> Learned:
-    """Reduced-rank *ridge* regression: ERM of h∘g with a penalty on the size of the map.
+def fit_ridge_erm(
+    problem: Problem, x: np.ndarray, y: np.ndarray, subset, penalties=PENALTIES
+) -> Learned:
+    """Reduced-rank *ridge* regression: ERM of h∘g with a penalty on the size of the
+    map.
 
-    The ridge map ``B = (X'X + lam I)^-1 X'y`` on the subset's columns, with ``lam`` chosen by
-    leave-one-out error on the training sample itself (closed form through the hat matrix, so no
-    extra data), then projected on the top ``rep_dim`` directions of its fitted values, as in
-    :func:`fit_erm`. The penalty keeps the map bounded where the minimum-norm solution interpolates.
-    The chosen ``lam`` is stored as ``learned.penalty``."""
+    The ridge map ``B = (X'X + lam I)^-1 X'y`` on the subset's columns, with ``lam``
+    chosen by leave-one-out error on the training sample itself (closed form through the
+    hat matrix, so no extra data), then projected on the top ``rep_dim`` directions of
+    its fitted values, as in :func:`fit_erm`. The penalty keeps the map bounded where
+    the minimum-norm solution interpolates. The chosen ``lam`` is stored as
+    ``learned.penalty``."""
     cols = problem.columns(subset)
     xs = x[:, cols]
     u, s, vt = np.linalg.svd(xs, full_matrices=False)
@@ -234,7 +314,9 @@ def fit_ridge_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset, penalt
     b[cols] = b_sub
     _, _, wt = np.linalg.svd(xs @ b_sub, full_matrices=False)
     v = wt[: problem.rep_dim].T
-    return Learned(problem, subset_name(subset), encoder=(b @ v).T, head=v, penalty=float(lam))
+    return Learned(
+        problem, subset_name(subset), encoder=(b @ v).T, head=v, penalty=float(lam)
+    )
 
 
 # --- risks and latent representation quality ------------------------------------------------------
@@ -243,7 +325,9 @@ def fit_ridge_erm(problem: Problem, x: np.ndarray, y: np.ndarray, subset, penalt
 def _population_cov(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
     """Cov(x) and the linear map A* = h* g* of the linear problem (y = A* x + noise)."""
     if problem.nonlinear:
-        raise ValueError("closed-form risks exist for the linear views only; use the sampled estimates")
+        raise ValueError(
+            "closed-form risks exist for the linear views only; use the sampled estimates"
+        )
     return problem.arrays["cov_s"], problem.arrays["h_star"] @ problem.arrays["g_star"]
 
 
@@ -264,17 +348,24 @@ def eta_exact(problem: Problem, encoder: np.ndarray) -> float:
     cov, a_star = _population_cov(problem)
     gc = encoder @ cov
     best = a_star @ gc.T @ np.linalg.pinv(gc @ encoder.T, rcond=1e-12) @ gc @ a_star.T
-    return float((np.trace(a_star @ cov @ a_star.T) - np.trace(best)) / problem.task_dim)
+    return float(
+        (np.trace(a_star @ cov @ a_star.T) - np.trace(best)) / problem.task_dim
+    )
 
 
 def eta_population(problem: Problem, subset) -> float:
-    """The best eta any rank-``rep_dim`` linear encoder of p_M(x) reaches (infinite data): the part of
-    A* x that the top ``rep_dim`` directions of E[A* x | x_M] leave unexplained."""
+    """The best eta any rank-``rep_dim`` linear encoder of p_M(x) reaches (infinite
+    data): the part of A* x that the top ``rep_dim`` directions of E[A* x | x_M] leave
+    unexplained."""
     cov, a_star = _population_cov(problem)
     cols = problem.columns(subset)
     c = a_star @ cov[:, cols]
-    explained = np.linalg.eigvalsh(c @ np.linalg.solve(cov[np.ix_(cols, cols)], c.T))[::-1][: problem.rep_dim]
-    return float((np.trace(a_star @ cov @ a_star.T) - explained.sum()) / problem.task_dim)
+    explained = np.linalg.eigvalsh(c @ np.linalg.solve(cov[np.ix_(cols, cols)], c.T))[
+        ::-1
+    ][: problem.rep_dim]
+    return float(
+        (np.trace(a_star @ cov @ a_star.T) - explained.sum()) / problem.task_dim
+    )
 
 
 def risk_sampled(learned: Learned, x: np.ndarray, y: np.ndarray) -> float:
@@ -283,8 +374,9 @@ def risk_sampled(learned: Learned, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def eta_sampled(learned: Learned, fit: tuple, test: tuple) -> float:
-    """eta(g) estimated: g frozen, the best linear head (with intercept) fitted by least squares on the
-    fresh sample ``fit`` and scored on the fresh sample ``test``, minus r(h*∘g*)."""
+    """eta(g) estimated: g frozen, the best linear head (with intercept) fitted by least
+    squares on the fresh sample ``fit`` and scored on the fresh sample ``test``, minus
+    r(h*∘g*)."""
     u_fit = np.c_[learned.encode(fit[0]), np.ones(len(fit[0]))]
     head = np.linalg.lstsq(u_fit, fit[1], rcond=None)[0]
     u_test = np.c_[learned.encode(test[0]), np.ones(len(test[0]))]
@@ -294,14 +386,19 @@ def eta_sampled(learned: Learned, fit: tuple, test: tuple) -> float:
 # --- Rademacher complexity -------------------------------------------------------------------------
 
 
-def rademacher_linear(problem: Problem, x: np.ndarray, subset, radius: float, draws: int, seed: int) -> float:
-    """Empirical Rademacher complexity of {x -> A p_M(x): ||A||_F <= radius} (vector-valued, T outputs):
-    E_sigma sup_A (1/m) sum_i <sigma_i, A x_i> = (radius / m) E_sigma ||sum_i sigma_i x_i^T||_F."""
+def rademacher_linear(
+    problem: Problem, x: np.ndarray, subset, radius: float, draws: int, seed: int
+) -> float:
+    """Empirical Rademacher complexity of {x -> A p_M(x): ||A||_F <= radius}
+    (vector-valued, T outputs): E_sigma sup_A (1/m) sum_i <sigma_i, A x_i> = (radius /
+    m) E_sigma ||sum_i sigma_i x_i^T||_F."""
     rng = np.random.default_rng(seed)
     xm = mask(problem, x, subset)
     m = len(xm)
     sigma = rng.choice([-1.0, 1.0], size=(draws, m, problem.task_dim))
-    norms = np.linalg.norm(np.einsum("dmt,mi->dti", sigma, xm).reshape(draws, -1), axis=1)
+    norms = np.linalg.norm(
+        np.einsum("dmt,mi->dti", sigma, xm).reshape(draws, -1), axis=1
+    )
     return float(radius * norms.mean() / m)
 
 
@@ -326,14 +423,29 @@ def sweep(
     ``norm`` is the Frobenius norm of the trained map h∘g."""
     fits = {"min-norm": fit_erm, "ridge": fit_ridge_erm}
     if estimator not in fits:
-        raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(fits)}")
+        raise ValueError(
+            f"unknown estimator {estimator!r}; choose one of {sorted(fits)}"
+        )
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):  # small matrices: one BLAS thread is faster than several competing
-        return _sweep(problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws, fits[estimator])
+    with threadpool_limits(
+        1
+    ):  # small matrices: one BLAS thread is faster than several competing
+        return _sweep(
+            problem,
+            subsets,
+            sizes,
+            seeds,
+            seed,
+            eval_samples,
+            rademacher_draws,
+            fits[estimator],
+        )
 
 
-def _sweep(problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws, fit) -> pd.DataFrame:
+def _sweep(
+    problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws, fit
+) -> pd.DataFrame:
     exact = not problem.nonlinear
     radius = float(np.linalg.norm(problem.arrays["h_star"] @ problem.arrays["g_star"]))
     rows = []
@@ -341,15 +453,24 @@ def _sweep(problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws,
         run_seed = seed * 1000 + s
         if not exact:
             rng_eval = np.random.default_rng([run_seed, 1])
-            fit_set, test_set = sample(problem, eval_samples, rng_eval), sample(problem, eval_samples, rng_eval)
+            fit_set, test_set = (
+                sample(problem, eval_samples, rng_eval),
+                sample(problem, eval_samples, rng_eval),
+            )
         for m in sizes:
             x, y = sample(problem, m, np.random.default_rng([run_seed, 0, m]))
             for subset in subsets:
                 learned = fit(problem, x, y, subset)
                 if exact:
-                    risk, eta = risk_exact(problem, linear_map(learned)), eta_exact(problem, learned.encoder)
+                    risk, eta = (
+                        risk_exact(problem, linear_map(learned)),
+                        eta_exact(problem, learned.encoder),
+                    )
                 else:
-                    risk, eta = risk_sampled(learned, *test_set), eta_sampled(learned, fit_set, test_set)
+                    risk, eta = (
+                        risk_sampled(learned, *test_set),
+                        eta_sampled(learned, fit_set, test_set),
+                    )
                 row = {
                     "subset": learned.subset,
                     "size": len(parse_subset(subset)),
@@ -359,27 +480,37 @@ def _sweep(problem, subsets, sizes, seeds, seed, eval_samples, rademacher_draws,
                     "eta": eta,
                     "train risk": risk_sampled(learned, x, y),
                     "train risk of h*∘g*": float(
-                        np.mean((y - true_encoder(problem, x) @ problem.arrays["h_star"].T) ** 2)
+                        np.mean(
+                            (y - true_encoder(problem, x) @ problem.arrays["h_star"].T)
+                            ** 2
+                        )
                     ),
                     "norm": float(np.linalg.norm(linear_map(learned))),
                 }
                 if learned.penalty is not None:
                     row["penalty"] = learned.penalty
                 if rademacher_draws:
-                    row["rademacher"] = rademacher_linear(problem, x, subset, radius, rademacher_draws, run_seed)
+                    row["rademacher"] = rademacher_linear(
+                        problem, x, subset, radius, rademacher_draws, run_seed
+                    )
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summarise(results: pd.DataFrame, value: str) -> pd.DataFrame:
     """Mean and standard deviation over seeds of ``value``, one row per subset and m."""
-    out = results.groupby(["subset", "size", "m"])[value].agg(["mean", "std"]).reset_index()
+    out = (
+        results.groupby(["subset", "size", "m"])[value]
+        .agg(["mean", "std"])
+        .reset_index()
+    )
     return out.sort_values(["size", "subset", "m"]).reset_index(drop=True)
 
 
 def theorem1_table(results: pd.DataFrame) -> pd.DataFrame:
-    """For every nested pair N ⊂ M, every m and every training sample S (seed): the observed risk gap
-    r(M) - r(N), gamma_S(M, N) = eta(g_M) - eta(g_N) on the same S, and whether their signs agree."""
+    """For every nested pair N ⊂ M, every m and every training sample S (seed): the
+    observed risk gap r(M) - r(N), gamma_S(M, N) = eta(g_M) - eta(g_N) on the same S,
+    and whether their signs agree."""
     wide = results.set_index(["seed", "m", "subset"])[["excess risk", "eta"]]
     rows = []
     for n, m_ in nested_pairs(results["subset"].unique()):
@@ -389,7 +520,13 @@ def theorem1_table(results: pd.DataFrame) -> pd.DataFrame:
         gamma = big["eta"] - small["eta"]
         rows.append(
             pd.DataFrame(
-                {"N": n, "M": m_, "risk gap": gap, "gamma_S": gamma, "same sign": np.sign(gap) == np.sign(gamma)}
+                {
+                    "N": n,
+                    "M": m_,
+                    "risk gap": gap,
+                    "gamma_S": gamma,
+                    "same sign": np.sign(gap) == np.sign(gamma),
+                }
             )
         )
     return pd.concat(rows).reset_index()
@@ -405,28 +542,41 @@ def theorem1_summary(table: pd.DataFrame) -> pd.DataFrame:
             "M lower risk": g["risk gap"].apply(lambda s: float((s < 0).mean())),
             "gamma_S < 0": g["gamma_S"].apply(lambda s: float((s < 0).mean())),
             "signs agree": g["same sign"].mean(),
-            "median |gap - gamma_S|": (table["risk gap"] - table["gamma_S"]).abs().groupby(table["m"]).median(),
+            "median |gap - gamma_S|": (table["risk gap"] - table["gamma_S"])
+            .abs()
+            .groupby(table["m"])
+            .median(),
         }
     )
 
 
-def theorem2_table(results: pd.DataFrame, sizes=None, radius: float | None = None) -> pd.DataFrame:
-    """The pieces of Theorem 2 per subset size and m (medians over seeds and the subsets of a size):
-    eta(g_M), the empirical risk difference L_S(h_M∘g_M) - L_S(h*∘g*) on the training sample, what eta
-    exceeds it by, and 4 (R_M + R_all) with the Lipschitz constant L set to 1.
+def theorem2_table(
+    results: pd.DataFrame, sizes=None, radius: float | None = None
+) -> pd.DataFrame:
+    """The pieces of Theorem 2 per subset size and m (medians over seeds and the subsets
+    of a size): eta(g_M), the empirical risk difference L_S(h_M∘g_M) - L_S(h*∘g*) on the
+    training sample, what eta exceeds it by, and 4 (R_M + R_all) with the Lipschitz
+    constant L set to 1.
 
-    ``results["rademacher"]`` is the complexity of the ball of radius ``radius``. If ``radius`` is given,
-    the complexity is rescaled (it is linear in the radius) to the smallest ball that holds every trained
-    map at that m, ``max(radius, largest ||h∘g||_F over subsets and seeds)``, so that the class contains
-    the models ERM returned; that ball is chosen after seeing them, which the theorem does not allow."""
+    ``results["rademacher"]`` is the complexity of the ball of radius ``radius``. If
+    ``radius`` is given, the complexity is rescaled (it is linear in the radius) to the
+    smallest ball that holds every trained map at that m, ``max(radius, largest
+    ||h∘g||_F over subsets and seeds)``, so that the class contains the models ERM
+    returned; that ball is chosen after seeing them, which the theorem does not
+    allow."""
     df = results.copy()
     df["empirical gap"] = df["train risk"] - df["train risk of h*∘g*"]
     df["eta - empirical gap"] = df["eta"] - df["empirical gap"]
     if radius is not None:
         ball = df.groupby("m")["norm"].transform("max").clip(lower=radius)
         df["rademacher"] = df["rademacher"] * ball / radius
-    everything = df[df["size"] == len(MODALITIES)].set_index(["seed", "m"])["rademacher"]
-    df["4 (R_M + R_all)"] = 4 * (df["rademacher"] + everything.loc[list(zip(df.seed, df.m, strict=True))].to_numpy())
+    everything = df[df["size"] == len(MODALITIES)].set_index(["seed", "m"])[
+        "rademacher"
+    ]
+    df["4 (R_M + R_all)"] = 4 * (
+        df["rademacher"]
+        + everything.loc[list(zip(df.seed, df.m, strict=True))].to_numpy()
+    )
     if sizes is not None:
         df = df[df["m"].isin(sizes)]
     cols = ["eta", "empirical gap", "eta - empirical gap", "4 (R_M + R_all)"]
@@ -435,12 +585,18 @@ def theorem2_table(results: pd.DataFrame, sizes=None, radius: float | None = Non
 
 def crossover(results: pd.DataFrame, small: str, large: str) -> pd.DataFrame:
     """Median (over seeds) excess risk of two subsets per m, and which is lower."""
-    med = results.groupby(["m", "subset"])["excess risk"].median().unstack()[[small, large]]
+    med = (
+        results.groupby(["m", "subset"])["excess risk"]
+        .median()
+        .unstack()[[small, large]]
+    )
     med["fewer modalities win"] = med[small] < med[large]
     return med
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(
+    successes: int, n: int, confidence: float = 0.95
+) -> tuple[float, float]:
     """Wilson's score interval for a proportion (``medvae_lib.stats`` has none for counts)."""
     from scipy import stats as st
 
@@ -471,7 +627,9 @@ def crossover_intervals(results: pd.DataFrame, small: str, large: str) -> pd.Dat
         a, b = wide[small].to_numpy(), wide[large].to_numpy()
         wins = int((a < b).sum())
         low, high = wilson_interval(wins, len(a))
-        d = stats.paired_difference(np.log(np.maximum(a, 1e-12)), np.log(np.maximum(b, 1e-12)))
+        d = stats.paired_difference(
+            np.log(np.maximum(a, 1e-12)), np.log(np.maximum(b, 1e-12))
+        )
         fewer = d["high"] < 0 and low > 0.5
         more = d["low"] > 0 and high < 0.5
         rows.append(
@@ -486,13 +644,19 @@ def crossover_intervals(results: pd.DataFrame, small: str, large: str) -> pd.Dat
                 "log ratio": d["mean"],
                 "low": d["low"],
                 "high": d["high"],
-                "verdict": "fewer modalities win" if fewer else "more modalities win" if more else "not detectable",
+                "verdict": "fewer modalities win"
+                if fewer
+                else "more modalities win"
+                if more
+                else "not detectable",
             }
         )
     return pd.DataFrame(rows).set_index("m")
 
 
-def overlap_sweep(base: Problem, overlaps, subsets, m: int, seeds: int, seed: int = 0) -> pd.DataFrame:
+def overlap_sweep(
+    base: Problem, overlaps, subsets, m: int, seeds: int, seed: int = 0
+) -> pd.DataFrame:
     """eta of the ERM encoder at sample size m and the best eta at infinite data, for every overlap w."""
     rows = []
     for w in overlaps:
@@ -504,7 +668,9 @@ def overlap_sweep(base: Problem, overlaps, subsets, m: int, seeds: int, seed: in
                     "overlap": w,
                     "subset": subset_name(subset),
                     "size": len(parse_subset(subset)),
-                    "eta (ERM, m)": res.loc[res.subset == subset_name(subset), "eta"].mean(),
+                    "eta (ERM, m)": res.loc[
+                        res.subset == subset_name(subset), "eta"
+                    ].mean(),
                     "eta (infinite data)": eta_population(problem, subset),
                 }
             )
@@ -549,7 +715,11 @@ def plot_by_size(results: pd.DataFrame, values=("excess risk", "eta"), axes=None
                 label=f"{size} modalit{'y' if size == 1 else 'ies'}",
             )
             ax.fill_between(
-                stats.median().index, stats.quantile(0.1), stats.quantile(0.9), color=colours[size - 1], alpha=0.2
+                stats.median().index,
+                stats.quantile(0.1),
+                stats.quantile(0.9),
+                color=colours[size - 1],
+                alpha=0.2,
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -572,7 +742,14 @@ def plot_theorem1(table: pd.DataFrame, results: pd.DataFrame, axes=None):
     ax = axes[0]
     for colour, m in zip(colours, ms, strict=True):
         part = table[table.m == m]
-        ax.scatter(part["gamma_S"], part["risk gap"], s=4, color=colour, label=f"m={m}", alpha=0.6)
+        ax.scatter(
+            part["gamma_S"],
+            part["risk gap"],
+            s=4,
+            color=colour,
+            label=f"m={m}",
+            alpha=0.6,
+        )
     lim = 3.0
     ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
     ax.axhline(0, color="grey", lw=0.5)
@@ -584,12 +761,22 @@ def plot_theorem1(table: pd.DataFrame, results: pd.DataFrame, axes=None):
     ax.legend(fontsize=6, ncol=2, markerscale=3)
     ax = axes[1]
     diff = (table["risk gap"] - table["gamma_S"]).abs().groupby(table["m"]).median()
-    ax.plot(diff.index, diff, "ko-", ms=3, label=r"median $|$gap $-\ \gamma_S|$ (nested pairs)")
+    ax.plot(
+        diff.index,
+        diff,
+        "ko-",
+        ms=3,
+        label=r"median $|$gap $-\ \gamma_S|$ (nested pairs)",
+    )
     rad = results.groupby(["size", "m"])["rademacher"].median().unstack(0)
     viridis = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 4))
     for size in rad.columns:
         ax.plot(
-            rad.index, rad[size], "--", color=viridis[size - 1], label=rf"$\hat{{\mathfrak{{R}}}}$, {size} modalities"
+            rad.index,
+            rad[size],
+            "--",
+            color=viridis[size - 1],
+            label=rf"$\hat{{\mathfrak{{R}}}}$, {size} modalities",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -605,7 +792,9 @@ def plot_overlap(table: pd.DataFrame, ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.6))
-    mean = table.groupby(["size", "overlap"])[["eta (ERM, m)", "eta (infinite data)"]].mean()
+    mean = table.groupby(["size", "overlap"])[
+        ["eta (ERM, m)", "eta (infinite data)"]
+    ].mean()
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, 4))
     for size in sorted(table["size"].unique()):
         part = mean.loc[size]
@@ -640,7 +829,11 @@ BRAIN_TARGET = "flair"
 
 REAL_MODES = {
     "ci": {
-        "test_subjects": ["BraTS-GLI-00001-000", "TCGA-DU-7294", "TCGA-FG-6692"],  # leave one person out
+        "test_subjects": [
+            "BraTS-GLI-00001-000",
+            "TCGA-DU-7294",
+            "TCGA-FG-6692",
+        ],  # leave one person out
         "slices": [50, 110, 3],  # axial slices lo, hi, step
         "patch": 8,
         "quantile": 0.5,
@@ -653,7 +846,11 @@ REAL_MODES = {
         "lr": 0.01,
     },
     "full": {
-        "test_subjects": ["TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000"],  # leave one person out
+        "test_subjects": [
+            "TCGA-DU-7294",
+            "TCGA-FG-6692",
+            "BraTS-GLI-00001-000",
+        ],  # leave one person out
         "slices": [30, 130, 1],
         "patch": 8,
         "quantile": 0.5,
@@ -680,24 +877,41 @@ def load_brain_subject(subject: str, manifest="brain_mri") -> dict[str, np.ndarr
     missing = [c for c in wanted if f"{subject}/{c}" not in manifest.files]
     if missing:
         people = sorted({k.split("/")[0] for k in manifest.files})
-        raise ValueError(f"subject {subject!r} has no {missing} in manifest {manifest.name!r}; people: {people}")
+        raise ValueError(
+            f"subject {subject!r} has no {missing} in manifest {manifest.name!r}; people: {people}"
+        )
     loader = LoadImage(image_only=True)
-    volumes = {c: np.asarray(loader(str(data.fetch(manifest, f"{subject}/{c}"))), dtype=np.float32) for c in wanted}
+    volumes = {
+        c: np.asarray(
+            loader(str(data.fetch(manifest, f"{subject}/{c}"))), dtype=np.float32
+        )
+        for c in wanted
+    }
     shapes = {c: v.shape for c, v in volumes.items()}
     if len(set(shapes.values())) != 1:
-        raise ValueError(f"subject {subject!r}: the contrasts are not on one grid: {shapes}")
+        raise ValueError(
+            f"subject {subject!r}: the contrasts are not on one grid: {shapes}"
+        )
     brain = np.all([v != 0 for v in volumes.values()], axis=0)
     if brain.sum() < 1000:
-        raise ValueError(f"subject {subject!r}: only {brain.sum()} voxels are non-zero in every contrast")
+        raise ValueError(
+            f"subject {subject!r}: only {brain.sum()} voxels are non-zero in every contrast"
+        )
     out = {"mask": brain}
     for c, v in volumes.items():
         inside = v[brain]
-        out[c] = np.where(brain, (v - inside.mean()) / (inside.std() + 1e-8), 0.0).astype(np.float32)
+        out[c] = np.where(
+            brain, (v - inside.mean()) / (inside.std() + 1e-8), 0.0
+        ).astype(np.float32)
     return out
 
 
 def brain_patches(
-    volumes: dict[str, np.ndarray], slices=(50, 110, 3), patch: int = 8, quantile: float = 0.9, with_slices=False
+    volumes: dict[str, np.ndarray],
+    slices=(50, 110, 3),
+    patch: int = 8,
+    quantile: float = 0.9,
+    with_slices=False,
 ):
     """Non-overlapping ``patch x patch`` windows of axial slices ``range(*slices)`` that lie wholly in the
     brain: per modality the window's values (``patch**2`` numbers), and the label 1 when the window's mean
@@ -707,30 +921,41 @@ def brain_patches(
     mask = volumes["mask"]
     lo, hi, step = slices
     if not 0 <= lo < hi <= mask.shape[2]:
-        raise ValueError(f"slices {slices} outside the volume's {mask.shape[2]} axial slices")
+        raise ValueError(
+            f"slices {slices} outside the volume's {mask.shape[2]} axial slices"
+        )
     zs = np.arange(lo, hi, step)
     rows, cols = (mask.shape[0] // patch) * patch, (mask.shape[1] // patch) * patch
 
-    def windows(volume):  # (rows, cols, slices) -> (n_windows, patch * patch), row-major within a window
-        v = volume[:rows, :cols, zs].reshape(rows // patch, patch, cols // patch, patch, len(zs))
+    def windows(
+        volume,
+    ):  # (rows, cols, slices) -> (n_windows, patch * patch), row-major within a window
+        v = volume[:rows, :cols, zs].reshape(
+            rows // patch, patch, cols // patch, patch, len(zs)
+        )
         return v.transpose(4, 0, 2, 1, 3).reshape(-1, patch * patch)
 
     inside = windows(mask).all(axis=1)
     feats = {c: windows(volumes[c])[inside] for c in BRAIN_MODALITIES}
     target = windows(volumes[BRAIN_TARGET])[inside].mean(axis=1)
     if len(target) < 10:
-        raise ValueError(f"only {len(target)} patches of {patch}x{patch} lie wholly in the brain in slices {slices}")
+        raise ValueError(
+            f"only {len(target)} patches of {patch}x{patch} lie wholly in the brain in slices {slices}"
+        )
     y = (target > np.quantile(target, quantile)).astype(np.int64)
     if with_slices:
-        z = np.broadcast_to(zs[:, None, None], (len(zs), rows // patch, cols // patch)).reshape(-1)
+        z = np.broadcast_to(
+            zs[:, None, None], (len(zs), rows // patch, cols // patch)
+        ).reshape(-1)
         return feats, y, z[inside]
     return feats, y
 
 
 class LateFusion:
-    """One small MLP encoder per modality (``patch**2 -> hidden -> rep_dim``), their outputs concatenated,
-    and a linear logistic head: the paper's late fusion. Modalities outside the subset are zeroed at the
-    input (the paper's ``p_M``), so every subset has the same architecture."""
+    """One small MLP encoder per modality (``patch**2 -> hidden -> rep_dim``), their
+    outputs concatenated, and a linear logistic head: the paper's late fusion.
+    Modalities outside the subset are zeroed at the input (the paper's ``p_M``), so
+    every subset has the same architecture."""
 
     def __init__(self, n_inputs: int, hidden: int, rep_dim: int, seed: int):
         import torch
@@ -739,7 +964,9 @@ class LateFusion:
         self.encoders = torch.nn.ModuleDict(
             {
                 c: torch.nn.Sequential(
-                    torch.nn.Linear(n_inputs, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, rep_dim)
+                    torch.nn.Linear(n_inputs, hidden),
+                    torch.nn.ReLU(),
+                    torch.nn.Linear(hidden, rep_dim),
                 )
                 for c in BRAIN_MODALITIES
             }
@@ -750,7 +977,10 @@ class LateFusion:
         import torch
 
         keep = set(parse_subset(subset, BRAIN_MODALITIES))
-        parts = [self.encoders[c](x[c] if c in keep else torch.zeros_like(x[c])) for c in BRAIN_MODALITIES]
+        parts = [
+            self.encoders[c](x[c] if c in keep else torch.zeros_like(x[c]))
+            for c in BRAIN_MODALITIES
+        ]
         return torch.cat(parts, dim=1)
 
 
@@ -760,7 +990,16 @@ def _tensors(x: dict, rows=None):
     return {c: torch.as_tensor(v if rows is None else v[rows]) for c, v in x.items()}
 
 
-def train_late_fusion(x: dict, y: np.ndarray, subset, hidden: int, rep_dim: int, steps: int, lr: float, seed: int):
+def train_late_fusion(
+    x: dict,
+    y: np.ndarray,
+    subset,
+    hidden: int,
+    rep_dim: int,
+    steps: int,
+    lr: float,
+    seed: int,
+):
     """ERM of head∘encoders on one training sample (full-batch Adam on the logistic loss)."""
     import torch
 
@@ -770,14 +1009,23 @@ def train_late_fusion(x: dict, y: np.ndarray, subset, hidden: int, rep_dim: int,
     xt, yt = _tensors(x), torch.as_tensor(y, dtype=torch.float32)
     for _ in range(steps):
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.head(model.encode(xt, subset))[:, 0], yt)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model.head(model.encode(xt, subset))[:, 0], yt
+        )
         loss.backward()
         opt.step()
     return model
 
 
 def train_late_fusion_subsets(
-    x: dict, y: np.ndarray, subsets, hidden: int, rep_dim: int, steps: int, lr: float, seed: int
+    x: dict,
+    y: np.ndarray,
+    subsets,
+    hidden: int,
+    rep_dim: int,
+    steps: int,
+    lr: float,
+    seed: int,
 ) -> dict:
     """:func:`train_late_fusion` for several subsets at once: the same initial weights (``seed``) and
     data, one independent model per subset, stacked into batched matrix products so that small
@@ -790,18 +1038,26 @@ def train_late_fusion_subsets(
     template = LateFusion(next(iter(x.values())).shape[1], hidden, rep_dim, seed)
     n = len(names)
 
-    def stack(t):  # (out, in) weight or (out,) bias -> (n, in, out) or (n, 1, out), trainable
+    def stack(
+        t,
+    ):  # (out, in) weight or (out,) bias -> (n, in, out) or (n, 1, out), trainable
         t = t.detach()
         t = t.T if t.ndim == 2 else t[None, :]
         return torch.nn.Parameter(t.unsqueeze(0).repeat(n, 1, 1).contiguous())
 
     enc = {
-        c: [stack(layer.weight) for layer in (e[0], e[2])] + [stack(e[0].bias), stack(e[2].bias)]
+        c: [stack(layer.weight) for layer in (e[0], e[2])]
+        + [stack(e[0].bias), stack(e[2].bias)]
         for c, e in template.encoders.items()
     }
     head_w, head_b = stack(template.head.weight), stack(template.head.bias)
     params = [p for c in BRAIN_MODALITIES for p in enc[c]] + [head_w, head_b]
-    keep = torch.tensor([[float(c in parse_subset(s, BRAIN_MODALITIES)) for c in BRAIN_MODALITIES] for s in names])
+    keep = torch.tensor(
+        [
+            [float(c in parse_subset(s, BRAIN_MODALITIES)) for c in BRAIN_MODALITIES]
+            for s in names
+        ]
+    )
     xt, yt = _tensors(x), torch.as_tensor(y, dtype=torch.float32).expand(n, -1)
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
@@ -809,10 +1065,14 @@ def train_late_fusion_subsets(
         parts = []
         for j, c in enumerate(BRAIN_MODALITIES):
             w1, w2, b1, b2 = enc[c]
-            h = torch.relu(torch.baddbmm(b1, xt[c].unsqueeze(0) * keep[:, j, None, None], w1))
+            h = torch.relu(
+                torch.baddbmm(b1, xt[c].unsqueeze(0) * keep[:, j, None, None], w1)
+            )
             parts.append(torch.baddbmm(b2, h, w2))
         logits = torch.baddbmm(head_b, torch.cat(parts, dim=2), head_w)[..., 0]
-        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt, reduction="none").mean(1)
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, yt, reduction="none"
+        ).mean(1)
         losses.sum().backward()
         opt.step()
     models = {}
@@ -856,35 +1116,60 @@ def refit_correct(model: LateFusion, subset, fit: tuple, tests: list) -> list:
     from sklearn.linear_model import LogisticRegression
 
     with torch.no_grad():
-        head = LogisticRegression(C=10.0, max_iter=2000).fit(model.encode(_tensors(fit[0]), subset).numpy(), fit[1])
-        return [head.predict(model.encode(_tensors(x), subset).numpy()) == y for x, y in tests]
+        head = LogisticRegression(C=10.0, max_iter=2000).fit(
+            model.encode(_tensors(fit[0]), subset).numpy(), fit[1]
+        )
+        return [
+            head.predict(model.encode(_tensors(x), subset).numpy()) == y
+            for x, y in tests
+        ]
 
 
-def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+def late_fusion_sweep(
+    people: dict, settings: dict, seed: int = 0, progress: bool = True
+) -> pd.DataFrame:
     """For every held-out person, fraction of the training patches, seed and modality subset: train late
     fusion on that many patches of the other people, and record the test accuracy on the held-out person
     with the per-patch correctness (``correct``, for paired comparisons) and each patch's cluster
     (``groups``: its slice), and the refitted-head error (the eta estimate) on the held-out person and,
     as a control, on patches of the *training* people that no model trained on (``refit error, same
     people``). ``people`` maps a person to ``brain_patches`` output, ``(x, y)`` or ``(x, y, slices)``."""
-    from tqdm import tqdm  # plain tqdm honours TQDM_DISABLE in notebooks (tqdm.auto printed a bar)
+    from tqdm import (
+        tqdm,
+    )  # plain tqdm honours TQDM_DISABLE in notebooks (tqdm.auto printed a bar)
 
-    subsets = ["+".join(s) for r in (1, 2, 3) for s in itertools.combinations(BRAIN_MODALITIES, r)]
+    subsets = [
+        "+".join(s)
+        for r in (1, 2, 3)
+        for s in itertools.combinations(BRAIN_MODALITIES, r)
+    ]
     unknown = [p for p in settings["test_subjects"] if p not in people]
     if unknown:
-        raise ValueError(f"held-out people {unknown} are not among the loaded people {sorted(people)}")
+        raise ValueError(
+            f"held-out people {unknown} are not among the loaded people {sorted(people)}"
+        )
     rows = []
     jobs = [
-        (t, f, s) for t in settings["test_subjects"] for f in settings["fractions"] for s in range(settings["seeds"])
+        (t, f, s)
+        for t in settings["test_subjects"]
+        for f in settings["fractions"]
+        for s in range(settings["seeds"])
     ]
-    quiet = {} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
+    quiet = (
+        {} if progress else {"disable": True}
+    )  # an explicit disable=False would override TQDM_DISABLE
     for test_person, fraction, s in tqdm(jobs, desc="late fusion", **quiet):
         train_people = [p for p in people if p != test_person]
-        x_all = {c: np.concatenate([people[p][0][c] for p in train_people]) for c in BRAIN_MODALITIES}
+        x_all = {
+            c: np.concatenate([people[p][0][c] for p in train_people])
+            for c in BRAIN_MODALITIES
+        }
         y_all = np.concatenate([people[p][1] for p in train_people])
         rng = np.random.default_rng([seed, s])
         order = rng.permutation(len(y_all))
-        n_same = min(1000, len(order) // 5)  # unseen patches of the training people (the control)
+        n_same = min(
+            1000, len(order) // 5
+        )  # unseen patches of the training people (the control)
         same, pool = order[:n_same], order[n_same:]
         if settings.get("max_train"):
             pool = pool[: settings["max_train"]]
@@ -892,15 +1177,30 @@ def late_fusion_sweep(people: dict, settings: dict, seed: int = 0, progress: boo
         rows_m = pool[:m]
         x_m, y_m = {c: v[rows_m] for c, v in x_all.items()}, y_all[rows_m]
         x_test, y_test = people[test_person][0], people[test_person][1]
-        groups = people[test_person][2] if len(people[test_person]) > 2 else np.arange(len(y_test))
+        groups = (
+            people[test_person][2]
+            if len(people[test_person]) > 2
+            else np.arange(len(y_test))
+        )
         fit = ({c: v[pool] for c, v in x_all.items()}, y_all[pool])
         same_set = ({c: v[same] for c, v in x_all.items()}, y_all[same])
         models = train_late_fusion_subsets(
-            x_m, y_m, subsets, settings["hidden"], settings["rep_dim"], settings["steps"], settings["lr"], seed + s
+            x_m,
+            y_m,
+            subsets,
+            settings["hidden"],
+            settings["rep_dim"],
+            settings["steps"],
+            settings["lr"],
+            seed + s,
         )
         for subset, model in models.items():
-            correct = (late_fusion_scores(model, x_test, subset) > 0).astype(int) == y_test
-            refit_test, refit_same = refit_correct(model, subset, fit, [(x_test, y_test), same_set])
+            correct = (late_fusion_scores(model, x_test, subset) > 0).astype(
+                int
+            ) == y_test
+            refit_test, refit_same = refit_correct(
+                model, subset, fit, [(x_test, y_test), same_set]
+            )
             rows.append(
                 {
                     "test person": test_person,
@@ -924,19 +1224,25 @@ def late_fusion_table(results: pd.DataFrame, value: str = "accuracy") -> pd.Data
     """Mean (and standard deviation over seeds and held-out people) of ``value``: subsets x fractions."""
     g = results.groupby(["subset", "fraction"])[value]
     table = g.mean().unstack("fraction")
-    order = sorted(table.index, key=lambda s: (len(parse_subset(s, BRAIN_MODALITIES)), s))
+    order = sorted(
+        table.index, key=lambda s: (len(parse_subset(s, BRAIN_MODALITIES)), s)
+    )
     return table.loc[order]
 
 
 def _stacked(part: pd.DataFrame, subset: str, column: str) -> np.ndarray:
     """(seeds, items) array of a per-patch column for one subset, seeds in order."""
-    rows = part[part["subset"] == "+".join(parse_subset(subset, BRAIN_MODALITIES))].sort_values("seed")
+    rows = part[
+        part["subset"] == "+".join(parse_subset(subset, BRAIN_MODALITIES))
+    ].sort_values("seed")
     if rows.empty:
         raise ValueError(f"subset {subset!r} is not in the results")
     return np.stack(list(rows[column])).astype(float)
 
 
-def late_fusion_intervals(results: pd.DataFrame, column: str = "correct") -> pd.DataFrame:
+def late_fusion_intervals(
+    results: pd.DataFrame, column: str = "correct"
+) -> pd.DataFrame:
     """Mean of a per-patch column (``correct``: test accuracy; ``refit correct``) per subset, fraction
     and held-out person, with the interval of ``stats.mean_interval`` over seeds crossed with slices
     (the patches of a slice are correlated); and ``pooled`` over the people: seeds crossed with
@@ -948,12 +1254,25 @@ def late_fusion_intervals(results: pd.DataFrame, column: str = "correct") -> pd.
         folds = {p: g for p, g in part.groupby("test person", sort=True)}
         for person, g in folds.items():
             r = stats.mean_interval(_stacked(g, subset, column), g["groups"].iloc[0])
-            rows.append({"subset": subset, "fraction": fraction, "fold": person, **_numbers(r)})
+            rows.append(
+                {"subset": subset, "fraction": fraction, "fold": person, **_numbers(r)}
+            )
         if len(folds) > 1:
-            values = np.concatenate([_stacked(g, subset, column) for g in folds.values()], axis=1)
-            people = np.concatenate([[p] * len(g["correct"].iloc[0]) for p, g in folds.items()])
+            values = np.concatenate(
+                [_stacked(g, subset, column) for g in folds.values()], axis=1
+            )
+            people = np.concatenate(
+                [[p] * len(g["correct"].iloc[0]) for p, g in folds.items()]
+            )
             r = stats.mean_interval(values, people)
-            rows.append({"subset": subset, "fraction": fraction, "fold": "pooled", **_numbers(r)})
+            rows.append(
+                {
+                    "subset": subset,
+                    "fraction": fraction,
+                    "fold": "pooled",
+                    **_numbers(r),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -961,7 +1280,9 @@ def _numbers(r: dict) -> dict:
     return {k: r[k] for k in ("mean", "low", "high", "df")}
 
 
-def late_fusion_comparisons(results: pd.DataFrame, pairs, column: str = "correct") -> pd.DataFrame:
+def late_fusion_comparisons(
+    results: pd.DataFrame, pairs, column: str = "correct"
+) -> pd.DataFrame:
     """Paired differences of a per-patch column, subset ``a`` minus subset ``b`` for each ``(a, b)`` in
     ``pairs``, per fraction and held-out person (``stats.paired_difference``, seeds crossed with slices)
     and pooled over the people (seeds crossed with people). Long form with ``verdict``
@@ -975,12 +1296,20 @@ def late_fusion_comparisons(results: pd.DataFrame, pairs, column: str = "correct
             folds = {p: g for p, g in part.groupby("test person", sort=True)}
             cells = []
             for person, g in folds.items():
-                d = stats.paired_difference(_stacked(g, a, column), _stacked(g, b, column), g["groups"].iloc[0])
+                d = stats.paired_difference(
+                    _stacked(g, a, column), _stacked(g, b, column), g["groups"].iloc[0]
+                )
                 cells.append((person, d))
             if len(folds) > 1:
-                xa = np.concatenate([_stacked(g, a, column) for g in folds.values()], axis=1)
-                xb = np.concatenate([_stacked(g, b, column) for g in folds.values()], axis=1)
-                people = np.concatenate([[p] * len(g["correct"].iloc[0]) for p, g in folds.items()])
+                xa = np.concatenate(
+                    [_stacked(g, a, column) for g in folds.values()], axis=1
+                )
+                xb = np.concatenate(
+                    [_stacked(g, b, column) for g in folds.values()], axis=1
+                )
+                people = np.concatenate(
+                    [[p] * len(g["correct"].iloc[0]) for p, g in folds.items()]
+                )
                 cells.append(("pooled", stats.paired_difference(xa, xb, people)))
             for fold, d in cells:
                 rows.append(
@@ -1003,15 +1332,30 @@ def plot_late_fusion(results: pd.DataFrame, axes=None):
 
     folds = sorted(results["test person"].unique())
     if axes is None:
-        _, axes = plt.subplots(1, len(folds), figsize=(4.2 * len(folds), 3.6), sharey=True, squeeze=False)
+        _, axes = plt.subplots(
+            1, len(folds), figsize=(4.2 * len(folds), 3.6), sharey=True, squeeze=False
+        )
         axes = axes[0]
-    colours = dict(zip(sorted(results["subset"].unique()), plt.get_cmap("tab10").colors, strict=False))
+    colours = dict(
+        zip(
+            sorted(results["subset"].unique()),
+            plt.get_cmap("tab10").colors,
+            strict=False,
+        )
+    )
     for ax, person in zip(axes, folds, strict=True):
         part = results[results["test person"] == person]
         for subset, g in part.groupby("subset"):
             size = len(subset.split("+"))
             mean = g.groupby("m")["accuracy"].mean()
-            ax.plot(mean.index, mean, "-", lw=0.8 + 0.8 * size, color=colours[subset], label=subset)
+            ax.plot(
+                mean.index,
+                mean,
+                "-",
+                lw=0.8 + 0.8 * size,
+                color=colours[subset],
+                label=subset,
+            )
             ax.scatter(g["m"], g["accuracy"], s=6, color=colours[subset], alpha=0.5)
         ax.axhline(0.5, color="grey", lw=0.6, ls=":")
         ax.set(xscale="log", xlabel="training patches m", title=f"held out: {person}")
@@ -1041,7 +1385,10 @@ def comparison_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     rows = {}
     for (name, fraction), part in long.groupby(["comparison", "fraction"], sort=False):
         folds = part[part["fold"] != "pooled"]
-        row = {r.fold: f"{r.mean:+.{digits}f} [{r.low:+.{digits}f}, {r.high:+.{digits}f}]" for r in part.itertuples()}
+        row = {
+            r.fold: f"{r.mean:+.{digits}f} [{r.low:+.{digits}f}, {r.high:+.{digits}f}]"
+            for r in part.itertuples()
+        }
         row["conclusion"] = fold_conclusion(folds["low"], folds["high"])
         rows[(name, fraction)] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -1052,8 +1399,13 @@ def comparison_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 def interval_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """:func:`late_fusion_intervals` as ``mean [low, high]`` strings: (fold, subset) x fraction."""
     text = long.assign(
-        cell=[f"{r.mean:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]" for r in long.itertuples()]
+        cell=[
+            f"{r.mean:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]"
+            for r in long.itertuples()
+        ]
     )
     table = text.pivot(index=["fold", "subset"], columns="fraction", values="cell")
-    order = sorted(table.index, key=lambda k: (k[0] == "pooled", k[0], len(k[1].split("+")), k[1]))
+    order = sorted(
+        table.index, key=lambda k: (k[0] == "pooled", k[0], len(k[1].split("+")), k[1])
+    )
     return table.loc[order]

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import nbformat
 
-CELL_KEYS = ("papermill", "execution", "collapsed", "scrolled")  # volatile or view-only cell metadata
+CELL_KEYS = (
+    "papermill",
+    "execution",
+    "collapsed",
+    "scrolled",
+)  # volatile or view-only cell metadata
 NOTEBOOK_KEYS = ("papermill", "widgets")
 
 
@@ -25,7 +30,9 @@ def clean(nb: nbformat.NotebookNode) -> bool:
     for key in NOTEBOOK_KEYS:
         changed |= nb.metadata.pop(key, None) is not None
     info = nb.metadata.get("language_info", {})
-    for key in [k for k in info if k != "name"]:  # the Python patch version of whoever ran it last
+    for key in [
+        k for k in info if k != "name"
+    ]:  # the Python patch version of whoever ran it last
         info.pop(key)
         changed = True
     for cell in nb.cells:
@@ -37,7 +44,11 @@ def clean(nb: nbformat.NotebookNode) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
-    parser.add_argument("--check", action="store_true", help="report notebooks that need cleaning; change nothing")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="report notebooks that need cleaning; change nothing",
+    )
     args = parser.parse_args(argv)
     dirty = []
     for path in args.notebooks:

@@ -66,7 +66,10 @@ MODES = {
         "pool": 4,
         "slice_step": 4,  # every fourth axial slice (4 mm apart)
         "min_brain_fraction": 0.35,  # keep slices whose brain area is >= 35% of the subject's largest
-        "window": (-3.0, 5.0),  # z-scores (on the brain) mapped linearly to [0, 1], clipped
+        "window": (
+            -3.0,
+            5.0,
+        ),  # z-scores (on the brain) mapped linearly to [0, 1], clipped
         "test_subjects": ("TCGA-FG-6692",),
         "folds": "leave_one_out",  # every person is the test person once
         "val_fraction": 0.2,
@@ -126,7 +129,11 @@ MODES = {
         "brats_folder": "",  # a folder of BraTS 2023 GLI subjects (see download_brats); "" = the local files
         "n_train_subjects": 80,  # training people held in memory (cropped to volume_size, float16): RAM, not the method, sets this
         "n_test_subjects": 40,  # test people scored (sliding-window synthesis of 16 pairs each)
-        "volume_size": (160, 192, 160),  # every brain cropped / padded to this box (BraTS brains fit)
+        "volume_size": (
+            160,
+            192,
+            160,
+        ),  # every brain cropped / padded to this box (BraTS brains fit)
         "threads": 0,  # 0: leave torch's default
         "workers": 1,
     },
@@ -134,7 +141,9 @@ MODES = {
 
 
 # --------------------------------------------------------------------------------------------------- data
-def manifest_subjects(manifest: Manifest | str = "brain_mri") -> dict[str, dict[str, Path]]:
+def manifest_subjects(
+    manifest: Manifest | str = "brain_mri",
+) -> dict[str, dict[str, Path]]:
     """The subjects a manifest describes, each with a verified path per contrast (sha256 checked by
     :func:`medvae_lib.data.fetch` before anything is read)."""
     if not isinstance(manifest, Manifest):
@@ -144,9 +153,15 @@ def manifest_subjects(manifest: Manifest | str = "brain_mri") -> dict[str, dict[
         subject, _, contrast = key.rpartition("/")
         if contrast in CONTRASTS:
             subjects.setdefault(subject, {})[contrast] = fetch(manifest, key)
-    incomplete = {s: sorted(set(CONTRASTS) - set(c)) for s, c in subjects.items() if set(c) != set(CONTRASTS)}
+    incomplete = {
+        s: sorted(set(CONTRASTS) - set(c))
+        for s, c in subjects.items()
+        if set(c) != set(CONTRASTS)
+    }
     if incomplete:
-        raise ValueError(f"manifest {manifest.name!r}: subjects without all four contrasts: {incomplete}")
+        raise ValueError(
+            f"manifest {manifest.name!r}: subjects without all four contrasts: {incomplete}"
+        )
     return dict(sorted(subjects.items()))
 
 
@@ -158,18 +173,25 @@ def brats_subjects(folder: str | Path) -> dict[str, dict[str, Path]]:
         raise FileNotFoundError(f"no BraTS folder at {folder}")
     subjects = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        paths = {c: sub / f"{sub.name}-{suffix}.nii.gz" for c, suffix in BRATS_SUFFIXES.items()}
+        paths = {
+            c: sub / f"{sub.name}-{suffix}.nii.gz"
+            for c, suffix in BRATS_SUFFIXES.items()
+        }
         missing = [p.name for p in paths.values() if not p.is_file()]
         if missing and len(missing) < 4:
             raise FileNotFoundError(f"BraTS subject {sub.name} lacks {missing}")
         if not missing:
             subjects[sub.name] = paths
     if not subjects:
-        raise FileNotFoundError(f"{folder} holds no BraTS subject folders with -t1n/-t1c/-t2w/-t2f .nii.gz files")
+        raise FileNotFoundError(
+            f"{folder} holds no BraTS subject folders with -t1n/-t1c/-t2w/-t2f .nii.gz files"
+        )
     return subjects
 
 
-def download_brats(synapse_id: str, destination: str | Path, auth_token: str | None = None) -> Path:
+def download_brats(
+    synapse_id: str, destination: str | Path, auth_token: str | None = None
+) -> Path:
     """Download and unpack BraTS 2023 data from Synapse, the challenge's official source.
 
     The data are released to registered participants who accept the data terms on
@@ -183,7 +205,9 @@ def download_brats(synapse_id: str, destination: str | Path, auth_token: str | N
     try:
         import synapseclient
     except ImportError:
-        raise ImportError("download_brats needs synapseclient: pip install synapseclient") from None
+        raise ImportError(
+            "download_brats needs synapseclient: pip install synapseclient"
+        ) from None
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     syn = synapseclient.Synapse()
@@ -200,8 +224,14 @@ def unpack_brats(archive: str | Path, destination: str | Path) -> Path:
     if archive.suffix == ".zip":
         with zipfile.ZipFile(archive) as z:
             for name in z.namelist():
-                if not (destination / name).resolve().is_relative_to(destination.resolve()):
-                    raise ValueError(f"{archive} holds a path outside the destination: {name!r}")
+                if (
+                    not (destination / name)
+                    .resolve()
+                    .is_relative_to(destination.resolve())
+                ):
+                    raise ValueError(
+                        f"{archive} holds a path outside the destination: {name!r}"
+                    )
             z.extractall(destination)
     roots = sorted({p.parent.parent for p in destination.rglob("*-t1n.nii.gz")})
     if not roots:
@@ -209,7 +239,9 @@ def unpack_brats(archive: str | Path, destination: str | Path) -> Path:
     return roots[0]
 
 
-GRID_TOLERANCE_MM = 0.01  # affines of one person's contrasts may differ by this much (header rounding)
+GRID_TOLERANCE_MM = (
+    0.01  # affines of one person's contrasts may differ by this much (header rounding)
+)
 
 
 def load_subject(paths: dict[str, str | Path]) -> torch.Tensor:
@@ -225,7 +257,11 @@ def load_subject(paths: dict[str, str | Path]) -> torch.Tensor:
         [
             mt.LoadImaged(keys=["image"], image_only=True),
             mt.EnsureChannelFirstd(keys=["image"]),
-            mt.Orientationd(keys=["image"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+            mt.Orientationd(
+                keys=["image"],
+                axcodes="RAS",
+                labels=(("L", "R"), ("P", "A"), ("I", "S")),
+            ),
         ]
     )
     data = {}
@@ -235,7 +271,9 @@ def load_subject(paths: dict[str, str | Path]) -> torch.Tensor:
             raise FileNotFoundError(f"no {c} volume at {path}")
         try:
             data[c] = load({"image": str(path)})["image"]
-        except Exception as err:  # MONAI, nibabel and gzip raise many kinds; the cause is kept
+        except (
+            Exception
+        ) as err:  # MONAI, nibabel and gzip raise many kinds; the cause is kept
             raise ValueError(
                 f"{c} volume {path} is not a readable NIfTI file (corrupt, truncated or another format): "
                 f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
@@ -247,7 +285,9 @@ def load_subject(paths: dict[str, str | Path]) -> torch.Tensor:
             )
         bad = int((~torch.isfinite(torch.as_tensor(data[c]))).sum())
         if bad:
-            raise ValueError(f"{c} volume {path} has {bad} NaN or infinite voxel(s); repair or replace the file")
+            raise ValueError(
+                f"{c} volume {path} has {bad} NaN or infinite voxel(s); repair or replace the file"
+            )
     shapes = {c: tuple(data[c].shape[1:]) for c in CONTRASTS}
     if len(set(shapes.values())) != 1:
         raise ValueError(
@@ -267,20 +307,31 @@ def load_subject(paths: dict[str, str | Path]) -> torch.Tensor:
                 "apart (or other directions); resample it onto the grid of the others (co-register)"
             )
     return torch.cat(
-        [torch.as_tensor(data[c].as_tensor() if hasattr(data[c], "as_tensor") else data[c]) for c in CONTRASTS]
+        [
+            torch.as_tensor(
+                data[c].as_tensor() if hasattr(data[c], "as_tensor") else data[c]
+            )
+            for c in CONTRASTS
+        ]
     ).float()
 
 
-def normalise(volume: torch.Tensor, window: tuple[float, float] = (-3.0, 5.0)) -> tuple[torch.Tensor, torch.Tensor]:
+def normalise(
+    volume: torch.Tensor, window: tuple[float, float] = (-3.0, 5.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-score each contrast on the brain mask (voxels > 0 in every contrast: the images are skull-stripped),
     then map z in ``window`` linearly to [0, 1] (clipped) and set the background to 0.
 
     Returns ``(images, mask)``: (4, ...) in [0, 1] and a (1, ...) float mask."""
     if volume.ndim < 3 or volume.shape[0] != len(CONTRASTS):
-        raise ValueError(f"expected ({len(CONTRASTS)}, ...) contrasts first, got shape {tuple(volume.shape)}")
+        raise ValueError(
+            f"expected ({len(CONTRASTS)}, ...) contrasts first, got shape {tuple(volume.shape)}"
+        )
     mask = (volume > 0).all(0, keepdim=True)
     if mask.sum() < 100:
-        raise ValueError(f"the brain mask has only {int(mask.sum())} voxels; are the images skull-stripped?")
+        raise ValueError(
+            f"the brain mask has only {int(mask.sum())} voxels; are the images skull-stripped?"
+        )
     lo, hi = window
     out = torch.zeros_like(volume)
     for i in range(len(CONTRASTS)):
@@ -296,7 +347,9 @@ def clipped_fraction(images: torch.Tensor, mask: torch.Tensor) -> float:
     return float(((inside <= 0) | (inside >= 1)).float().mean())
 
 
-def axial_slices(images: torch.Tensor, mask: torch.Tensor, s: dict) -> tuple[torch.Tensor, np.ndarray]:
+def axial_slices(
+    images: torch.Tensor, mask: torch.Tensor, s: dict
+) -> tuple[torch.Tensor, np.ndarray]:
     """2D samples of one person for CI mode: axial slices every ``slice_step`` mm whose brain area is at
     least ``min_brain_fraction`` of the largest, cropped to ``crop_mm`` around the brain's centre and
     average-pooled by ``pool``. Returns (N, 5, H, W) (four contrasts and the mask) and each slice's index."""
@@ -304,7 +357,10 @@ def axial_slices(images: torch.Tensor, mask: torch.Tensor, s: dict) -> tuple[tor
     keep = torch.nonzero(area >= s["min_brain_fraction"] * area.max()).flatten()
     index = np.arange(int(keep.min()), int(keep.max()) + 1, s["slice_step"])
     ys, xs = torch.nonzero(mask[0].any(-1), as_tuple=True)
-    centre = [(int(ys.min()) + int(ys.max())) // 2, (int(xs.min()) + int(xs.max())) // 2]
+    centre = [
+        (int(ys.min()) + int(ys.max())) // 2,
+        (int(xs.min()) + int(xs.max())) // 2,
+    ]
     half = s["crop_mm"] // 2
     stack = torch.cat([images, mask])[..., index]  # (5, X, Y, n)
     stack = F.pad(stack, (0, 0, half, half, half, half))  # so any centre can be cropped
@@ -321,27 +377,37 @@ def split_subjects(subjects, test_subjects) -> tuple[list[str], list[str]]:
     subjects, test = list(subjects), list(test_subjects)
     unknown = sorted(set(test) - set(subjects))
     if unknown:
-        raise ValueError(f"test subject(s) {unknown} are not among the subjects {subjects}")
+        raise ValueError(
+            f"test subject(s) {unknown} are not among the subjects {subjects}"
+        )
     train = [s for s in subjects if s not in test]
     if not train or not test:
-        raise ValueError(f"need at least one training and one test subject, got train {train}, test {test}")
+        raise ValueError(
+            f"need at least one training and one test subject, got train {train}, test {test}"
+        )
     return train, test
 
 
-def split_slices(n: int, val_fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
+def split_slices(
+    n: int, val_fraction: float, gap: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Validation slices of a training person: the top (most superior) ``val_fraction`` of its ``n``
     slices, with ``gap`` slices left out between them and the training slices (neighbouring slices are
     almost the same image). Returns (train indices, validation indices)."""
     n_val = max(1, round(n * val_fraction))
     if n_val + gap >= n:
-        raise ValueError(f"{n} slices are too few for {n_val} validation slices and a gap of {gap}")
+        raise ValueError(
+            f"{n} slices are too few for {n_val} validation slices and a gap of {gap}"
+        )
     return np.arange(0, n - n_val - gap), np.arange(n - n_val, n)
 
 
 @dataclass
 class SubjectData:
     name: str
-    samples: torch.Tensor  # (N, 5, *spatial): four contrasts in [0, 1] and the brain mask
+    samples: (
+        torch.Tensor
+    )  # (N, 5, *spatial): four contrasts in [0, 1] and the brain mask
     position: np.ndarray  # relative axial position of each sample in [0, 1]
     clipped: float
 
@@ -383,11 +449,17 @@ def load_person(name: str, paths: dict[str, Path], settings: dict) -> SubjectDat
         ]
     )
     stack = box(torch.cat([images, mask]))
-    samples = torch.as_tensor(stack.as_tensor() if hasattr(stack, "as_tensor") else stack)[None]
+    samples = torch.as_tensor(
+        stack.as_tensor() if hasattr(stack, "as_tensor") else stack
+    )[None]
     return SubjectData(name, samples, np.array([0.5]), clipped)
 
 
-def prepare_data(settings: dict, subjects: dict[str, dict[str, Path]] | None = None, cache: dict | None = None) -> dict:
+def prepare_data(
+    settings: dict,
+    subjects: dict[str, dict[str, Path]] | None = None,
+    cache: dict | None = None,
+) -> dict:
     """Load every subject, normalise it and cut it into samples (2D slices in CI mode; in full mode the
     brain-cropped volume, from which training draws random patches). Returns train / val / test
     dictionaries of :class:`SubjectData` and the split. People are split by *patient*
@@ -404,7 +476,10 @@ def prepare_data(settings: dict, subjects: dict[str, dict[str, Path]] | None = N
         n_test = max(1, round(len(order) * settings.get("test_fraction", 0.2)))
         test_names = sorted(n for p in order[:n_test] for n in patients[p])
     else:  # a named test subject takes the other folders of its patient with it
-        test_names = sorted({n for t in test_names if t in subjects for n in patients[patient_of(t)]} | set(test_names))
+        test_names = sorted(
+            {n for t in test_names if t in subjects for n in patients[patient_of(t)]}
+            | set(test_names)
+        )
     train_names, test_names = split_subjects(subjects, test_names)
     if settings["n_train_subjects"]:
         train_names = train_names[: settings["n_train_subjects"]]
@@ -412,12 +487,23 @@ def prepare_data(settings: dict, subjects: dict[str, dict[str, Path]] | None = N
         test_names = test_names[: settings["n_test_subjects"]]
     val_names = []
     train_patients = by_patient(train_names)
-    if settings["spatial_dims"] == 3 and len(train_patients) >= 3 and settings["val_fraction"] > 0:
+    if (
+        settings["spatial_dims"] == 3
+        and len(train_patients) >= 3
+        and settings["val_fraction"] > 0
+    ):
         # 3D: whole patients for validation, taken from the training patients
         n_val = max(1, round(len(train_patients) * settings["val_fraction"]))
-        val_names = [n for p in list(train_patients)[-n_val:] for n in train_patients[p]]
+        val_names = [
+            n for p in list(train_patients)[-n_val:] for n in train_patients[p]
+        ]
         train_names = [n for n in train_names if n not in val_names]
-    out = {"train": {}, "val": {}, "test": {}, "split": {"train": train_names, "val": val_names, "test": test_names}}
+    out = {
+        "train": {},
+        "val": {},
+        "test": {},
+        "split": {"train": train_names, "val": val_names, "test": test_names},
+    }
     for name in train_names + val_names + test_names:
         if name not in cache:
             cache[name] = load_person(name, subjects[name], settings)
@@ -427,15 +513,25 @@ def prepare_data(settings: dict, subjects: dict[str, dict[str, Path]] | None = N
         elif name in val_names:
             out["val"][name] = person
         elif settings["spatial_dims"] == 2:
-            tr, va = split_slices(len(person.samples), settings["val_fraction"], settings["val_gap"])
-            out["train"][name] = SubjectData(name, person.samples[tr], person.position[tr], person.clipped)
-            out["val"][name] = SubjectData(name, person.samples[va], person.position[va], person.clipped)
+            tr, va = split_slices(
+                len(person.samples), settings["val_fraction"], settings["val_gap"]
+            )
+            out["train"][name] = SubjectData(
+                name, person.samples[tr], person.position[tr], person.clipped
+            )
+            out["val"][name] = SubjectData(
+                name, person.samples[va], person.position[va], person.clipped
+            )
         else:
-            out["train"][name] = SubjectData(name, person.samples.half(), person.position, person.clipped)
+            out["train"][name] = SubjectData(
+                name, person.samples.half(), person.position, person.clipped
+            )
     return out
 
 
-def leave_one_out(settings: dict, subjects: dict[str, dict[str, Path]] | None = None) -> list[dict]:
+def leave_one_out(
+    settings: dict, subjects: dict[str, dict[str, Path]] | None = None
+) -> list[dict]:
     """The folds of the chapter. ``folds="leave_one_out"``: every patient is the test set once (the
     others train), each person read once; ``"holdout"``: the one split of :func:`prepare_data`."""
     if subjects is None:
@@ -443,7 +539,9 @@ def leave_one_out(settings: dict, subjects: dict[str, dict[str, Path]] | None = 
     if settings["folds"] == "holdout":
         return [prepare_data(settings, subjects)]
     if settings["folds"] != "leave_one_out":
-        raise ValueError(f"folds must be 'leave_one_out' or 'holdout', got {settings['folds']!r}")
+        raise ValueError(
+            f"folds must be 'leave_one_out' or 'holdout', got {settings['folds']!r}"
+        )
     cache: dict = {}
     return [
         prepare_data(dict(settings, test_subjects=tuple(names)), subjects, cache)
@@ -453,22 +551,28 @@ def leave_one_out(settings: dict, subjects: dict[str, dict[str, Path]] | None = 
 
 # --------------------------------------------------------------------------------------------------- model
 class PriorFusion(nn.Module):
-    """The learnable biological prior and the fusion into X_h, as ``SSLHead.refine_semantic`` of the
-    released code: a parameter ``static_prior`` of the bottleneck's shape is the key and value of a
-    multi-head attention whose queries are the bottleneck features. As in the code, the attention's
-    tokens are the C channels and each token is the channel's map over the bottleneck's positions (27
-    numbers for 3 x 3 x 3). The attended prior goes through two convolutions and is fused with the
-    features by a convolution of [features, attended prior, features]."""
+    """The learnable biological prior and the fusion into X_h, as
+    ``SSLHead.refine_semantic`` of the released code: a parameter ``static_prior`` of
+    the bottleneck's shape is the key and value of a multi-head attention whose queries
+    are the bottleneck features. As in the code, the attention's tokens are the C
+    channels and each token is the channel's map over the bottleneck's positions (27
+    numbers for 3 x 3 x 3). The attended prior goes through two convolutions and is
+    fused with the features by a convolution of [features, attended prior, features]."""
 
     def __init__(self, channels: int, spatial: tuple[int, ...], heads: int):
         super().__init__()
         n = math.prod(spatial)
         if n % heads:
-            raise ValueError(f"{heads} attention heads do not divide the {n} bottleneck positions {spatial}")
+            raise ValueError(
+                f"{heads} attention heads do not divide the {n} bottleneck positions {spatial}"
+            )
         conv = nn.Conv2d if len(spatial) == 2 else nn.Conv3d
         self.static_prior = nn.Parameter(torch.randn(1, channels, *spatial))
         self.attn = nn.MultiheadAttention(n, heads, batch_first=True)
-        self.transfer = nn.Sequential(conv(channels, channels, 3, padding=1), conv(channels, channels, 3, padding=1))
+        self.transfer = nn.Sequential(
+            conv(channels, channels, 3, padding=1),
+            conv(channels, channels, 3, padding=1),
+        )
         self.fuse = conv(3 * channels, channels, 3, padding=1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -476,8 +580,12 @@ class PriorFusion(nn.Module):
             raise ValueError(
                 f"bottleneck features {tuple(features.shape[1:])} do not match the prior {tuple(self.static_prior.shape[1:])}"
             )
-        prior = self.static_prior.expand(len(features), *self.static_prior.shape[1:]).flatten(2)
-        attended = self.attn(features.flatten(2), prior, prior, need_weights=False)[0].reshape(features.shape)
+        prior = self.static_prior.expand(
+            len(features), *self.static_prior.shape[1:]
+        ).flatten(2)
+        attended = self.attn(features.flatten(2), prior, prior, need_weights=False)[
+            0
+        ].reshape(features.shape)
         attended = self.transfer(attended)
         return self.fuse(torch.cat([features, attended, features], 1))
 
@@ -508,15 +616,29 @@ class PUIRNet(nn.Module):
         n = len(CONTRASTS)
         self.backbone_name = backbone
         if backbone == "basicunet":
-            self.net = BasicUNet(spatial_dims=spatial_dims, in_channels=n, out_channels=n, features=tuple(features))
+            self.net = BasicUNet(
+                spatial_dims=spatial_dims,
+                in_channels=n,
+                out_channels=n,
+                features=tuple(features),
+            )
             channels, factor = features[4], 16
         elif backbone == "swinunetr":
-            self.net = SwinUNETR(in_channels=n, out_channels=n, feature_size=feature_size, spatial_dims=spatial_dims)
+            self.net = SwinUNETR(
+                in_channels=n,
+                out_channels=n,
+                feature_size=feature_size,
+                spatial_dims=spatial_dims,
+            )
             channels, factor = 16 * feature_size, 32
         else:
-            raise ValueError(f"backbone must be 'basicunet' or 'swinunetr', got {backbone!r}")
+            raise ValueError(
+                f"backbone must be 'basicunet' or 'swinunetr', got {backbone!r}"
+            )
         if image_size % factor:
-            raise ValueError(f"{backbone} needs an image size divisible by {factor}, got {image_size}")
+            raise ValueError(
+                f"{backbone} needs an image size divisible by {factor}, got {image_size}"
+            )
         self.spatial = (image_size // factor,) * spatial_dims
         self.channels = channels
         self.prior = PriorFusion(channels, self.spatial, prior_heads) if prior else None
@@ -533,12 +655,19 @@ class PUIRNet(nn.Module):
             x3 = net.down_3(x2)
             return (x0, x1, x2, x3), net.down_4(x3)
         hidden = net.swinViT(x, net.normalize)
-        skips = (net.encoder1(x), net.encoder2(hidden[0]), net.encoder3(hidden[1]), net.encoder4(hidden[2]), hidden[3])
+        skips = (
+            net.encoder1(x),
+            net.encoder2(hidden[0]),
+            net.encoder3(hidden[1]),
+            net.encoder4(hidden[2]),
+            hidden[3],
+        )
         return skips, hidden[4]
 
     def decode(self, skips, x_h: torch.Tensor) -> torch.Tensor:
         """The four contrasts from X_h and the skip features. Without skip connections
-        (``skips=False``) the skips are zeros: the image reaches the decoder only through X_h."""
+        (``skips=False``) the skips are zeros: the image reaches the decoder only
+        through X_h."""
         net = self.net
         if not self.skips:
             skips = tuple(torch.zeros_like(s) for s in skips)
@@ -565,7 +694,9 @@ class PUIRNet(nn.Module):
         x_h = self.prior(bottleneck) if self.prior is not None else bottleneck
         out = {"out": self.decode(skips, x_h), "x_h": x_h}
         if self.rotation_head is not None:
-            tokens = x_h.flatten(2).transpose(1, 2)  # (B, positions, C); as the code: token 0 and token 1
+            tokens = x_h.flatten(2).transpose(
+                1, 2
+            )  # (B, positions, C); as the code: token 0 and token 1
             out["rotation"] = self.rotation_head(tokens[:, 0])
             out["contrastive"] = self.contrastive_head(tokens[:, 1])
         return out
@@ -590,21 +721,27 @@ def build_model(settings: dict, variant: str) -> PUIRNet:
 
 
 # --------------------------------------------------------------------------------------------------- losses
-def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, fg_weight: float = 10.0):
-    """The released code's reconstruction of all contrasts: ``fg_weight`` x the squared error averaged over
-    foreground (here: brain) voxels, plus the squared error averaged over the whole image."""
+def reconstruction_loss(
+    out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, fg_weight: float = 10.0
+):
+    """The released code's reconstruction of all contrasts: ``fg_weight`` x the squared
+    error averaged over foreground (here: brain) voxels, plus the squared error averaged
+    over the whole image."""
     mask = mask.expand_as(target)
     squared = (out - target) ** 2
     return fg_weight * (squared * mask).sum() / mask.sum().clamp_min(1) + squared.mean()
 
 
 def consistency_loss(x_h: torch.Tensor) -> torch.Tensor:
-    """The individual-level constraint. ``x_h`` is (K, B, ...): the X_h of K contrasts of the same B
-    samples, in the (shuffled) order they are visited. As in the released code, the first contrast sets a
-    detached anchor; each next one pays the MSE to the anchor, which then becomes the average of itself
-    and that contrast's (detached) X_h. Zero when every contrast gives the same X_h."""
+    """The individual-level constraint. ``x_h`` is (K, B, ...): the X_h of K contrasts
+    of the same B samples, in the (shuffled) order they are visited. As in the released
+    code, the first contrast sets a detached anchor; each next one pays the MSE to the
+    anchor, which then becomes the average of itself and that contrast's (detached) X_h.
+    Zero when every contrast gives the same X_h."""
     if x_h.ndim < 3 or len(x_h) < 2:
-        raise ValueError(f"expected (contrasts >= 2, batch, ...) representations, got shape {tuple(x_h.shape)}")
+        raise ValueError(
+            f"expected (contrasts >= 2, batch, ...) representations, got shape {tuple(x_h.shape)}"
+        )
     anchor = x_h[0].detach()
     loss = x_h.new_zeros(())
     for k in range(1, len(x_h)):
@@ -618,7 +755,9 @@ def rotate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.stack([xi.rot90(int(ki), (1, 2)) for xi, ki in zip(x, k, strict=True)])
 
 
-def patch_drop(x: torch.Tensor, max_drop: float = 0.3, max_block: float = 0.25) -> torch.Tensor:
+def patch_drop(
+    x: torch.Tensor, max_drop: float = 0.3, max_block: float = 0.25
+) -> torch.Tensor:
     """The released code's ``aug_rand`` in short: random blocks of each sample replaced by noise in [0, 1]
     until up to ``max_drop`` of the image is covered (torch's generator, so a seeded step repeats)."""
     x = x.clone()
@@ -628,16 +767,25 @@ def patch_drop(x: torch.Tensor, max_drop: float = 0.3, max_block: float = 0.25) 
         covered = 0
         while covered < target:
             lo = [int(torch.randint(0, s - max(1, int(s * 0.05)), ())) for s in shape]
-            size = [int(torch.randint(max(1, int(s * 0.05)), max(2, int(s * max_block)), ())) for s in shape]
-            sl = tuple(slice(a, min(a + b, s)) for a, b, s in zip(lo, size, shape, strict=True))
+            size = [
+                int(
+                    torch.randint(max(1, int(s * 0.05)), max(2, int(s * max_block)), ())
+                )
+                for s in shape
+            ]
+            sl = tuple(
+                slice(a, min(a + b, s)) for a, b, s in zip(lo, size, shape, strict=True)
+            )
             x[(i, slice(None), *sl)] = torch.rand_like(x[(i, slice(None), *sl)])
             covered += math.prod(s.stop - s.start for s in sl)
     return x
 
 
-def contrastive_loss(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """InfoNCE between two views (positives on the diagonal), as the released ``contrast_loss`` but on
-    L2-normalised vectors (the code uses raw dot products)."""
+def contrastive_loss(
+    a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1
+) -> torch.Tensor:
+    """InfoNCE between two views (positives on the diagonal), as the released
+    ``contrast_loss`` but on L2-normalised vectors (the code uses raw dot products)."""
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
     return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
@@ -656,7 +804,9 @@ class PUIRConfig:
     consistency_weight: float = 1.0
     ssl_weight: float = 1.0
     temperature: float = 0.1
-    patch: int = 0  # 3D: random cubic patch side; 0 = train on whole samples (2D slices)
+    patch: int = (
+        0  # 3D: random cubic patch side; 0 = train on whole samples (2D slices)
+    )
     settings: dict = field(default_factory=dict)
 
 
@@ -679,7 +829,9 @@ class PUIRTrainer(CheckpointedTrainer):
         super().__init__(config, device)
         torch.manual_seed(config.seed)
         self.model = build_model(config.settings, config.variant).to(self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         self.parts = VARIANTS[config.variant]
 
     def modules(self):
@@ -692,12 +844,24 @@ class PUIRTrainer(CheckpointedTrainer):
         c = self.config
         if c.patch:
             batch = random_patches(batch, c.patch)
-        images, mask = batch[:, : len(CONTRASTS)].float(), batch[:, len(CONTRASTS) :].float()
+        images, mask = (
+            batch[:, : len(CONTRASTS)].float(),
+            batch[:, len(CONTRASTS) :].float(),
+        )
         b, k = len(images), len(CONTRASTS)
         order = torch.randperm(k)
-        # contrast-major: rows [j * B:(j + 1) * B] are contrast order[j] of the B samples, repeated to 4 channels
-        inputs = images[:, order].transpose(0, 1).reshape(k * b, 1, *images.shape[2:]).repeat_interleave(k, 1)
-        targets, masks = images.repeat(k, *[1] * (images.ndim - 1)), mask.repeat(k, *[1] * (mask.ndim - 1))
+        # contrast-major: rows [j * B:(j + 1) * B] are contrast order[j] of the B
+        # samples, repeated to 4 channels
+        inputs = (
+            images[:, order]
+            .transpose(0, 1)
+            .reshape(k * b, 1, *images.shape[2:])
+            .repeat_interleave(k, 1)
+        )
+        targets, masks = (
+            images.repeat(k, *[1] * (images.ndim - 1)),
+            mask.repeat(k, *[1] * (mask.ndim - 1)),
+        )
         net = self.net("model")
         logs = {}
         if self.parts["ssl"]:
@@ -705,7 +869,9 @@ class PUIRTrainer(CheckpointedTrainer):
             rotated = rotate(inputs, turns)
             out = net(patch_drop(rotated))
             with torch.no_grad():
-                second = net(patch_drop(rotate(rotated, torch.randint(0, 4, (k * b,)))))["contrastive"]
+                second = net(
+                    patch_drop(rotate(rotated, torch.randint(0, 4, (k * b,))))
+                )["contrastive"]
             prediction = rotate(out["out"], (4 - turns) % 4)
             rot = F.cross_entropy(out["rotation"], turns)
             con = contrastive_loss(out["contrastive"], second, c.temperature)
@@ -727,7 +893,12 @@ class PUIRTrainer(CheckpointedTrainer):
 
 
 def train_variant(
-    settings: dict, variant: str, seed: int, train_samples: torch.Tensor, device="cpu", verbose: bool = True
+    settings: dict,
+    variant: str,
+    seed: int,
+    train_samples: torch.Tensor,
+    device="cpu",
+    verbose: bool = True,
 ) -> PUIRTrainer:
     """Train one variant with one seed on the training samples (N, 5, ...) and return the trainer
     (``verbose=False``: no progress bar, no summary line)."""
@@ -744,7 +915,9 @@ def train_variant(
         ssl_weight=settings["ssl_weight"],
         temperature=settings["temperature"],
         patch=settings["image_size"] if settings["spatial_dims"] == 3 else 0,
-        settings={k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
+        settings={
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()
+        },
     )
     trainer = PUIRTrainer(config, device)
     trainer.fit(train_samples, data={"variant": variant}, verbose=verbose)
@@ -753,13 +926,15 @@ def train_variant(
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
-def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_psnr(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """PSNR (data range 1) over the brain voxels only, one value per image.
 
-    MONAI's ``PSNRMetric`` averages the squared error over the whole image; with both images set to 0
-    outside the mask, that mean is the brain's mean times (brain voxels / all voxels), so the brain's PSNR
-    is MONAI's minus 10 log10(all voxels / brain voxels). NaN or infinite inputs are
-    refused."""
+    MONAI's ``PSNRMetric`` averages the squared error over the whole image; with both
+    images set to 0 outside the mask, that mean is the brain's mean times (brain voxels
+    / all voxels), so the brain's PSNR is MONAI's minus 10 log10(all voxels / brain
+    voxels). NaN or infinite inputs are refused."""
     from monai.metrics import PSNRMetric
 
     for what, t in (("prediction", pred), ("target", target), ("mask", mask)):
@@ -767,17 +942,23 @@ def masked_psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
         if bad:
             raise ValueError(f"the {what} has {bad} NaN or infinite value(s): no PSNR")
     mask = mask.float()
-    whole = PSNRMetric(max_val=1.0, reduction="none")(pred * mask, target * mask).reshape(-1)
+    whole = PSNRMetric(max_val=1.0, reduction="none")(
+        pred * mask, target * mask
+    ).reshape(-1)
     share = mask.flatten(1).sum(1) * pred.shape[1] / pred[0].numel()
     if (share <= 0).any():
-        raise ValueError("an image has an empty brain mask; its brain PSNR is undefined")
+        raise ValueError(
+            "an image has an empty brain mask; its brain PSNR is undefined"
+        )
     return whole + 10 * torch.log10(share)
 
 
-def masked_ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:
+def masked_ssim(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kernel_size: int = 11
+) -> torch.Tensor:
     """SSIM averaged over the brain voxels only, one value per image: the SSIM map of
-    ``monai.metrics.regression.compute_ssim_and_cs`` (Gaussian window, data range 1) averaged where the
-    window's centre lies in the mask."""
+    ``monai.metrics.regression.compute_ssim_and_cs`` (Gaussian window, data range 1)
+    averaged where the window's centre lies in the mask."""
     from monai.metrics.regression import compute_ssim_and_cs
 
     dims = pred.ndim - 2
@@ -799,7 +980,9 @@ def masked_ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, ke
 
 
 @torch.no_grad()
-def synthesise(model: PUIRNet, samples: torch.Tensor, settings: dict, batch: int = 64) -> torch.Tensor:
+def synthesise(
+    model: PUIRNet, samples: torch.Tensor, settings: dict, batch: int = 64
+) -> torch.Tensor:
     """For each source contrast, the four contrasts the model synthesises: (4 sources, N, 4 targets, ...).
     3D samples larger than a patch go through MONAI's ``sliding_window_inference`` (Gaussian, overlap 0.5)."""
     from monai.inferers import sliding_window_inference
@@ -815,37 +998,67 @@ def synthesise(model: PUIRNet, samples: torch.Tensor, settings: dict, batch: int
     for j in range(len(CONTRASTS)):
         x = images[:, j : j + 1].repeat_interleave(len(CONTRASTS), 1)
         if settings["spatial_dims"] == 3:
-            y = sliding_window_inference(x, (settings["image_size"],) * 3, 1, predictor, overlap=0.5, mode="gaussian")
+            y = sliding_window_inference(
+                x,
+                (settings["image_size"],) * 3,
+                1,
+                predictor,
+                overlap=0.5,
+                mode="gaussian",
+            )
         else:
-            y = torch.cat([predictor(x[i : i + batch]) for i in range(0, len(x), batch)])
+            y = torch.cat(
+                [predictor(x[i : i + batch]) for i in range(0, len(x), batch)]
+            )
         out.append(y.clamp(0, 1) * samples[:, len(CONTRASTS) :].float())
     return torch.stack(out)
 
 
-def synthesis_scores(model: PUIRNet, samples: torch.Tensor, settings: dict) -> dict[str, np.ndarray]:
+def synthesis_scores(
+    model: PUIRNet, samples: torch.Tensor, settings: dict
+) -> dict[str, np.ndarray]:
     """PSNR and SSIM on the brain mask of every source -> target synthesis: arrays (4, 4, N)."""
     pred = synthesise(model, samples, settings)
-    target, mask = samples[:, : len(CONTRASTS)].float(), samples[:, len(CONTRASTS) :].float()
+    target, mask = (
+        samples[:, : len(CONTRASTS)].float(),
+        samples[:, len(CONTRASTS) :].float(),
+    )
     k = len(CONTRASTS)
     psnr, ssim = np.zeros((k, k, len(samples))), np.zeros((k, k, len(samples)))
     for s in range(k):
         for t in range(k):
-            psnr[s, t] = masked_psnr(pred[s][:, t : t + 1], target[:, t : t + 1], mask).numpy()
-            ssim[s, t] = masked_ssim(pred[s][:, t : t + 1], target[:, t : t + 1], mask, settings["ssim_kernel"]).numpy()
+            psnr[s, t] = masked_psnr(
+                pred[s][:, t : t + 1], target[:, t : t + 1], mask
+            ).numpy()
+            ssim[s, t] = masked_ssim(
+                pred[s][:, t : t + 1],
+                target[:, t : t + 1],
+                mask,
+                settings["ssim_kernel"],
+            ).numpy()
     return {"psnr": psnr, "ssim": ssim}
 
 
-def paper_protocol_scores(model: PUIRNet, samples: torch.Tensor, settings: dict) -> dict[str, np.ndarray]:
+def paper_protocol_scores(
+    model: PUIRNet, samples: torch.Tensor, settings: dict
+) -> dict[str, np.ndarray]:
     """The released evaluation's way, for comparison only: background voxels of the prediction replaced by
     the ground truth, then PSNR and SSIM over the *whole* image (MONAI ``PSNRMetric`` / ``SSIMMetric``).
     Every background voxel then counts as a perfect prediction."""
     from monai.metrics import PSNRMetric, SSIMMetric
 
-    pred = synthesise(model, samples, settings)  # prediction inside the brain, target (0) outside
+    pred = synthesise(
+        model, samples, settings
+    )  # prediction inside the brain, target (0) outside
     target = samples[:, : len(CONTRASTS)].float()
     k, dims = len(CONTRASTS), settings["spatial_dims"]
     psnr_m = PSNRMetric(max_val=1.0, reduction="none")
-    ssim_m = SSIMMetric(spatial_dims=dims, data_range=1.0, win_size=settings["ssim_kernel"], reduction="none")
+    ssim_m = SSIMMetric(
+        spatial_dims=dims,
+        data_range=1.0,
+        win_size=settings["ssim_kernel"],
+        reduction="none",
+    )
     psnr, ssim = np.zeros((k, k, len(samples))), np.zeros((k, k, len(samples)))
     for s in range(k):
         for t in range(k):
@@ -856,7 +1069,9 @@ def paper_protocol_scores(model: PUIRNet, samples: torch.Tensor, settings: dict)
 
 
 @torch.no_grad()
-def synthesise_with_x_h(model: PUIRNet, samples: torch.Tensor, replace: str = "none", donors=None) -> torch.Tensor:
+def synthesise_with_x_h(
+    model: PUIRNet, samples: torch.Tensor, replace: str = "none", donors=None
+) -> torch.Tensor:
     """Synthesis of every contrast from every source with X_h replaced, the skips kept: the test of
     whether the decoder uses X_h. ``replace``: "none" (the model as it is), "zero" (X_h = 0) or
     "swap" (X_h of ``donors``: samples of the same shape, e.g. other slices or another person; the
@@ -874,7 +1089,9 @@ def synthesise_with_x_h(model: PUIRNet, samples: torch.Tensor, replace: str = "n
         x = samples[:, j : j + 1].float().repeat_interleave(k, 1).to(device)
         skips, bottleneck = model.encode(x)
         if replace == "swap":
-            x_h = model.x_h(donors[:, j : j + 1].float().repeat_interleave(k, 1).to(device))
+            x_h = model.x_h(
+                donors[:, j : j + 1].float().repeat_interleave(k, 1).to(device)
+            )
         else:
             x_h = model.prior(bottleneck) if model.prior is not None else bottleneck
             x_h = torch.zeros_like(x_h) if replace == "zero" else x_h
@@ -890,25 +1107,36 @@ def same_height(person: SubjectData, other: SubjectData) -> torch.Tensor:
     return other.samples[torch.as_tensor(nearest)]
 
 
-def scores_of(pred: torch.Tensor, samples: torch.Tensor, metric: str = "psnr", kernel: int = 7) -> np.ndarray:
+def scores_of(
+    pred: torch.Tensor, samples: torch.Tensor, metric: str = "psnr", kernel: int = 7
+) -> np.ndarray:
     """PSNR or SSIM on the brain mask of a (4 sources, N, 4 targets, ...) synthesis: (4, 4, N)."""
-    target, mask = samples[:, : len(CONTRASTS)].float(), samples[:, len(CONTRASTS) :].float()
+    target, mask = (
+        samples[:, : len(CONTRASTS)].float(),
+        samples[:, len(CONTRASTS) :].float(),
+    )
     k = len(CONTRASTS)
     out = np.zeros((k, k, len(samples)))
     for s in range(k):
         for t in range(k):
             p, y = pred[s][:, t : t + 1], target[:, t : t + 1]
-            out[s, t] = (masked_psnr(p, y, mask) if metric == "psnr" else masked_ssim(p, y, mask, kernel)).numpy()
+            out[s, t] = (
+                masked_psnr(p, y, mask)
+                if metric == "psnr"
+                else masked_ssim(p, y, mask, kernel)
+            ).numpy()
     return out
 
 
 @torch.no_grad()
-def x_h_dependence(model: PUIRNet, samples: torch.Tensor, shift: int | None = None) -> dict:
+def x_h_dependence(
+    model: PUIRNet, samples: torch.Tensor, shift: int | None = None
+) -> dict:
     """Per sample, the cross-contrast PSNR (mean of the 12 pairs) of the model as it is
-    (``"none"``) and with X_h replaced, the skips kept: by zeros (``"zero"``), and by the X_h
-    of the sample ``shift`` places away in the same person, same source contrast (``"swap"``;
-    default half the samples, so far in height). A decoder that uses X_h loses dB under both;
-    one that synthesises through its skip connections does not."""
+    (``"none"``) and with X_h replaced, the skips kept: by zeros (``"zero"``), and by
+    the X_h of the sample ``shift`` places away in the same person, same source contrast
+    (``"swap"``; default half the samples, so far in height). A decoder that uses X_h
+    loses dB under both; one that synthesises through its skip connections does not."""
     n, k = len(samples), len(CONTRASTS)
     if n < 2:
         raise ValueError("the swap needs at least two samples")
@@ -922,9 +1150,16 @@ def x_h_dependence(model: PUIRNet, samples: torch.Tensor, shift: int | None = No
         skips, bottleneck = model.encode(x)
         x_h = model.prior(bottleneck) if model.prior is not None else bottleneck
         other = x_h.roll(shift, 0)  # X_h of the sample `shift` places away
-        for name, z in (("none", x_h), ("zero", torch.zeros_like(x_h)), ("swap", other)):
+        for name, z in (
+            ("none", x_h),
+            ("zero", torch.zeros_like(x_h)),
+            ("swap", other),
+        ):
             preds[name].append(model.decode(skips, z).cpu().clamp(0, 1) * mask)
-    return {r: off_diagonal_mean(scores_of(torch.stack(p), samples)) for r, p in preds.items()}
+    return {
+        r: off_diagonal_mean(scores_of(torch.stack(p), samples))
+        for r, p in preds.items()
+    }
 
 
 def off_diagonal_mean(scores: np.ndarray) -> np.ndarray:
@@ -935,7 +1170,9 @@ def off_diagonal_mean(scores: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def embeddings(model: PUIRNet, subjects: dict[str, SubjectData], settings: dict) -> dict[str, np.ndarray]:
+def embeddings(
+    model: PUIRNet, subjects: dict[str, SubjectData], settings: dict
+) -> dict[str, np.ndarray]:
     """X_h of every sample of every subject from each contrast, flattened: arrays (4, N, D) by subject.
     3D samples are represented by their central patch."""
     model.eval()
@@ -945,25 +1182,39 @@ def embeddings(model: PUIRNet, subjects: dict[str, SubjectData], settings: dict)
         if settings["spatial_dims"] == 3:
             size = settings["image_size"]
             lo = [(s - size) // 2 for s in images.shape[2:]]
-            images = images[(slice(None), slice(None), *(slice(a, a + size) for a in lo))]
+            images = images[
+                (slice(None), slice(None), *(slice(a, a + size) for a in lo))
+            ]
         rows = []
         for j in range(len(CONTRASTS)):
             x = images[:, j : j + 1].repeat_interleave(len(CONTRASTS), 1)
-            rows.append(model.x_h(x.to(next(model.parameters()).device)).flatten(1).cpu().numpy())
+            rows.append(
+                model.x_h(x.to(next(model.parameters()).device))
+                .flatten(1)
+                .cpu()
+                .numpy()
+            )
         out[name] = np.stack(rows)
     return out
 
 
-def xh_agreement(emb: dict[str, np.ndarray], positions: dict[str, np.ndarray], person: str) -> dict[str, float]:
-    """How much the X_h that different contrasts give agree, for one person against the others.
+def xh_agreement(
+    emb: dict[str, np.ndarray], positions: dict[str, np.ndarray], person: str
+) -> dict[str, float]:
+    """How much the X_h that different contrasts give agree, for one person against the
+    others.
 
-    The X_h are centred (the mean over every subject, contrast and sample is removed) and compared by
-    cosine similarity. ``same_person``: between two different contrasts of the same slice of ``person``.
-    ``different_people``: between a contrast of a slice of ``person`` and a *different* contrast of the
-    slice of another person at the nearest relative position (the volumes share an atlas-like grid).
-    ``gap`` = same_person - different_people: above 0 when X_h carries who the person is, whatever the contrast."""
+    The X_h are centred (the mean over every subject, contrast and sample is removed)
+    and compared by cosine similarity. ``same_person``: between two different contrasts
+    of the same slice of ``person``. ``different_people``: between a contrast of a slice
+    of ``person`` and a *different* contrast of the slice of another person at the
+    nearest relative position (the volumes share an atlas-like grid). ``gap`` =
+    same_person - different_people: above 0 when X_h carries who the person is, whatever
+    the contrast."""
     if person not in emb or len(emb) < 2:
-        raise ValueError(f"need {person!r} and at least one other person, got {sorted(emb)}")
+        raise ValueError(
+            f"need {person!r} and at least one other person, got {sorted(emb)}"
+        )
     mean = np.concatenate([e.reshape(-1, e.shape[-1]) for e in emb.values()]).mean(0)
 
     def unit(a):
@@ -979,7 +1230,9 @@ def xh_agreement(emb: dict[str, np.ndarray], positions: dict[str, np.ndarray], p
         if other == person:
             continue
         theirs = unit(e)
-        nearest = np.abs(positions[other][None, :] - positions[person][:, None]).argmin(1)
+        nearest = np.abs(positions[other][None, :] - positions[person][:, None]).argmin(
+            1
+        )
         between += [(mine[a] * theirs[b][nearest]).sum(-1).mean() for a, b in pairs]
     return {
         "same_person": float(same),
@@ -1020,13 +1273,21 @@ def constant_prediction(train: torch.Tensor, samples: torch.Tensor) -> torch.Ten
     each sample is applied, as to every model's prediction. (4 sources, N, 4 targets, ...)."""
     k = len(CONTRASTS)
     mask = train[:, k:].float()
-    means = (train[:, :k].float() * mask).flatten(2).sum((0, 2)) / mask.sum().clamp_min(1)
+    means = (train[:, :k].float() * mask).flatten(2).sum((0, 2)) / mask.sum().clamp_min(
+        1
+    )
     shape = (1, k) + (1,) * (samples.ndim - 2)
     pred = means.reshape(shape) * samples[:, k:].float()
-    return pred.expand(len(samples), k, *samples.shape[2:]).unsqueeze(0).repeat(k, *[1] * samples.ndim)
+    return (
+        pred.expand(len(samples), k, *samples.shape[2:])
+        .unsqueeze(0)
+        .repeat(k, *[1] * samples.ndim)
+    )
 
 
-def control_embeddings(subjects: dict[str, SubjectData], kind: str, size: tuple[int, ...]) -> dict[str, np.ndarray]:
+def control_embeddings(
+    subjects: dict[str, SubjectData], kind: str, size: tuple[int, ...]
+) -> dict[str, np.ndarray]:
     """Trivial "encoders" for the agreement of section 7.8, in the shape :func:`embeddings` returns
     ((4, N, D) per subject): ``"pixels"``, each contrast average-pooled to the bottleneck's ``size``
     (3 x 3 in CI mode); ``"mask"``, the brain mask pooled the same way, the same for every contrast.
@@ -1043,7 +1304,9 @@ def control_embeddings(subjects: dict[str, SubjectData], kind: str, size: tuple[
     return out
 
 
-def _run_variant(settings: dict, data: dict, variant: str, device="cpu", score_val: bool = True) -> dict:
+def _run_variant(
+    settings: dict, data: dict, variant: str, device="cpu", score_val: bool = True
+) -> dict:
     """Train one variant with every seed on one fold and score it (the part of :func:`run_fold` that
     one worker process does)."""
     if settings.get("threads"):
@@ -1053,7 +1316,14 @@ def _run_variant(settings: dict, data: dict, variant: str, device="cpu", score_v
     everyone = {**data["train"], **data["test"]}
     positions = {n: d.position for n, d in everyone.items()}
     crop = settings["image_size"] if settings["spatial_dims"] == 3 else None
-    out = {"test": {}, "val": {}, "agreement": {}, "models": {}, "history": {}, "dependence": {}}
+    out = {
+        "test": {},
+        "val": {},
+        "agreement": {},
+        "models": {},
+        "history": {},
+        "dependence": {},
+    }
     for seed in settings["seeds"]:
         # one line per run would fill the page (folds x variants x seeds); the loss curves are kept
         trainer = train_variant(settings, variant, seed, train, device, verbose=False)
@@ -1064,9 +1334,13 @@ def _run_variant(settings: dict, data: dict, variant: str, device="cpu", score_v
         if val is not None:
             out["val"][variant, seed] = synthesis_scores(model, val, settings)
         if variant in ("baseline", "full", "unet"):
-            out["dependence"][variant, seed] = x_h_dependence(model, central_patch(test, crop) if crop else test)
+            out["dependence"][variant, seed] = x_h_dependence(
+                model, central_patch(test, crop) if crop else test
+            )
         emb = embeddings(model, everyone, settings)
-        out["agreement"][variant, seed] = xh_agreement(emb, positions, data["split"]["test"][0])
+        out["agreement"][variant, seed] = xh_agreement(
+            emb, positions, data["split"]["test"][0]
+        )
         out["models"][variant, seed] = model.cpu()
     return out
 
@@ -1088,7 +1362,12 @@ def _controls(settings: dict, data: dict, size: tuple[int, ...]) -> dict:
     }
     for kind in ("pixels", "mask"):
         people = {
-            n: SubjectData(n, central_patch(d.samples, crop) if crop else d.samples, d.position, d.clipped)
+            n: SubjectData(
+                n,
+                central_patch(d.samples, crop) if crop else d.samples,
+                d.position,
+                d.clipped,
+            )
             for n, d in everyone.items()
         }
         out["agreement"][kind] = xh_agreement(
@@ -1098,14 +1377,19 @@ def _controls(settings: dict, data: dict, size: tuple[int, ...]) -> dict:
 
 
 def _merge(settings: dict, data: dict, parts: list[dict]) -> dict:
-    results = {"person": data["split"]["test"][0], "n_test": len(stack_samples(data["test"]))}
+    results = {
+        "person": data["split"]["test"][0],
+        "n_test": len(stack_samples(data["test"])),
+    }
     for key in ("test", "val", "agreement", "models", "history", "dependence"):
         results[key] = {k: v for part in parts for k, v in part[key].items()}
     results["control"] = _controls(settings, data, parts[0]["spatial"])
     return results
 
 
-def run_fold(settings: dict, data: dict, device="cpu", progress=None, score_val: bool = True) -> dict:
+def run_fold(
+    settings: dict, data: dict, device="cpu", progress=None, score_val: bool = True
+) -> dict:
     """One fold: train every variant with every seed on the training people; score the synthesis of
     the test person (and the validation slices if ``score_val``), the X_h agreement, the swap and zero
     tests of X_h (for ``baseline``, ``full`` and ``unet``), and the trivial controls. Returns the
@@ -1118,7 +1402,9 @@ def run_fold(settings: dict, data: dict, device="cpu", progress=None, score_val:
     return _merge(settings, data, parts)
 
 
-def run_folds(settings: dict, folds: list[dict], device="cpu", workers: int = 1) -> list[dict]:
+def run_folds(
+    settings: dict, folds: list[dict], device="cpu", workers: int = 1
+) -> list[dict]:
     """:func:`run_fold` for every fold; validation slices are scored in the fold whose test person is
     the first of ``settings["test_subjects"]`` (the fold the exercises use). With ``workers`` > 1 the
     (fold, variant) jobs run in that many processes (CPU only); every run is seeded on its own, so the
@@ -1130,12 +1416,15 @@ def run_folds(settings: dict, folds: list[dict], device="cpu", workers: int = 1)
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             done = list(pool.map(_run_variant, *zip(*args, strict=True)))
     else:
         done = [_run_variant(*a) for a in args]
     return [
-        _merge(settings, f, [d for (j, _), d in zip(jobs, done, strict=True) if j == i]) for i, f in enumerate(folds)
+        _merge(settings, f, [d for (j, _), d in zip(jobs, done, strict=True) if j == i])
+        for i, f in enumerate(folds)
     ]
 
 
@@ -1160,9 +1449,13 @@ def matrix_table(results: dict, metric: str, variants=None) -> pd.DataFrame:
     variants = variants or list(dict.fromkeys(v for v, _ in results["test"]))
     rows = {}
     for v in variants:
-        per_seed = np.stack([r[metric].mean(-1) for (vv, _), r in results["test"].items() if vv == v])
+        per_seed = np.stack(
+            [r[metric].mean(-1) for (vv, _), r in results["test"].items() if vv == v]
+        )
         for s, source in enumerate(CONTRASTS):
-            rows[(VARIANT_LABELS[v], source)] = {t: _mean_sd(per_seed[:, s, j]) for j, t in enumerate(CONTRASTS)}
+            rows[(VARIANT_LABELS[v], source)] = {
+                t: _mean_sd(per_seed[:, s, j]) for j, t in enumerate(CONTRASTS)
+            }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.names, table.columns.name = ["model", "source"], "target"
     return table
@@ -1176,11 +1469,13 @@ def split_table(folds: list[dict]) -> pd.DataFrame:
             people = f[part]
             rows.append(
                 {
-                    "test person": ", ".join(f["split"]["test"][:2]) + (" ..." if len(f["split"]["test"]) > 2 else ""),
+                    "test person": ", ".join(f["split"]["test"][:2])
+                    + (" ..." if len(f["split"]["test"]) > 2 else ""),
                     "part": part,
                     "people": len(people),
                     "samples": sum(len(d.samples) for d in people.values()),
-                    "names": ", ".join(list(people)[:3]) + (" ..." if len(people) > 3 else ""),
+                    "names": ", ".join(list(people)[:3])
+                    + (" ..." if len(people) > 3 else ""),
                 }
             )
     return pd.DataFrame(rows).set_index(["test person", "part"])
@@ -1194,7 +1489,8 @@ def split_means(fold: dict, split: str = "val") -> pd.DataFrame:
     for v in variants:
         runs = [r for (vv, _), r in fold[split].items() if vv == v]
         rows[VARIANT_LABELS[v]] = {
-            m: _mean_sd([off_diagonal_mean(r[m]).mean() for r in runs]) for m in ("psnr", "ssim")
+            m: _mean_sd([off_diagonal_mean(r[m]).mean() for r in runs])
+            for m in ("psnr", "ssim")
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -1230,12 +1526,23 @@ def compare(folds: list[dict], a: str, b: str, metric: str = "psnr") -> dict:
     per_fold, a_all, b_all, people = {}, [], [], []
     for fold in folds:
         fa, fb = item_scores(fold, a, metric), item_scores(fold, b, metric)
-        per_fold[fold["person"]] = stats.paired_difference(fa, fb, clusters=[fold["person"]] * fa.shape[1])
-        a_all.append(fa), b_all.append(fb), people.extend([fold["person"]] * fa.shape[1])
+        per_fold[fold["person"]] = stats.paired_difference(
+            fa, fb, clusters=[fold["person"]] * fa.shape[1]
+        )
+        (
+            a_all.append(fa),
+            b_all.append(fb),
+            people.extend([fold["person"]] * fa.shape[1]),
+        )
     pooled = None
     if len(folds) > 1:
-        pooled = stats.paired_difference(np.concatenate(a_all, 1), np.concatenate(b_all, 1), clusters=people)
-    sides = {"above 0" if r["low"] > 0 else "below 0" if r["high"] < 0 else "no" for r in per_fold.values()}
+        pooled = stats.paired_difference(
+            np.concatenate(a_all, 1), np.concatenate(b_all, 1), clusters=people
+        )
+    sides = {
+        "above 0" if r["low"] > 0 else "below 0" if r["high"] < 0 else "no"
+        for r in per_fold.values()
+    }
     agree = sides.pop() if len(sides) == 1 else "no"
     return {"folds": per_fold, "pooled": pooled, "agree": agree}
 
@@ -1245,13 +1552,17 @@ def _interval(r: dict, digits: int = 3, sign: str = "+") -> str:
     return f"{r['mean']:{sign}.{digits}f} [{r['low']:{sign}.{digits}f}, {r['high']:{sign}.{digits}f}]"
 
 
-def comparison_table(folds: list[dict], pairs: dict[str, tuple[str, str]], metric: str = "psnr") -> pd.DataFrame:
+def comparison_table(
+    folds: list[dict], pairs: dict[str, tuple[str, str]], metric: str = "psnr"
+) -> pd.DataFrame:
     """One row per comparison and test person (and "pooled"): the mean difference with its 95%
     interval (over seeds within a fold, over seeds and people pooled) and the per-seed means."""
     rows = []
     for label, (a, b) in pairs.items():
         c = compare(folds, a, b, metric)
-        parts = list(c["folds"].items()) + ([("pooled", c["pooled"])] if c["pooled"] else [])
+        parts = list(c["folds"].items()) + (
+            [("pooled", c["pooled"])] if c["pooled"] else []
+        )
         for person, r in parts:
             rows.append(
                 {
@@ -1265,7 +1576,10 @@ def comparison_table(folds: list[dict], pairs: dict[str, tuple[str, str]], metri
 
 
 def verdict_table(
-    folds: list[dict], pairs: dict[str, tuple[str, str]], metric: str = "psnr", unit: str = ""
+    folds: list[dict],
+    pairs: dict[str, tuple[str, str]],
+    metric: str = "psnr",
+    unit: str = "",
 ) -> pd.DataFrame:
     """Per comparison: how the book reads the pooled interval (:func:`medvae_lib.stats.verdict`) and
     whether every fold agrees. A conclusion is drawn only where both say the same."""
@@ -1274,7 +1588,10 @@ def verdict_table(
     rows = {}
     for label, (a, b) in pairs.items():
         c = compare(folds, a, b, metric)
-        rows[label] = {"pooled": stats.verdict(c["pooled"], unit) if c["pooled"] else "-", "every fold": c["agree"]}
+        rows[label] = {
+            "pooled": stats.verdict(c["pooled"], unit) if c["pooled"] else "-",
+            "every fold": c["agree"],
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -1283,7 +1600,9 @@ def gap_values(folds: list[dict], what: str) -> np.ndarray:
     for every seed)."""
     seeds = sorted({s for _, s in folds[0]["test"]})
     if what in ("pixels", "mask"):
-        return np.repeat([[f["control"]["agreement"][what]["gap"] for f in folds]], len(seeds), 0)
+        return np.repeat(
+            [[f["control"]["agreement"][what]["gap"] for f in folds]], len(seeds), 0
+        )
     return np.array([[f["agreement"][what, s]["gap"] for f in folds] for s in seeds])
 
 
@@ -1292,17 +1611,24 @@ def gap_table(folds: list[dict], variants, controls=("pixels", "mask")) -> pd.Da
     a 95% interval over seeds and people, and (for models) the difference to the brain mask alone."""
     from . import stats
 
-    labels = {"pixels": "raw pixels, pooled to X_h's size", "mask": "brain mask alone, pooled"}
+    labels = {
+        "pixels": "raw pixels, pooled to X_h's size",
+        "mask": "brain mask alone, pooled",
+    }
     people = [f["person"] for f in folds]
     rows = {}
     for what in list(variants) + list(controls):
         g = gap_values(folds, what)
         row = {p: f"{v:.3f}" for p, v in zip(people, g.mean(0), strict=True)}
         if what in controls:
-            row["pooled [95% interval]"] = f"{g.mean():.3f} (no training: one value per person)"
+            row["pooled [95% interval]"] = (
+                f"{g.mean():.3f} (no training: one value per person)"
+            )
             row["minus mask [95% interval]"] = "-"
         else:
-            row["pooled [95% interval]"] = _interval(stats.mean_interval(g, clusters=people), sign="")
+            row["pooled [95% interval]"] = _interval(
+                stats.mean_interval(g, clusters=people), sign=""
+            )
             d = stats.paired_difference(g, gap_values(folds, "mask"), clusters=people)
             row["minus mask [95% interval]"] = _interval(d)
         rows[labels.get(what, VARIANT_LABELS.get(what, what))] = row
@@ -1319,7 +1645,11 @@ def fold_summary(folds: list[dict], metric: str = "psnr") -> pd.DataFrame:
     for v in variants:
         per = [item_scores(f, v, metric) for f in folds]
         row = {f["person"]: f"{x.mean():.3f}" for f, x in zip(folds, per, strict=True)}
-        people = [f["person"] for f, x in zip(folds, per, strict=True) for _ in range(x.shape[1])]
+        people = [
+            f["person"]
+            for f, x in zip(folds, per, strict=True)
+            for _ in range(x.shape[1])
+        ]
         if len(folds) > 1:
             pooled = stats.mean_interval(np.concatenate(per, 1), clusters=people)
             row["pooled [95% interval]"] = _interval(pooled, sign="")
@@ -1327,14 +1657,18 @@ def fold_summary(folds: list[dict], metric: str = "psnr") -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def plot_synthesis(model: PUIRNet, sample: torch.Tensor, settings: dict, title: str = ""):
+def plot_synthesis(
+    model: PUIRNet, sample: torch.Tensor, settings: dict, title: str = ""
+):
     """One sample: the four real contrasts, each contrast synthesised from each source, and the error maps."""
     import matplotlib.pyplot as plt
 
     pred = synthesise(model, sample[None], settings)[:, 0]  # (sources, targets, H, W)
     truth = sample[: len(CONTRASTS)]
     k = len(CONTRASTS)
-    fig, axes = plt.subplots(k + 1, 2 * k, figsize=(2 * k * 1.1, (k + 1) * 1.15), dpi=70)
+    fig, axes = plt.subplots(
+        k + 1, 2 * k, figsize=(2 * k * 1.1, (k + 1) * 1.15), dpi=70
+    )
 
     def show(ax, image, cmap="gray", vmax=1.0):
         ax.imshow(np.rot90(image.numpy()), cmap=cmap, vmin=0, vmax=vmax)
@@ -1346,7 +1680,12 @@ def plot_synthesis(model: PUIRNet, sample: torch.Tensor, settings: dict, title: 
         axes[0, k + t].axis("off")
         for s in range(k):
             show(axes[s + 1, t], pred[s, t])
-            show(axes[s + 1, k + t], (pred[s, t] - truth[t]).abs(), cmap="magma", vmax=0.5)
+            show(
+                axes[s + 1, k + t],
+                (pred[s, t] - truth[t]).abs(),
+                cmap="magma",
+                vmax=0.5,
+            )
             if s == 0:
                 axes[1, k + t].set_title(f"|error| {CONTRASTS[t]}", fontsize=8)
     for s in range(k):
@@ -1360,10 +1699,14 @@ def plot_embedding(embs: dict[str, dict[str, np.ndarray]]):
     """PCA of X_h, one row per model: points coloured by person (left) and by source contrast (right)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(embs), 2, figsize=(8, 3.3 * len(embs)), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(
+        len(embs), 2, figsize=(8, 3.3 * len(embs)), dpi=80, squeeze=False
+    )
     for row, (label, emb) in enumerate(embs.items()):
         xy, people, contrasts = pca_2d(emb)
-        for col, (groups, name) in enumerate(((people, "person"), (contrasts, "source contrast"))):
+        for col, (groups, name) in enumerate(
+            ((people, "person"), (contrasts, "source contrast"))
+        ):
             ax = axes[row, col]
             for g in dict.fromkeys(groups):
                 sel = np.array(groups) == g

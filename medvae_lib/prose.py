@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARKER = re.compile(r"<!--\s*result:\s*(?P<body>.*?)\s*-->", re.DOTALL)
-_BODY = re.compile(r"(?P<key>[A-Za-z0-9_.\-]+)\s+(?P<says>above|below|holds|between)\s+(?P<numbers>[-+0-9.eE\s]+)")
+_BODY = re.compile(
+    r"(?P<key>[A-Za-z0-9_.\-]+)\s+(?P<says>above|below|holds|between)\s+(?P<numbers>[-+0-9.eE\s]+)"
+)
 
 
 class ProseError(ValueError):
@@ -57,7 +59,9 @@ def parse_marker(body: str, cell: int = -1) -> Marker:
         raise ProseError(f"cell {cell}: {body!r}: the numbers cannot be read") from None
     wanted = 2 if m["says"] == "between" else 1
     if len(numbers) != wanted:
-        raise ProseError(f"cell {cell}: {body!r}: '{m['says']}' takes {wanted} number(s)")
+        raise ProseError(
+            f"cell {cell}: {body!r}: '{m['says']}' takes {wanted} number(s)"
+        )
     if wanted == 2 and numbers[0] > numbers[1]:
         raise ProseError(f"cell {cell}: {body!r}: the range is empty")
     return Marker(m["key"], m["says"], numbers, cell)
@@ -101,7 +105,9 @@ def check(marker: Marker, results: dict) -> str:
     result = by_key[marker.key]
     value = result["value"]
     low, high = result.get("interval") or (value, value)
-    shown = f"{value:.4g}" + (f" [{low:.4g}, {high:.4g}]" if "interval" in result else "")
+    shown = f"{value:.4g}" + (
+        f" [{low:.4g}, {high:.4g}]" if "interval" in result else ""
+    )
     says, numbers = marker.says, marker.numbers
     if says == "above":
         ok = low > numbers[0]
@@ -125,5 +131,7 @@ def check_notebook(path: str | Path, results: dict) -> list[str]:
 
     notebook = nbformat.read(path, 4)
     if not summary_markers(notebook):
-        raise ProseError(f"{Path(path).name}: its summary states no result with a result marker")
+        raise ProseError(
+            f"{Path(path).name}: its summary states no result with a result marker"
+        )
     return [check(m, results) for m in markers(notebook)]

@@ -52,9 +52,21 @@ CONSISTENT = "consistent (interval holds both)"
 NOT_REPRODUCED_VERDICT = "not reproduced"
 NOT_TESTABLE = "not testable here"
 VERDICTS = (REPRODUCED, CONSISTENT, NOT_REPRODUCED_VERDICT, NOT_TESTABLE)
-EVIDENCE = ("primary", "primary (screenshot of the table)", "secondary", "repo/model card")
+EVIDENCE = (
+    "primary",
+    "primary (screenshot of the table)",
+    "secondary",
+    "repo/model card",
+)
 # Limits of the results schema: what a chapter could plausibly write, far below what would hurt the page.
-LIMITS = {"key": 120, "metric": 200, "setting": 300, "data": 200, "data_key": 64, "version": 40}
+LIMITS = {
+    "key": 120,
+    "metric": 200,
+    "setting": 300,
+    "data": 200,
+    "data_key": 64,
+    "version": 40,
+}
 MOST = {"results": 2000, "seeds": 1000, "data_items": 500, "data_depth": 5}
 # The ASCII characters a text field may hold besides letters and digits: no line breaks or tabs, no
 # backticks, braces, pipes, backslashes or dollars, which Markdown and MyST read as syntax. Beyond ASCII,
@@ -75,22 +87,36 @@ def slug(text: str) -> str:
 
 
 def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+    ):
         raise ResultsError(f"{where}: expected a finite number, got {value!r}")
     return value
 
 
-def _text(value, where: str, limit: int, punctuation: set[str] = TEXT_PUNCTUATION) -> str:
+def _text(
+    value, where: str, limit: int, punctuation: set[str] = TEXT_PUNCTUATION
+) -> str:
     """A non-empty string of at most ``limit`` characters: ASCII letters, digits and ``punctuation``, and
     beyond ASCII letters, marks, digits, punctuation and symbols (not control or separator characters)."""
     if not isinstance(value, str) or not value:
-        raise ResultsError(f"{where}: expected a non-empty string, got {type(value).__name__}")
+        raise ResultsError(
+            f"{where}: expected a non-empty string, got {type(value).__name__}"
+        )
     if len(value) > limit:
         raise ResultsError(f"{where}: at most {limit} characters, got {len(value)}")
     for ch in value:
-        allowed = ch.isalnum() or ch in punctuation if ch.isascii() else unicodedata.category(ch)[0] in "LMNPS"
+        allowed = (
+            ch.isalnum() or ch in punctuation
+            if ch.isascii()
+            else unicodedata.category(ch)[0] in "LMNPS"
+        )
         if not allowed:
-            raise ResultsError(f"{where}: character {ch!r} (U+{ord(ch):04X}) is not allowed in this field")
+            raise ResultsError(
+                f"{where}: character {ch!r} (U+{ord(ch):04X}) is not allowed in this field"
+            )
     return value
 
 
@@ -100,11 +126,19 @@ def _data(value, where: str, depth: int = 0, count: list | None = None):
     count = [0] if count is None else count
     count[0] += 1
     if count[0] > MOST["data_items"] or depth > MOST["data_depth"]:
-        raise ResultsError(f"{where}: the data identity is too large or too deeply nested")
+        raise ResultsError(
+            f"{where}: the data identity is too large or too deeply nested"
+        )
     if isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str) or len(key) > LIMITS["data_key"] or not DATA_KEY.fullmatch(key):
-                raise ResultsError(f"{where}: key {str(key)[:40]!r} must be letters, digits, '_', '.', '-'")
+            if (
+                not isinstance(key, str)
+                or len(key) > LIMITS["data_key"]
+                or not DATA_KEY.fullmatch(key)
+            ):
+                raise ResultsError(
+                    f"{where}: key {str(key)[:40]!r} must be letters, digits, '_', '.', '-'"
+                )
             _data(item, f"{where}.{key}", depth + 1, count)
     elif isinstance(value, list):
         for i, item in enumerate(value):
@@ -125,7 +159,16 @@ def validate_results(doc: dict, source: str = "results") -> dict:
     escapes everything it writes, :func:`md`)."""
     if not isinstance(doc, dict):
         raise ResultsError(f"{source}: expected a JSON object")
-    required = {"schema", "chapter", "mode", "seeds", "data", "date", "library_version", "results"}
+    required = {
+        "schema",
+        "chapter",
+        "mode",
+        "seeds",
+        "data",
+        "date",
+        "library_version",
+        "results",
+    }
     missing = sorted(required - set(doc))
     if missing:
         raise ResultsError(f"{source}: missing field(s) {missing}")
@@ -133,20 +176,37 @@ def validate_results(doc: dict, source: str = "results") -> dict:
     if unknown:
         raise ResultsError(f"{source}: unknown field(s) {unknown}")
     if doc["schema"] != SCHEMA:
-        raise ResultsError(f"{source}: field 'schema' is {doc['schema']!r}, expected {SCHEMA}")
-    if not isinstance(doc["chapter"], str) or len(doc["chapter"]) > 60 or not CHAPTER.fullmatch(doc["chapter"]):
-        raise ResultsError(f"{source}: field 'chapter' must look like '04_latent_downstream', got {doc['chapter']!r}")
+        raise ResultsError(
+            f"{source}: field 'schema' is {doc['schema']!r}, expected {SCHEMA}"
+        )
+    if (
+        not isinstance(doc["chapter"], str)
+        or len(doc["chapter"]) > 60
+        or not CHAPTER.fullmatch(doc["chapter"])
+    ):
+        raise ResultsError(
+            f"{source}: field 'chapter' must look like '04_latent_downstream', got {doc['chapter']!r}"
+        )
     if doc["mode"] not in MODES:
-        raise ResultsError(f"{source}: field 'mode' must be one of {MODES}, got {doc['mode']!r}")
+        raise ResultsError(
+            f"{source}: field 'mode' must be one of {MODES}, got {doc['mode']!r}"
+        )
     seeds = doc["seeds"]
     if (
         not isinstance(seeds, list)
         or not 0 < len(seeds) <= MOST["seeds"]
-        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds)
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63
+            for s in seeds
+        )
     ):
-        raise ResultsError(f"{source}: field 'seeds' must be a non-empty list of integers, got {seeds!r}")
+        raise ResultsError(
+            f"{source}: field 'seeds' must be a non-empty list of integers, got {seeds!r}"
+        )
     if not isinstance(doc["data"], dict):
-        raise ResultsError(f"{source}: field 'data' must be an object (the data identity), got {type(doc['data'])}")
+        raise ResultsError(
+            f"{source}: field 'data' must be an object (the data identity), got {type(doc['data'])}"
+        )
     _data(doc["data"], f"{source}: field 'data'")
     try:
         if not isinstance(doc["date"], str) or not DATE.fullmatch(doc["date"]):
@@ -157,13 +217,19 @@ def validate_results(doc: dict, source: str = "results") -> dict:
             f"{source}: field 'date' must be an ISO date (YYYY-MM-DD), got {doc['date']!r:.40}"
         ) from None
     version = doc["library_version"]
-    if not isinstance(version, str) or len(version) > LIMITS["version"] or not VERSION.fullmatch(version):
+    if (
+        not isinstance(version, str)
+        or len(version) > LIMITS["version"]
+        or not VERSION.fullmatch(version)
+    ):
         raise ResultsError(
             f"{source}: field 'library_version' must be a version such as 0.1.0, got {str(version)[:40]!r}"
         )
     results = doc["results"]
     if not isinstance(results, list) or not 0 < len(results) <= MOST["results"]:
-        raise ResultsError(f"{source}: field 'results' must be a non-empty list of at most {MOST['results']}")
+        raise ResultsError(
+            f"{source}: field 'results' must be a non-empty list of at most {MOST['results']}"
+        )
     seen = set()
     for i, r in enumerate(results):
         where = f"{source}: results[{i}]"
@@ -175,8 +241,14 @@ def validate_results(doc: dict, source: str = "results") -> dict:
         unknown = sorted(set(r) - {"key", "metric", "value", "interval", "setting"})
         if unknown:
             raise ResultsError(f"{where}: unknown field(s) {unknown}")
-        if not isinstance(r["key"], str) or len(r["key"]) > LIMITS["key"] or not KEY.fullmatch(r["key"]):
-            raise ResultsError(f"{where}: field 'key' must be dotted lower-case words, got {str(r['key'])[:60]!r}")
+        if (
+            not isinstance(r["key"], str)
+            or len(r["key"]) > LIMITS["key"]
+            or not KEY.fullmatch(r["key"])
+        ):
+            raise ResultsError(
+                f"{where}: field 'key' must be dotted lower-case words, got {str(r['key'])[:60]!r}"
+            )
         if r["key"] in seen:
             raise ResultsError(f"{where}: field 'key' {r['key']!r} appears twice")
         seen.add(r["key"])
@@ -185,13 +257,21 @@ def validate_results(doc: dict, source: str = "results") -> dict:
         interval = r.get("interval")
         if interval is not None:
             if not isinstance(interval, list) or len(interval) != 2:
-                raise ResultsError(f"{where} ({r['key']}): field 'interval' must be [low, high] or null")
+                raise ResultsError(
+                    f"{where} ({r['key']}): field 'interval' must be [low, high] or null"
+                )
             low = _number(interval[0], f"{where} ({r['key']}): field 'interval'")
             high = _number(interval[1], f"{where} ({r['key']}): field 'interval'")
             if low > high:
-                raise ResultsError(f"{where} ({r['key']}): field 'interval' has low {low} > high {high}")
+                raise ResultsError(
+                    f"{where} ({r['key']}): field 'interval' has low {low} > high {high}"
+                )
         if "setting" in r:
-            _text(r["setting"], f"{where} ({r['key']}): field 'setting'", LIMITS["setting"])
+            _text(
+                r["setting"],
+                f"{where} ({r['key']}): field 'setting'",
+                LIMITS["setting"],
+            )
     return doc
 
 
@@ -205,7 +285,12 @@ def results_path(chapter: str, mode: str, results_dir: str | Path = "results") -
 
 
 def write_results(
-    chapter: str, mode: str, results: list[dict], seed, data: dict, results_dir: str | Path | None = None
+    chapter: str,
+    mode: str,
+    results: list[dict],
+    seed,
+    data: dict,
+    results_dir: str | Path | None = None,
 ) -> Path:
     """Write a chapter's headline results to ``<results_dir>/<chapter>.<mode>.json`` (``results/`` is
     ``notebooks/results/`` when a chapter runs from ``notebooks/``) and return the path.
@@ -225,7 +310,11 @@ def write_results(
         if r.get("setting"):
             row["setting"] = str(r["setting"])
         rows.append(row)
-    seeds = sorted({int(s) for s in seed}) if isinstance(seed, (list, tuple, set)) else [int(seed)]
+    seeds = (
+        sorted({int(s) for s in seed})
+        if isinstance(seed, (list, tuple, set))
+        else [int(seed)]
+    )
     doc = {
         "schema": SCHEMA,
         "chapter": chapter,
@@ -262,7 +351,9 @@ def load_results(results_dir: str | Path = RESULTS_DIR) -> dict[tuple[str, str],
             raise ResultsError(f"{path.name}: not valid JSON ({e})") from None
         validate_results(doc, path.name)
         if path.name != f"{doc['chapter']}.{doc['mode']}.json":
-            raise ResultsError(f"{path.name}: the file name must be {doc['chapter']}.{doc['mode']}.json")
+            raise ResultsError(
+                f"{path.name}: the file name must be {doc['chapter']}.{doc['mode']}.json"
+            )
         found[doc["chapter"], doc["mode"]] = doc
     return found
 
@@ -280,7 +371,16 @@ def load_claims(path: str | Path = CLAIMS) -> list[dict]:
     claims = doc.get("claims") if isinstance(doc, dict) else None
     if not isinstance(claims, list) or not claims:
         raise ResultsError(f"{path}: expected a top-level 'claims' list")
-    fields = {"id", "paper", "where", "setting", "metric", "reported", "reported_direction", "source"}
+    fields = {
+        "id",
+        "paper",
+        "where",
+        "setting",
+        "metric",
+        "reported",
+        "reported_direction",
+        "source",
+    }
     fields |= {"compared_with", "direction", "reason_if_different"}
     optional = {"reported_text", "evidence"}
     ids = set()
@@ -295,27 +395,47 @@ def load_claims(path: str | Path = CLAIMS) -> list[dict]:
         if unknown:
             raise ResultsError(f"{where} ({c.get('id')}): unknown field(s) {unknown}")
         if not isinstance(c["id"], str) or not CLAIM_ID.fullmatch(c["id"]):
-            raise ResultsError(f"{where}: id must be lower-case words joined by '_', got {c['id']!r}")
+            raise ResultsError(
+                f"{where}: id must be lower-case words joined by '_', got {c['id']!r}"
+            )
         if c["id"] in ids:
             raise ResultsError(f"{where}: id {c['id']!r} appears twice")
         ids.add(c["id"])
         c.setdefault("reported_text", None)
         c.setdefault("evidence", None)
-        for name in ("paper", "where", "setting", "metric", "source", "reported_direction", "reported_text"):
+        for name in (
+            "paper",
+            "where",
+            "setting",
+            "metric",
+            "source",
+            "reported_direction",
+            "reported_text",
+        ):
             if c[name] is not None and not isinstance(c[name], str):
                 raise ResultsError(f"{where} ({c['id']}): field {name!r} must be text")
         if c["reported"] is not None:
             _number(c["reported"], f"{where} ({c['id']}): field 'reported'")
         if not c["source"]:
-            raise ResultsError(f"{where} ({c['id']}): field 'source' must say where the reported value is from")
+            raise ResultsError(
+                f"{where} ({c['id']}): field 'source' must say where the reported value is from"
+            )
         has_number = c["reported"] is not None or c["reported_text"] is not None
         if has_number and c["evidence"] not in EVIDENCE:
-            raise ResultsError(f"{where} ({c['id']}): a reported value needs 'evidence', one of {EVIDENCE}")
+            raise ResultsError(
+                f"{where} ({c['id']}): a reported value needs 'evidence', one of {EVIDENCE}"
+            )
         if not has_number and c["evidence"] is not None:
-            raise ResultsError(f"{where} ({c['id']}): 'evidence' without a reported value or text")
+            raise ResultsError(
+                f"{where} ({c['id']}): 'evidence' without a reported value or text"
+            )
         target = c["compared_with"]
-        if target is not None and (not isinstance(target, dict) or set(target) != {"chapter", "key"}):
-            raise ResultsError(f"{where} ({c['id']}): field 'compared_with' must be null or {{chapter, key}}")
+        if target is not None and (
+            not isinstance(target, dict) or set(target) != {"chapter", "key"}
+        ):
+            raise ResultsError(
+                f"{where} ({c['id']}): field 'compared_with' must be null or {{chapter, key}}"
+            )
         direction = c["direction"]
         if direction is not None:
             if (
@@ -329,14 +449,27 @@ def load_claims(path: str | Path = CLAIMS) -> list[dict]:
                     "no_effect (optional), margin (optional)}"
                 )
             _number(direction["than"], f"{where} ({c['id']}): direction 'than'")
-            _number(direction.get("no_effect", 0), f"{where} ({c['id']}): direction 'no_effect'")
-            if _number(direction.get("margin", 0), f"{where} ({c['id']}): direction 'margin'") < 0:
-                raise ResultsError(f"{where} ({c['id']}): direction 'margin' must not be negative")
+            _number(
+                direction.get("no_effect", 0),
+                f"{where} ({c['id']}): direction 'no_effect'",
+            )
+            if (
+                _number(
+                    direction.get("margin", 0),
+                    f"{where} ({c['id']}): direction 'margin'",
+                )
+                < 0
+            ):
+                raise ResultsError(
+                    f"{where} ({c['id']}): direction 'margin' must not be negative"
+                )
             problem = trivial_test(direction, c["reported"])
             if problem:
                 raise ResultsError(f"{where} ({c['id']}): {problem}")
         if target is not None and not c["reason_if_different"]:
-            raise ResultsError(f"{where} ({c['id']}): a compared claim needs a 'reason_if_different'")
+            raise ResultsError(
+                f"{where} ({c['id']}): a compared claim needs a 'reason_if_different'"
+            )
     return claims
 
 
@@ -364,7 +497,14 @@ def find_result(results: dict, target: dict | None, mode: str) -> dict | None:
     """The result a claim points at, in one mode's file, or None."""
     if target is None or (target["chapter"], mode) not in results:
         return None
-    return next((r for r in results[target["chapter"], mode]["results"] if r["key"] == target["key"]), None)
+    return next(
+        (
+            r
+            for r in results[target["chapter"], mode]["results"]
+            if r["key"] == target["key"]
+        ),
+        None,
+    )
 
 
 def fmt(value: float) -> str:
@@ -408,7 +548,9 @@ def _test_text(direction: dict) -> str:
     margin = direction.get("margin", 0)
     if sign in ("greater", "less"):
         return f"{'>' if sign == 'greater' else '<'} {than}"
-    bound = direction["than"] - margin if sign == "not_less" else direction["than"] + margin
+    bound = (
+        direction["than"] - margin if sign == "not_less" else direction["than"] + margin
+    )
     return f"{'not below' if sign == 'not_less' else 'not above'} {fmt(bound)}"
 
 
@@ -425,15 +567,24 @@ def verdict(claim: dict, result: dict | None) -> tuple[str, str]:
         return NOT_TESTABLE, "no chapter result to compare"
     direction = claim["direction"]
     if direction is None:
-        return NOT_TESTABLE, "no test: the value depends on data, resolution and budget, not on the claim"
+        return (
+            NOT_TESTABLE,
+            "no test: the value depends on data, resolution and budget, not on the claim",
+        )
     low, high = result.get("interval") or (result["value"], result["value"])
-    what = "interval lies wholly" if result.get("interval") else "value (no interval) lies"
+    what = (
+        "interval lies wholly" if result.get("interval") else "value (no interval) lies"
+    )
     sign, than = direction["sign"], direction["than"]
     if sign in ("not_less", "not_greater"):
         margin = direction.get("margin", 0)
         than = than - margin if sign == "not_less" else than + margin
-    paper_side = low > than if sign == "greater" else high < than if sign == "less" else None
-    other_side = high <= than if sign == "greater" else low >= than if sign == "less" else None
+    paper_side = (
+        low > than if sign == "greater" else high < than if sign == "less" else None
+    )
+    other_side = (
+        high <= than if sign == "greater" else low >= than if sign == "less" else None
+    )
     if sign == "not_less":
         paper_side, other_side = low >= than, high < than
     elif sign == "not_greater":
@@ -442,7 +593,10 @@ def verdict(claim: dict, result: dict | None) -> tuple[str, str]:
     if paper_side:
         return REPRODUCED, f"the {what} on the paper's side of the test ({test})"
     if other_side:
-        return NOT_REPRODUCED_VERDICT, f"the {what} on the other side of the test ({test})"
+        return (
+            NOT_REPRODUCED_VERDICT,
+            f"the {what} on the other side of the test ({test})",
+        )
     return CONSISTENT, f"the interval holds values on both sides of the test ({test})"
 
 
@@ -481,10 +635,16 @@ def claim_row(claim: dict, results: dict) -> dict:
     if target is None:
         ours = md(NOT_REPRODUCED)
     else:
-        ours = md(fmt_result(measured["ci"])) if measured["ci"] else md("no CI-mode result")
+        ours = (
+            md(fmt_result(measured["ci"]))
+            if measured["ci"]
+            else md("no CI-mode result")
+        )
         if measured["full"]:
             ours += f"; full: {md(fmt_result(measured['full']))}"
-    verdicts = {m: verdict(claim, measured[m]) for m in MODES if measured[m] is not None}
+    verdicts = {
+        m: verdict(claim, measured[m]) for m in MODES if measured[m] is not None
+    }
     shown = verdicts.get("ci", (NOT_TESTABLE, "no CI-mode result"))
     if target is None:
         shown = (NOT_TESTABLE, "no chapter measures it yet")
@@ -505,7 +665,11 @@ def claim_row(claim: dict, results: dict) -> dict:
             f"- **Ours**: chapter {md(target['chapter'][:2])}, `{target['chapter']}`, result `{target['key']}`"
         )
         for mode in MODES:
-            value = md(fmt_result(measured[mode])) if measured[mode] else md("no result in this mode")
+            value = (
+                md(fmt_result(measured[mode]))
+                if measured[mode]
+                else md("no result in this mode")
+            )
             details.append(f"  - {mode} mode: {value}")
     if claim["direction"] is not None:
         details.append(f"- **Test**: {md(_test_text(claim['direction']))}")
@@ -513,7 +677,9 @@ def claim_row(claim: dict, results: dict) -> dict:
         details.append(f"- **Verdict ({mode} mode)**: {md(cls)}: {md(why)}")
     if not verdicts:
         details.append(f"- **Verdict**: {md(shown[0])}: {md(shown[1])}")
-    reason = claim["reason_if_different"] or ("" if target is not None else "no chapter measures it yet")
+    reason = claim["reason_if_different"] or (
+        "" if target is not None else "no chapter measures it yet"
+    )
     if reason:
         details.append(f"- **Why they can differ**: {md(reason)}")
     return {
@@ -532,15 +698,26 @@ def _data_text(data: dict) -> str:
     parts = [f"{k} {data[k]}" for k in ("manifest", "key", "image_size") if k in data]
     if not parts and "simulated" in data:
         real = data.get("real")
-        parts = ["simulated" + (f"; real: {real['manifest']}" if isinstance(real, dict) and "manifest" in real else "")]
+        parts = [
+            "simulated"
+            + (
+                f"; real: {real['manifest']}"
+                if isinstance(real, dict) and "manifest" in real
+                else ""
+            )
+        ]
     if not parts:
         parts = [
-            f"{k.removesuffix('_sha256')} sha256 {str(v)[:12]}..." for k, v in data.items() if k.endswith("_sha256")
+            f"{k.removesuffix('_sha256')} sha256 {str(v)[:12]}..."
+            for k, v in data.items()
+            if k.endswith("_sha256")
         ]
     return ", ".join(parts) or "not recorded"
 
 
-def build_page(results_dir: str | Path = RESULTS_DIR, claims_path: str | Path = CLAIMS) -> str:
+def build_page(
+    results_dir: str | Path = RESULTS_DIR, claims_path: str | Path = CLAIMS
+) -> str:
     """The scorecard page, Markdown, from the results files and the claims. Every value from those files
     is written through :func:`md`, so none can add a heading, a directive, a role or HTML."""
     results = load_results(results_dir)
@@ -588,11 +765,20 @@ def build_page(results_dir: str | Path = RESULTS_DIR, claims_path: str | Path = 
         first = number + 1
         for row in rows:
             number += 1
-            lines.append(f"| {number} | {row['claim']} | {row['paper']} | {row['ours']} | {row['verdict']} |")
+            lines.append(
+                f"| {number} | {row['claim']} | {row['paper']} | {row['ours']} | {row['verdict']} |"
+            )
             counts[row["verdict_class"]] += 1
         lines.append("")
-        for offset, (row, claim) in enumerate(zip(rows, [c for c in claims if c["paper"] == paper], strict=True)):
-            lines += [f"```{{dropdown}} {first + offset}. {claim['id']}", *row["details"], "```", ""]
+        for offset, (row, claim) in enumerate(
+            zip(rows, [c for c in claims if c["paper"] == paper], strict=True)
+        ):
+            lines += [
+                f"```{{dropdown}} {first + offset}. {claim['id']}",
+                *row["details"],
+                "```",
+                "",
+            ]
     lines += [
         "## Summary",
         "",
@@ -606,7 +792,9 @@ def build_page(results_dir: str | Path = RESULTS_DIR, claims_path: str | Path = 
         "|---|---|---|---|---|---|---|---|",
     ]
     for (chapter, mode), doc in sorted(results.items()):
-        seeds = ", ".join(map(str, doc["seeds"][:10])) + (", ..." if len(doc["seeds"]) > 10 else "")
+        seeds = ", ".join(map(str, doc["seeds"][:10])) + (
+            ", ..." if len(doc["seeds"]) > 10 else ""
+        )
         lines.append(
             f"| `{chapter}.{mode}.json` | {md(chapter[:2])} | {md(mode)} | {md(seeds)} | {md(_data_text(doc['data']))} "
             f"| {md(doc['library_version'])} | {md(doc['date'])} | {len(doc['results'])} |"

@@ -44,9 +44,13 @@ def _as_2d(values, name: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] == 0:
-        raise StatsError(f"{name}: expected scores of shape (seeds, items) or (items,), got {arr.shape}")
+        raise StatsError(
+            f"{name}: expected scores of shape (seeds, items) or (items,), got {arr.shape}"
+        )
     if not np.isfinite(arr).all():
-        raise StatsError(f"{name}: contains NaN or infinite scores (e.g. PSNR of a perfect reconstruction)")
+        raise StatsError(
+            f"{name}: contains NaN or infinite scores (e.g. PSNR of a perfect reconstruction)"
+        )
     return arr
 
 
@@ -55,7 +59,9 @@ def _cluster_codes(clusters, n_items: int) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(n_items), np.arange(n_items)
     labels = np.asarray(clusters)
     if labels.shape != (n_items,):
-        raise StatsError(f"clusters: expected one label per item ({n_items}), got shape {labels.shape}")
+        raise StatsError(
+            f"clusters: expected one label per item ({n_items}), got shape {labels.shape}"
+        )
     names, codes = np.unique(labels, return_inverse=True)
     return names, codes
 
@@ -66,7 +72,9 @@ def t_interval(values, confidence: float = 0.95) -> dict:
     Use it when each unit gives one number (a per-seed difference, a per-fold accuracy)."""
     v = np.asarray(values, dtype=float).ravel()
     if v.size < 2:
-        raise StatsError(f"an interval needs at least two independent units, got {v.size}")
+        raise StatsError(
+            f"an interval needs at least two independent units, got {v.size}"
+        )
     if not np.isfinite(v).all():
         raise StatsError("unit values contain NaN or infinite numbers")
     se = float(v.std(ddof=1) / np.sqrt(v.size))
@@ -94,23 +102,30 @@ def _finish(mean: float, se: float, df: float, confidence: float, **counts) -> d
 
 
 def mean_interval(values, clusters=None, confidence: float = 0.95) -> dict:
-    """Mean of ``values`` (``(seeds, items)`` or ``(items,)``) with an interval over seeds and clusters.
+    """Mean of ``values`` (``(seeds, items)`` or ``(items,)``) with an interval over
+    seeds and clusters.
 
-    ``clusters`` labels each item's independent unit (person, case, volume); ``None`` means every item
-    is its own unit (independent test images). Returns ``mean``, ``low``, ``high``, ``se``, ``df`` and
-    the counts ``n_seeds``, ``n_clusters``, ``n_items``. The mean weights every item equally; the
-    variance is that of the seeds-by-clusters table of item totals (a ratio estimator, so clusters of
-    different sizes are handled), see the module docstring."""
+    ``clusters`` labels each item's independent unit (person, case, volume); ``None``
+    means every item is its own unit (independent test images). Returns ``mean``,
+    ``low``, ``high``, ``se``, ``df`` and the counts ``n_seeds``, ``n_clusters``,
+    ``n_items``. The mean weights every item equally; the variance is that of the
+    seeds-by-clusters table of item totals (a ratio estimator, so clusters of different
+    sizes are handled), see the module docstring."""
     d = _as_2d(values, "values")
     n_seeds, n_items = d.shape
     names, codes = _cluster_codes(clusters, n_items)
     n_clusters = len(names)
     if n_seeds < 2 and n_clusters < 2:
-        raise StatsError("an interval needs at least two seeds or two clusters (people, cases, images)")
+        raise StatsError(
+            "an interval needs at least two seeds or two clusters (people, cases, images)"
+        )
     mean = float(d.mean())
     sizes = np.bincount(codes, minlength=n_clusters).astype(float)
-    totals = np.stack([np.bincount(codes, weights=row, minlength=n_clusters) for row in d])
-    # linearised cluster values: r[s, c] has mean `mean` and carries each cluster's weight
+    totals = np.stack(
+        [np.bincount(codes, weights=row, minlength=n_clusters) for row in d]
+    )
+    # linearised cluster values: r[s, c] has mean `mean` and carries each cluster's
+    # weight
     r = mean + (totals - mean * sizes) / sizes.mean()
     counts = {"n_seeds": n_seeds, "n_clusters": n_clusters, "n_items": n_items}
     if n_seeds == 1:
@@ -131,7 +146,11 @@ def mean_interval(values, clusters=None, confidence: float = 0.95) -> dict:
     var_num = max(combo, floor)
     se = float(np.sqrt(var_num / (n_seeds * n_clusters)))
     if combo >= floor:
-        denom = ms_seed**2 / (n_seeds - 1) + ms_cluster**2 / (n_clusters - 1) + ms_resid**2 / df_resid
+        denom = (
+            ms_seed**2 / (n_seeds - 1)
+            + ms_cluster**2 / (n_clusters - 1)
+            + ms_resid**2 / df_resid
+        )
         df = combo**2 / denom if denom > 0 else float(n_seeds * n_clusters - 1)
     else:
         df = float(n_seeds - 1 if ms_seed >= ms_cluster else n_clusters - 1)
@@ -149,7 +168,9 @@ def paired_difference(a, b, clusters=None, confidence: float = 0.95) -> dict:
     (seeds, if there are several, else clusters) on which ``a`` is ahead."""
     a2, b2 = _as_2d(a, "a"), _as_2d(b, "b")
     if a2.shape != b2.shape:
-        raise StatsError(f"paired scores must have the same shape, got {a2.shape} and {b2.shape}")
+        raise StatsError(
+            f"paired scores must have the same shape, got {a2.shape} and {b2.shape}"
+        )
     diff = a2 - b2
     out = mean_interval(diff, clusters, confidence)
     per_seed = diff.mean(1)
@@ -184,13 +205,16 @@ def statistic_difference(
     labels = np.asarray(labels).ravel()
     a2, b2 = _as_2d(a, "a"), _as_2d(b, "b")
     if a2.shape != b2.shape or a2.shape[1] != labels.size:
-        raise StatsError(f"scores {a2.shape} and {b2.shape} do not match {labels.size} labels")
+        raise StatsError(
+            f"scores {a2.shape} and {b2.shape} do not match {labels.size} labels"
+        )
     names, codes = _cluster_codes(clusters, labels.size)
     members = [np.flatnonzero(codes == k) for k in range(len(names))]
 
     def diff_at(idx):
         return [
-            statistic(labels[idx], ra[idx]) - statistic(labels[idx], rb[idx]) for ra, rb in zip(a2, b2, strict=True)
+            statistic(labels[idx], ra[idx]) - statistic(labels[idx], rb[idx])
+            for ra, rb in zip(a2, b2, strict=True)
         ]
 
     per_seed = np.asarray(diff_at(np.arange(labels.size)), dtype=float)
@@ -202,16 +226,22 @@ def statistic_difference(
         if np.isfinite(values).all():
             boot.append(float(np.mean(values)))
     if len(boot) < n_resamples // 2:
-        raise StatsError("the statistic is undefined on most resamples (too few items of one class)")
+        raise StatsError(
+            "the statistic is undefined on most resamples (too few items of one class)"
+        )
     var_test = float(np.var(boot, ddof=1))
     n_seeds = len(per_seed)
     var_seed = float(per_seed.var(ddof=1) / n_seeds) if n_seeds > 1 else 0.0
     var = var_test + var_seed
-    parts = [(var_test, len(members) - 1.0)] + ([(var_seed, n_seeds - 1.0)] if n_seeds > 1 else [])
+    parts = [(var_test, len(members) - 1.0)] + (
+        [(var_seed, n_seeds - 1.0)] if n_seeds > 1 else []
+    )
     denom = sum(v**2 / df for v, df in parts if v > 0)
     df = var**2 / denom if denom > 0 else float(len(members) - 1)
     counts = {"n_seeds": n_seeds, "n_clusters": len(members), "n_items": labels.size}
-    out = _finish(float(per_seed.mean()), float(np.sqrt(var)), max(df, 1.0), confidence, **counts)
+    out = _finish(
+        float(per_seed.mean()), float(np.sqrt(var)), max(df, 1.0), confidence, **counts
+    )
     return {
         **out,
         "per_seed": [float(x) for x in per_seed],

@@ -35,7 +35,9 @@ _WHOLE = re.compile(_DIRECTIVE % "solution", re.M)
 def is_solution(cell) -> bool:
     """Whether the cell is tagged as a solution (``solution``, also spelt ``Solution`` or ``solutions``)."""
     tags = cell.get("metadata", {}).get("tags", [])
-    return any(str(tag).strip().lower() in (SOLUTION_TAG, SOLUTION_TAG + "s") for tag in tags)
+    return any(
+        str(tag).strip().lower() in (SOLUTION_TAG, SOLUTION_TAG + "s") for tag in tags
+    )
 
 
 def solution_cells(cells, name: str = "notebook") -> list[bool]:
@@ -46,20 +48,28 @@ def solution_cells(cells, name: str = "notebook") -> list[bool]:
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
         starts, ends = len(_START.findall(source)), len(_END.findall(source))
         if starts > 1 or ends > 1 or (starts and inside):
-            raise ValueError(f"{name}: cell {index} opens a solution inside another; close each with {{solution-end}}")
+            raise ValueError(
+                f"{name}: cell {index} opens a solution inside another; close each with {{solution-end}}"
+            )
         if ends and not (inside or starts):
-            raise ValueError(f"{name}: cell {index} ends a solution that no {{solution-start}} opened")
+            raise ValueError(
+                f"{name}: cell {index} ends a solution that no {{solution-start}} opened"
+            )
         if starts:
             inside, opened = True, index
         flags.append(inside or bool(_WHOLE.search(source)) or is_solution(cell))
         if ends:
             inside = False
     if inside:
-        raise ValueError(f"{name}: the solution opened in cell {opened} has no {{solution-end}}")
+        raise ValueError(
+            f"{name}: the solution opened in cell {opened} has no {{solution-end}}"
+        )
     return flags
 
 
-def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+def student_notebook(
+    nb: nbformat.NotebookNode, name: str = "notebook"
+) -> nbformat.NotebookNode:
     """``nb`` without its solutions and outputs (a new notebook; ``nb`` is not changed)."""
     out = copy.deepcopy(nb)
     cells, run = [], []  # run: the solution cells since the last other cell
@@ -78,7 +88,9 @@ def student_notebook(nb: nbformat.NotebookNode, name: str = "notebook") -> nbfor
         cells.append(cell)
     leaks = [c.source.splitlines()[0] for c in cells if _LEAK.search(c.source)]
     if leaks:
-        raise ValueError(f"{name}: solution directives outside a solution's markers: {leaks}")
+        raise ValueError(
+            f"{name}: solution directives outside a solution's markers: {leaks}"
+        )
     out.cells = cells
     out.metadata.pop("papermill", None)
     return out
@@ -90,7 +102,9 @@ def write_student_copy(source: Path, dest: Path) -> list[Path]:
     if not source.is_dir():
         raise NotADirectoryError(f"{source} is not a folder of notebooks")
     if dest.resolve() == source.resolve():
-        raise ValueError("the student copy would replace the notebooks with their solutions: choose another folder")
+        raise ValueError(
+            "the student copy would replace the notebooks with their solutions: choose another folder"
+        )
     notebooks = sorted(p for p in source.glob("*.ipynb") if CHAPTER.fullmatch(p.name))
     if not notebooks:
         raise FileNotFoundError(f"no chapter notebooks (NN_name.ipynb) in {source}")
@@ -105,8 +119,14 @@ def write_student_copy(source: Path, dest: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="folder with the chapter notebooks (e.g. notebooks)")
-    parser.add_argument("dest", type=Path, help="folder for the student copy (e.g. _build/student_notebooks)")
+    parser.add_argument(
+        "source", type=Path, help="folder with the chapter notebooks (e.g. notebooks)"
+    )
+    parser.add_argument(
+        "dest",
+        type=Path,
+        help="folder for the student copy (e.g. _build/student_notebooks)",
+    )
     args = parser.parse_args(argv)
     written = write_student_copy(args.source, args.dest)
     print(f"{len(written)} notebooks without solutions in {args.dest}")

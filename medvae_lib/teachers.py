@@ -31,7 +31,13 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize
+from torchvision.transforms import (
+    CenterCrop,
+    Compose,
+    InterpolationMode,
+    Normalize,
+    Resize,
+)
 
 BIOMEDCLIP = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 """The open_clip identifier MedVAE loads its stage-2 teacher from."""
@@ -81,14 +87,22 @@ class FrozenTeacher(torch.nn.Module):
     ):
         super().__init__()
         if not isinstance(encoder, torch.nn.Module):
-            raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise TypeError(
+                f"encoder must be a torch.nn.Module, got {type(encoder).__name__}"
+            )
+        if (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, int)
+            or image_size < 1
+        ):
             raise ValueError(
                 f"image_size must be a positive integer (the encoder's square input side), got {image_size!r}"
             )
         mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need one value per RGB channel (3 each), got {len(mean)} and {len(std)}")
+            raise ValueError(
+                f"mean and std need one value per RGB channel (3 each), got {len(mean)} and {len(std)}"
+            )
         if not all(s > 0 for s in std):
             raise ValueError(f"std must be positive in every channel, got {std}")
         self.encoder = encoder
@@ -99,7 +113,12 @@ class FrozenTeacher(torch.nn.Module):
         # tensors they are differentiable: bicubic antialiased interpolation, slicing, an affine map.
         self.transform = Compose(
             [
-                Resize(size=image_size, interpolation=InterpolationMode.BICUBIC, max_size=None, antialias=True),
+                Resize(
+                    size=image_size,
+                    interpolation=InterpolationMode.BICUBIC,
+                    max_size=None,
+                    antialias=True,
+                ),
                 CenterCrop(size=(image_size, image_size)),
                 Normalize(mean=list(mean), std=list(std)),
             ]
@@ -115,7 +134,9 @@ class FrozenTeacher(torch.nn.Module):
 
     def _check_images(self, images: Tensor) -> None:
         if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+            raise TypeError(
+                f"images must be a torch.Tensor, got {type(images).__name__}"
+            )
         if images.ndim != 4:
             raise ValueError(
                 f"images must have shape (N, C, H, W) with C = 1 or 3, got {images.ndim} dimensions "
@@ -177,7 +198,9 @@ class FrozenTeacher(torch.nn.Module):
                 reference = next(self.encoder.parameters(), None)
                 if reference is None:
                     reference = next(self.encoder.buffers(), torch.empty(0))
-                dummy = torch.zeros(1, 3, self.image_size, self.image_size, device=reference.device)
+                dummy = torch.zeros(
+                    1, 3, self.image_size, self.image_size, device=reference.device
+                )
                 if reference.is_floating_point():
                     dummy = dummy.to(reference.dtype)
                 with torch.no_grad():
@@ -204,7 +227,9 @@ class _OpenClipImageTower(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         if not callable(getattr(model, "encode_image", None)):
-            raise TypeError(f"expected an open_clip model with an encode_image method, got {type(model).__name__}")
+            raise TypeError(
+                f"expected an open_clip model with an encode_image method, got {type(model).__name__}"
+            )
         self.model = model
         declared = getattr(getattr(model, "visual", None), "output_dim", None)
         if isinstance(declared, int) and not isinstance(declared, bool):
@@ -216,7 +241,9 @@ class _OpenClipImageTower(torch.nn.Module):
 
 def _weights_in(directory: Path) -> Path:
     """The weights file open_clip will load from ``directory``; FileNotFoundError if there is none."""
-    candidates = [p for p in directory.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES]
+    candidates = [
+        p for p in directory.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
+    ]
     if not candidates:
         raise FileNotFoundError(
             f"no weights file (*.safetensors, *.bin or *.pth) in the open_clip model directory {directory}. "
@@ -224,7 +251,9 @@ def _weights_in(directory: Path) -> Path:
         )
     from open_clip import factory
 
-    chosen = factory._find_checkpoint_in_dir(directory)  # open_clip's own choice, for the provenance
+    chosen = factory._find_checkpoint_in_dir(
+        directory
+    )  # open_clip's own choice, for the provenance
     return Path(chosen) if chosen else sorted(candidates)[0]
 
 
@@ -245,11 +274,15 @@ def _square_side(size, model_id: str) -> int:
         return size
     if isinstance(size, Sequence) and len(size) == 2 and size[0] == size[1]:
         return int(size[0])
-    raise ValueError(f"{model_id} expects images of size {size}; FrozenTeacher supports square inputs only")
+    raise ValueError(
+        f"{model_id} expects images of size {size}; FrozenTeacher supports square inputs only"
+    )
 
 
 def load_open_clip_model(
-    model_id: str | os.PathLike = BIOMEDCLIP, device: str | torch.device = "cpu", force_quick_gelu: bool = False
+    model_id: str | os.PathLike = BIOMEDCLIP,
+    device: str | torch.device = "cpu",
+    force_quick_gelu: bool = False,
 ):
     """Load a whole open_clip model (weights required) from the hub or a local model directory, as
     :func:`load_open_clip_teacher` describes ``model_id``; returns ``(model, model_id, provenance)``, the
@@ -264,7 +297,10 @@ def load_open_clip_model(
         repo_id = model_id[len(_HF_PREFIX) :]
         try:
             model = open_clip.create_model_from_pretrained(
-                model_id, device=device, return_transform=False, force_quick_gelu=force_quick_gelu
+                model_id,
+                device=device,
+                return_transform=False,
+                force_quick_gelu=force_quick_gelu,
             )
         except ImportError as error:  # BiomedCLIP's text tower is a Hugging Face BERT
             raise ImportError(
@@ -279,12 +315,20 @@ def load_open_clip_model(
             ) from error
         revision = _hub_revision(repo_id)
         provenance = f"Hugging Face Hub repository {repo_id}" + (
-            f" at revision {revision} (from the local Hugging Face cache)" if revision else ""
+            f" at revision {revision} (from the local Hugging Face cache)"
+            if revision
+            else ""
         )
     else:
-        raw = model_id[len(_LOCAL_PREFIX) :] if model_id.startswith(_LOCAL_PREFIX) else model_id
+        raw = (
+            model_id[len(_LOCAL_PREFIX) :]
+            if model_id.startswith(_LOCAL_PREFIX)
+            else model_id
+        )
         if not raw:
-            raise FileNotFoundError(f"no directory given in model_id {model_id!r}. " + _DIRECTORY_HELP)
+            raise FileNotFoundError(
+                f"no directory given in model_id {model_id!r}. " + _DIRECTORY_HELP
+            )
         directory = Path(raw).expanduser()
         if not directory.exists():
             raise FileNotFoundError(
@@ -292,13 +336,21 @@ def load_open_clip_model(
                 f"need the prefix '{_HF_PREFIX}'). " + _DIRECTORY_HELP
             )
         if not directory.is_dir():
-            raise FileNotFoundError(f"{directory} is a file, not an open_clip model directory. " + _DIRECTORY_HELP)
+            raise FileNotFoundError(
+                f"{directory} is a file, not an open_clip model directory. "
+                + _DIRECTORY_HELP
+            )
         if not (directory / _CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory} has no {_CONFIG_NAME}. " + _DIRECTORY_HELP)
+            raise FileNotFoundError(
+                f"{directory} has no {_CONFIG_NAME}. " + _DIRECTORY_HELP
+            )
         weights = _weights_in(directory)
         model_id = f"{_LOCAL_PREFIX}{directory}"
         model = open_clip.create_model_from_pretrained(
-            model_id, device=device, return_transform=False, force_quick_gelu=force_quick_gelu
+            model_id,
+            device=device,
+            return_transform=False,
+            force_quick_gelu=force_quick_gelu,
         )
         provenance = (
             f"open_clip model directory {directory.resolve()}: {_CONFIG_NAME} and weights {weights.name} "
@@ -308,13 +360,17 @@ def load_open_clip_model(
     return model, model_id, provenance
 
 
-def open_clip_preprocessing(model: torch.nn.Module, model_id: str) -> tuple[int, Sequence[float], Sequence[float]]:
+def open_clip_preprocessing(
+    model: torch.nn.Module, model_id: str
+) -> tuple[int, Sequence[float], Sequence[float]]:
     """``(square input side, mean, std)`` from an open_clip model's preprocessing configuration."""
     visual = getattr(model, "visual", model)
     config = getattr(visual, "preprocess_cfg", None) or {}
     size = config.get("size", getattr(visual, "image_size", None))
     if size is None:
-        raise ValueError(f"{model_id} declares no input image size (model.visual.preprocess_cfg['size'])")
+        raise ValueError(
+            f"{model_id} declares no input image size (model.visual.preprocess_cfg['size'])"
+        )
     mean = config.get("mean", getattr(visual, "image_mean", None) or CLIP_MEAN)
     std = config.get("std", getattr(visual, "image_std", None) or CLIP_STD)
     return _square_side(size, model_id), mean, std
@@ -356,5 +412,10 @@ def load_open_clip_teacher(
     model, model_id, provenance = load_open_clip_model(model_id, device)
     size, mean, std = open_clip_preprocessing(model, model_id)
     return FrozenTeacher(
-        _OpenClipImageTower(model), image_size=size, mean=mean, std=std, name=model_id, provenance=provenance
+        _OpenClipImageTower(model),
+        image_size=size,
+        mean=mean,
+        std=std,
+        name=model_id,
+        provenance=provenance,
     )

@@ -69,7 +69,11 @@ def _type_ok(value, kind) -> bool:
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
     if kind is type(None):
         return value is None
     return isinstance(value, kind)
@@ -111,7 +115,9 @@ def check_types(config) -> None:
             )
 
 
-def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | None = None) -> dict:
+def settings_for(
+    modes: Mapping[str, Mapping], mode: str, overrides: Mapping | None = None
+) -> dict:
     """A notebook's settings: the entries of ``modes[mode]``, with single entries replaced by ``overrides``.
 
     An override must have the type of the entry it replaces (an integer may stand for a float; an entry
@@ -127,22 +133,39 @@ def settings_for(modes: Mapping[str, Mapping], mode: str, overrides: Mapping | N
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(modes[mode]))
     if unknown:
-        raise ValueError(f"unknown setting(s) {unknown} in overrides; known: {sorted(modes[mode])}")
+        raise ValueError(
+            f"unknown setting(s) {unknown} in overrides; known: {sorted(modes[mode])}"
+        )
     for key, value in list(overrides.items()):
         defaults = [
             m[key] for m in modes.values() if key in m
         ]  # a setting may differ in type between modes ("full" or 16)
-        kinds = {type(None), int} if any(d is None for d in defaults) else set()  # None stands for "all": a count
-        kinds |= {float if isinstance(d, float) else type(d) for d in defaults if d is not None}
+        kinds = (
+            {type(None), int} if any(d is None for d in defaults) else set()
+        )  # None stands for "all": a count
+        kinds |= {
+            float if isinstance(d, float) else type(d)
+            for d in defaults
+            if d is not None
+        }
         if isinstance(value, str) and not any(_type_ok(value, k) for k in kinds):
-            value = overrides[key] = _parse_number(value, kinds)  # YAML 1.1 reads 1e-4 as a string
+            value = overrides[key] = _parse_number(
+                value, kinds
+            )  # YAML 1.1 reads 1e-4 as a string
         if not any(_type_ok(value, k) for k in kinds):
             wanted = " or ".join(sorted(_kind_name(k) for k in kinds))
             raise TypeError(
                 f"setting {key!r} must be {wanted} like its default {modes[mode][key]!r}, got {value!r} ({type(value).__name__})"
             )
-        if value is not None and not isinstance(value, (bool, str)) and type(None) in kinds and value < 0:
-            raise ValueError(f"setting {key!r} must be None or a count >= 0, got {value!r}")
+        if (
+            value is not None
+            and not isinstance(value, (bool, str))
+            and type(None) in kinds
+            and value < 0
+        ):
+            raise ValueError(
+                f"setting {key!r} must be None or a count >= 0, got {value!r}"
+            )
     return {**modes[mode], **overrides}
 
 
@@ -175,14 +198,18 @@ def init_distributed() -> torch.device:
             "start the script with torchrun, or unset WORLD_SIZE"
         ) from None
     if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
-        raise ValueError(f"torchrun variables out of range: {found} (need WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE)")
+        raise ValueError(
+            f"torchrun variables out of range: {found} (need WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE)"
+        )
     if torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")  # reads MASTER_ADDR/PORT too
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo"
+        )  # reads MASTER_ADDR/PORT too
     return device
 
 
@@ -193,7 +220,9 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def sum_over_ranks(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+def sum_over_ranks(
+    values: list[float], device: torch.device | str = "cpu"
+) -> list[float]:
     """Add ``values`` element-wise over all processes (``all_reduce``; float64). A collective: every
     rank must call it, with as many values. Without a process group the values come back unchanged."""
     if world()[1] == 1:
@@ -206,7 +235,9 @@ def sum_over_ranks(values: list[float], device: torch.device | str = "cpu") -> l
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     """Indices of the batch for ``step``: a function of ``(seed, step)`` only, so resuming is exact."""
     if n < 1 or batch_size < 1:
-        raise ValueError(f"need at least one sample and a positive batch size, got n={n}, batch_size={batch_size}")
+        raise ValueError(
+            f"need at least one sample and a positive batch size, got n={n}, batch_size={batch_size}"
+        )
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(n, (batch_size,), generator=g)
 
@@ -235,11 +266,15 @@ def save_checkpoint(
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "extra": dict(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent
+    )
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a checkpoint gets ordinary permissions
+        os.chmod(
+            tmp, 0o666 & ~umask
+        )  # mkstemp makes the file private; a checkpoint gets ordinary permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -248,11 +283,17 @@ def save_checkpoint(
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, (OSError, RuntimeError)):  # torch reports a full disk as a RuntimeError
+        if isinstance(
+            err, (OSError, RuntimeError)
+        ):  # torch reports a full disk as a RuntimeError
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise CheckpointWriteError(f"could not write checkpoint {path}: {reason}") from err
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path}: {reason}"
+            ) from err
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the platform allows it
+    with contextlib.suppress(
+        OSError
+    ):  # make the rename itself durable where the platform allows it
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -264,7 +305,9 @@ def save_checkpoint(
 def non_finite_entries(state_dict: Mapping) -> list[str]:
     """The names of the floating-point tensors of a state dict that hold a NaN or infinite value."""
     return [
-        k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+        k
+        for k, v in state_dict.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
     ]
 
 
@@ -276,15 +319,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated file, or content that is not plain tensors and containers
+    except (
+        Exception
+    ) as err:  # truncated file, or content that is not plain tensors and containers
         raise ValueError(f"{path} is not a loadable checkpoint: {err}") from err
-    if not isinstance(state, dict) or not {"step", "modules", "optimizers", "extra"} <= set(state):
+    if not isinstance(state, dict) or not {
+        "step",
+        "modules",
+        "optimizers",
+        "extra",
+    } <= set(state):
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(
             f"{path} is not a checkpoint of this book (needs step, modules, optimizers, extra; has {found})"
         )
-    if not isinstance(state["step"], int) or isinstance(state["step"], bool) or state["step"] < 0:
-        raise ValueError(f"checkpoint {path} records step {state['step']!r}; a step must be an integer >= 0")
+    if (
+        not isinstance(state["step"], int)
+        or isinstance(state["step"], bool)
+        or state["step"] < 0
+    ):
+        raise ValueError(
+            f"checkpoint {path} records step {state['step']!r}; a step must be an integer >= 0"
+        )
     for name, module_state in state["modules"].items():
         bad = non_finite_entries(module_state)
         if bad:
@@ -304,7 +360,9 @@ def restore_checkpoint(
     for group, wanted in (("modules", modules), ("optimizers", optimizers)):
         missing = sorted(set(wanted) - set(state.get(group, {})))
         if missing:
-            raise ValueError(f"checkpoint {path} has no {group} {missing}; it has {sorted(state.get(group, {}))}")
+            raise ValueError(
+                f"checkpoint {path} has no {group} {missing}; it has {sorted(state.get(group, {}))}"
+            )
     for k, m in modules.items():
         m.load_state_dict(state["modules"][k])
     for k, o in optimizers.items():
@@ -319,12 +377,21 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
 ) -> tuple[int, dict]:
     """Read, check and restore a checkpoint in place; return ``(step, extra)``."""
-    return restore_checkpoint(read_checkpoint(path, map_location), modules, optimizers, path)
+    return restore_checkpoint(
+        read_checkpoint(path, map_location), modules, optimizers, path
+    )
 
 
-_HOST = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in socket.gethostname())[:64] or "host"
+_HOST = (
+    "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in socket.gethostname())[
+        :64
+    ]
+    or "host"
+)
 # A temporary checkpoint of save_checkpoint: .<name>.<pid>@<host>.<8 random characters>.tmp
-_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[a-z0-9_]{8}\.tmp")
+_TEMPORARY = re.compile(
+    r"\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[a-z0-9_]{8}\.tmp"
+)
 
 
 def _alive(pid: int) -> bool:
@@ -381,16 +448,21 @@ class RunLock:
             raise RuntimeError(
                 f"another run is training in {self.folder} (it holds {self.path}); wait for it to finish or use another checkpoint_dir"
             ) from None
-        except OSError as err:  # a file system without locks (some network and FUSE mounts)
+        except (
+            OSError
+        ) as err:  # a file system without locks (some network and FUSE mounts)
             self._file.close()
             self._file = None
             warnings.warn(
-                f"cannot lock {self.folder} ({err}); continuing without a lock: start no second run there", stacklevel=2
+                f"cannot lock {self.folder} ({err}); continuing without a lock: start no second run there",
+                stacklevel=2,
             )
             return self
         removed = remove_stale_temporaries(self.folder)
         if removed:
-            print(f"removed {len(removed)} temporary checkpoint file(s) of killed runs from {self.folder}")
+            print(
+                f"removed {len(removed)} temporary checkpoint file(s) of killed runs from {self.folder}"
+            )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -429,7 +501,9 @@ def rank_zero_lock(folder: str | Path, device: torch.device | str = "cpu"):
         lock.__exit__(None, None, None)
 
 
-def export_weights(path: str | Path, module: torch.nn.Module, metadata: Mapping[str, str] | None = None) -> Path:
+def export_weights(
+    path: str | Path, module: torch.nn.Module, metadata: Mapping[str, str] | None = None
+) -> Path:
     """Save a module's weights as safetensors."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -470,11 +544,20 @@ def run_steps(
     neither (the processes of a distributed run other than rank 0).
     """
     if total_steps < start_step:
-        raise ValueError(f"the run already has {start_step} steps, more than the {total_steps} asked for")
+        raise ValueError(
+            f"the run already has {start_step} steps, more than the {total_steps} asked for"
+        )
     history = [] if history is None else history
-    quiet = {} if verbose else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
+    quiet = (
+        {} if verbose else {"disable": True}
+    )  # an explicit disable=False would override TQDM_DISABLE
     bar = tqdm(
-        range(start_step, total_steps), desc=desc, initial=start_step, total=total_steps, mininterval=2.0, **quiet
+        range(start_step, total_steps),
+        desc=desc,
+        initial=start_step,
+        total=total_steps,
+        mininterval=2.0,
+        **quiet,
     )
     for step in bar:
         values = step_fn(step)
@@ -487,9 +570,16 @@ def run_steps(
             )
         if step % log_every == 0 or step == total_steps - 1:
             history.append({"step": step, **{k: float(v) for k, v in values.items()}})
-            bar.set_postfix({k: f"{float(v):.3g}" for k, v in values.items()}, refresh=False)
+            bar.set_postfix(
+                {k: f"{float(v):.3g}" for k, v in values.items()}, refresh=False
+            )
         done = step + 1
-        if checkpoint_fn is not None and checkpoint_every and done % checkpoint_every == 0 and done != total_steps:
+        if (
+            checkpoint_fn is not None
+            and checkpoint_every
+            and done % checkpoint_every == 0
+            and done != total_steps
+        ):
             checkpoint_fn(done)
     if checkpoint_fn is not None and total_steps > start_step:
         checkpoint_fn(total_steps)
@@ -558,7 +648,9 @@ class CheckpointedTrainer:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor | float]:
+    def train_step(
+        self, batch: torch.Tensor, step: int
+    ) -> dict[str, torch.Tensor | float]:
         raise NotImplementedError
 
     def check_images(self, images: torch.Tensor) -> None:
@@ -567,7 +659,11 @@ class CheckpointedTrainer:
     def distributed_modules(self) -> tuple[str, ...]:
         """The names of the entries of :meth:`modules` that train with DDP on several processes: by
         default each one with a parameter that requires a gradient (a frozen loss network needs none)."""
-        return tuple(name for name, m in self.modules().items() if any(p.requires_grad for p in m.parameters()))
+        return tuple(
+            name
+            for name, m in self.modules().items()
+            if any(p.requires_grad for p in m.parameters())
+        )
 
     # -- several processes -------------------------------------------------------------------------
     def _wrap_distributed(self) -> None:
@@ -577,7 +673,11 @@ class CheckpointedTrainer:
         the plain modules: their ``state_dict`` has no ``module.`` prefix."""
         if world()[1] == 1:
             return
-        ids = [self.device.index] if self.device.type == "cuda" and self.device.index is not None else None
+        ids = (
+            [self.device.index]
+            if self.device.type == "cuda" and self.device.index is not None
+            else None
+        )
         for name in self.distributed_modules():
             module = self.modules()[name]
             if name not in self._ddp or self._ddp[name].module is not module:
@@ -605,7 +705,11 @@ class CheckpointedTrainer:
         rank, world_size = self.shard
         if world_size == 1:
             return torch.randn_like(local)
-        full = torch.randn((local.shape[0] * world_size, *local.shape[1:]), dtype=local.dtype, device=local.device)
+        full = torch.randn(
+            (local.shape[0] * world_size, *local.shape[1:]),
+            dtype=local.dtype,
+            device=local.device,
+        )
         return self.shard_rows(full).contiguous()
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -623,32 +727,54 @@ class CheckpointedTrainer:
                 raise NonFiniteLossError(
                     f"{self.name}: at step {self.step} the {name}'s weights {bad[:3]} are not finite; {path} was not overwritten"
                 )
-        extra = {"config": asdict(self.config), "history": self.history, "data": self.data_identity or {}}
+        extra = {
+            "config": asdict(self.config),
+            "history": self.history,
+            "data": self.data_identity or {},
+        }
         rank, world_size = world()
         if world_size == 1:
-            return save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
+            return save_checkpoint(
+                path, self.step, self.modules(), self.optimizers(), extra
+            )
         error = None
         if rank == 0:
             try:
-                save_checkpoint(path, self.step, self.modules(), self.optimizers(), extra)
+                save_checkpoint(
+                    path, self.step, self.modules(), self.optimizers(), extra
+                )
             except Exception as err:
                 error = err
         if sum_over_ranks([error is not None], self.device)[0]:
-            raise error or CheckpointWriteError(f"rank 0 could not write checkpoint {path}; see its error")
+            raise error or CheckpointWriteError(
+                f"rank 0 could not write checkpoint {path}; see its error"
+            )
         return Path(path)
 
-    def _mismatch(self, state: Mapping, path, data_identity: Mapping | None) -> str | None:
+    def _mismatch(
+        self, state: Mapping, path, data_identity: Mapping | None
+    ) -> str | None:
         """Why the checkpoint ``state`` is not a continuation of this run (None if it is)."""
         extra = dict(state.get("extra") or {})
         saved, mine = dict(extra.get("config") or {}), asdict(self.config)
-        differ = {k: (saved.get(k), v) for k, v in mine.items() if k not in self.RESUMABLE and saved.get(k) != v}
+        differ = {
+            k: (saved.get(k), v)
+            for k, v in mine.items()
+            if k not in self.RESUMABLE and saved.get(k) != v
+        }
         if differ:
-            return f"checkpoint {path} was made with other settings (saved, now): {differ}"
+            return (
+                f"checkpoint {path} was made with other settings (saved, now): {differ}"
+            )
         if data_identity is not None:
             had = dict(extra.get("data") or {})
-            other = {k: (had.get(k), v) for k, v in data_identity.items() if had.get(k) != v}
+            other = {
+                k: (had.get(k), v) for k, v in data_identity.items() if had.get(k) != v
+            }
             if other:
-                return f"checkpoint {path} was trained on other data (saved, now): {other}"
+                return (
+                    f"checkpoint {path} was trained on other data (saved, now): {other}"
+                )
         return None
 
     def load(self, path: str | Path, data_identity: Mapping | None = None) -> int:
@@ -692,12 +818,20 @@ class CheckpointedTrainer:
         callers that train many small runs and report them together).
         """
         if not isinstance(resume, bool) or not isinstance(overwrite, bool):
-            raise TypeError(f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}")
+            raise TypeError(
+                f"resume and overwrite must be True or False, got {resume!r} and {overwrite!r}"
+            )
         self.check_images(images)
         bad = count_non_finite(images)
         if bad:
-            raise ValueError(f"{bad} training image(s) contain NaN or infinite values; clean the data first")
-        identity = {"fingerprint": tensor_fingerprint(images), "shape": list(images.shape), **dict(data or {})}
+            raise ValueError(
+                f"{bad} training image(s) contain NaN or infinite values; clean the data first"
+            )
+        identity = {
+            "fingerprint": tensor_fingerprint(images),
+            "shape": list(images.shape),
+            **dict(data or {}),
+        }
         if (
             self.data_identity is not None
             and self.step > 0
@@ -718,7 +852,9 @@ class CheckpointedTrainer:
                     problem = self._mismatch(state, ckpt, fingerprint)
                     if not problem and not resume and state["step"] > self.config.steps:
                         problem = f"checkpoint {ckpt} holds {state['step']} steps, more than the {self.config.steps} of this run"
-                except ValueError as err:  # unreadable or diverged: still not ours to delete silently
+                except (
+                    ValueError
+                ) as err:  # unreadable or diverged: still not ours to delete silently
                     problem = str(err)
                 if problem and not overwrite:
                     raise FileExistsError(
@@ -729,19 +865,34 @@ class CheckpointedTrainer:
                     if rank == 0:
                         print(f"resumed from {ckpt} at step {self.step}")
                 elif problem and rank == 0:
-                    print(f"starting afresh: overwrite=True replaces {ckpt} ({problem})")
+                    print(
+                        f"starting afresh: overwrite=True replaces {ckpt} ({problem})"
+                    )
             return self._run(images, ckpt, checkpoint_every, identity, verbose)
 
     def _mean_over_ranks(self, logs: Mapping) -> dict[str, float]:
         """A step's logged values averaged over the ranks: with equal shards and losses averaged over
         the batch, the global batch's values. Every rank must log the same names."""
-        names = sorted(logs)  # one order on every rank, whatever order a rank built its dict in
-        totals = dict(zip(names, sum_over_ranks([float(logs[k]) for k in names], self.device), strict=True))
+        names = sorted(
+            logs
+        )  # one order on every rank, whatever order a rank built its dict in
+        totals = dict(
+            zip(
+                names,
+                sum_over_ranks([float(logs[k]) for k in names], self.device),
+                strict=True,
+            )
+        )
         world_size = world()[1]
         return {k: totals[k] / world_size for k in logs}
 
     def _run(
-        self, images: torch.Tensor, ckpt: Path | None, checkpoint_every: int, identity: dict, verbose: bool = True
+        self,
+        images: torch.Tensor,
+        ckpt: Path | None,
+        checkpoint_every: int,
+        identity: dict,
+        verbose: bool = True,
     ) -> list[dict]:
         c = self.config
         rank, world_size = world()
@@ -755,8 +906,12 @@ class CheckpointedTrainer:
         first = self.step
 
         def step_fn(step: int):
-            torch.manual_seed(c.seed * 1_000_003 + step)  # sampling noise: a function of the step
-            idx = batch_indices(len(images), c.batch_size, step, c.seed)  # the global batch
+            torch.manual_seed(
+                c.seed * 1_000_003 + step
+            )  # sampling noise: a function of the step
+            idx = batch_indices(
+                len(images), c.batch_size, step, c.seed
+            )  # the global batch
             self.shard, self._net_used = (rank, world_size), False
             logs = self.train_step(images[idx[rank::world_size]].to(self.device), step)
             if world_size > 1:
@@ -785,7 +940,13 @@ class CheckpointedTrainer:
 DRIVE_ROOT = Path("/content/drive")
 
 
-def run_dir(chapter: str, mode: str, model: str | None = None, drive: bool = False, root: str | Path = "runs") -> Path:
+def run_dir(
+    chapter: str,
+    mode: str,
+    model: str | None = None,
+    drive: bool = False,
+    root: str | Path = "runs",
+) -> Path:
     """Where a chapter keeps its checkpoints: ``runs/<chapter>/<mode>[/<model>]``, one folder per mode
     and model, so a CI-mode run never touches a full-mode checkpoint.
 
@@ -797,7 +958,9 @@ def run_dir(chapter: str, mode: str, model: str | None = None, drive: bool = Fal
 
     if drive:
         if "google.colab" not in sys.modules:
-            raise RuntimeError("use_drive=True needs Google Colab (Google Drive is mounted through google.colab)")
+            raise RuntimeError(
+                "use_drive=True needs Google Colab (Google Drive is mounted through google.colab)"
+            )
         if not (DRIVE_ROOT / "MyDrive").is_dir():
             from google.colab import drive as colab_drive  # type: ignore[import-not-found]
 

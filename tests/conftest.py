@@ -18,7 +18,9 @@ def ci_file(manifest):
     """The real PneumoniaMNIST subset beside the repository (../shared/data), as the manifest names it."""
     path = manifest.file("ci").local
     if not path.is_file():
-        pytest.fail(f"the CI data file is missing at {path}; see ../shared/data/README.md")
+        pytest.fail(
+            f"the CI data file is missing at {path}; see ../shared/data/README.md"
+        )
     return path
 
 

@@ -16,7 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # medvae_lib, when run as a script
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent.parent)
+)  # medvae_lib, when run as a script
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -52,12 +54,16 @@ class TinyTrainer(CheckpointedTrainer):
         super().__init__(config, device)
         torch.manual_seed(config.seed)
         self.denoiser = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1)
+            torch.nn.Conv2d(1, 4, 3, padding=1),
+            torch.nn.Tanh(),
+            torch.nn.Conv2d(4, 1, 3, padding=1),
         ).to(self.device)
         self.frozen = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False).to(self.device)
         torch.nn.init.constant_(self.frozen.weight, 1 / 9)
         self.frozen.requires_grad_(False)
-        self.opt = torch.optim.SGD(self.denoiser.parameters(), lr=config.lr, momentum=0.9)
+        self.opt = torch.optim.SGD(
+            self.denoiser.parameters(), lr=config.lr, momentum=0.9
+        )
 
     def modules(self):
         return {"denoiser": self.denoiser, "frozen": self.frozen}
@@ -76,18 +82,33 @@ class TinyTrainer(CheckpointedTrainer):
 
 
 def result(trainer: TinyTrainer) -> dict:
-    return {"state": trainer.denoiser.state_dict(), "history": trainer.history, "step": trainer.step}
+    return {
+        "state": trainer.denoiser.state_dict(),
+        "history": trainer.history,
+        "step": trainer.step,
+    }
 
 
-def stage2_parts() -> tuple[medvae_stage2.Stage2Config, torch.nn.Module, FrozenTeacher, torch.Tensor]:
+def stage2_parts() -> tuple[
+    medvae_stage2.Stage2Config, torch.nn.Module, FrozenTeacher, torch.Tensor
+]:
     """A tiny stage-2 run, the same in every process: a width-8 stage-1 autoencoder, a teacher (a small
     conv net to 8 dimensions on 16x16 inputs), 32 random 16x16 images in [0, 1] and the config."""
     torch.manual_seed(11)
     autoencoder = build_autoencoder("medvae_4_1_2d", width=8)
     encoder = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(256, 8)
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(256, 8),
     )
-    teacher = FrozenTeacher(encoder, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, name="tiny conv teacher")
+    teacher = FrozenTeacher(
+        encoder,
+        image_size=16,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        name="tiny conv teacher",
+    )
     images = torch.rand((32, 1, 16, 16), generator=torch.Generator().manual_seed(12))
     config = medvae_stage2.Stage2Config(
         model="medvae_4_1_2d",

@@ -11,13 +11,22 @@ from medvae_lib.medvae_stage1 import Stage1Config
 REPO = Path(__file__).resolve().parent.parent
 # The fields every manifest needs, before its files.
 HEADER = "name: m\ntitle: t\nlicence: l\nsource: s\ncitation: c\nspatial_dims: 2\nformat: medmnist-npz\n"
-SHARED_README_SHA256 = "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
+SHARED_README_SHA256 = (
+    "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
+)
 SHA, MD5 = "ab" * 32, "ab" * 16  # well-formed digests of no real file
 
 
 def tiny(steps: int, **changes) -> Stage1Config:
     """A stage-1 configuration small enough for a unit test (width 8, batches of 4, a 2-layer discriminator)."""
-    settings = {"width": 8, "batch_size": 4, "adv_start": 2, "disc_channels": 8, "disc_layers": 2, "log_every": 1}
+    settings = {
+        "width": 8,
+        "batch_size": 4,
+        "adv_start": 2,
+        "disc_channels": 8,
+        "disc_layers": 2,
+        "log_every": 1,
+    }
     return Stage1Config(steps=steps, **{**settings, **changes})
 
 
@@ -40,7 +49,9 @@ class LoopbackServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+        )
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, name: str) -> str:
@@ -58,8 +69,20 @@ class LoopbackServer:
 # A tiny CLIP with open_clip's built-in ViT and text transformer (no timm weights, no Hugging Face text model).
 TINY_CLIP_CFG = {
     "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "head_width": 16, "layers": 1},
-    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    "vision_cfg": {
+        "image_size": 32,
+        "patch_size": 8,
+        "width": 32,
+        "head_width": 16,
+        "layers": 1,
+    },
+    "text_cfg": {
+        "context_length": 8,
+        "vocab_size": 64,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+    },
 }
 # Not CLIP's statistics, so a loader that ignores the config (hard-codes CLIP's mean and std) is caught.
 TINY_CLIP_PREPROCESS = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
@@ -67,7 +90,10 @@ TINY_CLIP_PREPROCESS = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 
 def write_open_clip_config(directory: Path, model_cfg=None) -> None:
     directory.mkdir(parents=True)
-    config = {"model_cfg": model_cfg or TINY_CLIP_CFG, "preprocess_cfg": TINY_CLIP_PREPROCESS}
+    config = {
+        "model_cfg": model_cfg or TINY_CLIP_CFG,
+        "preprocess_cfg": TINY_CLIP_PREPROCESS,
+    }
     (directory / "open_clip_config.json").write_text(json.dumps(config))
 
 
@@ -80,7 +106,9 @@ def write_open_clip_dir(directory: Path, seed: int, weights: str, model_cfg=None
 
     write_open_clip_config(directory, model_cfg)
     torch.manual_seed(seed)
-    model = open_clip.create_model(f"local-dir:{directory}")  # no weights there yet: random initialisation
+    model = open_clip.create_model(
+        f"local-dir:{directory}"
+    )  # no weights there yet: random initialisation
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     if weights.endswith(".safetensors"):
         save_file(state, str(directory / weights))

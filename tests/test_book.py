@@ -27,7 +27,9 @@ def test_every_notebook_is_in_the_table_of_contents():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_notebook(path):
     nb = nbformat.read(path, as_version=4)
-    module = importlib.import_module(f"medvae_lib.{path.stem[3:]}")  # 01_data_prep -> medvae_lib.data_prep
+    module = importlib.import_module(
+        f"medvae_lib.{path.stem[3:]}"
+    )  # 01_data_prep -> medvae_lib.data_prep
     assert set(module.MODES) == {"ci", "full"}
 
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -35,11 +37,18 @@ def test_chapter_notebook(path):
     assert "seed = " in params[0].source and "overrides = {}" in params[0].source
 
     repo_url = CONFIG["repository"]["url"]
-    colab = repo_url.replace("https://github.com", "https://colab.research.google.com/github")
+    colab = repo_url.replace(
+        "https://github.com", "https://colab.research.google.com/github"
+    )
     assert f"{colab}/blob/main/notebooks/{path.name}" in nb.cells[0].source
     install = next(c for c in nb.cells if c.cell_type == "code")
-    assert 'if "google.colab" in sys.modules:' in install.source and repo_url in install.source
-    assert "requirements-colab.txt" in install.source, "on Colab install only what Colab lacks"
+    assert (
+        'if "google.colab" in sys.modules:' in install.source
+        and repo_url in install.source
+    )
+    assert "requirements-colab.txt" in install.source, (
+        "on Colab install only what Colab lacks"
+    )
 
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     number = int(path.stem[:2])
@@ -59,18 +68,26 @@ def test_chapter_notebook(path):
     assert all(p >= 0 for p in positions), (
         f"{path.name} lacks {[t for t, p in zip(template, positions, strict=True) if p < 0]}"
     )
-    assert positions == sorted(positions), "the template's parts must come in the order of CONTRIBUTING.md"
-    sections = re.findall(rf"^## {number}\.(\d+) ", text, re.M)
-    assert sections and [int(n) for n in sections] == list(range(1, len(sections) + 1)), (
-        "number the sections N.1, N.2, ..."
+    assert positions == sorted(positions), (
+        "the template's parts must come in the order of CONTRIBUTING.md"
     )
+    sections = re.findall(rf"^## {number}\.(\d+) ", text, re.M)
+    assert sections and [int(n) for n in sections] == list(
+        range(1, len(sections) + 1)
+    ), "number the sections N.1, N.2, ..."
 
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.execution_count is not None for c in code), "commit the notebook executed (make book)"
+    assert all(c.execution_count is not None for c in code), (
+        "commit the notebook executed (make book)"
+    )
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert not errors, f"{path.name} was committed with errors: {[e['ename'] for e in errors]}"
+    assert not errors, (
+        f"{path.name} was committed with errors: {[e['ename'] for e in errors]}"
+    )
     checked = [c for c in code if "nbval-check-output" in c.metadata.get("tags", [])]
-    assert len(checked) >= 2, "nbval needs cells whose outputs it re-checks (tag: nbval-check-output)"
+    assert len(checked) >= 2, (
+        "nbval needs cells whose outputs it re-checks (tag: nbval-check-output)"
+    )
     assert not any("NBVAL_CHECK_OUTPUT" in c.source for c in code), (
         "mark checked cells with the tag nbval-check-output, not a comment the page shows"
     )
@@ -78,15 +95,24 @@ def test_chapter_notebook(path):
     assert not any("it/s]" in o.text or "s/it]" in o.text for o in streams), (
         "progress bars committed (run with TQDM_DISABLE=1)"
     )
-    lines = {i: sum(o.text.count("\n") for o in c.outputs if o.output_type == "stream") for i, c in enumerate(code)}
-    assert all(n <= 20 for n in lines.values()), f"keep committed text output to a short summary: {lines}"
+    lines = {
+        i: sum(o.text.count("\n") for o in c.outputs if o.output_type == "stream")
+        for i, c in enumerate(code)
+    }
+    assert all(n <= 20 for n in lines.values()), (
+        f"keep committed text output to a short summary: {lines}"
+    )
     texts = [
         o.text if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
         for c in code
         for o in c.outputs
     ]
-    assert all(t.count("\n") < 100 for t in texts), "no committed text output of 100 lines or more"
-    assert not nbhygiene.clean(nb), "volatile metadata committed: run python -m medvae_lib.nbhygiene on the notebook"
+    assert all(t.count("\n") < 100 for t in texts), (
+        "no committed text output of 100 lines or more"
+    )
+    assert not nbhygiene.clean(nb), (
+        "volatile metadata committed: run python -m medvae_lib.nbhygiene on the notebook"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -97,34 +123,62 @@ def test_prose_comes_before_every_code_cell(path):
         if cell.cell_type != "code":
             continue
         first = cell.source.splitlines()[0] if cell.source else ""
-        assert before.cell_type == "markdown", f"{path.name}: code cell '{first}' follows another code cell"
-        prose = [line for line in before.source.splitlines() if line.strip() and not line.startswith("#")]
-        assert prose, f"{path.name}: code cell '{first}' follows a heading without prose"
+        assert before.cell_type == "markdown", (
+            f"{path.name}: code cell '{first}' follows another code cell"
+        )
+        prose = [
+            line
+            for line in before.source.splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        assert prose, (
+            f"{path.name}: code cell '{first}' follows a heading without prose"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_included_library_code_exists(path):
     """Chapters show the library's own code with literalinclude :pyobject:; each named object must exist,
     so a renamed function fails here rather than as an empty box in the book."""
-    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    text = "\n".join(
+        c.source
+        for c in nbformat.read(path, as_version=4).cells
+        if c.cell_type == "markdown"
+    )
     blocks = re.findall(r"```\{literalinclude\} (\S+)\n((?::\w+:.*\n)*)", text)
-    includes = [(file, m.group(1)) for file, options in blocks if (m := re.search(r"^:pyobject: (\S+)", options, re.M))]
-    assert len(includes) == text.count(":pyobject:"), "every :pyobject: include must be parsed"
+    includes = [
+        (file, m.group(1))
+        for file, options in blocks
+        if (m := re.search(r"^:pyobject: (\S+)", options, re.M))
+    ]
+    assert len(includes) == text.count(":pyobject:"), (
+        "every :pyobject: include must be parsed"
+    )
     for file, obj in includes:
         source = (path.parent / file).resolve()
-        assert source.is_file() and source.is_relative_to(REPO / "medvae_lib"), f"{file} is not a library file"
+        assert source.is_file() and source.is_relative_to(REPO / "medvae_lib"), (
+            f"{file} is not a library file"
+        )
         tree = ast.parse(source.read_text())
-        names = {node.name: node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        names = {
+            node.name: node
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+        }
         owner, _, member = obj.partition(".")
         assert owner in names, f"{obj} is not defined in {file}"
         if member:
-            assert member in {n.name for n in names[owner].body if isinstance(n, ast.FunctionDef)}, (
-                f"{obj} is not in {file}"
-            )
+            assert member in {
+                n.name for n in names[owner].body if isinstance(n, ast.FunctionDef)
+            }, f"{obj} is not in {file}"
 
 
 def _pins(path):
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_environment_yml_lists_the_pinned_requirements():
@@ -140,25 +194,51 @@ def test_environment_yml_lists_the_pinned_requirements():
 def test_colab_installs_only_what_colab_lacks_with_the_same_pins():
     requirements = set(_pins(REPO / "requirements.txt"))
     colab = _pins(REPO / "requirements-colab.txt")
-    assert set(colab) <= requirements, "requirements-colab.txt must pin the versions requirements.txt pins"
-    kept = {"torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "ipykernel", "tqdm", "pyyaml"}
+    assert set(colab) <= requirements, (
+        "requirements-colab.txt must pin the versions requirements.txt pins"
+    )
+    kept = {
+        "torch",
+        "torchvision",
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "ipykernel",
+        "tqdm",
+        "pyyaml",
+    }
     assert not {c.split("==")[0] for c in colab} & kept, (
         "do not re-pin packages Colab already has in its running kernel"
     )
 
 
 def test_the_code_that_chapters_teach_is_shown():
-    teaching = {"02_medvae_stage1": ["reconstruction_nll", "kl_divergence", "adaptive_adv_weight"]}
+    teaching = {
+        "02_medvae_stage1": [
+            "reconstruction_nll",
+            "kl_divergence",
+            "adaptive_adv_weight",
+        ]
+    }
     for stem, objects in teaching.items():
         text = (REPO / "notebooks" / f"{stem}.ipynb").read_text()
         for obj in objects:
-            assert f":pyobject: {obj}" in text, f"{stem} explains {obj} without showing its code"
+            assert f":pyobject: {obj}" in text, (
+                f"{stem} explains {obj} without showing its code"
+            )
 
 
 def test_licence_and_citation():
-    assert "MIT License" in (REPO / "LICENSE").read_text() and "data_manifests" in (REPO / "LICENSE").read_text()
+    assert (
+        "MIT License" in (REPO / "LICENSE").read_text()
+        and "data_manifests" in (REPO / "LICENSE").read_text()
+    )
     citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
-    assert citation["cff-version"] == "1.2.0" and citation["repository-code"] == CONFIG["repository"]["url"]
+    assert (
+        citation["cff-version"] == "1.2.0"
+        and citation["repository-code"] == CONFIG["repository"]["url"]
+    )
 
 
 def test_ruff_pins_agree():
@@ -179,12 +259,18 @@ def test_the_workflow_tests_builds_and_deploys_the_configured_branch():
     jobs = workflow["jobs"]
     steps = jobs["test-and-build"]["steps"]
     commands = [s.get("run", "") for s in steps]
-    assert any(c.startswith("make test") for c in commands) and any(c.startswith("make html") for c in commands)
-    assert commands.index(next(c for c in commands if c.startswith("make test"))) < commands.index(
-        next(c for c in commands if c.startswith("make html"))
-    ), "test before building"
+    assert any(c.startswith("make test") for c in commands) and any(
+        c.startswith("make html") for c in commands
+    )
+    assert commands.index(
+        next(c for c in commands if c.startswith("make test"))
+    ) < commands.index(next(c for c in commands if c.startswith("make html"))), (
+        "test before building"
+    )
     upload = next(s for s in steps if "upload-pages-artifact" in s.get("uses", ""))
     assert upload["with"]["path"] == "_build/html"
     branch = CONFIG["repository"]["branch"]
-    assert upload["if"] == jobs["deploy"]["if"] == f"github.ref == 'refs/heads/{branch}'"
+    assert (
+        upload["if"] == jobs["deploy"]["if"] == f"github.ref == 'refs/heads/{branch}'"
+    )
     assert any("deploy-pages" in s.get("uses", "") for s in jobs["deploy"]["steps"])

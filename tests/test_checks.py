@@ -7,10 +7,15 @@ def test_expect_prints_a_stable_statement_and_fails_with_the_measured_value(caps
     expect("PSNR (dB)", 28.0123, 26, 31)
     expect("PSNR (dB)", 28.0456, 26, 31)
     out = capsys.readouterr().out.splitlines()
-    assert out == ["PSNR (dB): between 26 and 31 - yes"] * 2  # same text for nearby values
+    assert (
+        out == ["PSNR (dB): between 26 and 31 - yes"] * 2
+    )  # same text for nearby values
     expect("gap", 0.7, low=0.5)
     assert capsys.readouterr().out == "gap: at least 0.5 - yes\n"
-    with pytest.raises(ResultOutOfRange, match=r"PSNR \(dB\): expected between 26 and 31, measured 25.9"):
+    with pytest.raises(
+        ResultOutOfRange,
+        match=r"PSNR \(dB\): expected between 26 and 31, measured 25.9",
+    ):
         expect("PSNR (dB)", 25.9, 26, 31)
     with pytest.raises(ResultOutOfRange, match="measured nan"):
         expect("loss", float("nan"), high=1.0)

@@ -29,12 +29,18 @@ def cited_keys(text):
     """The keys of every citation role in ``text`` (pre- and post-notes in braces removed)."""
     keys = []
     for body in CITE.findall(text):
-        keys += [k.strip() for k in re.sub(r"\{[^}]*\}", "", body).split(",") if k.strip()]
+        keys += [
+            k.strip() for k in re.sub(r"\{[^}]*\}", "", body).split(",") if k.strip()
+        ]
     return keys
 
 
 def markdown(path):
-    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return "\n".join(
+        c.source
+        for c in nbformat.read(path, as_version=4).cells
+        if c.cell_type == "markdown"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +49,10 @@ def bib():
 
 
 def test_no_duplicate_keys():
-    keys = [k.lower() for k in re.findall(r"^@\w+\s*\{\s*([^,\s]+)\s*,", BIB.read_text(), re.M)]
+    keys = [
+        k.lower()
+        for k in re.findall(r"^@\w+\s*\{\s*([^,\s]+)\s*,", BIB.read_text(), re.M)
+    ]
     assert keys, "no entries found in book/references.bib"
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     assert not duplicates, f"duplicate keys in references.bib: {duplicates}"
@@ -53,10 +62,16 @@ def test_every_entry_has_author_title_and_year(bib):
     incomplete = [
         key
         for key, entry in bib.entries.items()
-        if not entry.persons.get("author") or not entry.fields.get("title") or not entry.fields.get("year")
+        if not entry.persons.get("author")
+        or not entry.fields.get("title")
+        or not entry.fields.get("year")
     ]
     assert not incomplete, f"entries without author, title or year: {incomplete}"
-    bad_years = [k for k, e in bib.entries.items() if not re.fullmatch(r"(19|20)\d\d", e.fields["year"])]
+    bad_years = [
+        k
+        for k, e in bib.entries.items()
+        if not re.fullmatch(r"(19|20)\d\d", e.fields["year"])
+    ]
     assert not bad_years, f"entries whose year is not a year: {bad_years}"
 
 
@@ -71,7 +86,9 @@ def test_the_seed_papers_are_in_the_bibliography(bib):
 def test_every_cited_key_is_in_the_bibliography(path, bib):
     text = markdown(path) if path.suffix == ".ipynb" else path.read_text()
     unknown = sorted(set(cited_keys(text)) - set(bib.entries.keys()))
-    assert not unknown, f"{path.name} cites keys that are not in book/references.bib: {unknown}"
+    assert not unknown, (
+        f"{path.name} cites keys that are not in book/references.bib: {unknown}"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -82,14 +99,22 @@ def test_every_chapter_cites_in_its_text(path):
         f"{path.name} cites nothing with {{cite:t}}`key` or {{cite:p}}`key` before its References section"
     )
     references = text[text.find("## References") :]
-    assert LINK in references, f"{path.name}: end the References section with 'Full entries: {LINK}.'"
+    assert LINK in references, (
+        f"{path.name}: end the References section with 'Full entries: {LINK}.'"
+    )
 
 
 def test_the_bibliography_page_is_built():
     config = yaml.safe_load((REPO / "book" / "_config.yml").read_text())
-    assert config["bibtex_bibfiles"] == ["book/references.bib"], "the build runs from the repository root"
+    assert config["bibtex_bibfiles"] == ["book/references.bib"], (
+        "the build runs from the repository root"
+    )
     assert config["sphinx"]["config"]["bibtex_reference_style"] == "author_year"
     page = (REPO / "book" / "bibliography.md").read_text()
-    assert re.search(r"```\{bibliography\}\n:all:\n```", page), "list every entry of references.bib"
+    assert re.search(r"```\{bibliography\}\n:all:\n```", page), (
+        "list every entry of references.bib"
+    )
     toc = yaml.safe_load((REPO / "book" / "_toc.yml").read_text())
-    assert toc["parts"][-1]["chapters"][-1]["file"] == "book/bibliography", "the bibliography is the last page"
+    assert toc["parts"][-1]["chapters"][-1]["file"] == "book/bibliography", (
+        "the bibliography is the last page"
+    )

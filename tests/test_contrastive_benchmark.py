@@ -17,13 +17,19 @@ import yaml
 from medvae_lib import contrastive_benchmark as cb
 from medvae_lib import data as mdata
 
-PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "medpix2" / "pairs.csv"
-needs_medpix = pytest.mark.skipif(not PAIRS.is_file(), reason="MedPix 2.0 copy not beside the repository")
+PAIRS = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "medpix2" / "pairs.csv"
+)
+needs_medpix = pytest.mark.skipif(
+    not PAIRS.is_file(), reason="MedPix 2.0 copy not beside the repository"
+)
 
 
 def _pair(n=6, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(
+        torch.randn(n, d, generator=g), dim=-1
+    )
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -33,9 +39,15 @@ def test_clip_loss_equals_reference_loop():
     img, txt = _pair()
     scale = 7.0
     s = scale * img @ txt.T
-    i2t = np.mean([-s[i, i].item() + torch.logsumexp(s[i], 0).item() for i in range(len(s))])
-    t2i = np.mean([-s[i, i].item() + torch.logsumexp(s[:, i], 0).item() for i in range(len(s))])
-    assert cb.clip_loss(img, txt, scale).item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
+    i2t = np.mean(
+        [-s[i, i].item() + torch.logsumexp(s[i], 0).item() for i in range(len(s))]
+    )
+    t2i = np.mean(
+        [-s[i, i].item() + torch.logsumexp(s[:, i], 0).item() for i in range(len(s))]
+    )
+    assert cb.clip_loss(img, txt, scale).item() == pytest.approx(
+        (i2t + t2i) / 2, rel=1e-5
+    )
 
 
 def test_siglip_loss_equals_reference_loop():
@@ -45,28 +57,46 @@ def test_siglip_loss_equals_reference_loop():
     for i in range(len(img)):
         for j in range(len(txt)):
             z = 1.0 if i == j else -1.0
-            total += -math.log(1 / (1 + math.exp(-z * (t.item() * float(img[i] @ txt[j]) + b.item()))))
-    assert cb.siglip_loss(img, txt, t, b).item() == pytest.approx(total / len(img), rel=1e-5)
+            total += -math.log(
+                1 / (1 + math.exp(-z * (t.item() * float(img[i] @ txt[j]) + b.item())))
+            )
+    assert cb.siglip_loss(img, txt, t, b).item() == pytest.approx(
+        total / len(img), rel=1e-5
+    )
 
 
 def test_cyclip_adds_nothing_for_symmetric_perfect_pairs_and_penalises_asymmetry():
     img, txt = _pair()
-    assert cb.cyclip_loss(img, img, 10.0).item() == pytest.approx(cb.clip_loss(img, img, 10.0).item(), abs=1e-6)
+    assert cb.cyclip_loss(img, img, 10.0).item() == pytest.approx(
+        cb.clip_loss(img, img, 10.0).item(), abs=1e-6
+    )
     n = len(img)
     expected = (
         cb.clip_loss(img, txt, 10.0)
         + 0.25 * n * ((img @ img.T - txt @ txt.T) ** 2).mean()
         + 0.25 * n * ((img @ txt.T - txt @ img.T) ** 2).mean()
     )
-    assert cb.cyclip_loss(img, txt, 10.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert cb.cyclip_loss(img, txt, 10.0).item() == pytest.approx(
+        expected.item(), rel=1e-6
+    )
 
 
 def test_dcl_equals_reference_loop():
     img, txt = _pair()
     s = 5.0 * img @ txt.T
     n = len(s)
-    i2t = np.mean([-s[i, i].item() + torch.logsumexp(s[i][torch.arange(n) != i], 0).item() for i in range(n)])
-    t2i = np.mean([-s[i, i].item() + torch.logsumexp(s[:, i][torch.arange(n) != i], 0).item() for i in range(n)])
+    i2t = np.mean(
+        [
+            -s[i, i].item() + torch.logsumexp(s[i][torch.arange(n) != i], 0).item()
+            for i in range(n)
+        ]
+    )
+    t2i = np.mean(
+        [
+            -s[i, i].item() + torch.logsumexp(s[:, i][torch.arange(n) != i], 0).item()
+            for i in range(n)
+        ]
+    )
     assert cb.dcl_loss(img, txt, 5.0).item() == pytest.approx((i2t + t2i) / 2, rel=1e-5)
 
 
@@ -97,8 +127,12 @@ def test_filip_equals_reference_loop():
             i2t[i, j] = sim.max(1).values.mean()
             t2i[j, i] = sim.max(0).values.mean()
     labels = torch.arange(3)
-    expected = (F.cross_entropy(10 * i2t, labels) + F.cross_entropy(10 * t2i, labels)) / 2
-    assert cb.filip_loss(it, tt, mask, 10.0).item() == pytest.approx(expected.item(), rel=1e-5)
+    expected = (
+        F.cross_entropy(10 * i2t, labels) + F.cross_entropy(10 * t2i, labels)
+    ) / 2
+    assert cb.filip_loss(it, tt, mask, 10.0).item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
 
 
 def test_gloria_scores_equal_reference_loop():
@@ -126,7 +160,9 @@ def test_global_losses_are_lower_for_aligned_than_for_shuffled_pairs(name):
         "clip": lambda a, b: cb.clip_loss(a, b, 20.0),
         "dcl": lambda a, b: cb.dcl_loss(a, b, 20.0),
         "cyclip": lambda a, b: cb.cyclip_loss(a, b, 20.0),
-        "siglip": lambda a, b: cb.siglip_loss(a, b, torch.tensor(20.0), torch.tensor(-5.0)),
+        "siglip": lambda a, b: cb.siglip_loss(
+            a, b, torch.tensor(20.0), torch.tensor(-5.0)
+        ),
     }[name]
     assert fn(img, img) < fn(img, shuffled)
 
@@ -139,7 +175,9 @@ def test_clip_loss_is_minimised_by_aligned_orthogonal_embeddings():
 
 
 def test_local_losses_prefer_aligned_tokens():
-    it = F.normalize(torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    it = F.normalize(
+        torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(3)), dim=-1
+    )
     mask = torch.ones(4, 3, dtype=torch.bool)
     perm = torch.tensor([1, 2, 3, 0])
     assert cb.filip_loss(it, it, mask, 50.0) < cb.filip_loss(it, it[perm], mask, 50.0)
@@ -173,7 +211,9 @@ def test_recall_at_k_on_a_constructed_case():
 
 def test_zero_shot_on_separable_embeddings_is_perfect_and_uses_mean_of_normalised_prompts():
     classes = torch.eye(3)
-    prompts = torch.stack([torch.stack([5 * c + 0.1 * torch.randn(3), 0.5 * c]) for c in classes])  # (3, 2, 3)
+    prompts = torch.stack(
+        [torch.stack([5 * c + 0.1 * torch.randn(3), 0.5 * c]) for c in classes]
+    )  # (3, 2, 3)
     emb = cb.class_embeddings(prompts)
     expected = F.normalize(F.normalize(prompts, dim=-1).mean(1), dim=-1)
     assert torch.allclose(emb, expected)
@@ -200,13 +240,20 @@ def test_closed_questions_are_answered_from_closed_answers_only():
         {
             "answer": ["axial"] * n_open + list(rng.choice(["Yes", "no"], n_closed)),
             "answer_type": ["OPEN"] * n_open + ["CLOSED"] * n_closed,
-            "medpix2_split": np.where(np.arange(n_open + n_closed) % 4 == 0, "test", "train"),
+            "medpix2_split": np.where(
+                np.arange(n_open + n_closed) % 4 == 0, "test", "train"
+            ),
         }
     )
-    x = rng.normal(size=(len(vqa), 3))  # no information: the classifier can only learn the answer counts
+    x = rng.normal(
+        size=(len(vqa), 3)
+    )  # no information: the classifier can only learn the answer counts
     out = cb.vqa_tasks(x, vqa, "test")
     closed_test = vqa[(vqa.answer_type == "CLOSED") & (vqa.medpix2_split == "test")]
-    assert len(out["vqa.closed"]) == len(closed_test) and len(out["vqa.open"]) == n_open // 4
+    assert (
+        len(out["vqa.closed"]) == len(closed_test)
+        and len(out["vqa.open"]) == n_open // 4
+    )
     assert out["vqa.open"].mean() == 1.0
     assert out["vqa.closed"].mean() > 0.2  # all-wrong ("axial") before the fix
 
@@ -220,7 +267,8 @@ def test_item_clusters_and_chance_levels_match_what_evaluate_scores():
             "caption": [f"caption {i // 2}" for i in range(n)],
             "scan_type": ["CT", "MR"] * (n // 2),
             "location_category": ["Head", "Thorax", "Head", "Abdomen"] * (n // 4),
-            "plane": ["Axial", "Axial", "Axial", "Coronal", "Other View (see caption)"] * (n // 5),
+            "plane": ["Axial", "Axial", "Axial", "Coronal", "Other View (see caption)"]
+            * (n // 5),
         }
     )
     vqa = pd.DataFrame(
@@ -237,11 +285,21 @@ def test_item_clusters_and_chance_levels_match_what_evaluate_scores():
     text = _tiny_text(n=n, length=5, dim=12)
     prompts = {}
     for task, (_, classes, templates) in cb.ZERO_SHOT_TASKS.items():
-        prompts[task] = (_tiny_text(len(classes) * len(templates), 5, 12), len(classes), len(templates), list(classes))
+        prompts[task] = (
+            _tiny_text(len(classes) * len(templates), 5, 12),
+            len(classes),
+            len(templates),
+            list(classes),
+        )
     external = {}
     for task, spec in cb.EXTERNAL_TASKS.items():
         k = len(spec.classes) * len(spec.templates)
-        prompts[task] = (_tiny_text(k, 5, 12), len(spec.classes), len(spec.templates), list(spec.classes))
+        prompts[task] = (
+            _tiny_text(k, 5, 12),
+            len(spec.classes),
+            len(spec.templates),
+            list(spec.classes),
+        )
         external[task] = {
             "train": (torch.rand(12, 1, 32, 32), np.arange(12) % 2),
             "test": (torch.rand(8, 1, 32, 32), np.array([0, 0, 0, 0, 0, 0, 1, 1])),
@@ -254,11 +312,15 @@ def test_item_clusters_and_chance_levels_match_what_evaluate_scores():
     assert set(clusters) == set(scores)
     for task, values in scores.items():
         assert len(clusters[task]) == len(values), task
-    assert set(clusters["probe.scan"]) == {f"MPX{i}" for i in range(14, 20)}  # normalised case ids
+    assert set(clusters["probe.scan"]) == {
+        f"MPX{i}" for i in range(14, 20)
+    }  # normalised case ids
     chance = cb.chance_levels(bench, "test")
     assert set(chance.index) == set(scores)
     assert chance["zero_shot.scan"] == 0.5 and chance["probe.breast"] == 0.75
-    assert chance["zero_shot.plane"] == pytest.approx(6 / 9)  # "Other View" is not a plane class
+    assert chance["zero_shot.plane"] == pytest.approx(
+        6 / 9
+    )  # "Other View" is not a plane class
     assert chance["vqa.closed"] == pytest.approx(4 / 6)  # "No" and "no" are one answer
 
 
@@ -268,12 +330,28 @@ def test_results_table_interval_carries_the_seed_variance_of_a_flipping_classifi
     interval over seeds must be wide."""
     labels = np.r_[np.ones(73), np.zeros(27)]
     runs = [
-        cb.RunRecord("clip", 0, "pretrained", {"zero_shot.breast": (labels == 1).astype(float)}, 1.0, 0.5),
-        cb.RunRecord("clip", 1, "pretrained", {"zero_shot.breast": (labels == 0).astype(float)}, 1.0, 0.5),
+        cb.RunRecord(
+            "clip",
+            0,
+            "pretrained",
+            {"zero_shot.breast": (labels == 1).astype(float)},
+            1.0,
+            0.5,
+        ),
+        cb.RunRecord(
+            "clip",
+            1,
+            "pretrained",
+            {"zero_shot.breast": (labels == 0).astype(float)},
+            1.0,
+            0.5,
+        ),
     ]
     row = cb.results_table(runs).iloc[0]
     assert row["mean"] == pytest.approx(0.5) and row["per_seed"] == [0.73, 0.27]
-    assert row["low"] < 0.27 and row["high"] > 0.73  # two seeds that disagree: no precision at all
+    assert (
+        row["low"] < 0.27 and row["high"] > 0.73
+    )  # two seeds that disagree: no precision at all
 
 
 def test_results_table_resamples_cases_not_images():
@@ -281,7 +359,10 @@ def test_results_table_resamples_cases_not_images():
     case_right = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0], float)
     scores = np.repeat(case_right, 10)
     clusters = {"probe.scan": np.repeat([f"case{i}" for i in range(10)], 10)}
-    runs = [cb.RunRecord("clip", s, "pretrained", {"probe.scan": scores}, 1.0, 0.5) for s in (0, 1)]
+    runs = [
+        cb.RunRecord("clip", s, "pretrained", {"probe.scan": scores}, 1.0, 0.5)
+        for s in (0, 1)
+    ]
     by_case = cb.results_table(runs, clusters).iloc[0]
     by_image = cb.results_table(runs).iloc[0]
     assert by_case["n_clusters"] == 10 and by_image["n_clusters"] == 100
@@ -291,14 +372,28 @@ def test_results_table_resamples_cases_not_images():
 def test_tasks_above_chance_keeps_only_tasks_where_both_runs_beat_their_chance_level():
     long = pd.DataFrame(
         [
-            {"method": "clip", "text_init": ti, "image_init": "scratch", "task": t, "low": low}
+            {
+                "method": "clip",
+                "text_init": ti,
+                "image_init": "scratch",
+                "task": t,
+                "low": low,
+            }
             for ti, t, low in [
                 ("pretrained", "probe.scan", 0.6),
                 ("random", "probe.scan", 0.55),
                 ("pretrained", "vqa.closed", 0.6),
-                ("random", "vqa.closed", 0.0),  # a degenerate run: below the majority answer
+                (
+                    "random",
+                    "vqa.closed",
+                    0.0,
+                ),  # a degenerate run: below the majority answer
                 ("pretrained", "zero_shot.breast", 0.7),
-                ("random", "zero_shot.breast", 0.75),  # 0.7 is not above the 0.73 majority class
+                (
+                    "random",
+                    "zero_shot.breast",
+                    0.75,
+                ),  # 0.7 is not above the 0.73 majority class
             ]
         ]
     )
@@ -309,10 +404,19 @@ def test_tasks_above_chance_keeps_only_tasks_where_both_runs_beat_their_chance_l
 
 def test_chance_table_counts_runs_whose_interval_lies_above_chance():
     long = pd.DataFrame(
-        {"task": ["probe.scan"] * 3 + ["i2t.r1"], "mean": [0.7, 0.6, 0.52, 0.02], "low": [0.6, 0.51, 0.45, 0.0]}
+        {
+            "task": ["probe.scan"] * 3 + ["i2t.r1"],
+            "mean": [0.7, 0.6, 0.52, 0.02],
+            "low": [0.6, 0.51, 0.45, 0.0],
+        }
     )
-    table = cb.chance_table(long, {"probe.scan": 0.5, "i2t.r1": 0.01}, ["probe.scan", "i2t.r1"])
-    assert table.loc["probe.scan", "runs above chance"] == "2 of 3" and table.loc["probe.scan", "best run"] == 0.7
+    table = cb.chance_table(
+        long, {"probe.scan": 0.5, "i2t.r1": 0.01}, ["probe.scan", "i2t.r1"]
+    )
+    assert (
+        table.loc["probe.scan", "runs above chance"] == "2 of 3"
+        and table.loc["probe.scan", "best run"] == 0.7
+    )
     assert table.loc["i2t.r1", "runs above chance"] == "0 of 1"
 
 
@@ -324,20 +428,55 @@ def test_overall_difference_weights_tasks_equally_and_has_seed_and_case_variance
     for s in range(3):
         a = {t: rng.random(len(c)) < 0.7 for t, c in clusters.items()}
         b = {t: rng.random(len(c)) < 0.5 for t, c in clusters.items()}
-        runs.append(cb.RunRecord("slip", s, "pretrained", {t: v.astype(float) for t, v in a.items()}, 1.0, 0.5))
-        runs.append(cb.RunRecord("clip", s, "pretrained", {t: v.astype(float) for t, v in b.items()}, 1.0, 0.5))
+        runs.append(
+            cb.RunRecord(
+                "slip",
+                s,
+                "pretrained",
+                {t: v.astype(float) for t, v in a.items()},
+                1.0,
+                0.5,
+            )
+        )
+        runs.append(
+            cb.RunRecord(
+                "clip",
+                s,
+                "pretrained",
+                {t: v.astype(float) for t, v in b.items()},
+                1.0,
+                0.5,
+            )
+        )
     tasks = list(clusters)
-    d = cb.overall_difference(runs, ("slip", "pretrained"), ("clip", "pretrained"), tasks, clusters, 200)
+    d = cb.overall_difference(
+        runs, ("slip", "pretrained"), ("clip", "pretrained"), tasks, clusters, 200
+    )
     _, sa = cb.seed_scores(runs, "slip")
     _, sb = cb.seed_scores(runs, "clip")
     per_seed = np.mean([sa[t].mean(1) - sb[t].mean(1) for t in tasks], 0)
-    assert d["per_seed"] == pytest.approx(list(per_seed)) and d["mean"] == pytest.approx(per_seed.mean())
-    assert d["low"] < d["mean"] < d["high"] and d["tasks"] == 3 and d["n_clusters"] == 20
-    both = cb.overall_difference(runs, [("slip", "pretrained"), ("clip", "pretrained")], ("clip", "pretrained"), tasks)
+    assert d["per_seed"] == pytest.approx(list(per_seed)) and d[
+        "mean"
+    ] == pytest.approx(per_seed.mean())
+    assert (
+        d["low"] < d["mean"] < d["high"] and d["tasks"] == 3 and d["n_clusters"] == 20
+    )
+    both = cb.overall_difference(
+        runs,
+        [("slip", "pretrained"), ("clip", "pretrained")],
+        ("clip", "pretrained"),
+        tasks,
+    )
     assert both["mean"] == pytest.approx(d["mean"] / 2)  # a list of runs is averaged
-    assert np.isnan(cb.overall_difference(runs, ("slip", "pretrained"), ("clip", "pretrained"), [])["mean"])
+    assert np.isnan(
+        cb.overall_difference(runs, ("slip", "pretrained"), ("clip", "pretrained"), [])[
+            "mean"
+        ]
+    )
     with pytest.raises(cb.BenchmarkError, match="different seeds"):
-        cb.overall_difference(runs[:-1], ("slip", "pretrained"), ("clip", "pretrained"), tasks)
+        cb.overall_difference(
+            runs[:-1], ("slip", "pretrained"), ("clip", "pretrained"), tasks
+        )
 
 
 def test_compare_with_paper_states_agreement_and_disagreement():
@@ -350,7 +489,9 @@ def test_compare_with_paper_states_agreement_and_disagreement():
     assert "does not confirm" in cb.compare_with_paper(flat, True, "x")
     assert "consistent with the paper" in cb.compare_with_paper(flat, False, "x")
     assert "above 0: +5 points [+1, +9]" in cb.compare_with_paper(up, True, "x")
-    assert "not detectable at this size: +0 points [-2, +2]" in cb.compare_with_paper(flat, True, "x")
+    assert "not detectable at this size: +0 points [-2, +2]" in cb.compare_with_paper(
+        flat, True, "x"
+    )
 
 
 # ---------------------------------------------------------------------------------------- harness
@@ -367,13 +508,22 @@ def _tiny_text(n=8, length=5, dim=12):
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(n, length, dtype=torch.bool)
     mask[:, 4:] = False
-    return cb.TextFeatures(torch.randn(n, length, dim, generator=g).half(), mask, mask.clone())
+    return cb.TextFeatures(
+        torch.randn(n, length, dim, generator=g).half(), mask, mask.clone()
+    )
 
 
 @pytest.mark.parametrize("method", list(cb.METHODS))
 def test_every_method_trains_a_few_steps_with_finite_falling_loss(method):
     images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    settings = {**cb.MODES["ci"], "widths": (4, 8, 8, 8), "embed_dim": 8, "batch_size": 8, "steps": 25, "lr": 5e-3}
+    settings = {
+        **cb.MODES["ci"],
+        "widths": (4, 8, 8, 8),
+        "embed_dim": 8,
+        "batch_size": 8,
+        "steps": 25,
+        "lr": 5e-3,
+    }
     res = cb.train_method(method, images, _tiny_text(), settings, seed=0)
     losses = [h["loss"] for h in res.history]
     assert all(math.isfinite(v) for v in losses)
@@ -384,10 +534,20 @@ def test_every_method_trains_a_few_steps_with_finite_falling_loss(method):
 def test_methods_share_everything_but_their_extra_heads():
     base = set(dict(cb.DualEncoder("clip", (4, 8, 8, 8), 12, 8).named_parameters()))
     for method in cb.METHODS:
-        names = set(dict(cb.DualEncoder(method, (4, 8, 8, 8), 12, 8).named_parameters()))
-        assert base <= names  # same image encoder, projections, text head and logit scale
+        names = set(
+            dict(cb.DualEncoder(method, (4, 8, 8, 8), 12, 8).named_parameters())
+        )
+        assert (
+            base <= names
+        )  # same image encoder, projections, text head and logit scale
         extra = {n.split(".")[0] for n in names - base}
-        assert extra <= {"sig_bias", "img_local", "txt_local", "ssl_head", "text_ssl_head"}
+        assert extra <= {
+            "sig_bias",
+            "img_local",
+            "txt_local",
+            "ssl_head",
+            "text_ssl_head",
+        }
 
 
 def test_partial_freezing_keeps_frozen_stages_unchanged():
@@ -405,7 +565,9 @@ def test_partial_freezing_keeps_frozen_stages_unchanged():
     res = cb.train_method("clip", images, _tiny_text(), settings, seed=0)
     trained = res.model.image.stages
     assert not any(p.requires_grad for p in trained[0].parameters())
-    assert torch.equal(trained[0].conv.weight, before.image.stages[0].conv.weight)  # same seed, frozen
+    assert torch.equal(
+        trained[0].conv.weight, before.image.stages[0].conv.weight
+    )  # same seed, frozen
     assert not torch.equal(trained[3].conv.weight, before.image.stages[3].conv.weight)
     with pytest.raises(cb.BenchmarkError, match="freeze"):
         cb.ImageEncoder((4, 4)).freeze_stages(3)
@@ -419,18 +581,29 @@ def test_mask_burned_in_text_clears_top_and_bottom_rows_only():
 
 
 def test_case_split_check_refuses_a_leaky_table():
-    ok = pd.DataFrame({"case_uid": ["a", "a", "b"], "split": ["train", "train", "test"]})
+    ok = pd.DataFrame(
+        {"case_uid": ["a", "a", "b"], "split": ["train", "train", "test"]}
+    )
     cb.check_case_split(ok)
     with pytest.raises(cb.BenchmarkError, match="more than one split"):
-        cb.check_case_split(pd.DataFrame({"case_uid": ["a", "a"], "split": ["train", "test"]}))
+        cb.check_case_split(
+            pd.DataFrame({"case_uid": ["a", "a"], "split": ["train", "test"]})
+        )
 
 
 def test_case_split_check_normalises_case_ids_and_compares_image_checksums():
-    spelled = pd.DataFrame({"case_uid": ["MPX1009", " mpx1009"], "split": ["train", "test"]})
+    spelled = pd.DataFrame(
+        {"case_uid": ["MPX1009", " mpx1009"], "split": ["train", "test"]}
+    )
     with pytest.raises(cb.BenchmarkError, match="more than one split"):
         cb.check_case_split(spelled)
     copied = pd.DataFrame(
-        {"case_uid": ["a", "b"], "split": ["train", "test"], "image": ["x.jpg", "y.jpg"], "jpg_sha256": ["s", "s"]}
+        {
+            "case_uid": ["a", "b"],
+            "split": ["train", "test"],
+            "image": ["x.jpg", "y.jpg"],
+            "jpg_sha256": ["s", "s"],
+        }
     )
     with pytest.raises(cb.BenchmarkError, match=r"identical image.*x.jpg"):
         cb.check_case_split(copied)
@@ -443,7 +616,13 @@ def test_confined_path_refuses_paths_that_leave_the_folder(tmp_path):
     (tmp_path / "outside.jpg").write_bytes(b"x")
     (folder / "link.jpg").symlink_to(tmp_path / "outside.jpg")
     assert cb.confined_path(folder, "a.jpg") == folder / "a.jpg"
-    for hostile in ("../../../../outside.jpg", "../outside.jpg", "/etc/hostname", "link.jpg", ""):
+    for hostile in (
+        "../../../../outside.jpg",
+        "../outside.jpg",
+        "/etc/hostname",
+        "link.jpg",
+        "",
+    ):
         with pytest.raises(cb.BenchmarkError, match="images"):
             cb.confined_path(folder, hostile)
 
@@ -461,7 +640,9 @@ def test_recall_at_k_refuses_nan_scores():
 @needs_medpix
 def test_no_test_case_appears_in_training_on_the_real_split():
     table = pd.read_csv(PAIRS, dtype={"case_uid": str})
-    assert not set(table.case_uid[table.split == "train"]) & set(table.case_uid[table.split == "test"])
+    assert not set(table.case_uid[table.split == "train"]) & set(
+        table.case_uid[table.split == "test"]
+    )
     cb.check_case_split(table)
     assert (table.split == "test").sum() == 200
 
@@ -498,7 +679,10 @@ def _copy_medpix(tmp_path, n=5, edit=None, after=None, vqa_rows=0):
 @needs_medpix
 def test_load_medpix2_refuses_an_image_path_outside_its_folder(tmp_path, monkeypatch):
     monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
-    manifest, root = _copy_medpix(tmp_path, after=lambda t: t.assign(image=["../../../../outside.jpg", *t.image[1:]]))
+    manifest, root = _copy_medpix(
+        tmp_path,
+        after=lambda t: t.assign(image=["../../../../outside.jpg", *t.image[1:]]),
+    )
     outside = (root / "images_224" / "../../../../outside.jpg").resolve()
     shutil.copy(PAIRS.parent / "images_224" / pd.read_csv(PAIRS).image[0], outside)
     with pytest.raises(cb.BenchmarkError, match="outside.jpg"):
@@ -506,14 +690,27 @@ def test_load_medpix2_refuses_an_image_path_outside_its_folder(tmp_path, monkeyp
 
 
 @needs_medpix
-def test_load_medpix2_drops_placeholder_captions_with_their_questions(tmp_path, monkeypatch):
+def test_load_medpix2_drops_placeholder_captions_with_their_questions(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
     placeholder = "Replace this - DESCRIPTION OF THE IMAGE OR FINDINGS."
-    manifest, _ = _copy_medpix(tmp_path, edit=lambda t: t.assign(caption=[placeholder, *t.caption[1:]]), vqa_rows=2)
+    manifest, _ = _copy_medpix(
+        tmp_path,
+        edit=lambda t: t.assign(caption=[placeholder, *t.caption[1:]]),
+        vqa_rows=2,
+    )
     data = cb.load_medpix2(32, manifest=str(manifest))
     first = pd.read_csv(PAIRS).image[0]
-    assert len(data.table) == 4 and first not in set(data.table.image) and len(data.images) == 4
-    assert list(data.dropped.image) == [first] and data.dropped.reason.iloc[0] == "placeholder caption"
+    assert (
+        len(data.table) == 4
+        and first not in set(data.table.image)
+        and len(data.images) == 4
+    )
+    assert (
+        list(data.dropped.image) == [first]
+        and data.dropped.reason.iloc[0] == "placeholder caption"
+    )
     assert first not in set(data.vqa.image) and (data.vqa.row < 4).all()
 
 
@@ -535,9 +732,13 @@ def test_load_medpix2_verifies_masks_and_resizes(tmp_path, monkeypatch):
 
 
 @needs_medpix
-def test_load_medpix2_refuses_missing_image_empty_caption_and_changed_image(tmp_path, monkeypatch):
+def test_load_medpix2_refuses_missing_image_empty_caption_and_changed_image(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv(mdata.DATA_ROOT_ENV, str(tmp_path / "shared" / "data"))
-    manifest, root = _copy_medpix(tmp_path, edit=lambda t: t.assign(caption=[""] + list(t.caption[1:])))
+    manifest, root = _copy_medpix(
+        tmp_path, edit=lambda t: t.assign(caption=[""] + list(t.caption[1:]))
+    )
     with pytest.raises(cb.BenchmarkError, match="empty caption"):
         cb.load_medpix2(32, manifest=str(manifest))
     shutil.rmtree(tmp_path / "shared")
@@ -578,8 +779,14 @@ def _cache_file(folder):
 def test_text_cache_is_written_atomically_and_read_back(tmp_path, fake_encoder):
     first = cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
     again = cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
-    assert fake_encoder == [3] and torch.equal(first.tokens, again.tokens) and torch.equal(first.words, again.words)
-    assert _cache_file(tmp_path).suffix == ".safetensors" and not list(tmp_path.glob("*.tmp"))
+    assert (
+        fake_encoder == [3]
+        and torch.equal(first.tokens, again.tokens)
+        and torch.equal(first.words, again.words)
+    )
+    assert _cache_file(tmp_path).suffix == ".safetensors" and not list(
+        tmp_path.glob("*.tmp")
+    )
 
 
 def test_a_truncated_text_cache_is_named_and_rebuilt(tmp_path, fake_encoder):
@@ -589,7 +796,9 @@ def test_a_truncated_text_cache_is_named_and_rebuilt(tmp_path, fake_encoder):
     with pytest.warns(UserWarning, match=path.name):
         cb.cached_text_features(["a", "b"], "pretrained", 8, tmp_path)
     assert fake_encoder == [2, 2]
-    cb.cached_text_features(["a", "b"], "pretrained", 8, tmp_path)  # the rebuilt file reads again
+    cb.cached_text_features(
+        ["a", "b"], "pretrained", 8, tmp_path
+    )  # the rebuilt file reads again
     assert fake_encoder == [2, 2]
 
 
@@ -597,13 +806,17 @@ def test_a_mismatched_text_cache_is_rebuilt(tmp_path, fake_encoder):
     cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
     other = tmp_path / "other"
     cb.cached_text_features(["a", "b"], "pretrained", 8, other)
-    _cache_file(tmp_path).write_bytes(_cache_file(other).read_bytes())  # 2 rows where 3 are expected
+    _cache_file(tmp_path).write_bytes(
+        _cache_file(other).read_bytes()
+    )  # 2 rows where 3 are expected
     with pytest.warns(UserWarning, match="expected \\(3, 8"):
         feats = cb.cached_text_features(["a", "b", "c"], "pretrained", 8, tmp_path)
     assert feats.tokens.shape[0] == 3
 
 
-def test_a_planted_pickle_in_the_text_cache_runs_no_code(tmp_path, fake_encoder, monkeypatch):
+def test_a_planted_pickle_in_the_text_cache_runs_no_code(
+    tmp_path, fake_encoder, monkeypatch
+):
     import pickle
 
     marker = tmp_path / "code-ran"
@@ -649,12 +862,18 @@ def test_encode_texts_refuses_empty_text_and_keeps_word_masks():
     folder = _package_dir()
     with pytest.raises(cb.BenchmarkError, match="empty text"):
         cb.encode_texts(["a chest CT", "  "], folder)
-    feats = cb.encode_texts(["a chest CT", "axial MR of the brain"], folder, max_tokens=12)
+    feats = cb.encode_texts(
+        ["a chest CT", "axial MR of the brain"], folder, max_tokens=12
+    )
     assert feats.tokens.shape == (2, 12, 384)
-    assert (feats.mask.sum(1) - feats.words.sum(1) == 2).all()  # [CLS] and [SEP] are not words
+    assert (
+        feats.mask.sum(1) - feats.words.sum(1) == 2
+    ).all()  # [CLS] and [SEP] are not words
     # the pretrained encoder's mean-pooled states give the sentence-transformers embedding's direction:
     # two related captions are closer than with random weights
-    rand = cb.encode_texts(["a chest CT", "axial MR of the brain"], folder, init="random", max_tokens=12)
+    rand = cb.encode_texts(
+        ["a chest CT", "axial MR of the brain"], folder, init="random", max_tokens=12
+    )
     assert not torch.allclose(feats.tokens.float(), rand.tokens.float())
 
 
@@ -664,23 +883,38 @@ def test_encode_texts_refuses_empty_text_and_keeps_word_masks():
 BREAST = Path(__file__).resolve().parents[2] / "shared" / "data" / "breastmnist_64.npz"
 
 
-@pytest.mark.skipif(not BREAST.is_file(), reason="BreastMNIST copy not beside the repository")
+@pytest.mark.skipif(
+    not BREAST.is_file(), reason="BreastMNIST copy not beside the repository"
+)
 def test_breastmnist_task_loads_its_verified_splits_resized():
     sets = cb.load_external("breast", 24, None)
     (xtr, ytr), (xte, _) = sets["train"], sets["test"]
     assert xtr.shape == (546, 1, 24, 24) and xte.shape == (156, 1, 24, 24)
-    assert set(np.unique(ytr)) == {0, 1} and 0 <= float(xte.min()) and float(xte.max()) <= 1
+    assert (
+        set(np.unique(ytr)) == {0, 1}
+        and 0 <= float(xte.min())
+        and float(xte.max()) <= 1
+    )
     with pytest.raises(cb.BenchmarkError, match="unknown external task 'skin'"):
         cb.load_external("skin", 24, None)
 
 
 def test_every_external_task_has_a_prompt_per_class_of_its_manifest():
-    for task, (manifest, _key, setting, classes, templates) in cb.EXTERNAL_TASKS.items():
+    for task, (
+        manifest,
+        _key,
+        setting,
+        classes,
+        templates,
+    ) in cb.EXTERNAL_TASKS.items():
         labels = mdata.load_manifest(manifest).labels
         assert set(classes) == set(labels), task
         assert setting in cb.MODES["ci"] and setting in cb.MODES["full"]
         assert all("{}" in t for t in templates)
-        assert f"zero_shot.{task}" in cb.TASK_GROUPS["zero-shot"] and f"probe.{task}" in cb.TASK_GROUPS["probe"]
+        assert (
+            f"zero_shot.{task}" in cb.TASK_GROUPS["zero-shot"]
+            and f"probe.{task}" in cb.TASK_GROUPS["probe"]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -693,19 +927,31 @@ def tiny_clip_dir(tmp_path_factory):
     return directory, model
 
 
-def test_pretrained_image_encoder_loads_the_checkpoint_and_gives_global_and_patch_features(tiny_clip_dir):
+def test_pretrained_image_encoder_loads_the_checkpoint_and_gives_global_and_patch_features(
+    tiny_clip_dir,
+):
     directory, original = tiny_clip_dir
     encoder = cb.PretrainedImageEncoder(f"local-dir:{directory}")
     for name, value in original.visual.state_dict().items():
         assert torch.equal(encoder.visual.state_dict()[name], value), name
     x = torch.rand(3, 1, 20, 20, generator=torch.Generator().manual_seed(0))
     pooled, regions = encoder.eval()(x)
-    assert pooled.shape == (3, 16) and regions.shape == (3, 16, 32)  # 32 px / 8 px patches = 4 x 4 tokens
+    assert pooled.shape == (3, 16) and regions.shape == (
+        3,
+        16,
+        32,
+    )  # 32 px / 8 px patches = 4 x 4 tokens
     # the same as open_clip's own image embedding of the resized, three-channel, normalised input
-    prepared = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
+    prepared = F.interpolate(
+        x, size=(32, 32), mode="bilinear", align_corners=False
+    ).expand(-1, 3, -1, -1)
+    mean, std = (
+        torch.tensor(v).view(1, 3, 1, 1) for v in ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    )
     with torch.no_grad():
-        assert torch.allclose(pooled, original.encode_image((prepared - mean) / std), atol=1e-5)
+        assert torch.allclose(
+            pooled, original.encode_image((prepared - mean) / std), atol=1e-5
+        )
 
 
 def _tower_dir(root, name, vision_cfg):
@@ -713,18 +959,36 @@ def _tower_dir(root, name, vision_cfg):
     from helpers import TINY_CLIP_CFG, write_open_clip_dir
 
     cfg = {**TINY_CLIP_CFG, "vision_cfg": vision_cfg}
-    return write_open_clip_dir(root / name, 0, "open_clip_model.safetensors", model_cfg=cfg), root / name
+    return write_open_clip_dir(
+        root / name, 0, "open_clip_model.safetensors", model_cfg=cfg
+    ), root / name
 
 
 @pytest.mark.parametrize(
     "vision_cfg",
     [
-        {"image_size": 32, "patch_size": 8, "width": 32, "head_width": 16, "layers": 2},  # open_clip's ViT (CLIP)
-        {"timm_model_name": "vit_tiny_patch16_224", "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+        {
+            "image_size": 32,
+            "patch_size": 8,
+            "width": 32,
+            "head_width": 16,
+            "layers": 2,
+        },  # open_clip's ViT (CLIP)
+        {
+            "timm_model_name": "vit_tiny_patch16_224",
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
     ],
-    ids=["open_clip_vit", "timm_vit"],  # the second is BiomedCLIP's kind of tower (timm trunk, linear head)
+    ids=[
+        "open_clip_vit",
+        "timm_vit",
+    ],  # the second is BiomedCLIP's kind of tower (timm trunk, linear head)
 )
-def test_partial_freezing_of_a_pretrained_tower_keeps_embedding_and_first_blocks(tmp_path, vision_cfg):
+def test_partial_freezing_of_a_pretrained_tower_keeps_embedding_and_first_blocks(
+    tmp_path, vision_cfg
+):
     original, directory = _tower_dir(tmp_path, "tower", vision_cfg)
     encoder = cb.PretrainedImageEncoder(f"local-dir:{directory}")
     x = torch.rand(2, 1, 20, 20, generator=torch.Generator().manual_seed(0))
@@ -732,26 +996,46 @@ def test_partial_freezing_of_a_pretrained_tower_keeps_embedding_and_first_blocks
     side, patch = (224, 16) if "timm_model_name" in vision_cfg else (32, 8)
     assert pooled.shape == (2, 16) and regions.shape[:2] == (2, (side // patch) ** 2)
     assert regions.shape[2] == encoder.region_dim
-    settings = {**cb.MODES["ci"], "embed_dim": 8, "batch_size": 4, "steps": 3, "lr": 1e-2}
-    settings.update(image_init=f"local-dir:{directory}", pretrained_freeze_blocks=1, freeze_image_stages=3)
+    settings = {
+        **cb.MODES["ci"],
+        "embed_dim": 8,
+        "batch_size": 4,
+        "steps": 3,
+        "lr": 1e-2,
+    }
+    settings.update(
+        image_init=f"local-dir:{directory}",
+        pretrained_freeze_blocks=1,
+        freeze_image_stages=3,
+    )
     images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     res = cb.train_method("filip", images, _tiny_text(n=4), settings, seed=0)
     start = {k: v for k, v in original.visual.state_dict().items()}
     trained = res.model.image.visual.state_dict()
     timm = "timm_model_name" in vision_cfg
     first, second = (
-        ("trunk.blocks.0.", "trunk.blocks.1.") if timm else ("transformer.resblocks.0.", "transformer.resblocks.1.")
+        ("trunk.blocks.0.", "trunk.blocks.1.")
+        if timm
+        else ("transformer.resblocks.0.", "transformer.resblocks.1.")
     )
     embed = (
-        ("trunk.patch_embed", "trunk.cls_token", "trunk.pos_embed") if timm else ("conv1", "class_embedding", "ln_pre")
+        ("trunk.patch_embed", "trunk.cls_token", "trunk.pos_embed")
+        if timm
+        else ("conv1", "class_embedding", "ln_pre")
     )
     frozen = [n for n in trained if n.startswith(embed + (first,))]
-    assert frozen and all(torch.equal(trained[n], start[n]) for n in frozen)  # embedding and block 0 frozen
+    assert frozen and all(
+        torch.equal(trained[n], start[n]) for n in frozen
+    )  # embedding and block 0 frozen
     later = [n for n in trained if n.startswith(second) and n.endswith("weight")]
-    assert later and any(not torch.equal(trained[n], start[n]) for n in later)  # block 1 trained
+    assert later and any(
+        not torch.equal(trained[n], start[n]) for n in later
+    )  # block 1 trained
     assert math.isfinite(res.history[-1]["loss"])
     blocks = len(res.model.image.blocks)
-    with pytest.raises(cb.BenchmarkError, match=f"can freeze 0 to {blocks} transformer blocks"):
+    with pytest.raises(
+        cb.BenchmarkError, match=f"can freeze 0 to {blocks} transformer blocks"
+    ):
         res.model.image.freeze_stages(blocks + 1)
 
 
@@ -775,18 +1059,29 @@ def test_general_domain_clip_is_built_with_quickgelu(monkeypatch, tiny_clip_dir)
 
 
 def test_tables_label_runs_by_image_initialisation():
-    scores = {"zero_shot.scan": np.array([1.0, 0.0, 1.0]), "probe.scan": np.array([0.0, 1.0, 1.0])}
+    scores = {
+        "zero_shot.scan": np.array([1.0, 0.0, 1.0]),
+        "probe.scan": np.array([0.0, 1.0, 1.0]),
+    }
     runs = [
         cb.RunRecord("clip", s, "pretrained", scores, 1.0, 0.5, None, init)
         for s in (0, 1)
         for init in ("scratch", cb.GENERAL_CLIP)
     ]
     long = cb.results_table(runs)
-    assert set(long["image_init"]) == {"scratch", cb.GENERAL_CLIP} and (long["seeds"] == 2).all()
+    assert (
+        set(long["image_init"]) == {"scratch", cb.GENERAL_CLIP}
+        and (long["seeds"] == 2).all()
+    )
     wide = cb.wide_table(long, pd.Series({"zero_shot.scan": 0.5, "probe.scan": 0.66}))
     assert list(wide.columns) == ["chance", "clip", "clip (CLIP image)"]
-    assert list(wide.index) == ["zero_shot.scan", "probe.scan"] and wide.loc["probe.scan", "chance"] == "66"
-    diff = cb.paired_differences(runs, ("clip", "pretrained", cb.GENERAL_CLIP), ("clip", "pretrained"))
+    assert (
+        list(wide.index) == ["zero_shot.scan", "probe.scan"]
+        and wide.loc["probe.scan", "chance"] == "66"
+    )
+    diff = cb.paired_differences(
+        runs, ("clip", "pretrained", cb.GENERAL_CLIP), ("clip", "pretrained")
+    )
     assert np.allclose(diff["difference"], 0.0)
     with pytest.raises(cb.BenchmarkError, match="image init 'hf-hub:nowhere'"):
         cb.seed_mean_scores(runs, "clip", "pretrained", "hf-hub:nowhere")
@@ -818,37 +1113,81 @@ def test_public_pair_sets_are_read_in_mmlearns_layout_and_capped(tmp_path):
 def test_text_features_concatenate_row_wise():
     a, b = _tiny_text(n=3), _tiny_text(n=2)
     both = a.cat(b)
-    assert both.tokens.shape[0] == 5 and torch.equal(both.take(slice(3, None)).mask, b.mask)
+    assert both.tokens.shape[0] == 5 and torch.equal(
+        both.take(slice(3, None)).mask, b.mask
+    )
 
 
 def test_retrieval_chance_is_k_over_n_for_distinct_captions_and_counts_shared_ones():
-    distinct = cb.retrieval_chance([f"caption {i}" for i in range(20)], (1, 5), n_draws=2000, seed=0)
-    for key, expected in {"i2t.r1": 0.05, "i2t.r5": 0.25, "t2i.r1": 0.05, "t2i.r5": 0.25}.items():
+    distinct = cb.retrieval_chance(
+        [f"caption {i}" for i in range(20)], (1, 5), n_draws=2000, seed=0
+    )
+    for key, expected in {
+        "i2t.r1": 0.05,
+        "i2t.r5": 0.25,
+        "t2i.r1": 0.05,
+        "t2i.r5": 0.25,
+    }.items():
         assert distinct[key] == pytest.approx(expected, abs=0.01), key
     same = cb.retrieval_chance(["one caption"] * 5, (1,), n_draws=10)
-    assert same["i2t.r1"] == pytest.approx(1.0) and same["t2i.r1"] == pytest.approx(1.0)  # all positives
+    assert same["i2t.r1"] == pytest.approx(1.0) and same["t2i.r1"] == pytest.approx(
+        1.0
+    )  # all positives
     # 10 images share one caption, 10 have their own: text -> image finds one of 10 images more easily
     # than image -> text finds the shared caption, which is a single tied score in the gallery
-    shared = cb.retrieval_chance(["shared"] * 10 + [f"own {i}" for i in range(10)], (1,), n_draws=2000)
+    shared = cb.retrieval_chance(
+        ["shared"] * 10 + [f"own {i}" for i in range(10)], (1,), n_draws=2000
+    )
     assert shared["t2i.r1"] > shared["i2t.r1"] + 0.1
 
 
-def test_a_bench_built_like_another_reuses_its_images_and_encodes_only_the_texts(tmp_path):
-    table = pd.DataFrame({"caption": ["a ct of the chest", "an mri of the head", "a ct of the chest"]})
+def test_a_bench_built_like_another_reuses_its_images_and_encodes_only_the_texts(
+    tmp_path,
+):
+    table = pd.DataFrame(
+        {"caption": ["a ct of the chest", "an mri of the head", "a ct of the chest"]}
+    )
     vqa = pd.DataFrame({"question": ["is this a ct?"]})
-    data = cb.MedPixData(table=table, images=torch.rand(3, 1, 8, 8), vqa=vqa, digest="x")
+    data = cb.MedPixData(
+        table=table, images=torch.rand(3, 1, 8, 8), vqa=vqa, digest="x"
+    )
     external = {task: {"train": None, "test": None} for task in cb.EXTERNAL_TASKS}
-    extra = {"images": torch.rand(2, 1, 8, 8).half(), "captions": ["a pmc figure", "a roco figure"], "counts": {}}
+    extra = {
+        "images": torch.rand(2, 1, 8, 8).half(),
+        "captions": ["a pmc figure", "a roco figure"],
+        "counts": {},
+    }
     settings = {**cb.MODES["ci"], "max_tokens": 8}
     texts = list(table["caption"])
-    prompts = [p for spec in [*cb.ZERO_SHOT_TASKS.values()] for p in cb.prompt_texts(spec[1], spec[2])]
-    n_prompts = len(prompts) + sum(len(t.classes) * len(t.templates) for t in cb.EXTERNAL_TASKS.values())
+    prompts = [
+        p
+        for spec in [*cb.ZERO_SHOT_TASKS.values()]
+        for p in cb.prompt_texts(spec[1], spec[2])
+    ]
+    n_prompts = len(prompts) + sum(
+        len(t.classes) * len(t.templates) for t in cb.EXTERNAL_TASKS.values()
+    )
     first = cb.Bench(data, None, {}, None, external, settings, "pretrained", extra)
     again = cb.build_bench(settings, "random", tmp_path, like=first)
     assert again.data is data and again.external is external  # nothing read again
-    assert torch.equal(again.extra["images"], extra["images"]) and again.extra["captions"] == extra["captions"]
+    assert (
+        torch.equal(again.extra["images"], extra["images"])
+        and again.extra["captions"] == extra["captions"]
+    )
     assert again.text_init == "random" and again.captions.tokens.shape[:2] == (3, 8)
-    assert again.extra["text"].tokens.shape[0] == 2 and again.questions.tokens.shape[0] == 1
-    assert len(list(tmp_path.glob("minilm_random_*.safetensors"))) == 1  # one cache file for the texts
-    encoded = [again.captions, again.questions, again.extra["text"], *(p[0] for p in again.prompts.values())]
-    assert sum(t.tokens.shape[0] for t in encoded) == len(texts) + n_prompts + 1 + 2  # every text, once
+    assert (
+        again.extra["text"].tokens.shape[0] == 2
+        and again.questions.tokens.shape[0] == 1
+    )
+    assert (
+        len(list(tmp_path.glob("minilm_random_*.safetensors"))) == 1
+    )  # one cache file for the texts
+    encoded = [
+        again.captions,
+        again.questions,
+        again.extra["text"],
+        *(p[0] for p in again.prompts.values()),
+    ]
+    assert (
+        sum(t.tokens.shape[0] for t in encoded) == len(texts) + n_prompts + 1 + 2
+    )  # every text, once

@@ -36,15 +36,26 @@ def test_manifest_describes_source_licence_and_checksums(manifest):
     assert manifest.file("ci").sha256 == SHARED_README_SHA256
     for key in ("64", "128", "224"):
         f = manifest.file(key)
-        assert f.url and f.url.startswith("https://zenodo.org/") and f.image_size == int(key)
+        assert (
+            f.url
+            and f.url.startswith("https://zenodo.org/")
+            and f.image_size == int(key)
+        )
         assert f.checksum[0] in ("sha256", "md5") and len(f.checksum[1]) in (32, 64)
 
 
 def test_real_file_matches_manifest_and_loads(manifest, ci_file):
     assert file_digest(ci_file) == SHARED_README_SHA256
     splits = load_dataset(manifest, "ci")
-    assert {k: len(v.images) for k, v in splits.items()} == {"train": 2428, "val": 270, "test": 468}
-    assert splits["train"].images.shape[1:] == (28, 28) and splits["train"].images.dtype == np.uint8
+    assert {k: len(v.images) for k, v in splits.items()} == {
+        "train": 2428,
+        "val": 270,
+        "test": 468,
+    }
+    assert (
+        splits["train"].images.shape[1:] == (28, 28)
+        and splits["train"].images.dtype == np.uint8
+    )
     assert set(np.unique(splits["test"].labels)) == {0, 1}
 
 
@@ -53,7 +64,9 @@ def test_corrupt_file_raises_checksum_error(manifest, ci_file, tmp_path):
     data = bytearray(ci_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
-    with pytest.raises(ChecksumError, match="sha256 is .* but the manifest records f36c2b3e"):
+    with pytest.raises(
+        ChecksumError, match="sha256 is .* but the manifest records f36c2b3e"
+    ):
         verify_file(bad, manifest.file("ci"))
 
 
@@ -65,10 +78,14 @@ def test_missing_file_raises_with_the_file_named(manifest, tmp_path):
 def test_missing_local_copy_points_to_downloadable_files(tmp_path, data_root):
     local = tmp_path / "m.yaml"
     local.write_text(
-        HEADER + f"files:\n  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/absent.npz, sha256: '{SHA}'}}\n"
+        HEADER
+        + f"files:\n  ci: {{filename: x.npz, image_size: 28, local: {tmp_path}/absent.npz, sha256: '{SHA}'}}\n"
         f"  '28': {{filename: x.npz, image_size: 28, url: 'http://127.0.0.1:9/x.npz', md5: '{MD5}'}}\n"
     )
-    with pytest.raises(FileNotFoundError, match=r"is not there; files that can be downloaded instead: \['28'\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"is not there; files that can be downloaded instead: \['28'\]",
+    ):
         fetch(local, "ci")
 
 
@@ -83,11 +100,13 @@ def test_missing_local_copy_points_to_downloadable_files(tmp_path, data_root):
             "records no checksum",
         ),
         (
-            HEADER + f"files:\n  a: {{filename: x.npz, image_size: 28, sha256: '{SHA}'}}\n",
+            HEADER
+            + f"files:\n  a: {{filename: x.npz, image_size: 28, sha256: '{SHA}'}}\n",
             "neither 'url' nor 'local'",
         ),
         (
-            HEADER + "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz, md5: 123}\n",
+            HEADER
+            + "files:\n  a: {filename: x.npz, image_size: 28, local: x.npz, md5: 123}\n",
             "md5 must be str",
         ),
     ],
@@ -112,13 +131,22 @@ def test_npz_layout_errors_name_the_problem(tmp_path, ci_file):
     np.savez(tmp_path / "missing.npz", **broken)
     with pytest.raises(ValueError, match=r"missing key\(s\) \['val_labels'\]"):
         load_medmnist_npz(tmp_path / "missing.npz")
-    np.savez(tmp_path / "float.npz", **{**real, "train_images": real["train_images"].astype(np.float32)})
-    with pytest.raises(ValueError, match="train_images has dtype float32, expected uint8"):
+    np.savez(
+        tmp_path / "float.npz",
+        **{**real, "train_images": real["train_images"].astype(np.float32)},
+    )
+    with pytest.raises(
+        ValueError, match="train_images has dtype float32, expected uint8"
+    ):
         load_medmnist_npz(tmp_path / "float.npz")
-    np.savez(tmp_path / "short.npz", **{**real, "test_labels": real["test_labels"][:-1]})
+    np.savez(
+        tmp_path / "short.npz", **{**real, "test_labels": real["test_labels"][:-1]}
+    )
     with pytest.raises(ValueError, match="test has 468 images but 467 labels"):
         load_medmnist_npz(tmp_path / "short.npz")
-    with pytest.raises(ValueError, match="train has 2428 images, the manifest says 2000"):
+    with pytest.raises(
+        ValueError, match="train has 2428 images, the manifest says 2000"
+    ):
         load_medmnist_npz(ci_file, n_samples={"train": 2000})
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="not a readable .npz"):
@@ -135,13 +163,17 @@ def test_download_is_verified_and_cached(manifest, ci_file, tmp_path):
         path = fetch(manifest, "ci", cache_dir=cache, url=url)
         assert path.parent == cache and file_digest(path) == SHARED_README_SHA256
         assert fetch(manifest, "ci", cache_dir=cache, url=url) == path
-        assert server.requests == 1, "a verified file in the cache must not be downloaded again"
+        assert server.requests == 1, (
+            "a verified file in the cache must not be downloaded again"
+        )
 
 
 def test_corrupt_download_raises_and_leaves_nothing(manifest, ci_file, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    (served / "pneumoniamnist.npz").write_bytes(ci_file.read_bytes()[:-100])  # truncated transfer
+    (served / "pneumoniamnist.npz").write_bytes(
+        ci_file.read_bytes()[:-100]
+    )  # truncated transfer
     cache = tmp_path / "cache"
     with LoopbackServer(served) as server:
         with pytest.raises(ChecksumError, match="does not match the manifest's sha256"):
@@ -152,18 +184,30 @@ def test_corrupt_download_raises_and_leaves_nothing(manifest, ci_file, tmp_path)
 def test_transform_normalises_and_resizes_real_images(ci_file):
     images = np.load(ci_file)["test_images"][:8]
     x = apply_transform(images, image_transform(32))
-    assert type(x) is torch.Tensor and x.shape == (8, 1, 32, 32) and x.dtype == torch.float32
+    assert (
+        type(x) is torch.Tensor
+        and x.shape == (8, 1, 32, 32)
+        and x.dtype == torch.float32
+    )
     assert 0.0 <= x.min() and x.max() <= 1.0
     z = apply_transform(images, image_transform(28, normalisation="zscore"))
     assert torch.allclose(z.mean(dim=(1, 2, 3)), torch.zeros(8), atol=1e-5)
     # At the stored size, minmax is exactly value / 255.
     m = apply_transform(images, image_transform(28))
-    assert torch.allclose(m[:, 0], torch.as_tensor(images, dtype=torch.float32) / 255, atol=1e-6)
+    assert torch.allclose(
+        m[:, 0], torch.as_tensor(images, dtype=torch.float32) / 255, atol=1e-6
+    )
 
 
 def test_transform_3d_and_bad_arguments():
     volume = np.random.default_rng(0).integers(0, 256, (2, 20, 20, 20), dtype=np.uint8)
-    assert apply_transform(volume, image_transform(16, spatial_dims=3)).shape == (2, 1, 16, 16, 16)
+    assert apply_transform(volume, image_transform(16, spatial_dims=3)).shape == (
+        2,
+        1,
+        16,
+        16,
+        16,
+    )
     with pytest.raises(ValueError, match="unknown normalisation 'std'"):
         image_transform(32, normalisation="std")
     with pytest.raises(ValueError, match="no images"):
@@ -186,14 +230,21 @@ def test_prepare_splits_gives_model_ready_tensors(manifest):
 
 
 def test_image_shape_is_checked_against_the_manifest(ci_file, tmp_path):
-    with pytest.raises(ValueError, match=r"train_images have shape \(28, 28\) per image, the manifest says \(64, 64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"train_images have shape \(28, 28\) per image, the manifest says \(64, 64\)",
+    ):
         load_medmnist_npz(ci_file, image_size=64, spatial_dims=2)
     with pytest.raises(ValueError, match=r"the manifest says \(28, 28, 28\)"):
         load_medmnist_npz(ci_file, image_size=28, spatial_dims=3)
-    assert load_medmnist_npz(ci_file, image_size=28, spatial_dims=2)["val"].images.shape == (270, 28, 28)
+    assert load_medmnist_npz(ci_file, image_size=28, spatial_dims=2)[
+        "val"
+    ].images.shape == (270, 28, 28)
 
 
-def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(ci_file, tmp_path, capsys, data_root):
+def test_missing_ci_copy_falls_back_to_a_balanced_subset_of_the_release(
+    ci_file, tmp_path, capsys, data_root
+):
     """On Colab the copy beside the repository is absent: the same kind of subset (class-balanced, of
     the sizes the manifest records) is drawn from the verified public release instead."""
     served = tmp_path / "served"
@@ -235,22 +286,35 @@ def test_manifests_resolve_without_an_editable_install(tmp_path):
     import sys
 
     site = tmp_path / "site"
-    shutil.copytree(REPO / "medvae_lib", site / "medvae_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "medvae_lib",
+        site / "medvae_lib",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     code = "from medvae_lib.data import load_manifest; print(load_manifest('pneumoniamnist').file('ci').local)"
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("MEDVAE_MANIFEST_DIR", None)
 
     def run(cwd, **extra):
         return subprocess.run(
-            [sys.executable, "-c", code], cwd=cwd, env={**env, **extra}, capture_output=True, text=True
+            [sys.executable, "-c", code],
+            cwd=cwd,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
         )
 
     inside = run(REPO / "notebooks")
     assert inside.returncode == 0, inside.stderr
-    assert Path(inside.stdout.strip()) == (REPO.parent / "shared" / "data" / "pneumoniamnist.npz").resolve()
+    assert (
+        Path(inside.stdout.strip())
+        == (REPO.parent / "shared" / "data" / "pneumoniamnist.npz").resolve()
+    )
     outside = run(tmp_path)
     assert outside.returncode != 0 and "set $MEDVAE_MANIFEST_DIR" in outside.stderr
-    assert run(tmp_path, MEDVAE_MANIFEST_DIR=str(REPO / "data_manifests")).returncode == 0
+    assert (
+        run(tmp_path, MEDVAE_MANIFEST_DIR=str(REPO / "data_manifests")).returncode == 0
+    )
 
 
 def test_resizing_figure_shows_only_shrinking(ci_file):
@@ -261,7 +325,9 @@ def test_resizing_figure_shows_only_shrinking(ci_file):
 
     image = np.load(ci_file)["val_images"][0]
     fig = plot_resizing(image, [14, 9, 7])
-    diff = fig.axes[-1].images[0].get_array()  # the last |difference| panel: anti-aliasing changed pixels
+    diff = (
+        fig.axes[-1].images[0].get_array()
+    )  # the last |difference| panel: anti-aliasing changed pixels
     assert float(np.max(diff)) > 0.01
     with pytest.raises(ValueError, match="only acts when shrinking"):
         plot_resizing(image, [14, 32])

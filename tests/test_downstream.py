@@ -33,7 +33,11 @@ def bright_or_dark(n: int, seed: int, side: int = 8):
     """Images whose class is their brightness (0.3 or 0.7 on average) under pixel noise."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
-    x = 0.3 + 0.4 * labels.float()[:, None, None, None] + 0.15 * torch.randn(n, 1, side, side, generator=g)
+    x = (
+        0.3
+        + 0.4 * labels.float()[:, None, None, None]
+        + 0.15 * torch.randn(n, 1, side, side, generator=g)
+    )
     return x, labels
 
 
@@ -54,9 +58,15 @@ def test_auroc_counts_concordant_pairs():
     labels[:2] = [0, 1]
     scores = rng.integers(0, 6, 25).astype(float)  # many ties
     pos, neg = scores[labels == 1], scores[labels == 0]
-    concordant = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p, q in itertools.product(pos, neg))
-    assert auroc(labels, scores) == pytest.approx(concordant / (len(pos) * len(neg)), abs=1e-12)
-    assert auroc(torch.tensor(labels), torch.tensor(scores)) == auroc(labels, scores)  # tensors work too
+    concordant = sum(
+        1.0 if p > q else 0.5 if p == q else 0.0 for p, q in itertools.product(pos, neg)
+    )
+    assert auroc(labels, scores) == pytest.approx(
+        concordant / (len(pos) * len(neg)), abs=1e-12
+    )
+    assert auroc(torch.tensor(labels), torch.tensor(scores)) == auroc(
+        labels, scores
+    )  # tensors work too
 
 
 def test_auroc_rejects_what_it_cannot_score():
@@ -90,7 +100,11 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_images()
 def test_bootstrap_reports_the_spread_over_seeds():
     labels, scores = noisy_scores(30, noise=1.0, seed=0, n_seeds=3)
     same = np.repeat(scores[:1], 2, axis=0)
-    table = bootstrap_auroc(labels, {"same": same, "different": scores, "single": scores[0]}, n_resamples=100)
+    table = bootstrap_auroc(
+        labels,
+        {"same": same, "different": scores, "single": scores[0]},
+        n_resamples=100,
+    )
     assert table.loc["same", "seed std"] == 0.0 and table.loc["same", "seeds"] == 2
     per_seed = [auroc(labels, row) for row in scores]
     assert table.loc["different", "seed std"] == pytest.approx(np.std(per_seed, ddof=1))
@@ -121,12 +135,16 @@ def test_paired_difference_finds_a_clearly_better_method():
     labels, good = noisy_scores(80, noise=0.3, seed=0, n_seeds=2)
     _, poor = noisy_scores(80, noise=3.0, seed=1, n_seeds=2)
     forward = paired_auroc_difference(labels, good, poor, n_resamples=150)
-    expected = np.mean([auroc(labels, r) for r in good]) - np.mean([auroc(labels, r) for r in poor])
+    expected = np.mean([auroc(labels, r) for r in good]) - np.mean(
+        [auroc(labels, r) for r in poor]
+    )
     assert forward["difference"] == pytest.approx(expected)
     assert 0 < forward["95% CI low"] < forward["difference"] < forward["95% CI high"]
     backward = paired_auroc_difference(labels, poor, good, n_resamples=150)
     assert backward["difference"] == pytest.approx(-forward["difference"])
-    assert backward["95% CI high"] == pytest.approx(-forward["95% CI low"])  # the same resamples
+    assert backward["95% CI high"] == pytest.approx(
+        -forward["95% CI low"]
+    )  # the same resamples
 
 
 # -- intervals over seeds and test images (medvae_lib.stats) ---------------------------------------
@@ -138,7 +156,9 @@ def test_auroc_table_reads_chance_and_keeps_the_per_seed_values():
     labels, good = noisy_scores(200, noise=1.0, seed=0, n_seeds=3)
     _, chance = noisy_scores(200, noise=1.0, seed=1, n_seeds=3)
     chance = chance - labels  # pure noise: AUROC about 0.5
-    table = auroc_table(labels, {"good": good, "noise": chance, "one seed": good[:1]}, n_resamples=300)
+    table = auroc_table(
+        labels, {"good": good, "noise": chance, "one seed": good[:1]}, n_resamples=300
+    )
     per_seed = [auroc(labels, row) for row in good]
     assert table.loc["good", "AUROC"] == pytest.approx(np.mean(per_seed))
     assert table.loc["good", "per seed"] == ", ".join(f"{v:.3f}" for v in per_seed)
@@ -168,7 +188,9 @@ def test_auroc_intervals_include_the_spread_over_seeds():
     assert mixed["reading"] == "not detectable at this size"
     per_seed = [float(v) for v in mixed["per seed"].split(", ")]
     assert per_seed[0] > 0.05 and per_seed[1] < -0.05
-    assert mixed["difference"] == pytest.approx(np.mean([auroc(labels, r) for r in a]) - auroc(labels, base[0]))
+    assert mixed["difference"] == pytest.approx(
+        np.mean([auroc(labels, r) for r in a]) - auroc(labels, base[0])
+    )
 
 
 def test_auroc_difference_of_a_method_with_itself_is_zero_and_paired_table_has_a_row_per_pair():
@@ -176,12 +198,22 @@ def test_auroc_difference_of_a_method_with_itself_is_zero_and_paired_table_has_a
 
     labels, scores = noisy_scores(60, noise=1.0, seed=0, n_seeds=2)
     same = auroc_difference(labels, scores, scores.copy(), n_resamples=100)
-    assert (same["difference"], same["95% CI low"], same["95% CI high"]) == (0.0, 0.0, 0.0)
+    assert (same["difference"], same["95% CI low"], same["95% CI high"]) == (
+        0.0,
+        0.0,
+        0.0,
+    )
     _, other = noisy_scores(60, noise=2.0, seed=5, n_seeds=2)
-    table = paired_table(labels, {"a": scores, "b": other}, [("a", "b"), ("b", "a")], n_resamples=100)
+    table = paired_table(
+        labels, {"a": scores, "b": other}, [("a", "b"), ("b", "a")], n_resamples=100
+    )
     assert list(table.index) == ["a - b", "b - a"]
-    assert table.loc["a - b", "difference"] == pytest.approx(-table.loc["b - a", "difference"])
-    assert table.loc["a - b", "95% CI low"] == pytest.approx(-table.loc["b - a", "95% CI high"])
+    assert table.loc["a - b", "difference"] == pytest.approx(
+        -table.loc["b - a", "difference"]
+    )
+    assert table.loc["a - b", "95% CI low"] == pytest.approx(
+        -table.loc["b - a", "95% CI high"]
+    )
 
 
 def test_trivial_controls_of_a_test_split():
@@ -194,7 +226,9 @@ def test_trivial_controls_of_a_test_split():
         "majority-class rate": 0.75,
         "AUROC of a constant score": 0.5,
     }
-    assert trivial_controls(torch.tensor([0, 0, 0, 0, 1]))["majority-class rate"] == pytest.approx(0.8)
+    assert trivial_controls(torch.tensor([0, 0, 0, 0, 1]))[
+        "majority-class rate"
+    ] == pytest.approx(0.8)
 
 
 # -- the linear probe -------------------------------------------------------------------------------
@@ -211,8 +245,12 @@ def test_linear_probe_keeps_the_best_c_and_separates_separable_data():
     (tx, ty), (vx, vy), (sx, sy) = split(60), split(60), split(200)
     model, table = linear_probe(tx, ty, vx, vy, cs=(1e-4, 0.01, 1.0))
     assert list(table["C"]) == [1e-4, 0.01, 1.0]
-    assert auroc(vy, probe_scores(model, vx)) == pytest.approx(table["validation AUROC"].max())
-    assert model[-1].C in set(table.loc[table["validation AUROC"] == table["validation AUROC"].max(), "C"])
+    assert auroc(vy, probe_scores(model, vx)) == pytest.approx(
+        table["validation AUROC"].max()
+    )
+    assert model[-1].C in set(
+        table.loc[table["validation AUROC"] == table["validation AUROC"].max(), "C"]
+    )
     assert auroc(sy, probe_scores(model, sx)) > 0.95
 
 
@@ -240,10 +278,19 @@ def test_linear_probe_returns_the_best_c_wherever_it_is_in_the_list():
 
 @pytest.mark.parametrize(
     ("channels", "shape", "num_classes"),
-    [(1, (8, 8), 1), (3, (8, 8), 4), (1, (32, 32), 2), (4, (13, 9), 1), (1, (2, 2), 1), (1, (8, 8, 8), 3)],
+    [
+        (1, (8, 8), 1),
+        (3, (8, 8), 4),
+        (1, (32, 32), 2),
+        (4, (13, 9), 1),
+        (1, (2, 2), 1),
+        (1, (8, 8, 8), 3),
+    ],
 )
 def test_build_classifier_takes_any_input_size(channels, shape, num_classes):
-    model = build_classifier(channels, spatial_dims=len(shape), width=4, num_classes=num_classes).eval()
+    model = build_classifier(
+        channels, spatial_dims=len(shape), width=4, num_classes=num_classes
+    ).eval()
     with torch.no_grad():
         out = model(torch.randn(2, channels, *shape))
     assert out.shape == (2, num_classes) and torch.isfinite(out).all()
@@ -251,7 +298,10 @@ def test_build_classifier_takes_any_input_size(channels, shape, num_classes):
 
 def test_build_classifier_layout():
     model = build_classifier(2, width=4, layers=(2, 1, 1, 3))
-    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)  # no striding in the stem
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (
+        1,
+        1,
+    )  # no striding in the stem
     assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [2, 1, 1, 3]
     assert model.fc.in_features == 8 * 4 and model.fc.out_features == 1
     assert build_classifier(1, width=4, stem_stride=2).conv1.stride == (2, 2)
@@ -262,7 +312,9 @@ def test_build_classifier_layout():
 
     model.layer1.register_forward_hook(record)
     model.eval()(torch.randn(2, 2, 8, 8))
-    assert seen["shape"][-2:] == (8, 8), "no stem striding and no max pooling: stage 1 sees the full 8x8 input"
+    assert seen["shape"][-2:] == (8, 8), (
+        "no stem striding and no max pooling: stage 1 sees the full 8x8 input"
+    )
     model3d = build_classifier(1, spatial_dims=3, width=4)
     assert isinstance(model3d.conv1, torch.nn.Conv3d)
 
@@ -300,7 +352,10 @@ def test_train_classifier_learns_brightness():
 def test_train_classifier_is_reproducible():
     x, y = bright_or_dark(32, seed=0)
     tx, _ = bright_or_dark(16, seed=1)
-    runs = [train_classifier(x, y, steps=5, batch_size=8, width=4, seed=s)[0] for s in (0, 0, 1)]
+    runs = [
+        train_classifier(x, y, steps=5, batch_size=8, width=4, seed=s)[0]
+        for s in (0, 0, 1)
+    ]
     a, b, c = (classifier_scores(m, tx) for m in runs)
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
@@ -308,7 +363,10 @@ def test_train_classifier_is_reproducible():
 
 def test_train_classifier_standardises_with_the_training_statistics():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(20, 2, 4, 4, generator=g) * torch.tensor([1.0, 50.0])[None, :, None, None]
+    x = (
+        torch.randn(20, 2, 4, 4, generator=g)
+        * torch.tensor([1.0, 50.0])[None, :, None, None]
+    )
     x = x + torch.tensor([3.0, -100.0])[None, :, None, None]
     y = torch.arange(20) % 2
     model, _ = train_classifier(x, y, steps=1, batch_size=4, width=4)
@@ -316,10 +374,14 @@ def test_train_classifier_standardises_with_the_training_statistics():
     per_channel = x.transpose(0, 1).reshape(2, -1)
     torch.testing.assert_close(model.mean.flatten(), per_channel.mean(1))
     torch.testing.assert_close(model.std.flatten(), per_channel.std(1))
-    assert {"mean", "std"} <= set(model.state_dict()), "the statistics are saved with the weights"
+    assert {"mean", "std"} <= set(model.state_dict()), (
+        "the statistics are saved with the weights"
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.model((x - model.mean) / model.std))
-        standardised = model.model((x - per_channel.mean(1)[:, None, None]) / per_channel.std(1)[:, None, None])
+        standardised = model.model(
+            (x - per_channel.mean(1)[:, None, None]) / per_channel.std(1)[:, None, None]
+        )
         torch.testing.assert_close(model(x), standardised)
 
 
@@ -330,7 +392,9 @@ def test_train_classifier_does_not_care_about_the_input_scale():
     tx, _ = bright_or_dark(16, seed=1)
     plain, _ = train_classifier(x, y, steps=5, batch_size=8, width=4)
     scaled, _ = train_classifier(100 * x - 7, y, steps=5, batch_size=8, width=4)
-    np.testing.assert_allclose(classifier_scores(plain, tx), classifier_scores(scaled, 100 * tx - 7), atol=2e-2)
+    np.testing.assert_allclose(
+        classifier_scores(plain, tx), classifier_scores(scaled, 100 * tx - 7), atol=2e-2
+    )
 
 
 def test_train_classifier_rejects_bad_input():
@@ -353,7 +417,9 @@ def test_the_bootstrap_auroc_by_ranks_equals_scikit_learn_with_ties():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 200)
     scores = rng.integers(0, 6, 200).astype(float) + labels * 0.5  # many ties
-    assert _auroc_by_ranks(labels, scores) == pytest.approx(auroc(labels, scores), abs=1e-12)
+    assert _auroc_by_ranks(labels, scores) == pytest.approx(
+        auroc(labels, scores), abs=1e-12
+    )
 
 
 def test_the_rate_distortion_sweep_compares_each_latent_with_a_resize_of_the_same_size():
@@ -363,20 +429,44 @@ def test_the_rate_distortion_sweep_compares_each_latent_with_a_resize_of_the_sam
 
     def split(n):
         y = torch.arange(n) % 2
-        x = (torch.rand(n, 1, 16, 16, generator=g) * 0.5 + 0.5 * y[:, None, None, None]).clamp(0, 1)
+        x = (
+            torch.rand(n, 1, 16, 16, generator=g) * 0.5 + 0.5 * y[:, None, None, None]
+        ).clamp(0, 1)
         return x, y
 
     splits = {"train": split(24), "val": split(16), "test": split(16)}
     models = ["medvae_4_1_2d", "medvae_8_4_2d"]
-    table, pairs = rate_distortion(models, splits, steps=2, width=8, batch_size=8, seeds=(0, 1))
+    table, pairs = rate_distortion(
+        models, splits, steps=2, width=8, batch_size=8, seeds=(0, 1)
+    )
     assert len(table) == 4 and set(table.method) == {"MedVAE latent", "resize"}
-    assert all(len(v.split(", ")) == 2 for v in pairs["per seed"]), "one difference per seed"
-    assert set(pairs["reading"]) <= {"above 0", "below 0", "not detectable at this size"}
-    assert resize_side(16, "medvae_8_4_2d") == 4 and resize_side(32, "medvae_4_3_2d") == 14
-    latent = table[table.method == "MedVAE latent"].set_index("configuration")["stored values"]
-    resized = table[table.method == "resize"].set_index("configuration")["stored values"]
-    assert latent.to_dict() == resized.to_dict() == {"medvae_4_1_2d": 16, "medvae_8_4_2d": 16}
-    assert set(pairs.index.get_level_values("metric")) == {"PSNR (dB)", "MS-SSIM", "probe AUROC"}
+    assert all(len(v.split(", ")) == 2 for v in pairs["per seed"]), (
+        "one difference per seed"
+    )
+    assert set(pairs["reading"]) <= {
+        "above 0",
+        "below 0",
+        "not detectable at this size",
+    }
+    assert (
+        resize_side(16, "medvae_8_4_2d") == 4 and resize_side(32, "medvae_4_3_2d") == 14
+    )
+    latent = table[table.method == "MedVAE latent"].set_index("configuration")[
+        "stored values"
+    ]
+    resized = table[table.method == "resize"].set_index("configuration")[
+        "stored values"
+    ]
+    assert (
+        latent.to_dict()
+        == resized.to_dict()
+        == {"medvae_4_1_2d": 16, "medvae_8_4_2d": 16}
+    )
+    assert set(pairs.index.get_level_values("metric")) == {
+        "PSNR (dB)",
+        "MS-SSIM",
+        "probe AUROC",
+    }
     assert (pairs["95% CI low"] <= pairs["difference"] + 1e-12).all()
     assert (pairs["difference"] <= pairs["95% CI high"] + 1e-12).all()
     wide = table.pivot(index="configuration", columns="method", values="PSNR (dB)")

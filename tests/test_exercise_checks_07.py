@@ -10,7 +10,11 @@ from medvae_lib.training import settings_for
 
 def _setup():
     s = dict(
-        settings_for(pi.MODES, "ci", {}), image_size=32, features=(4, 4, 8, 8, 16, 4), prior_heads=2, ssim_kernel=3
+        settings_for(pi.MODES, "ci", {}),
+        image_size=32,
+        features=(4, 4, 8, 8, 16, 4),
+        prior_heads=2,
+        ssim_kernel=3,
     )
     torch.manual_seed(0)
     model = pi.build_model(s, "full")
@@ -56,5 +60,7 @@ def test_check_07_4_accepts_the_swap_loss_and_rejects_its_negative(capsys):
 
 def test_same_height_picks_the_nearest_slice_of_the_other_person():
     a = pi.SubjectData("a", torch.arange(3.0)[:, None], np.array([0.1, 0.5, 0.9]), 0.0)
-    b = pi.SubjectData("b", torch.arange(10.0, 14.0)[:, None], np.array([0.0, 0.4, 0.6, 1.0]), 0.0)
+    b = pi.SubjectData(
+        "b", torch.arange(10.0, 14.0)[:, None], np.array([0.0, 0.4, 0.6, 1.0]), 0.0
+    )
     assert pi.same_height(a, b).flatten().tolist() == [10.0, 11.0, 13.0]

@@ -38,10 +38,19 @@ def test_check_08_1_accepts_recall_at_5_and_rejects_common_mistakes(capsys):
 def test_check_08_2_accepts_the_first_template_and_rejects_the_ensemble(capsys):
     g = torch.Generator().manual_seed(0)
     prompts = torch.randn(5, 4, 16, generator=g)
-    images = F.normalize(prompts.mean(1)[torch.arange(40) % 5] + 1.5 * torch.randn(40, 16, generator=g), dim=-1)
+    images = F.normalize(
+        prompts.mean(1)[torch.arange(40) % 5] + 1.5 * torch.randn(40, 16, generator=g),
+        dim=-1,
+    )
     labels = np.arange(40) % 5
-    single = float((cb.zero_shot_predict(images, F.normalize(prompts[:, 0], dim=-1)) == labels).mean())
-    ensemble = float((cb.zero_shot_predict(images, cb.class_embeddings(prompts)) == labels).mean())
+    single = float(
+        (
+            cb.zero_shot_predict(images, F.normalize(prompts[:, 0], dim=-1)) == labels
+        ).mean()
+    )
+    ensemble = float(
+        (cb.zero_shot_predict(images, cb.class_embeddings(prompts)) == labels).mean()
+    )
     assert single != ensemble  # the case distinguishes the two answers
     assert exercises.check_08_2(single, images, prompts, labels)
     assert "Right" in capsys.readouterr().out

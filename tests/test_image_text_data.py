@@ -23,10 +23,17 @@ from PIL import Image
 from medvae_lib import image_text_data as itd
 from medvae_lib.data import DATA_ROOT_ENV, ChecksumError, NetworkError
 
-SHARED = Path(os.environ.get(DATA_ROOT_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED = Path(
+    os.environ.get(DATA_ROOT_ENV)
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 MEDPIX = SHARED / "medpix2"
 # Four packages for six figures: two packages hold two figures each, as PMC articles often do.
-PACKAGES = [("ab/01", "PMC1000001", [0, 1]), ("cd/02", "PMC1000002", [2]), ("ef/03", "PMC1000003", [3, 4])]
+PACKAGES = [
+    ("ab/01", "PMC1000001", [0, 1]),
+    ("cd/02", "PMC1000002", [2]),
+    ("ef/03", "PMC1000003", [3, 4]),
+]
 PACKAGES += [("0a/04", "PMC1000004", [5])]
 # A line of data/test/non-radiology/dlinks.txt in razorx89/roco-dataset, verbatim.
 REAL_DLINK = (
@@ -40,9 +47,14 @@ def medpix():
     """Six real MedPix 2.0 pairs: image file name, caption, the image's bytes."""
     pairs = MEDPIX / "pairs.csv"
     if not pairs.is_file():
-        pytest.fail(f"the MedPix 2.0 copy is missing at {MEDPIX}; see ../shared/data/README.md")
+        pytest.fail(
+            f"the MedPix 2.0 copy is missing at {MEDPIX}; see ../shared/data/README.md"
+        )
     table = pd.read_csv(pairs).sort_values("image").head(6)
-    return [(r.image, r.caption, (MEDPIX / "images_224" / r.image).read_bytes()) for r in table.itertuples()]
+    return [
+        (r.image, r.caption, (MEDPIX / "images_224" / r.image).read_bytes())
+        for r in table.itertuples()
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -64,11 +76,23 @@ def _make_hub(folder: Path, medpix, members=None) -> Path:
     and images.zip with its images in one top folder, as the hub's loading script reads it."""
     folder.mkdir(parents=True)
     for split, idx in SPLIT_ROWS.items():
-        rows = [{"image": medpix[i][0], "caption": medpix[i][1], "pmcid": "PMC0", "url_name": "x.jpg"} for i in idx]
+        rows = [
+            {
+                "image": medpix[i][0],
+                "caption": medpix[i][1],
+                "pmcid": "PMC0",
+                "url_name": "x.jpg",
+            }
+            for i in idx
+        ]
         (folder / f"{split}.jsonl").write_text(_jsonl(rows))
-    (folder / "pmc_oa.jsonl").write_text(_jsonl({"image": m[0], "caption": m[1]} for m in medpix))
+    (folder / "pmc_oa.jsonl").write_text(
+        _jsonl({"image": m[0], "caption": m[1]} for m in medpix)
+    )
     if members is None:
-        members = {f"{itd.PMC_OA_IMAGE_FOLDER}/{name}": data for name, _, data in medpix}
+        members = {
+            f"{itd.PMC_OA_IMAGE_FOLDER}/{name}": data for name, _, data in medpix
+        }
     with zipfile.ZipFile(folder / "images.zip", "w") as z:
         z.writestr(f"{itd.PMC_OA_IMAGE_FOLDER}/", b"")
         for name, data in members.items():
@@ -81,7 +105,9 @@ def hub(tmp_path, medpix):
     return _make_hub(tmp_path / "hub", medpix)
 
 
-def test_pmc_oa_download_then_load_gives_the_source_pairs(hub, tmp_path, medpix, capsys):
+def test_pmc_oa_download_then_load_gives_the_source_pairs(
+    hub, tmp_path, medpix, capsys
+):
     dest = itd.download_pmc_oa(tmp_path / "pmc_oa", source=hub)
     assert dest == (tmp_path / "pmc_oa").resolve()
     for split, idx in SPLIT_ROWS.items():
@@ -90,21 +116,30 @@ def test_pmc_oa_download_then_load_gives_the_source_pairs(hub, tmp_path, medpix,
         assert list(table.caption) == [medpix[i][1] for i in idx]
         for path, i in zip(table.image_path, idx, strict=True):
             path = Path(path)
-            assert path.is_absolute() and path == dest / "images" / medpix[i][0]  # mmlearn's {root}/images/{image}
+            assert (
+                path.is_absolute() and path == dest / "images" / medpix[i][0]
+            )  # mmlearn's {root}/images/{image}
             assert path.read_bytes() == medpix[i][2]
             with Image.open(path) as im, Image.open(io.BytesIO(medpix[i][2])) as src:
                 assert im.size == src.size and im.size[0] > 0
     record = json.loads((dest / "checksums.json").read_text())
     names = {"train.jsonl", "valid.jsonl", "test.jsonl", "images.zip"}
-    assert record["files"] == {n: hashlib.sha256((hub / n).read_bytes()).hexdigest() for n in names}
+    assert record["files"] == {
+        n: hashlib.sha256((hub / n).read_bytes()).hexdigest() for n in names
+    }
     assert record["source"] == str(hub.resolve()) and record["revision"] is None
     out = capsys.readouterr().out
-    assert all(digest in out for digest in record["files"].values())  # printed on first download
+    assert all(
+        digest in out for digest in record["files"].values()
+    )  # printed on first download
 
 
 def test_pmc_oa_later_calls_verify_the_recorded_checksums(hub, tmp_path, capsys):
     dest = itd.download_pmc_oa(tmp_path / "pmc_oa", source=hub, splits=("train",))
-    assert set(json.loads((dest / "checksums.json").read_text())["files"]) == {"train.jsonl", "images.zip"}
+    assert set(json.loads((dest / "checksums.json").read_text())["files"]) == {
+        "train.jsonl",
+        "images.zip",
+    }
     itd.download_pmc_oa(dest, source=hub)  # valid and test are added to the record
     capsys.readouterr()
     itd.download_pmc_oa(dest, source=hub)  # everything verified, nothing new to record
@@ -122,7 +157,9 @@ def test_pmc_oa_from_the_hub_uses_hf_hub_download(hub, tmp_path, monkeypatch, me
 
     calls = []
 
-    def fake_download(repo_id, filename, *, repo_type=None, revision=None, local_dir=None, **kwargs):
+    def fake_download(
+        repo_id, filename, *, repo_type=None, revision=None, local_dir=None, **kwargs
+    ):
         calls.append((repo_id, filename, repo_type, revision))
         target = Path(local_dir) / filename
         target.write_bytes((hub / filename).read_bytes())
@@ -150,15 +187,23 @@ def test_pmc_oa_hub_failure_is_a_network_error(tmp_path, monkeypatch):
     with pytest.raises(NetworkError, match="axiong/pmc_oa"):
         itd.download_pmc_oa(tmp_path / "pmc_oa")
     with pytest.raises(itd.PairDataError, match="neither a folder nor"):
-        itd.download_pmc_oa(tmp_path / "pmc_oa", source=str(tmp_path / "no" / "such" / "folder"))
+        itd.download_pmc_oa(
+            tmp_path / "pmc_oa", source=str(tmp_path / "no" / "such" / "folder")
+        )
 
 
 def test_an_images_zip_member_outside_the_folder_is_refused(tmp_path, medpix):
-    evil = {f"{itd.PMC_OA_IMAGE_FOLDER}/{medpix[0][0]}": medpix[0][2], "../evil.jpg": medpix[1][2]}
+    evil = {
+        f"{itd.PMC_OA_IMAGE_FOLDER}/{medpix[0][0]}": medpix[0][2],
+        "../evil.jpg": medpix[1][2],
+    }
     hub = _make_hub(tmp_path / "hub", medpix, members=evil)
     with pytest.raises(itd.PairDataError, match=r"'\.\./evil\.jpg'.*outside"):
         itd.download_pmc_oa(tmp_path / "pmc_oa", source=hub)
-    assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "pmc_oa" / "evil.jpg").exists()
+    assert (
+        not (tmp_path / "evil.jpg").exists()
+        and not (tmp_path / "pmc_oa" / "evil.jpg").exists()
+    )
     assert not (tmp_path / "pmc_oa" / "images").exists()  # nothing was extracted
 
 
@@ -167,17 +212,30 @@ def test_load_pmc_oa_reports_bad_data_clearly(hub, tmp_path, medpix):
     with pytest.raises(itd.PairDataError, match="unknown PMC-OA split 'val'"):
         itd.load_pmc_oa(dest, "val")
     (dest / "images" / medpix[4][0]).unlink()
-    with pytest.raises(itd.PairDataError, match=rf"1 image\(s\) missing.*{medpix[4][0]}"):
+    with pytest.raises(
+        itd.PairDataError, match=rf"1 image\(s\) missing.*{medpix[4][0]}"
+    ):
         itd.load_pmc_oa(dest, "valid")
-    rows = [{"image": medpix[0][0], "caption": medpix[0][1]}, {"image": medpix[1][0], "caption": "  "}]
+    rows = [
+        {"image": medpix[0][0], "caption": medpix[0][1]},
+        {"image": medpix[1][0], "caption": "  "},
+    ]
     (dest / "train.jsonl").write_text(_jsonl(rows))
-    with pytest.raises(itd.PairDataError, match=rf"line 2: empty caption for image '{medpix[1][0]}'"):
+    with pytest.raises(
+        itd.PairDataError, match=rf"line 2: empty caption for image '{medpix[1][0]}'"
+    ):
         itd.load_pmc_oa(dest, "train")
-    (dest / "train.jsonl").write_text(_jsonl([{"image": medpix[0][0], "text": "no caption key"}]))
-    with pytest.raises(itd.PairDataError, match=r"line 1: missing key\(s\) \['caption'\]"):
+    (dest / "train.jsonl").write_text(
+        _jsonl([{"image": medpix[0][0], "text": "no caption key"}])
+    )
+    with pytest.raises(
+        itd.PairDataError, match=r"line 1: missing key\(s\) \['caption'\]"
+    ):
         itd.load_pmc_oa(dest, "train")
     (dest / "test.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match="test.jsonl"):  # a PairFileMissing, also a PairDataError
+    with pytest.raises(
+        FileNotFoundError, match="test.jsonl"
+    ):  # a PairFileMissing, also a PairDataError
         itd.load_pmc_oa(dest, "test")
 
 
@@ -197,7 +255,9 @@ def _roco_id(i: int) -> str:
     return f"ROCO_{i + 1:05d}"
 
 
-def _make_roco(srv: Path, medpix, dlinks_extra: str = "", captions_extra: str = "") -> Path:
+def _make_roco(
+    srv: Path, medpix, dlinks_extra: str = "", captions_extra: str = ""
+) -> Path:
     """A PMC FTP tree under srv/pub/pmc and a roco-dataset checkout at srv/roco (data/train/radiology)."""
     lines, caps, lic = [], [], ["ROCO_ID,PMC_ID,CC"]
     for where, pmc_id, idx in PACKAGES:
@@ -207,9 +267,13 @@ def _make_roco(srv: Path, medpix, dlinks_extra: str = "", captions_extra: str = 
             members[f"{pmc_id}/{figure}"] = medpix[i][2]
             url = f"{itd.PMC_FTP_PREFIX}oa_package/{where}/{pmc_id}.tar.gz"
             lines.append(f"{_roco_id(i)}\twget -r {url} -P /path/to/Dir\t{figure}")
-            caps.append(f"{_roco_id(i)}\t {medpix[i][1]}")  # captions.txt has a space after the tab
+            caps.append(
+                f"{_roco_id(i)}\t {medpix[i][1]}"
+            )  # captions.txt has a space after the tab
             lic.append(f"{_roco_id(i)},{pmc_id}_{figure},CC BY")
-        _tar_gz(srv / "pub" / "pmc" / "oa_package" / where / f"{pmc_id}.tar.gz", members)
+        _tar_gz(
+            srv / "pub" / "pmc" / "oa_package" / where / f"{pmc_id}.tar.gz", members
+        )
     data = srv / "roco" / "data" / "train" / "radiology"
     data.mkdir(parents=True)
     (data / "dlinks.txt").write_text("\n".join(lines) + "\n" + dlinks_extra)
@@ -235,72 +299,117 @@ def test_parsing_follows_fetch_py_on_a_real_dlinks_line():
 def test_roco_download_then_load_gives_the_source_pairs(tmp_path, medpix, capsys):
     repo = _make_roco(tmp_path / "srv", medpix)
     with LoopbackServer(tmp_path / "srv") as server:
-        dest = itd.download_roco(tmp_path / "roco", repo=repo, package_base_url=server.url("pub/pmc/"))
+        dest = itd.download_roco(
+            tmp_path / "roco", repo=repo, package_base_url=server.url("pub/pmc/")
+        )
         assert server.requests == len(PACKAGES)  # one download per package
         itd.download_roco(dest, repo=repo, package_base_url=server.url("pub/pmc/"))
-        assert server.requests == len(PACKAGES)  # images already there are not fetched again
+        assert server.requests == len(
+            PACKAGES
+        )  # images already there are not fetched again
     assert "6 image-caption pairs" in capsys.readouterr().out
     table = itd.load_roco(dest, "train", "radiology")
     assert list(table.columns) == ["image_path", "caption", "roco_id", "licence"]
-    assert list(table.caption) == [m[1] for m in medpix] and set(table.licence) == {"CC BY"}
+    assert list(table.caption) == [m[1] for m in medpix] and set(table.licence) == {
+        "CC BY"
+    }
     for i, path in enumerate(table.image_path):
-        assert Path(path) == dest / "train" / "radiology" / "images" / f"{_roco_id(i)}.jpg"  # fetch.py's name
+        assert (
+            Path(path) == dest / "train" / "radiology" / "images" / f"{_roco_id(i)}.jpg"
+        )  # fetch.py's name
         assert Path(path).read_bytes() == medpix[i][2]
         with Image.open(path) as im:
             im.verify()
-    mmlearn = pd.read_json(dest / "radiologytrain_dataset.json", lines=True)  # as mmlearn's ROCO reads it
+    mmlearn = pd.read_json(
+        dest / "radiologytrain_dataset.json", lines=True
+    )  # as mmlearn's ROCO reads it
     assert list(mmlearn.image_path) == list(table.image_path)
-    assert not list((dest / "train" / "radiology").glob(".packages-*"))  # packages are removed
+    assert not list(
+        (dest / "train" / "radiology").glob(".packages-*")
+    )  # packages are removed
 
 
 def test_roco_repo_as_a_url_and_a_limit(tmp_path, medpix):
     _make_roco(tmp_path / "srv", medpix)
     with LoopbackServer(tmp_path / "srv") as server:
         dest = itd.download_roco(
-            tmp_path / "roco", repo=server.url("roco/"), package_base_url=server.url("pub/pmc"), limit=3
+            tmp_path / "roco",
+            repo=server.url("roco/"),
+            package_base_url=server.url("pub/pmc"),
+            limit=3,
         )
-        assert server.requests == 3 + 2  # dlinks, captions, licences; the packages of figures 0-1 and 2
+        assert (
+            server.requests == 3 + 2
+        )  # dlinks, captions, licences; the packages of figures 0-1 and 2
     assert list(itd.load_roco(dest, "train").caption) == [m[1] for m in medpix[:3]]
 
 
-def test_roco_a_figure_missing_from_its_package_is_named_or_listed(tmp_path, medpix, capsys):
+def test_roco_a_figure_missing_from_its_package_is_named_or_listed(
+    tmp_path, medpix, capsys
+):
     url = f"{itd.PMC_FTP_PREFIX}oa_package/ab/01/PMC1000001.tar.gz"
     extra = f"ROCO_00099\twget -r {url} -P /path/to/Dir\tfig-absent.jpg\n"
     repo = _make_roco(tmp_path / "srv", medpix, extra, "ROCO_00099\t a caption\n")
     with LoopbackServer(tmp_path / "srv") as server:
         base = server.url("pub/pmc/")
         with pytest.raises(
-            itd.PairDataError, match=r"ROCO_00099: figure 'PMC1000001/fig-absent\.jpg' is not in package"
+            itd.PairDataError,
+            match=r"ROCO_00099: figure 'PMC1000001/fig-absent\.jpg' is not in package",
         ):
             itd.download_roco(tmp_path / "roco", repo=repo, package_base_url=base)
         capsys.readouterr()
-        dest = itd.download_roco(tmp_path / "roco", repo=repo, package_base_url=base, skip_missing=True)
-    assert "6 image-caption pairs" in (out := capsys.readouterr().out) and "1 skipped, listed in" in out
+        dest = itd.download_roco(
+            tmp_path / "roco", repo=repo, package_base_url=base, skip_missing=True
+        )
+    assert (
+        "6 image-caption pairs" in (out := capsys.readouterr().out)
+        and "1 skipped, listed in" in out
+    )
     skipped = pd.read_csv(dest / "train" / "radiology" / "skipped.tsv", sep="\t")
-    assert list(skipped.roco_id) == ["ROCO_00099"] and "PMC1000001" in skipped.package[0]
+    assert (
+        list(skipped.roco_id) == ["ROCO_00099"] and "PMC1000001" in skipped.package[0]
+    )
     assert "not in package" in skipped.reason[0]
     assert len(itd.load_roco(dest, "train")) == 6
 
 
-def test_roco_a_missing_package_is_a_network_error_unless_the_oa_service_moves_it(tmp_path, medpix):
+def test_roco_a_missing_package_is_a_network_error_unless_the_oa_service_moves_it(
+    tmp_path, medpix
+):
     gone = f"{itd.PMC_FTP_PREFIX}oa_package/99/99/PMC7777777.tar.gz"
     extra = f"ROCO_00077\twget -r {gone} -P /path/to/Dir\tfig-7.jpg\n"
     repo = _make_roco(tmp_path / "srv", medpix, extra, f"ROCO_00077\t {medpix[5][1]}\n")
     # The package now lies elsewhere, and the OA web service says where (the static server ignores '?id=...').
-    _tar_gz(tmp_path / "srv/pub/pmc/oa_package/moved/77/PMC7777777.tar.gz", {"PMC7777777/fig-7.jpg": medpix[5][2]})
+    _tar_gz(
+        tmp_path / "srv/pub/pmc/oa_package/moved/77/PMC7777777.tar.gz",
+        {"PMC7777777/fig-7.jpg": medpix[5][2]},
+    )
     new = f"{itd.PMC_FTP_PREFIX}oa_package/moved/77/PMC7777777.tar.gz"
     record = f'<OA><records><record id="PMC7777777"><link format="tgz" href="{new}"/></record></records></OA>'
     (tmp_path / "srv" / "oa.fcgi").write_text(record)
     with LoopbackServer(tmp_path / "srv") as server:
         base = server.url("pub/pmc/")
-        with pytest.raises(NetworkError, match=r"package of ROCO_00077: .*PMC7777777\.tar\.gz answered HTTP 404"):
-            itd.download_roco(tmp_path / "roco", repo=repo, package_base_url=base, oa_service_url=None)
-        with pytest.raises(NetworkError, match="PMC OA service record of PMC7777777"):  # no service there
+        with pytest.raises(
+            NetworkError,
+            match=r"package of ROCO_00077: .*PMC7777777\.tar\.gz answered HTTP 404",
+        ):
             itd.download_roco(
-                tmp_path / "roco", repo=repo, package_base_url=base, oa_service_url=server.url("none?id=")
+                tmp_path / "roco", repo=repo, package_base_url=base, oa_service_url=None
+            )
+        with pytest.raises(
+            NetworkError, match="PMC OA service record of PMC7777777"
+        ):  # no service there
+            itd.download_roco(
+                tmp_path / "roco",
+                repo=repo,
+                package_base_url=base,
+                oa_service_url=server.url("none?id="),
             )
         dest = itd.download_roco(
-            tmp_path / "roco", repo=repo, package_base_url=base, oa_service_url=server.url("oa.fcgi?id=")
+            tmp_path / "roco",
+            repo=repo,
+            package_base_url=base,
+            oa_service_url=server.url("oa.fcgi?id="),
         )
     table = itd.load_roco(dest, "train").set_index("roco_id")
     assert Path(table.image_path["ROCO_00077"]).read_bytes() == medpix[5][2]
@@ -310,12 +419,22 @@ def test_roco_a_missing_package_is_a_network_error_unless_the_oa_service_moves_i
 def test_roco_retries_transient_failures_then_gives_up(tmp_path, medpix):
     repo = _make_roco(tmp_path / "srv", medpix)
     with LoopbackServer(tmp_path / "srv", fail=1) as server:
-        dest = itd.download_roco(tmp_path / "roco", repo=repo, package_base_url=server.url("pub/pmc/"), retries=2)
+        dest = itd.download_roco(
+            tmp_path / "roco",
+            repo=repo,
+            package_base_url=server.url("pub/pmc/"),
+            retries=2,
+        )
         assert server.requests == 1 + len(PACKAGES)
     assert len(itd.load_roco(dest, "train")) == 6
     with LoopbackServer(tmp_path / "srv", fail=10) as server:
         with pytest.raises(NetworkError, match=r"HTTP 503 \(after 2 attempt"):
-            itd.download_roco(tmp_path / "roco_b", repo=repo, package_base_url=server.url("pub/pmc/"), retries=2)
+            itd.download_roco(
+                tmp_path / "roco_b",
+                repo=repo,
+                package_base_url=server.url("pub/pmc/"),
+                retries=2,
+            )
 
 
 def test_roco_bad_arguments_and_data_are_clear_errors(tmp_path, medpix):
@@ -327,7 +446,11 @@ def test_roco_bad_arguments_and_data_are_clear_errors(tmp_path, medpix):
     with pytest.raises(itd.PairFileMissing, match="validation/radiology/dlinks.txt"):
         itd.download_roco(tmp_path / "roco", split="validation", repo=repo)
     captions = repo / "data" / "train" / "radiology" / "captions.txt"
-    captions.write_text(captions.read_text().replace(f"{_roco_id(2)}\t {medpix[2][1]}", f"{_roco_id(2)}\t  "))
+    captions.write_text(
+        captions.read_text().replace(
+            f"{_roco_id(2)}\t {medpix[2][1]}", f"{_roco_id(2)}\t  "
+        )
+    )
     with pytest.raises(itd.PairDataError, match=f"{_roco_id(2)}.*empty caption"):
         itd.download_roco(tmp_path / "roco", repo=repo)
     with pytest.raises(itd.PairFileMissing, match="run download_roco first"):

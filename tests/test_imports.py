@@ -30,11 +30,16 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
                 parent = package[: len(package) - node.level + 1]
                 base = ".".join(parent + ([node.module] if node.module else []))
             # `from pkg import module` imports the module; `from module import name` the module
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
+                for a in node.names
+            ]
         else:
             continue
         for target in targets:
-            while target and target not in known:  # `import pkg.mod.attr` -> the module it names
+            while (
+                target and target not in known
+            ):  # `import pkg.mod.attr` -> the module it names
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
@@ -85,9 +90,17 @@ def test_the_cycle_finder_finds_deferred_and_relative_imports(tmp_path):
     (pkg / "b.py").write_text("def f():\n    from pkg.a import thing\n")
     (pkg / "sub" / "c.py").write_text("import os\n\ndef g():\n    from .. import b\n")
     graph = import_graph(pkg)
-    assert graph["pkg.a"] == {"pkg.sub.c"} and graph["pkg.b"] == {"pkg.a"} and graph["pkg.sub.c"] == {"pkg.b"}
+    assert (
+        graph["pkg.a"] == {"pkg.sub.c"}
+        and graph["pkg.b"] == {"pkg.a"}
+        and graph["pkg.sub.c"] == {"pkg.b"}
+    )
     cycle = find_cycle(graph)
-    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"pkg.a", "pkg.b", "pkg.sub.c"}
+    assert (
+        cycle is not None
+        and cycle[0] == cycle[-1]
+        and set(cycle) == {"pkg.a", "pkg.b", "pkg.sub.c"}
+    )
     (pkg / "sub" / "c.py").write_text("import os\n")
     assert find_cycle(import_graph(pkg)) is None
 
@@ -95,5 +108,9 @@ def test_the_cycle_finder_finds_deferred_and_relative_imports(tmp_path):
 @pytest.mark.parametrize("module", ["medvae_lib.models", "medvae_lib.stats"])
 def test_the_lowest_layers_import_no_chapter_module(module):
     graph = import_graph(PACKAGE)
-    chapters = {"medvae_lib.latent_downstream", "medvae_lib.medvae_stage1", "medvae_lib.medvae_stage2"}
+    chapters = {
+        "medvae_lib.latent_downstream",
+        "medvae_lib.medvae_stage1",
+        "medvae_lib.medvae_stage2",
+    }
     assert not graph[module] & chapters

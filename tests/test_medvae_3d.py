@@ -53,8 +53,12 @@ def test_inflated_encoder_reproduces_the_2d_encoder_on_identical_slices():
         dec2, dec3 = m2.decode(mu2), m3.decode(mu3)
     assert mu3.shape == (3, 1, 4, 4, 3)
     torch.testing.assert_close(mu3, mu2[..., None].expand_as(mu3), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(sigma3, sigma2[..., None].expand_as(sigma3), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(dec3, dec2[..., None].expand_as(dec3), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        sigma3, sigma2[..., None].expand_as(sigma3), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        dec3, dec2[..., None].expand_as(dec3), atol=1e-5, rtol=1e-4
+    )
     # on a volume whose slices differ, it is not the 2D model slice by slice
     varied = torch.rand(1, 1, 16, 16, 8) * 2 - 1
     with torch.no_grad():
@@ -64,15 +68,21 @@ def test_inflated_encoder_reproduces_the_2d_encoder_on_identical_slices():
 
 def test_inflation_puts_each_kernel_in_the_middle_plane_and_refuses_other_layouts():
     m2 = trained_like_2d()
-    state = inflate_state_dict(m2.state_dict(), build_autoencoder("medvae_4_1_3d", width=8).state_dict())
+    state = inflate_state_dict(
+        m2.state_dict(), build_autoencoder("medvae_4_1_3d", width=8).state_dict()
+    )
     name = "encoder.blocks.0.conv.weight"
     kernel = state[name]
     assert kernel.shape[-1] == 3 and torch.equal(kernel[..., 1], m2.state_dict()[name])
     assert not kernel[..., 0].any() and not kernel[..., 2].any()
     with pytest.raises(ValueError, match="layouts differ"):
-        inflate_state_dict(m2.state_dict(), build_autoencoder("medvae_8_1_3d", width=8).state_dict())
+        inflate_state_dict(
+            m2.state_dict(), build_autoencoder("medvae_8_1_3d", width=8).state_dict()
+        )
     with pytest.raises(ValueError, match="cannot be inflated"):
-        inflate_state_dict(m2.state_dict(), build_autoencoder("medvae_4_1_3d", width=16).state_dict())
+        inflate_state_dict(
+            m2.state_dict(), build_autoencoder("medvae_4_1_3d", width=16).state_dict()
+        )
     assert twin_2d_model("medvae_8_1_3d") == "medvae_8_1_2d"
     with pytest.raises(ValueError, match="not a 3D model"):
         twin_2d_model("medvae_4_1_2d")
@@ -82,8 +92,12 @@ def test_axis_slices_takes_every_slice_along_each_axis_once():
     v = torch.arange(2 * 4**3, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
     s = axis_slices(v)
     assert s.shape == (2 * 12, 1, 4, 4)
-    assert torch.equal(s[0, 0], v[0, 0, 0]) and torch.equal(s[1, 0], v[1, 0, 0])  # volume varies fastest
-    assert torch.equal(s[8, 0], v[0, 0, :, 0, :]) and torch.equal(s[16, 0], v[0, 0, :, :, 0])
+    assert torch.equal(s[0, 0], v[0, 0, 0]) and torch.equal(
+        s[1, 0], v[1, 0, 0]
+    )  # volume varies fastest
+    assert torch.equal(s[8, 0], v[0, 0, :, 0, :]) and torch.equal(
+        s[16, 0], v[0, 0, :, :, 0]
+    )
     assert s.sum() == 3 * v.sum()
     with pytest.raises(ValueError, match="cubic"):
         axis_slices(torch.zeros(1, 1, 4, 4, 6))
@@ -99,10 +113,14 @@ def test_slice_losses_average_over_slices_and_keep_one_logit_per_volume():
         def forward(self, x):
             return [x.mean((1, 2, 3))[:, None, None, None]]
 
-    logits = SliceDiscriminator(MeanNet())(torch.stack([torch.zeros(1, 4, 4, 4), torch.ones(1, 4, 4, 4)]))[-1]
+    logits = SliceDiscriminator(MeanNet())(
+        torch.stack([torch.zeros(1, 4, 4, 4), torch.ones(1, 4, 4, 4)])
+    )[-1]
     assert logits.shape == (2, 1) and logits[:, 0].tolist() == [0.0, 1.0]
     torch.manual_seed(0)
-    some = SliceDiscriminator(MeanNet(), slices_per_axis=2)(torch.ones(3, 1, 4, 4, 4))[-1]
+    some = SliceDiscriminator(MeanNet(), slices_per_axis=2)(torch.ones(3, 1, 4, 4, 4))[
+        -1
+    ]
     assert some.shape == (3, 1)
     with pytest.raises(ValueError, match="slices_per_axis"):
         SliceDiscriminator(MeanNet(), slices_per_axis=0)
@@ -159,7 +177,10 @@ def test_check_volume_names_layout_divisibility_and_orientation_problems():
         check_volume(torch.zeros(1, 1, 8, 8, 10), 4)
     from monai.data import MetaTensor
 
-    lps = MetaTensor(torch.zeros(1, 1, 8, 8, 8), affine=torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0])))
+    lps = MetaTensor(
+        torch.zeros(1, 1, 8, 8, 8),
+        affine=torch.diag(torch.tensor([-1.0, -1.0, 1.0, 1.0])),
+    )
     with pytest.raises(ValueError, match="LPS orientation"):
         check_volume(lps, 4)
     check_volume(MetaTensor(torch.zeros(1, 1, 8, 8, 8), affine=torch.eye(4)), 4)
@@ -169,7 +190,9 @@ def test_check_volume_names_layout_divisibility_and_orientation_problems():
 
 def smooth_volume(side=32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    v = torch.nn.functional.interpolate(torch.rand(1, 1, 4, 4, 4, generator=g), size=(side,) * 3, mode="trilinear")
+    v = torch.nn.functional.interpolate(
+        torch.rand(1, 1, 4, 4, 4, generator=g), size=(side,) * 3, mode="trilinear"
+    )
     return v.clamp(0, 1)
 
 
@@ -179,14 +202,18 @@ def test_sliding_window_and_whole_volume_reconstructions_agree():
     volume = smooth_volume(32)
     whole = reconstruct_volume(model, volume, 4, "whole")
     one_window = reconstruct_volume(model, volume, 4, "sliding", roi=32)
-    torch.testing.assert_close(one_window, whole, atol=1e-5, rtol=1e-4)  # one window is the whole volume
+    torch.testing.assert_close(
+        one_window, whole, atol=1e-5, rtol=1e-4
+    )  # one window is the whole volume
     # 24^3 windows every 12 voxels: the group norms of an untrained model see each window's statistics, so
     # the outputs differ, but far less than two different models do
     sliding = reconstruct_volume(model, volume, 4, "sliding", roi=24, overlap=0.5)
     assert sliding.shape == whole.shape
     assert torch.corrcoef(torch.stack([sliding.flatten(), whole.flatten()]))[0, 1] > 0.7
     torch.manual_seed(1)
-    other = reconstruct_volume(build_autoencoder("medvae_4_1_3d", width=8).eval(), volume, 4, "whole")
+    other = reconstruct_volume(
+        build_autoencoder("medvae_4_1_3d", width=8).eval(), volume, 4, "whole"
+    )
     assert (sliding - whole).abs().mean() < 0.5 * (other - whole).abs().mean()
     with pytest.raises(ValueError, match="multiple of 4"):
         reconstruct_volume(model, volume, 4, "sliding", roi=16, overlap=0.3)
@@ -201,10 +228,15 @@ def test_peak_memory_of_a_sliding_window_is_below_a_whole_pass():
     model = build_autoencoder("medvae_4_1_3d", width=8).eval()
     volume = smooth_volume(48)
     whole = medvae_3d.peak_memory(model, "medvae_4_1_3d", 8, volume, "whole")
-    sliding = medvae_3d.peak_memory(model, "medvae_4_1_3d", 8, volume, "sliding", roi=16, overlap=0.25)
+    sliding = medvae_3d.peak_memory(
+        model, "medvae_4_1_3d", 8, volume, "sliding", roi=16, overlap=0.25
+    )
     assert whole["peak_bytes"] > 0 and sliding["peak_bytes"] < whole["peak_bytes"]
     torch.testing.assert_close(
-        whole["reconstruction"], reconstruct_volume(model, volume, 4, "whole"), atol=1e-5, rtol=1e-4
+        whole["reconstruction"],
+        reconstruct_volume(model, volume, 4, "whole"),
+        atol=1e-5,
+        rtol=1e-4,
     )
 
 
@@ -229,14 +261,23 @@ def test_reading_volumes_refuses_corrupt_and_4d_files(tmp_path):
     nib.save(nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0])), lps)
     image = medvae_3d.read_nifti(lps)
     assert medvae_3d.orientation(image) == "RAS" and image.shape == (1, 4, 5, 6)
-    assert torch.equal(image[0].as_tensor(), torch.as_tensor(data[::-1, ::-1, :].copy()).to(image.dtype))
+    assert torch.equal(
+        image[0].as_tensor(),
+        torch.as_tensor(data[::-1, ::-1, :].copy()).to(image.dtype),
+    )
 
 
 def test_a_real_brain_volume_is_verified_scaled_and_cropped():
     if not DATA.is_dir():
-        pytest.fail(f"the brain MRI files are missing at {DATA}; see ../shared/data/README.md")
+        pytest.fail(
+            f"the brain MRI files are missing at {DATA}; see ../shared/data/README.md"
+        )
     v = medvae_3d.load_brain_volume("BraTS-GLI-00001-000", "t1", spacing=4, factor=4)
-    assert v.shape[0] == 1 and all(s % 4 == 0 for s in v.shape[1:]) and max(v.shape[1:]) < 240 // 4
+    assert (
+        v.shape[0] == 1
+        and all(s % 4 == 0 for s in v.shape[1:])
+        and max(v.shape[1:]) < 240 // 4
+    )
     assert float(v.min()) == 0.0 and float(v.max()) == pytest.approx(1.0)
     assert 0.3 < float(medvae_3d.foreground(v[0]).float().mean()) < 1.0
     with pytest.raises(ValueError, match="unknown contrast"):
@@ -277,7 +318,9 @@ def marked_people(people=("a", "b", "c"), shape=(12, 20, 12)):
     out = {}
     for k, person in enumerate(people):
         for contrast in ("t1", "flair"):
-            y = torch.arange(shape[1], dtype=torch.float32)[None, :, None].expand(*shape)
+            y = torch.arange(shape[1], dtype=torch.float32)[None, :, None].expand(
+                *shape
+            )
             v = torch.zeros(1, *shape)
             v[0, 2:-2, :, 2:-2] = (0.1 * (k + 1) + 0.001 * y)[2:-2, :, 2:-2]
             out[f"{person}/{contrast}"] = v
@@ -295,21 +338,40 @@ def test_every_person_is_held_out_once_and_never_trains_its_own_fold():
 def test_the_validation_slab_is_disjoint_from_training_and_the_test_person_is_untouched():
     volumes = marked_people()
     train, val = medvae_3d.hold_out_slab({"a/t1": volumes["a/t1"]}, 8)
-    assert train["a/t1"].shape == (1, 12, 12, 12) and val["a/t1"].shape == (1, 12, 8, 12)
+    assert train["a/t1"].shape == (1, 12, 12, 12) and val["a/t1"].shape == (
+        1,
+        12,
+        8,
+        12,
+    )
     assert torch.equal(torch.cat([train["a/t1"], val["a/t1"]], 2), volumes["a/t1"])
     with pytest.raises(ValueError, match="does not fit"):
         medvae_3d.hold_out_slab({"a/t1": volumes["a/t1"]}, 20)
-    settings = {"train_contrasts": ["t1", "flair"], "test_contrasts": ["flair"], "val_slab": 8, "patch": 8}
-    data = medvae_3d.fold_data(volumes, "b", {**settings, "n_patches": 24, "n_val_patches": 8}, seed=0)
+    settings = {
+        "train_contrasts": ["t1", "flair"],
+        "test_contrasts": ["flair"],
+        "val_slab": 8,
+        "patch": 8,
+    }
+    data = medvae_3d.fold_data(
+        volumes, "b", {**settings, "n_patches": 24, "n_val_patches": 8}, seed=0
+    )
     assert list(data["test_volumes"]) == ["b/flair"]
-    for key, kept in (("patches", lambda y: y < 12), ("val_patches", lambda y: y >= 12)):
+    for key, kept in (
+        ("patches", lambda y: y < 12),
+        ("val_patches", lambda y: y >= 12),
+    ):
         brain = data[key][data[key] > 0]
         person = torch.floor(brain * 10 + 1e-4)  # 1 for a, 2 for b, 3 for c
-        assert set(person.unique().tolist()) == {1.0, 3.0}, key  # never b, the test person
+        assert set(person.unique().tolist()) == {1.0, 3.0}, (
+            key
+        )  # never b, the test person
         y = torch.round((brain - person / 10) * 1000)
         assert kept(y).all(), key
     with pytest.raises(ValueError, match="not among"):
-        medvae_3d.fold_data(volumes, "z", {**settings, "n_patches": 4, "n_val_patches": 2}, seed=0)
+        medvae_3d.fold_data(
+            volumes, "z", {**settings, "n_patches": 4, "n_val_patches": 2}, seed=0
+        )
 
 
 def fake_tiles(shift_by_fold, seeds=(0, 1), n_tiles=6, noise=0.1, seed=0):
@@ -324,7 +386,14 @@ def fake_tiles(shift_by_fold, seeds=(0, 1), n_tiles=6, noise=0.1, seed=0):
             for method, offset in (("x", shift), ("y", 0.0)):
                 values = base + offset + rng.normal(0, noise, n_tiles)
                 rows += [
-                    {"fold": fold, "seed": s, "method": method, "image": i, "PSNR (dB)": v, "MS-SSIM": v / 30}
+                    {
+                        "fold": fold,
+                        "seed": s,
+                        "method": method,
+                        "image": i,
+                        "PSNR (dB)": v,
+                        "MS-SSIM": v / 30,
+                    }
                     for i, v in enumerate(values)
                 ]
     return pd.DataFrame(rows)
@@ -340,15 +409,23 @@ def test_fold_table_intervals_use_seeds_per_fold_and_people_pooled():
     pooled = table.loc[("x - y", "PSNR (dB)", "pooled")]
     assert pooled["mean difference"] == pytest.approx(1.1, abs=0.1)
     assert pooled["95% CI low"] > 0
-    assert medvae_3d.fold_verdict(table, "x - y", "PSNR (dB)").startswith("ahead in every fold and seed")
+    assert medvae_3d.fold_verdict(table, "x - y", "PSNR (dB)").startswith(
+        "ahead in every fold and seed"
+    )
 
 
 def test_folds_that_disagree_are_read_as_depending_on_the_person():
     tiles = fake_tiles({"p1": 2.0, "p2": 2.0, "p3": -1.0})
     table = medvae_3d.fold_table(tiles, [("x", "y")], metrics=("PSNR (dB)",))
-    assert medvae_3d.fold_verdict(table, "x - y", "PSNR (dB)").startswith("depends on the person")
-    same_sign = medvae_3d.fold_table(fake_tiles({"p1": 0.02, "p2": 0.01, "p3": 0.03}, noise=1.0), [("x", "y")])
-    assert medvae_3d.fold_verdict(same_sign, "x - y", "MS-SSIM").startswith(("not detectable", "depends on the person"))
+    assert medvae_3d.fold_verdict(table, "x - y", "PSNR (dB)").startswith(
+        "depends on the person"
+    )
+    same_sign = medvae_3d.fold_table(
+        fake_tiles({"p1": 0.02, "p2": 0.01, "p3": 0.03}, noise=1.0), [("x", "y")]
+    )
+    assert medvae_3d.fold_verdict(same_sign, "x - y", "MS-SSIM").startswith(
+        ("not detectable", "depends on the person")
+    )
 
 
 def test_the_settings_search_never_sees_the_test_person(monkeypatch):
@@ -361,7 +438,16 @@ def test_the_settings_search_never_sees_the_test_person(monkeypatch):
 
     def fake_train_fold(data, settings, seed, autoencoder_2d, device="cpu", label=""):
         assert "test_volumes" not in data
-        seen.append((label, set(torch.floor(data["patches"][data["patches"] > 0] * 10 + 1e-4).unique().tolist())))
+        seen.append(
+            (
+                label,
+                set(
+                    torch.floor(data["patches"][data["patches"] > 0] * 10 + 1e-4)
+                    .unique()
+                    .tolist()
+                ),
+            )
+        )
         psnr_at_end = 20.0 + 10 * settings["lr"]
         curve = pd.DataFrame(
             [
@@ -383,7 +469,9 @@ def test_the_settings_search_never_sees_the_test_person(monkeypatch):
         "n_val_patches": 4,
         "lr": 1e-4,
     }
-    table, chosen = medvae_3d.settings_search(volumes, settings, {"slow": {"lr": 0.1}, "fast": {"lr": 0.3}}, 0, None)
+    table, chosen = medvae_3d.settings_search(
+        volumes, settings, {"slow": {"lr": 0.1}, "fast": {"lr": 0.3}}, 0, None
+    )
     assert chosen == {"a": "fast", "b": "fast", "c": "fast"}
     assert set(table["fold"]) == {"a", "b", "c"} and len(seen) == 6
     for label, people in seen:

@@ -4,7 +4,13 @@ import pytest
 import torch
 from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
 
-from medvae_lib.metrics import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_scales, paired_difference, psnr
+from medvae_lib.metrics import (
+    MS_SSIM_WEIGHTS,
+    ms_ssim,
+    ms_ssim_scales,
+    paired_difference,
+    psnr,
+)
 
 
 def test_psnr_on_known_inputs():
@@ -12,7 +18,9 @@ def test_psnr_on_known_inputs():
     pred = torch.full_like(target, 0.1)  # MSE 0.01 -> 10 * log10(1 / 0.01) = 20 dB
     assert torch.allclose(psnr(pred, target), torch.tensor([20.0, 20.0]), atol=1e-4)
     # data_range scales the peak: MSE 0.01 on a range of 255 -> 10 * log10(255^2 / 0.01)
-    assert psnr(pred, target, data_range=255)[0].item() == pytest.approx(10 * math.log10(255**2 / 0.01), abs=1e-3)
+    assert psnr(pred, target, data_range=255)[0].item() == pytest.approx(
+        10 * math.log10(255**2 / 0.01), abs=1e-3
+    )
     assert torch.isinf(psnr(target, target)).all()
 
 
@@ -22,10 +30,14 @@ def test_ms_ssim_on_known_inputs():
     assert torch.allclose(ms_ssim(x, x), torch.ones(3), atol=1e-5)
     slightly = (x + 0.02 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     badly = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    assert (ms_ssim(badly, x) < ms_ssim(slightly, x)).all() and (ms_ssim(slightly, x) < 1).all()
+    assert (ms_ssim(badly, x) < ms_ssim(slightly, x)).all() and (
+        ms_ssim(slightly, x) < 1
+    ).all()
     # With a single scale, MS-SSIM is SSIM.
     single = ms_ssim(slightly, x, kernel_size=7, scales=1)
-    ssim = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=7, reduction="none")(slightly, x).reshape(-1)
+    ssim = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=7, reduction="none")(
+        slightly, x
+    ).reshape(-1)
     assert torch.allclose(single, ssim, atol=1e-5)
 
 
@@ -44,7 +56,9 @@ def _monai_runs(size, kernel, scales):
     x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(size))
     weights = tuple(w / sum(MS_SSIM_WEIGHTS[:scales]) for w in MS_SSIM_WEIGHTS[:scales])
     try:
-        MultiScaleSSIMMetric(spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none")(x, x)
+        MultiScaleSSIMMetric(
+            spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none"
+        )(x, x)
     except (ValueError, RuntimeError):
         return False
     return True
@@ -57,18 +71,27 @@ def test_scales_agree_with_what_monai_can_compute(kernel):
     for size in range(kernel, 200):
         fit = ms_ssim_scales(size, kernel)
         for scales in range(1, len(MS_SSIM_WEIGHTS) + 1):
-            assert _monai_runs(size, kernel, scales) == (scales <= fit), (size, kernel, scales, fit)
+            assert _monai_runs(size, kernel, scales) == (scales <= fit), (
+                size,
+                kernel,
+                scales,
+                fit,
+            )
     for size in (kernel, 3 * kernel, 63, 99, 150, 199):
         fit = ms_ssim_scales(size, kernel)
         g = torch.Generator().manual_seed(size)
-        x = torch.rand(2, 1, size, size + 5, generator=g)  # not square: the smaller side decides
+        x = torch.rand(
+            2, 1, size, size + 5, generator=g
+        )  # not square: the smaller side decides
         noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
         weights = tuple(w / sum(MS_SSIM_WEIGHTS[:fit]) for w in MS_SSIM_WEIGHTS[:fit])
-        reference = MultiScaleSSIMMetric(spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none")(
-            noisy, x
-        ).reshape(-1)
+        reference = MultiScaleSSIMMetric(
+            spatial_dims=2, kernel_size=kernel, weights=weights, reduction="none"
+        )(noisy, x).reshape(-1)
         assert torch.allclose(ms_ssim(noisy, x, kernel_size=kernel), reference)
-        assert torch.allclose(ms_ssim(x, x, kernel_size=kernel), torch.ones(2), atol=1e-5)
+        assert torch.allclose(
+            ms_ssim(x, x, kernel_size=kernel), torch.ones(2), atol=1e-5
+        )
 
 
 def test_paired_difference_interval():
@@ -76,11 +99,15 @@ def test_paired_difference_interval():
 
     rng = np.random.default_rng(0)
     base = rng.normal(25, 3, 300)  # images differ a lot ...
-    better = base + 0.5 + rng.normal(0, 0.1, 300)  # ... the paired difference hardly at all
+    better = (
+        base + 0.5 + rng.normal(0, 0.1, 300)
+    )  # ... the paired difference hardly at all
     d = paired_difference(better, base)
     assert d["low"] < 0.5 < d["high"] and d["high"] - d["low"] < 0.05
     assert d["a_better"] == 1.0 and d["n"] == 300
-    same = paired_difference(base + 1.0, base)  # a constant difference: no spread, no NaN interval
+    same = paired_difference(
+        base + 1.0, base
+    )  # a constant difference: no spread, no NaN interval
     assert same["low"] == same["high"] == pytest.approx(1.0) and same["ties"] == 0.0
     assert paired_difference(base, base)["ties"] == 1.0
     with pytest.raises(ValueError, match="same length"):

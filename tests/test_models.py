@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from medvae_lib.models import MEDVAE_CONFIGS, build_autoencoder, count_parameters, decoder_output_layer, get_config
+from medvae_lib.models import (
+    MEDVAE_CONFIGS,
+    build_autoencoder,
+    count_parameters,
+    decoder_output_layer,
+    get_config,
+)
 
 EXPECTED = {  # name: (dims, factor, latent channels)
     "medvae_4_1_2d": (2, 4, 1),
@@ -14,7 +20,10 @@ EXPECTED = {  # name: (dims, factor, latent channels)
 
 
 def test_the_six_medvae_configs():
-    assert {n: (c.spatial_dims, c.factor, c.latent_channels) for n, c in MEDVAE_CONFIGS.items()} == EXPECTED
+    assert {
+        n: (c.spatial_dims, c.factor, c.latent_channels)
+        for n, c in MEDVAE_CONFIGS.items()
+    } == EXPECTED
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -38,17 +47,28 @@ def test_full_width_is_medvae_sized():
     model = build_autoencoder("medvae_4_3_2d", width="full")
     assert model.encoder.channels == (128, 256, 512)
     assert 40e6 < count_parameters(model) < 60e6
-    assert build_autoencoder("medvae_8_1_2d", width=8).encoder.channels == (8, 16, 32, 32)
+    assert build_autoencoder("medvae_8_1_2d", width=8).encoder.channels == (
+        8,
+        16,
+        32,
+        32,
+    )
 
 
 def test_bad_names_sizes_and_widths_are_explained():
-    with pytest.raises(ValueError, match="unknown MedVAE model 'medvae_2_1_2d'; choose one of"):
+    with pytest.raises(
+        ValueError, match="unknown MedVAE model 'medvae_2_1_2d'; choose one of"
+    ):
         get_config("medvae_2_1_2d")
-    with pytest.raises(ValueError, match=r"needs every side divisible by 8; got \(28, 28\)"):
+    with pytest.raises(
+        ValueError, match=r"needs every side divisible by 8; got \(28, 28\)"
+    ):
         get_config("medvae_8_1_2d").latent_shape((28, 28))
     with pytest.raises(ValueError, match="is 3D; got image shape"):
         get_config("medvae_4_1_3d").latent_shape((32, 32))
-    with pytest.raises(ValueError, match="width must be 'full' or a positive multiple of 8"):
+    with pytest.raises(
+        ValueError, match="width must be 'full' or a positive multiple of 8"
+    ):
         build_autoencoder("medvae_4_1_2d", width=12)
 
 
@@ -58,7 +78,11 @@ def test_mean_and_variance_come_from_twice_the_latent_channels():
     torch.manual_seed(0)
     model = build_autoencoder("medvae_4_1_2d", width=8).eval()
     assert model.encoder.blocks[-1].conv.out_channels == 2
-    assert model.quant_conv_mu.conv.in_channels == model.quant_conv_log_sigma.conv.in_channels == 2
+    assert (
+        model.quant_conv_mu.conv.in_channels
+        == model.quant_conv_log_sigma.conv.in_channels
+        == 2
+    )
     with torch.no_grad():
         torch.nn.init.normal_(model.quant_conv_mu.conv.weight)
         torch.nn.init.normal_(model.quant_conv_log_sigma.conv.weight)

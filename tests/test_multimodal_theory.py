@@ -20,14 +20,18 @@ def test_bayes_risk_matches_monte_carlo(problem):
     assert abs(mc - problem.bayes_risk()) < 0.01 * problem.bayes_risk() + 3e-3
     # The closed-form risk of a linear predictor agrees with its Monte Carlo risk.
     a = 0.5 * problem.arrays["h_star"] @ problem.arrays["g_star"]
-    assert mt.risk_exact(problem, a) == pytest.approx(np.mean((y - x @ a.T) ** 2), rel=0.02)
+    assert mt.risk_exact(problem, a) == pytest.approx(
+        np.mean((y - x @ a.T) ** 2), rel=0.02
+    )
 
 
 def test_nothing_beats_the_bayes_risk(problem):
     x, y = mt.sample(problem, 20_000, np.random.default_rng(1))
     ols = np.linalg.lstsq(x, y, rcond=None)[0].T
     assert mt.risk_exact(problem, ols) >= problem.bayes_risk()
-    assert mt.risk_exact(problem, ols) - problem.bayes_risk() < 0.01  # and a large sample nearly reaches it
+    assert (
+        mt.risk_exact(problem, ols) - problem.bayes_risk() < 0.01
+    )  # and a large sample nearly reaches it
 
 
 def test_eta_of_the_true_encoder_is_zero(problem):
@@ -40,7 +44,9 @@ def test_eta_of_the_true_encoder_is_zero(problem):
 @pytest.mark.parametrize("nonlinear", [False, True])
 def test_eta_is_never_below_zero(nonlinear):
     problem = mt.Problem(overlap=0.5, nonlinear=nonlinear)
-    res = mt.sweep(problem, ["a", "a+c", "a+b+c+d"], [6, 40, 400], seeds=2, eval_samples=20_000)
+    res = mt.sweep(
+        problem, ["a", "a+c", "a+b+c+d"], [6, 40, 400], seeds=2, eval_samples=20_000
+    )
     assert (res["eta"] > -0.01).all()
     assert (res["excess risk"] > -0.01).all()
     # The refitted head is at least as good as the trained one: eta <= excess risk (up to sampling noise).
@@ -52,8 +58,12 @@ def test_sampled_eta_agrees_with_the_closed_form(problem):
     learned = mt.fit_erm(problem, x, y, "a+b")
     rng = np.random.default_rng(3)
     fit, test = mt.sample(problem, 50_000, rng), mt.sample(problem, 50_000, rng)
-    assert mt.eta_sampled(learned, fit, test) == pytest.approx(mt.eta_exact(problem, learned.encoder), abs=0.02)
-    assert mt.risk_sampled(learned, *test) == pytest.approx(mt.risk_exact(problem, mt.linear_map(learned)), rel=0.03)
+    assert mt.eta_sampled(learned, fit, test) == pytest.approx(
+        mt.eta_exact(problem, learned.encoder), abs=0.02
+    )
+    assert mt.risk_sampled(learned, *test) == pytest.approx(
+        mt.risk_exact(problem, mt.linear_map(learned)), rel=0.03
+    )
 
 
 def test_subsets_zero_exactly_the_other_modalities(problem):
@@ -99,10 +109,16 @@ def test_more_modalities_win_with_enough_data(problem):
 
 def test_rademacher_shrinks_like_one_over_root_m(problem):
     rng = np.random.default_rng(6)
-    small = mt.rademacher_linear(problem, mt.sample(problem, 100, rng)[0], "a", 1.0, 200, 0)
-    large = mt.rademacher_linear(problem, mt.sample(problem, 1600, rng)[0], "a", 1.0, 200, 0)
+    small = mt.rademacher_linear(
+        problem, mt.sample(problem, 100, rng)[0], "a", 1.0, 200, 0
+    )
+    large = mt.rademacher_linear(
+        problem, mt.sample(problem, 1600, rng)[0], "a", 1.0, 200, 0
+    )
     assert small / large == pytest.approx(4.0, rel=0.15)
-    more = mt.rademacher_linear(problem, mt.sample(problem, 1600, rng)[0], "a+b+c+d", 1.0, 200, 0)
+    more = mt.rademacher_linear(
+        problem, mt.sample(problem, 1600, rng)[0], "a+b+c+d", 1.0, 200, 0
+    )
     assert more > large
 
 
@@ -123,7 +139,9 @@ def test_brain_patches_keep_whole_windows_in_the_brain_and_label_the_top_flair_s
     v = _volumes()
     x, y = mt.brain_patches(v, slices=(0, 6, 1), patch=4, quantile=0.75)
     # windows on the 4-pixel grid wholly inside rows/cols 4..27: 6 x 6 per slice, 6 slices
-    assert y.shape == (216,) and all(x[c].shape == (216, 16) for c in mt.BRAIN_MODALITIES)
+    assert y.shape == (216,) and all(
+        x[c].shape == (216, 16) for c in mt.BRAIN_MODALITIES
+    )
     assert abs(y.mean() - 0.25) < 0.01
     np.testing.assert_array_equal(x["t1"][0], v["t1"][4:8, 4:8, 0].ravel())
     flair_means = v["flair"][4:8, 4:8, 0].mean()
@@ -149,7 +167,9 @@ def test_late_fusion_zeroes_the_modalities_outside_the_subset():
     model = mt.LateFusion(n_inputs=16, hidden=8, rep_dim=2, seed=0)
     x = {c: torch.randn(5, 16) for c in mt.BRAIN_MODALITIES}
     changed = {**x, "t1": torch.randn(5, 16)}
-    assert torch.equal(model.encode(x, "t2"), model.encode(changed, "t2")), "t1 must not reach a t2-only model"
+    assert torch.equal(model.encode(x, "t2"), model.encode(changed, "t2")), (
+        "t1 must not reach a t2-only model"
+    )
     assert not torch.equal(model.encode(x, "t1+t2"), model.encode(changed, "t1+t2"))
     with pytest.raises(ValueError, match="unknown modality 'flair'"):
         model.encode(x, "t1+flair")
@@ -160,18 +180,32 @@ def test_late_fusion_learns_from_the_informative_modality_only():
     people = {}
     for p in ("p1", "p2", "p3"):
         y = rng.integers(0, 2, 600)
-        x = {c: rng.normal(size=(600, 16)).astype(np.float32) for c in mt.BRAIN_MODALITIES}
+        x = {
+            c: rng.normal(size=(600, 16)).astype(np.float32)
+            for c in mt.BRAIN_MODALITIES
+        }
         x["t1"][:, :4] += 2.0 * (2 * y[:, None] - 1)  # only t1 carries the label
         people[p] = (x, y)
-    settings = {"test_subjects": ["p3"], "fractions": [1.0], "max_train": None, "seeds": 1}
+    settings = {
+        "test_subjects": ["p3"],
+        "fractions": [1.0],
+        "max_train": None,
+        "seeds": 1,
+    }
     settings.update(hidden=8, rep_dim=2, steps=100, lr=0.02)
     results = mt.late_fusion_sweep(people, settings, progress=False).set_index("subset")
     assert results.loc["t1", "accuracy"] > 0.95 and results.loc["t2", "accuracy"] < 0.65
     assert results.loc["t1", "refit error"] < results.loc["t1c+t2", "refit error"]
-    diff = mt.late_fusion_comparisons(results.reset_index(), [("t1+t1c+t2", "t2")]).set_index("fold")
-    assert diff.loc["p3", "low"] > 0.2, "all three modalities (with t1) must beat t2 alone, clearly"
+    diff = mt.late_fusion_comparisons(
+        results.reset_index(), [("t1+t1c+t2", "t2")]
+    ).set_index("fold")
+    assert diff.loc["p3", "low"] > 0.2, (
+        "all three modalities (with t1) must beat t2 alone, clearly"
+    )
     with pytest.raises(ValueError, match="not among the loaded people"):
-        mt.late_fusion_sweep(people, {**settings, "test_subjects": ["nobody"]}, progress=False)
+        mt.late_fusion_sweep(
+            people, {**settings, "test_subjects": ["nobody"]}, progress=False
+        )
 
 
 def test_a_brain_subject_is_z_scored_on_its_mask_and_unknown_people_are_named():
@@ -183,7 +217,11 @@ def test_a_brain_subject_is_z_scored_on_its_mask_and_unknown_people_are_named():
         pytest.skip("../shared/data/brain_mri is not here")
     v = mt.load_brain_subject("TCGA-FG-6692", manifest)
     inside = v["t2"][v["mask"]]
-    assert abs(inside.mean()) < 1e-3 and abs(inside.std() - 1) < 1e-3 and v["t2"][~v["mask"]].max() == 0
+    assert (
+        abs(inside.mean()) < 1e-3
+        and abs(inside.std() - 1) < 1e-3
+        and v["t2"][~v["mask"]].max() == 0
+    )
     with pytest.raises(ValueError, match="people"):
         mt.load_brain_subject("TCGA-XX-0000", manifest)
 
@@ -195,8 +233,12 @@ def test_ridge_removes_the_interpolation_spike_and_approaches_least_squares_with
     problem = mt.Problem(overlap=1.0, noise=0.2)
     spike = {"min-norm": [], "ridge": []}
     for s in range(20):
-        x, y = mt.sample(problem, 32, np.random.default_rng([s, 0]))  # m = 32 inputs: the spike
-        spike["min-norm"].append(mt.risk_exact(problem, mt.linear_map(mt.fit_erm(problem, x, y, "a+b+c+d"))))
+        x, y = mt.sample(
+            problem, 32, np.random.default_rng([s, 0])
+        )  # m = 32 inputs: the spike
+        spike["min-norm"].append(
+            mt.risk_exact(problem, mt.linear_map(mt.fit_erm(problem, x, y, "a+b+c+d")))
+        )
         learned = mt.fit_ridge_erm(problem, x, y, "a+b+c+d")
         spike["ridge"].append(mt.risk_exact(problem, mt.linear_map(learned)))
         assert learned.penalty in mt.PENALTIES
@@ -214,9 +256,13 @@ def test_ridge_removes_the_interpolation_spike_and_approaches_least_squares_with
 
 def test_wilson_interval_matches_known_values():
     low, high = mt.wilson_interval(50, 100)
-    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(
+        0.5962, abs=1e-3
+    )
     low, high = mt.wilson_interval(0, 20)
-    assert low == pytest.approx(0.0, abs=1e-12) and 0.1 < high < 0.2  # never below 0, not empty
+    assert (
+        low == pytest.approx(0.0, abs=1e-12) and 0.1 < high < 0.2
+    )  # never below 0, not empty
     with pytest.raises(ValueError):
         mt.wilson_interval(0, 0)
 
@@ -233,10 +279,15 @@ def test_crossover_counts_a_win_only_when_the_paired_intervals_say_so():
     rng = np.random.default_rng(0)
     base = rng.lognormal(size=200)
     clear = mt.crossover_intervals(_fake_sweep(base, base * 1.5), "a", "a+b+c+d")
-    assert clear.loc[16, "verdict"] == "fewer modalities win" and clear.loc[16, "share"] == 1.0
+    assert (
+        clear.loc[16, "verdict"] == "fewer modalities win"
+        and clear.loc[16, "share"] == 1.0
+    )
     assert clear.loc[16, "log ratio"] == pytest.approx(np.log(1 / 1.5))
     # A coin flip: the small subset ahead on about half the seeds, no direction.
-    flip = mt.crossover_intervals(_fake_sweep(base, base * rng.lognormal(0, 0.5, 200)), "a", "a+b+c+d")
+    flip = mt.crossover_intervals(
+        _fake_sweep(base, base * rng.lognormal(0, 0.5, 200)), "a", "a+b+c+d"
+    )
     assert flip.loc[16, "verdict"] == "not detectable"
     assert flip.loc[16, "share low"] < 0.5 < flip.loc[16, "share high"]
     # A few huge spikes in the large subset move its mean, not the log-scale verdict.
@@ -262,7 +313,9 @@ def test_theorem2_complexity_can_be_rescaled_to_a_ball_that_holds_the_trained_ma
 
 def test_brain_patches_name_the_slice_of_every_window():
     v = _volumes()
-    x, y, z = mt.brain_patches(v, slices=(1, 6, 2), patch=4, quantile=0.5, with_slices=True)
+    x, y, z = mt.brain_patches(
+        v, slices=(1, 6, 2), patch=4, quantile=0.5, with_slices=True
+    )
     assert z.shape == y.shape and list(np.unique(z)) == [1, 3, 5]
     assert (np.bincount(z)[[1, 3, 5]] == 36).all()
     # the windows of slice 3 are the ones cut from v[..., 3]
@@ -277,22 +330,41 @@ def test_batched_subset_training_follows_each_models_own_run():
     x = {c: rng.normal(size=(64, 16)).astype(np.float32) for c in mt.BRAIN_MODALITIES}
     x["t2"][:, :3] += 1.5 * (2 * y[:, None] - 1)
     subsets = ["t1", "t2", "t1+t1c+t2"]
-    bank = mt.train_late_fusion_subsets(x, y, subsets, hidden=8, rep_dim=2, steps=30, lr=0.01, seed=3)
+    bank = mt.train_late_fusion_subsets(
+        x, y, subsets, hidden=8, rep_dim=2, steps=30, lr=0.01, seed=3
+    )
     for subset in subsets:
-        alone = mt.train_late_fusion(x, y, subset, hidden=8, rep_dim=2, steps=30, lr=0.01, seed=3)
+        alone = mt.train_late_fusion(
+            x, y, subset, hidden=8, rep_dim=2, steps=30, lr=0.01, seed=3
+        )
         np.testing.assert_allclose(
-            mt.late_fusion_scores(bank[subset], x, subset), mt.late_fusion_scores(alone, x, subset), atol=1e-4
+            mt.late_fusion_scores(bank[subset], x, subset),
+            mt.late_fusion_scores(alone, x, subset),
+            atol=1e-4,
         )
     # the t1-only model never saw t2, so its weights on t2's encoder are those it started from
     start = mt.LateFusion(16, 8, 2, seed=3)
-    assert torch.equal(bank["t1"].encoders["t2"][0].weight, start.encoders["t2"][0].weight)
+    assert torch.equal(
+        bank["t1"].encoders["t2"][0].weight, start.encoders["t2"][0].weight
+    )
 
 
 def test_fold_conclusion_states_a_direction_only_where_every_fold_agrees():
-    assert mt.fold_conclusion([0.01, 0.02, 0.1], [0.1, 0.2, 0.3]) == "ahead in every fold"
-    assert mt.fold_conclusion([-0.3, -0.2, -0.1], [-0.1, -0.05, -0.01]) == "behind in every fold"
-    assert mt.fold_conclusion([0.01, -0.2, 0.1], [0.1, -0.05, 0.3]) == "depends on the person"
-    assert mt.fold_conclusion([0.01, -0.2, 0.1], [0.1, 0.05, 0.3]) == "depends on the person"
+    assert (
+        mt.fold_conclusion([0.01, 0.02, 0.1], [0.1, 0.2, 0.3]) == "ahead in every fold"
+    )
+    assert (
+        mt.fold_conclusion([-0.3, -0.2, -0.1], [-0.1, -0.05, -0.01])
+        == "behind in every fold"
+    )
+    assert (
+        mt.fold_conclusion([0.01, -0.2, 0.1], [0.1, -0.05, 0.3])
+        == "depends on the person"
+    )
+    assert (
+        mt.fold_conclusion([0.01, -0.2, 0.1], [0.1, 0.05, 0.3])
+        == "depends on the person"
+    )
     assert mt.fold_conclusion([-0.1, -0.2], [0.1, 0.05]) == "not detectable in any fold"
 
 
@@ -331,7 +403,9 @@ def test_late_fusion_comparisons_give_each_fold_and_the_pool_and_read_disagreeme
     assert table.loc[("t1+t1c+t2 minus t1", 1.0), "conclusion"] == "ahead in every fold"
     flip = _fake_late_fusion({"p1": 0.25, "p2": -0.25, "p3": 0.25})
     table = mt.comparison_table(mt.late_fusion_comparisons(flip, [("t1+t1c+t2", "t1")]))
-    assert table.loc[("t1+t1c+t2 minus t1", 1.0), "conclusion"] == "depends on the person"
+    assert (
+        table.loc[("t1+t1c+t2 minus t1", 1.0), "conclusion"] == "depends on the person"
+    )
     # clustering by slice widens the interval against treating the 100 patches as independent
     fold = agree[agree["test person"] == "p1"]
     no_groups = fold.assign(groups=[np.arange(100)] * len(fold))
@@ -347,7 +421,12 @@ def test_late_fusion_intervals_pool_over_people_as_clusters():
     folds = long.loc["t1"].drop("pooled")
     assert pooled["mean"] == pytest.approx(folds["mean"].mean())  # equal-sized folds
     assert pooled["low"] < pooled["mean"] < pooled["high"]
-    assert set(mt.interval_table(long.reset_index()).index.get_level_values(0)) == {"p1", "p2", "p3", "pooled"}
+    assert set(mt.interval_table(long.reset_index()).index.get_level_values(0)) == {
+        "p1",
+        "p2",
+        "p3",
+        "pooled",
+    }
 
 
 def test_chain_table_has_the_papers_table4_layout():
@@ -358,6 +437,12 @@ def test_chain_table_has_the_papers_table4_layout():
     assert list(t4.columns) == [1.0, 0.5, 0.0]
     inf = t4.loc["eta (infinite data)"]
     assert list(inf.index) == [1, 2, 3, 4]
-    assert (inf.loc[4].abs() < 1e-9).all(), "all four modalities reach g* at every overlap"
-    assert (inf.diff().iloc[1:] <= 1e-12).all().all(), "more modalities never worse at infinite data"
-    assert inf.loc[1, 0.0] > inf.loc[1, 1.0], "a single modality loses more as the overlap falls"
+    assert (inf.loc[4].abs() < 1e-9).all(), (
+        "all four modalities reach g* at every overlap"
+    )
+    assert (inf.diff().iloc[1:] <= 1e-12).all().all(), (
+        "more modalities never worse at infinite data"
+    )
+    assert inf.loc[1, 0.0] > inf.loc[1, 1.0], (
+        "a single modality loses more as the overlap falls"
+    )

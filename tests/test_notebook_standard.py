@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAX_IMAGE_BYTES = 250_000  # one PNG figure; a page holds several
 # Home, temporary and CI folders, and this machine's name, must not appear in committed outputs.
-MACHINE = re.compile(r"(/home/|/Users/|/root/|/tmp/|/work/|/content/|[A-Za-z]:\\\\Users)")
+MACHINE = re.compile(
+    r"(/home/|/Users/|/root/|/tmp/|/work/|/content/|[A-Za-z]:\\\\Users)"
+)
 
 
 def _code_cells(path):
@@ -39,10 +41,24 @@ def test_executed_in_order_without_errors(path):
     assert counts == sorted(counts) and len(set(counts)) == len(counts), (
         f"{path.name}: execution counts {counts} are not in order (run the notebook top to bottom: make notebooks)"
     )
-    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors, f"{path.name}: committed with an error output: {errors[0].get('ename')}"
-    stderr = [o.get("text", "") for c in cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
-    assert not any("Traceback" in t for t in stderr), f"{path.name}: a traceback in stderr"
+    errors = [
+        o
+        for c in cells
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors, (
+        f"{path.name}: committed with an error output: {errors[0].get('ename')}"
+    )
+    stderr = [
+        o.get("text", "")
+        for c in cells
+        for o in c.get("outputs", [])
+        if o.get("name") == "stderr"
+    ]
+    assert not any("Traceback" in t for t in stderr), (
+        f"{path.name}: a traceback in stderr"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -51,8 +67,12 @@ def test_outputs_name_no_machine(path):
     for cell in _code_cells(path):
         for text in _texts(cell):
             found = MACHINE.search(text)
-            assert not found, f"{path.name}: an output shows the path {found.group(0)!r}: {text[:200]!r}"
-            assert not (host and len(host) > 3 and host in text), f"{path.name}: an output names this machine"
+            assert not found, (
+                f"{path.name}: an output shows the path {found.group(0)!r}: {text[:200]!r}"
+            )
+            assert not (host and len(host) > 3 and host in text), (
+                f"{path.name}: an output names this machine"
+            )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -69,9 +89,16 @@ def test_figures_are_small_enough_for_a_page(path):
 
 def test_the_checks_catch_what_they_are_for(tmp_path):
     """The helpers above see a path, a traceback and out-of-order counts when they are there."""
-    assert MACHINE.search("saved to /home/alice/runs") and MACHINE.search("/tmp/xyz") and not MACHINE.search("runs/03")
+    assert (
+        MACHINE.search("saved to /home/alice/runs")
+        and MACHINE.search("/tmp/xyz")
+        and not MACHINE.search("runs/03")
+    )
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("1", execution_count=2), nbformat.v4.new_code_cell("2", execution_count=1)]
+    nb.cells = [
+        nbformat.v4.new_code_cell("1", execution_count=2),
+        nbformat.v4.new_code_cell("2", execution_count=1),
+    ]
     path = tmp_path / "99_bad.ipynb"
     nbformat.write(nb, path)
     with pytest.raises(AssertionError, match="not in order"):

@@ -17,7 +17,15 @@ CI = settings_for(pi.MODES, "ci", {})
 
 
 def _tiny_settings(**changes):
-    s = dict(CI, image_size=32, features=(4, 4, 8, 8, 16, 4), prior_heads=2, contrastive_dim=8, steps=3, batch_size=2)
+    s = dict(
+        CI,
+        image_size=32,
+        features=(4, 4, 8, 8, 16, 4),
+        prior_heads=2,
+        contrastive_dim=8,
+        steps=3,
+        batch_size=2,
+    )
     s.update(changes)
     return s
 
@@ -34,12 +42,16 @@ def _samples(n=4, size=32, seed=0):
 def test_the_prior_receives_a_gradient_and_changes_when_trained():
     model = pi.build_model(_tiny_settings(), "prior")
     out = model(torch.rand(3, 4, 32, 32))
-    pi.reconstruction_loss(out["out"], torch.rand(3, 4, 32, 32), torch.ones(3, 1, 32, 32)).backward()
+    pi.reconstruction_loss(
+        out["out"], torch.rand(3, 4, 32, 32), torch.ones(3, 1, 32, 32)
+    ).backward()
     grad = model.prior.static_prior.grad
     assert grad is not None and grad.abs().sum() > 0
 
     s = _tiny_settings()
-    torch.manual_seed(0)  # the trainer seeds torch with its seed before building its model
+    torch.manual_seed(
+        0
+    )  # the trainer seeds torch with its seed before building its model
     before = pi.build_model(s, "full").prior.static_prior.detach().clone()
     trainer = pi.train_variant(s, "full", 0, _samples())
     after = trainer.model.prior.static_prior.detach()
@@ -47,9 +59,13 @@ def test_the_prior_receives_a_gradient_and_changes_when_trained():
 
 
 def test_variants_without_the_prior_have_no_prior_parameter():
-    names = {n for n, _ in pi.build_model(_tiny_settings(), "consistency").named_parameters()}
+    names = {
+        n for n, _ in pi.build_model(_tiny_settings(), "consistency").named_parameters()
+    }
     assert not any("static_prior" in n for n in names)
-    assert "prior.static_prior" in {n for n, _ in pi.build_model(_tiny_settings(), "prior").named_parameters()}
+    assert "prior.static_prior" in {
+        n for n, _ in pi.build_model(_tiny_settings(), "prior").named_parameters()
+    }
 
 
 def test_prior_attention_heads_must_divide_the_bottleneck_positions():
@@ -69,7 +85,9 @@ def test_consistency_is_positive_and_follows_the_running_mean():
     assert pi.consistency_loss(x).item() == pytest.approx((1 + 6.25) / 2)
     x.requires_grad_(True)
     pi.consistency_loss(x).backward()
-    assert x.grad[0].abs().sum() == 0, "the first contrast only sets the (detached) anchor"
+    assert x.grad[0].abs().sum() == 0, (
+        "the first contrast only sets the (detached) anchor"
+    )
 
 
 def test_reconstruction_loss_weights_the_foreground():
@@ -77,7 +95,9 @@ def test_reconstruction_loss_weights_the_foreground():
     mask[..., :4, :] = 1
     inside, outside = target.clone(), target.clone()
     inside[..., 0, 0], outside[..., 7, 7] = 1, 1
-    assert pi.reconstruction_loss(inside, target, mask) > 5 * pi.reconstruction_loss(outside, target, mask)
+    assert pi.reconstruction_loss(inside, target, mask) > 5 * pi.reconstruction_loss(
+        outside, target, mask
+    )
 
 
 def test_rotating_back_restores_the_input():
@@ -107,13 +127,19 @@ def test_validation_slices_are_disjoint_from_training_with_a_gap():
 def test_the_chapter_data_split_holds_out_one_whole_person():
     data = pi.prepare_data(CI)
     assert data["split"]["test"] == ["TCGA-FG-6692"]
-    assert set(data["train"]) == set(data["val"]) == {"BraTS-GLI-00001-000", "TCGA-DU-7294"}
+    assert (
+        set(data["train"])
+        == set(data["val"])
+        == {"BraTS-GLI-00001-000", "TCGA-DU-7294"}
+    )
     assert set(data["test"]) == {"TCGA-FG-6692"}
     for name in data["train"]:
         assert not set(data["train"][name].position) & set(data["val"][name].position)
     sample = data["test"]["TCGA-FG-6692"].samples
     assert sample.shape[1:] == (5, 48, 48) and 0 <= sample.min() and sample.max() <= 1
-    assert torch.all(sample[:, :4] * (1 - sample[:, 4:]) == 0), "the background is 0 outside the brain mask"
+    assert torch.all(sample[:, :4] * (1 - sample[:, 4:]) == 0), (
+        "the background is 0 outside the brain mask"
+    )
 
 
 # ------------------------------------------------------------------------------------------ loaders
@@ -131,7 +157,12 @@ def _manifest(tmp_path, shapes, corrupt=None):
         digest = _write_nifti(path, shape, value=1 + pi.CONTRASTS.index(c))
         if c == corrupt:
             digest = "0" * 64
-        files[f"s1/{c}"] = {"filename": path.name, "image_size": shape[0], "local": str(path), "sha256": digest}
+        files[f"s1/{c}"] = {
+            "filename": path.name,
+            "image_size": shape[0],
+            "local": str(path),
+            "sha256": digest,
+        }
     folder = tmp_path / "repo" / "data_manifests"
     folder.mkdir(parents=True)
     raw = {
@@ -157,7 +188,9 @@ def test_a_file_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
 
 def test_contrasts_on_different_grids_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDVAE_DATA_ROOT", str(tmp_path))
-    manifest = _manifest(tmp_path, [(12, 12, 10), (12, 12, 10), (12, 12, 9), (12, 12, 10)])
+    manifest = _manifest(
+        tmp_path, [(12, 12, 10), (12, 12, 10), (12, 12, 9), (12, 12, 10)]
+    )
     paths = pi.manifest_subjects(manifest)["s1"]
     with pytest.raises(ValueError, match="share one grid"):
         pi.load_subject(paths)
@@ -172,11 +205,15 @@ def test_a_good_subject_loads_and_normalises_on_the_brain(tmp_path, monkeypatch)
     assert mask.sum() == 8 * 8 * 6 and images[:, mask[0] == 0].abs().max() == 0
     lo, hi = CI["window"]
     mean_z = images[0][mask[0] > 0].mean() * (hi - lo) + lo
-    assert abs(float(mean_z)) < 0.05, "z-scored on the brain: the brain's mean maps to z = 0"
+    assert abs(float(mean_z)) < 0.05, (
+        "z-scored on the brain: the brain's mean maps to z = 0"
+    )
 
 
 def test_brats_folders_are_read_in_the_challenge_layout():
-    local = load_manifest("brain_mri").file("BraTS-GLI-00001-000/t1").local.parent.parent
+    local = (
+        load_manifest("brain_mri").file("BraTS-GLI-00001-000/t1").local.parent.parent
+    )
     found = pi.brats_subjects(local)
     assert list(found) == ["BraTS-GLI-00001-000"]
     assert found["BraTS-GLI-00001-000"]["flair"].name.endswith("-t2f.nii.gz")
@@ -193,19 +230,25 @@ def test_brain_mask_psnr_equals_the_psnr_of_the_brain_voxels():
     target, mask = s[:, :1], s[:, 4:]
     pred = (target + 0.1 * torch.randn_like(target)).clamp(0, 1) * mask
     mse = ((pred - target) ** 2)[mask.expand_as(pred) > 0].reshape(3, -1).mean(1)
-    assert torch.allclose(pi.masked_psnr(pred, target, mask), 10 * torch.log10(1 / mse), atol=1e-4)
+    assert torch.allclose(
+        pi.masked_psnr(pred, target, mask), 10 * torch.log10(1 / mse), atol=1e-4
+    )
 
 
 def test_brain_mask_ssim_is_one_for_a_perfect_prediction_and_ignores_the_background():
     s = _samples(2)
     target, mask = s[:, :1], s[:, 4:]
-    assert torch.allclose(pi.masked_ssim(target, target, mask, 7), torch.ones(2), atol=1e-5)
+    assert torch.allclose(
+        pi.masked_ssim(target, target, mask, 7), torch.ones(2), atol=1e-5
+    )
     noisy = (target + 0.2 * torch.randn_like(target)).clamp(0, 1)
     assert pi.masked_ssim(noisy, target, mask, 7).mean() < 0.9
     # an error far from the brain (beyond the window's reach) leaves the brain-mask score perfect
     far = target.clone()
     far[..., :2, :] = 1.0
-    assert torch.allclose(pi.masked_ssim(far, target, mask, 3), torch.ones(2), atol=1e-5)
+    assert torch.allclose(
+        pi.masked_ssim(far, target, mask, 3), torch.ones(2), atol=1e-5
+    )
 
 
 def test_the_paper_protocol_scores_higher_than_the_brain_mask():
@@ -213,28 +256,49 @@ def test_the_paper_protocol_scores_higher_than_the_brain_mask():
     model = pi.build_model(s, "baseline")
     samples = _samples(2)
     brain = pi.off_diagonal_mean(pi.synthesis_scores(model, samples, s)["psnr"]).mean()
-    paper = pi.off_diagonal_mean(pi.paper_protocol_scores(model, samples, s)["psnr"]).mean()
+    paper = pi.off_diagonal_mean(
+        pi.paper_protocol_scores(model, samples, s)["psnr"]
+    ).mean()
     assert paper > brain
 
 
 def test_agreement_separates_people_when_x_h_is_personal():
     rng = np.random.default_rng(0)
     person = {n: rng.normal(size=(1, 5, 16)) for n in ("a", "b", "c")}
-    emb = {n: np.repeat(v, 4, 0) + 0.01 * rng.normal(size=(4, 5, 16)) for n, v in person.items()}
+    emb = {
+        n: np.repeat(v, 4, 0) + 0.01 * rng.normal(size=(4, 5, 16))
+        for n, v in person.items()
+    }
     positions = {n: np.linspace(0, 1, 5) for n in emb}
     agree = pi.xh_agreement(emb, positions, "c")
     assert agree["same_person"] > 0.99 and agree["gap"] > 0.5
-    contrast_only = {n: rng.normal(size=(4, 1, 16)).repeat(5, 1) for n in ("a", "b", "c")}
+    contrast_only = {
+        n: rng.normal(size=(4, 1, 16)).repeat(5, 1) for n in ("a", "b", "c")
+    }
     shared = np.random.default_rng(1).normal(size=(4, 1, 16)).repeat(5, 1)
-    agree = pi.xh_agreement({n: shared + 0.01 * v for n, v in contrast_only.items()}, positions, "c")
+    agree = pi.xh_agreement(
+        {n: shared + 0.01 * v for n, v in contrast_only.items()}, positions, "c"
+    )
     assert agree["gap"] < 0.1
 
 
 def test_the_3d_swinunetr_model_gives_x_h_of_the_paper_layout_and_trains_its_prior():
-    s = _tiny_settings(spatial_dims=3, backbone="swinunetr", feature_size=12, image_size=64, prior_heads=2)
+    s = _tiny_settings(
+        spatial_dims=3,
+        backbone="swinunetr",
+        feature_size=12,
+        image_size=64,
+        prior_heads=2,
+    )
     model = pi.build_model(s, "full")
     out = model(torch.rand(1, 4, 64, 64, 64))
-    assert out["out"].shape == (1, 4, 64, 64, 64) and out["x_h"].shape == (1, 192, 2, 2, 2)
+    assert out["out"].shape == (1, 4, 64, 64, 64) and out["x_h"].shape == (
+        1,
+        192,
+        2,
+        2,
+        2,
+    )
     assert out["rotation"].shape == (1, 4) and out["contrastive"].shape == (1, 8)
     out["out"].mean().backward()
     assert model.prior.static_prior.grad.abs().sum() > 0
@@ -242,10 +306,14 @@ def test_the_3d_swinunetr_model_gives_x_h_of_the_paper_layout_and_trains_its_pri
 
 def test_random_patches_cut_the_same_place_in_every_channel():
     torch.manual_seed(0)
-    volume = torch.arange(2 * 5 * 10 * 9 * 8, dtype=torch.float32).reshape(2, 5, 10, 9, 8)
+    volume = torch.arange(2 * 5 * 10 * 9 * 8, dtype=torch.float32).reshape(
+        2, 5, 10, 9, 8
+    )
     volume[:, 1] = volume[:, 0] + 1
     patches = pi.random_patches(volume, 4)
-    assert patches.shape == (2, 5, 4, 4, 4) and torch.equal(patches[:, 1], patches[:, 0] + 1)
+    assert patches.shape == (2, 5, 4, 4, 4) and torch.equal(
+        patches[:, 1], patches[:, 0] + 1
+    )
 
 
 def test_full_mode_data_are_whole_people_in_one_box_and_train_on_patches():
@@ -265,7 +333,9 @@ def test_full_mode_data_are_whole_people_in_one_box_and_train_on_patches():
         },
     )
     data = pi.prepare_data(s)
-    assert data["split"]["test"] == ["TCGA-FG-6692"] and not set(data["split"]["train"]) & {"TCGA-FG-6692"}
+    assert data["split"]["test"] == ["TCGA-FG-6692"] and not set(
+        data["split"]["train"]
+    ) & {"TCGA-FG-6692"}
     for part in ("train", "test"):
         for d in data[part].values():
             assert d.samples.shape == (1, 5, 64, 72, 64)
@@ -286,7 +356,11 @@ def _fake_person(name, paths, settings):
 
 def test_brats_folders_of_one_patient_stay_together(monkeypatch):
     monkeypatch.setattr(pi, "load_person", _fake_person)
-    assert pi.patient_of("BraTS-GLI-00001-001") == "BraTS-GLI-00001" == pi.patient_of("BraTS-GLI-00001-000")
+    assert (
+        pi.patient_of("BraTS-GLI-00001-001")
+        == "BraTS-GLI-00001"
+        == pi.patient_of("BraTS-GLI-00001-000")
+    )
     assert pi.patient_of("TCGA-DU-7294") == "TCGA-DU-7294"
     names = [f"BraTS-GLI-{p:05d}-{t:03d}" for p in range(10) for t in (0, 1)]
     subjects = {n: {} for n in names}
@@ -326,12 +400,17 @@ def test_without_skips_the_output_depends_on_x_h_only():
     with torch.no_grad():
         out = model.decode(skips, x_h)
         other_skips = tuple(torch.rand_like(t) for t in skips)
-        assert torch.allclose(model.decode(other_skips, x_h), out), "skips must not reach the output"
+        assert torch.allclose(model.decode(other_skips, x_h), out), (
+            "skips must not reach the output"
+        )
         assert not torch.allclose(model.decode(skips, torch.zeros_like(x_h)), out)
     unet = pi.build_model(_tiny_settings(skips=False), "unet").eval()
     with torch.no_grad():
         skips, x_h = unet.encode(x)
-        assert not torch.allclose(unet.decode(tuple(torch.rand_like(t) for t in skips), x_h), unet.decode(skips, x_h))
+        assert not torch.allclose(
+            unet.decode(tuple(torch.rand_like(t) for t in skips), x_h),
+            unet.decode(skips, x_h),
+        )
 
 
 def test_the_swap_test_matches_the_synthesis_and_sees_a_decoder_that_reads_x_h():
@@ -342,9 +421,13 @@ def test_the_swap_test_matches_the_synthesis_and_sees_a_decoder_that_reads_x_h()
     dep = pi.x_h_dependence(model, samples)
     plain = pi.off_diagonal_mean(pi.synthesis_scores(model, samples, s)["psnr"])
     np.testing.assert_allclose(dep["none"], plain, rtol=1e-5)
-    assert not np.allclose(dep["none"], dep["zero"]) and not np.allclose(dep["none"], dep["swap"])
+    assert not np.allclose(dep["none"], dep["zero"]) and not np.allclose(
+        dep["none"], dep["swap"]
+    )
     donors = pi.synthesise_with_x_h(model, samples, "swap", samples.roll(2, 0))
-    np.testing.assert_allclose(dep["swap"], pi.off_diagonal_mean(pi.scores_of(donors, samples)), rtol=1e-5)
+    np.testing.assert_allclose(
+        dep["swap"], pi.off_diagonal_mean(pi.scores_of(donors, samples)), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="swap needs donor"):
         pi.synthesise_with_x_h(model, samples, "swap")
 
@@ -364,7 +447,10 @@ def test_the_constant_control_predicts_each_contrasts_mean_brain_intensity():
 
 
 def test_the_mask_control_agrees_perfectly_within_a_person():
-    people = {n: pi.SubjectData(n, _samples(5, seed=i), np.linspace(0, 1, 5), 0.0) for i, n in enumerate("abc")}
+    people = {
+        n: pi.SubjectData(n, _samples(5, seed=i), np.linspace(0, 1, 5), 0.0)
+        for i, n in enumerate("abc")
+    }
     for n, d in people.items():  # a different brain mask per person
         d.samples[:, 4, : 4 + "abc".index(n) * 3] = 0
     positions = {n: d.position for n, d in people.items()}
@@ -390,10 +476,18 @@ def _fold(person, effect, n=6, seeds=(0, 1, 2), seed=0):
 def test_fold_comparisons_agree_only_when_every_fold_does():
     same = [_fold(p, 1.0, seed=i) for i, p in enumerate("xyz")]
     c = pi.compare(same, "a", "b")
-    assert c["agree"] == "above 0" and c["pooled"]["low"] > 0 and c["pooled"]["n_clusters"] == 3
-    assert set(c["folds"]) == {"x", "y", "z"} and all(r["n_clusters"] == 1 for r in c["folds"].values())
+    assert (
+        c["agree"] == "above 0"
+        and c["pooled"]["low"] > 0
+        and c["pooled"]["n_clusters"] == 3
+    )
+    assert set(c["folds"]) == {"x", "y", "z"} and all(
+        r["n_clusters"] == 1 for r in c["folds"].values()
+    )
     mixed = [_fold("x", 1.0), _fold("y", -1.0, seed=1), _fold("z", 1.0, seed=2)]
     assert pi.compare(mixed, "a", "b")["agree"] == "no"
-    assert pi.compare(same, "b", "constant")["pooled"]["mean"] == pytest.approx(1.0, abs=0.05)
+    assert pi.compare(same, "b", "constant")["pooled"]["mean"] == pytest.approx(
+        1.0, abs=0.05
+    )
     table = pi.comparison_table(same, {"a - b": ("a", "b")})
     assert list(table.index.get_level_values(1)) == ["x", "y", "z", "pooled"]

@@ -21,14 +21,22 @@ def test_the_prose_of_each_chapter_says_what_its_results_say(path):
 
 def _notebook(summary: str, body: str = "") -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(body), nbformat.v4.new_markdown_cell(summary)]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(body),
+        nbformat.v4.new_markdown_cell(summary),
+    ]
     return nb
 
 
 RESULTS = {
     "chapter": "99_example",
     "results": [
-        {"key": "gain.psnr", "metric": "PSNR gain", "value": 0.5, "interval": [0.2, 0.8]},
+        {
+            "key": "gain.psnr",
+            "metric": "PSNR gain",
+            "value": 0.5,
+            "interval": [0.2, 0.8],
+        },
         {"key": "test_psnr", "metric": "test PSNR", "value": 27.4},
     ],
 }
@@ -52,7 +60,9 @@ def test_a_sentence_is_checked_against_its_result(tmp_path, sentence, supported)
     if supported:
         assert len(prose.check_notebook(path, RESULTS)) == 1
     else:
-        with pytest.raises(prose.ProseError, match="the sentence says this, but the result is"):
+        with pytest.raises(
+            prose.ProseError, match="the sentence says this, but the result is"
+        ):
             prose.check_notebook(path, RESULTS)
 
 
@@ -71,14 +81,28 @@ def test_markers_outside_the_summary_are_checked_too(tmp_path):
     "summary, message",
     [
         ("## Summary\n\n* It beats resizing.", "states no result"),
-        ("## Summary\n\n* x <!-- result: gain.ssim above 0 -->", "has no result 'gain.ssim'"),
-        ("## Summary\n\n* x <!-- result: gain.psnr better 0 -->", "cannot read the result marker"),
+        (
+            "## Summary\n\n* x <!-- result: gain.ssim above 0 -->",
+            "has no result 'gain.ssim'",
+        ),
+        (
+            "## Summary\n\n* x <!-- result: gain.psnr better 0 -->",
+            "cannot read the result marker",
+        ),
         ("## Summary\n\n* x <!-- result: gain.psnr above 0 1 -->", "takes 1 number"),
-        ("## Summary\n\n* x <!-- result: test_psnr between 28 27 -->", "the range is empty"),
-        ("## Summary\n\n* It beats it\n  <!-- result: gain.psnr above 0 -->.", "starts a line"),
+        (
+            "## Summary\n\n* x <!-- result: test_psnr between 28 27 -->",
+            "the range is empty",
+        ),
+        (
+            "## Summary\n\n* It beats it\n  <!-- result: gain.psnr above 0 -->.",
+            "starts a line",
+        ),
     ],
 )
-def test_a_summary_without_a_readable_marker_of_an_existing_result_fails(tmp_path, summary, message):
+def test_a_summary_without_a_readable_marker_of_an_existing_result_fails(
+    tmp_path, summary, message
+):
     path = tmp_path / "99_example.ipynb"
     nbformat.write(_notebook(summary), path)
     with pytest.raises(prose.ProseError, match=message):

@@ -18,21 +18,39 @@ RAW = "https://raw.githubusercontent.com/"
 ZENODO = "https://zenodo.org/"
 SUBJECT = "TCGA-DU-7294"
 
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not here")
+pytestmark = pytest.mark.skipif(
+    not SHARED.is_dir(), reason="../shared/data is not here"
+)
 
 
 def test_every_brain_file_has_a_pinned_public_url():
     manifest = data.load_manifest("brain_mri")
     for key, f in manifest.files.items():
         assert f.local is not None and f.sha256, key
-        assert f.url and f.url.startswith(f"{RAW}BrainLesion/tutorials/{BRAIN_COMMIT}/"), key
-    for name, key in (("breastmnist", "64"), ("adrenalmnist3d", "28"), ("adrenalmnist3d", "64")):
+        assert f.url and f.url.startswith(
+            f"{RAW}BrainLesion/tutorials/{BRAIN_COMMIT}/"
+        ), key
+    for name, key in (
+        ("breastmnist", "64"),
+        ("adrenalmnist3d", "28"),
+        ("adrenalmnist3d", "64"),
+    ):
         f = data.load_manifest(name).file(key)
         assert f.local is not None and f.sha256, (name, key)
-        assert f.url == f"{ZENODO}records/10519652/files/{f.filename}?download=1", (name, key)
+        assert f.url == f"{ZENODO}records/10519652/files/{f.filename}?download=1", (
+            name,
+            key,
+        )
 
 
-def _mirror(tmp_path: Path, server: LoopbackServer, names, prefix: str, keys, wrong: str | None = None) -> Path:
+def _mirror(
+    tmp_path: Path,
+    server: LoopbackServer,
+    names,
+    prefix: str,
+    keys,
+    wrong: str | None = None,
+) -> Path:
     """A copy of the repository's manifests (``names``) with ``prefix`` URLs pointing at ``server``, beside
     an empty ``shared/data`` (the Colab situation); each file of ``keys`` is served (as a link to its shared
     copy) under its public path. ``wrong`` names a file whose recorded sha256 is replaced by another."""
@@ -64,15 +82,22 @@ def colab(tmp_path, monkeypatch):
         yield server
 
 
-def test_chapter_brain_loaders_download_verify_and_read_the_same_volumes(colab, tmp_path, monkeypatch, capsys):
+def test_chapter_brain_loaders_download_verify_and_read_the_same_volumes(
+    colab, tmp_path, monkeypatch, capsys
+):
     from medvae_lib import medvae_3d, multimodal_theory
 
     keys = [f"{SUBJECT}/{c}" for c in ("t1", "t1c", "t2", "flair")]
     from_shared = multimodal_theory.load_brain_subject(SUBJECT)
     volume_shared = medvae_3d.load_brain_volume(SUBJECT, "t2", spacing=4)
-    monkeypatch.setenv(data.MANIFEST_DIR_ENV, str(_mirror(tmp_path, colab, ["brain_mri"], RAW, {"brain_mri": keys})))
+    monkeypatch.setenv(
+        data.MANIFEST_DIR_ENV,
+        str(_mirror(tmp_path, colab, ["brain_mri"], RAW, {"brain_mri": keys})),
+    )
     manifest = data.load_manifest("brain_mri")
-    assert not any(manifest.file(k).local.is_file() for k in keys), "the test must not see ../shared"
+    assert not any(manifest.file(k).local.is_file() for k in keys), (
+        "the test must not see ../shared"
+    )
 
     downloaded = multimodal_theory.load_brain_subject(SUBJECT)  # chapter 6
     assert "downloading the same file from http://127.0.0.1" in capsys.readouterr().out
@@ -80,30 +105,46 @@ def test_chapter_brain_loaders_download_verify_and_read_the_same_volumes(colab, 
     assert downloaded.keys() == from_shared.keys()
     for c in from_shared:
         assert np.array_equal(downloaded[c], from_shared[c]), c
-    volume = medvae_3d.load_brain_volume(SUBJECT, "t2", spacing=4)  # chapter 5, from the cache
-    assert torch.equal(volume, volume_shared) and colab.requests == 4, "a verified cached file is not fetched again"
+    volume = medvae_3d.load_brain_volume(
+        SUBJECT, "t2", spacing=4
+    )  # chapter 5, from the cache
+    assert torch.equal(volume, volume_shared) and colab.requests == 4, (
+        "a verified cached file is not fetched again"
+    )
     for key in keys:
         path = data.fetch(manifest, key)
-        assert path.is_relative_to(tmp_path / "cache") and data.file_digest(path) == manifest.file(key).sha256
+        assert (
+            path.is_relative_to(tmp_path / "cache")
+            and data.file_digest(path) == manifest.file(key).sha256
+        )
 
 
 def test_a_download_with_the_wrong_checksum_is_refused(colab, tmp_path, monkeypatch):
     from medvae_lib import personalized_invariant
 
     keys = list(data.load_manifest("brain_mri").files)
-    folder = _mirror(tmp_path, colab, ["brain_mri"], RAW, {"brain_mri": keys}, wrong=f"{SUBJECT}/t1c")
+    folder = _mirror(
+        tmp_path, colab, ["brain_mri"], RAW, {"brain_mri": keys}, wrong=f"{SUBJECT}/t1c"
+    )
     manifest = data.load_manifest(folder / "brain_mri.yaml")
     with pytest.raises(
-        data.ChecksumError, match=f"TCGA-DU-7294_t1c_bet.nii.gz does not match the manifest's sha256 {SHA}"
+        data.ChecksumError,
+        match=f"TCGA-DU-7294_t1c_bet.nii.gz does not match the manifest's sha256 {SHA}",
     ):
         data.fetch(manifest, f"{SUBJECT}/t1c")
-    with pytest.raises(data.ChecksumError, match="does not match the manifest's sha256"):
-        personalized_invariant.manifest_subjects(manifest)  # chapter 7's loader refuses it too
+    with pytest.raises(
+        data.ChecksumError, match="does not match the manifest's sha256"
+    ):
+        personalized_invariant.manifest_subjects(
+            manifest
+        )  # chapter 7's loader refuses it too
     cached = list((tmp_path / "cache").rglob("TCGA-DU-7294_t1c_bet.nii.gz"))
     assert cached == [], "a file that fails its checksum must not be left in the cache"
 
 
-def test_breastmnist_64_downloads_verifies_and_reads_the_same_data(colab, tmp_path, monkeypatch):
+def test_breastmnist_64_downloads_verifies_and_reads_the_same_data(
+    colab, tmp_path, monkeypatch
+):
     from medvae_lib import contrastive_benchmark
 
     from_shared = contrastive_benchmark.load_external("breast", 32, None)

@@ -12,7 +12,13 @@ import torch
 from helpers import HEADER, REPO, SHA, LoopbackServer
 
 from medvae_lib import medvae_stage1
-from medvae_lib.data import ManifestError, NetworkError, fetch, load_manifest, load_medmnist_npz
+from medvae_lib.data import (
+    ManifestError,
+    NetworkError,
+    fetch,
+    load_manifest,
+    load_medmnist_npz,
+)
 from medvae_lib.data_prep import prepare_splits
 from medvae_lib.medvae_stage1 import Stage1Config, Stage1Trainer
 from medvae_lib.metrics import ms_ssim, psnr
@@ -48,25 +54,33 @@ def test_a_checkpoint_with_other_settings_is_replaced_only_when_asked(images, tm
     Stage1Trainer(tiny(2)).fit(images, tmp_path, resume=False)
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
     # ... unless it holds more progress than the new run will reach
-    with pytest.raises(FileExistsError, match="holds 2 steps, more than the 1 of this run"):
+    with pytest.raises(
+        FileExistsError, match="holds 2 steps, more than the 1 of this run"
+    ):
         Stage1Trainer(tiny(1)).fit(images, tmp_path, resume=False)
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["step"] == 2
 
 
 def test_resuming_onto_other_settings_is_refused_unless_overwrite(images, tmp_path):
     Stage1Trainer(tiny(2)).fit(images, tmp_path)
-    with pytest.raises(FileExistsError, match="other settings.*overwrite=True to start afresh"):
+    with pytest.raises(
+        FileExistsError, match="other settings.*overwrite=True to start afresh"
+    ):
         Stage1Trainer(tiny(3, lr=1e-3)).fit(images, tmp_path, resume=True)
     fresh = Stage1Trainer(tiny(3, lr=1e-3))
     fresh.fit(images, tmp_path, resume=True, overwrite=True)
-    assert [h["step"] for h in fresh.history][0] == 0, "overwrite=True starts afresh instead of loading"
+    assert [h["step"] for h in fresh.history][0] == 0, (
+        "overwrite=True starts afresh instead of loading"
+    )
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["extra"]["config"]["lr"] == 1e-3
 
 
 def test_checkpoints_get_ordinary_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
-    path = save_checkpoint(tmp_path / CHECKPOINT_NAME, 1, {"m": torch.nn.Linear(2, 2)}, {})
+    path = save_checkpoint(
+        tmp_path / CHECKPOINT_NAME, 1, {"m": torch.nn.Linear(2, 2)}, {}
+    )
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
@@ -97,13 +111,20 @@ def test_two_processes_saving_to_one_folder_neither_crash_nor_corrupt(tmp_path):
     target = tmp_path / CHECKPOINT_NAME
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(target), w], env=env, stderr=subprocess.PIPE) for w in "ab"
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(target), w],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for w in "ab"
     ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     assert read_checkpoint(target)["extra"]["writer"] in ("a", "b")
-    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME], "no temporary files may be left"
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME], (
+        "no temporary files may be left"
+    )
 
 
 def test_a_run_folder_is_locked_while_a_run_trains_there(images, tmp_path):
@@ -113,15 +134,21 @@ def test_a_run_folder_is_locked_while_a_run_trains_there(images, tmp_path):
     Stage1Trainer(tiny(1)).fit(images, tmp_path)  # released
 
 
-def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_old_checkpoint_and_no_temporary_file(
+    tmp_path, monkeypatch
+):
     model = torch.nn.Linear(3, 2)
     path = save_checkpoint(tmp_path / CHECKPOINT_NAME, 1, {"m": model}, {})
 
     def disk_full(*args, **kwargs):
-        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0"
+        )
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointWriteError, match=f"could not write checkpoint {path}"):
+    with pytest.raises(
+        CheckpointWriteError, match=f"could not write checkpoint {path}"
+    ):
         save_checkpoint(path, 2, {"m": model}, {})
     monkeypatch.undo()
     assert read_checkpoint(path)["step"] == 1
@@ -156,27 +183,54 @@ def test_metrics_refuse_non_finite_images():
     "entry, message",
     [
         (
-            "{filename: x.npz, image_size: 28, local: ../../../etc/passwd, sha256: '%s'}" % SHA,
+            "{filename: x.npz, image_size: 28, local: ../../../etc/passwd, sha256: '%s'}"
+            % SHA,
             "outside the data folder",
         ),
-        ("{filename: ../../x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s'}" % SHA, "plain file name"),
-        ("{filename: /tmp/x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s'}" % SHA, "plain file name"),
         (
-            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha265: '%s'}" % SHA,
+            "{filename: ../../x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s'}"
+            % SHA,
+            "plain file name",
+        ),
+        (
+            "{filename: /tmp/x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s'}"
+            % SHA,
+            "plain file name",
+        ),
+        (
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha265: '%s'}"
+            % SHA,
             r"unknown field\(s\) \['sha265'\]",
         ),
         (
-            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_sample: {train: 1}}" % SHA,
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_sample: {train: 1}}"
+            % SHA,
             r"unknown field\(s\) \['n_sample'\]",
         ),
-        ("{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: 'abc'}", "sha256 must be 64 hex digits"),
-        ("{filename: x.npz, image_size: '28', url: 'https://e.org/x', sha256: '%s'}" % SHA, "image_size must be int"),
         (
-            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_samples: {train: -1}}" % SHA,
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: 'abc'}",
+            "sha256 must be 64 hex digits",
+        ),
+        (
+            "{filename: x.npz, image_size: '28', url: 'https://e.org/x', sha256: '%s'}"
+            % SHA,
+            "image_size must be int",
+        ),
+        (
+            "{filename: x.npz, image_size: 28, url: 'https://e.org/x', sha256: '%s', n_samples: {train: -1}}"
+            % SHA,
             "counts >= 0",
         ),
-        ("{filename: x.npz, image_size: 28, url: 'ftp://e.org/x', sha256: '%s'}" % SHA, "must start with https://"),
-        ("{filename: x.npz, image_size: null, url: 'https://e.org/x', sha256: '%s'}" % SHA, "lacks 'image_size'"),
+        (
+            "{filename: x.npz, image_size: 28, url: 'ftp://e.org/x', sha256: '%s'}"
+            % SHA,
+            "must start with https://",
+        ),
+        (
+            "{filename: x.npz, image_size: null, url: 'https://e.org/x', sha256: '%s'}"
+            % SHA,
+            "lacks 'image_size'",
+        ),
     ],
 )
 def test_manifest_entries_are_checked_against_a_schema(tmp_path, entry, message):
@@ -193,7 +247,8 @@ def test_unknown_top_level_fields_and_bad_dims_are_errors(tmp_path):
         load_manifest(path)
     path.write_text(
         HEADER.replace("spatial_dims: 2", "spatial_dims: 4")
-        + "files: {a: {filename: x, image_size: 1, url: 'https://e', md5: '%s'}}\n" % ("a" * 32)
+        + "files: {a: {filename: x, image_size: 1, url: 'https://e', md5: '%s'}}\n"
+        % ("a" * 32)
     )
     with pytest.raises(ManifestError, match="spatial_dims must be 2 or 3"):
         load_manifest(path)
@@ -201,7 +256,9 @@ def test_unknown_top_level_fields_and_bad_dims_are_errors(tmp_path):
 
 def test_the_real_manifest_passes_the_schema():
     manifest = load_manifest("pneumoniamnist")
-    assert manifest.file("ci").local.is_relative_to((REPO.parent / "shared" / "data").resolve())
+    assert manifest.file("ci").local.is_relative_to(
+        (REPO.parent / "shared" / "data").resolve()
+    )
 
 
 # -- 6. inputs are checked up front --------------------------------------------------------------------
@@ -218,22 +275,39 @@ def _npz(path, **changes):
 
 def test_npz_inputs_are_checked_with_the_file_and_split_named(tmp_path):
     with pytest.raises(ValueError, match="train_labels must be whole class numbers"):
-        load_medmnist_npz(_npz(tmp_path / "f.npz", train_labels=np.array([[0.7], [1.7], [0.0], [1.0]])))
+        load_medmnist_npz(
+            _npz(
+                tmp_path / "f.npz", train_labels=np.array([[0.7], [1.7], [0.0], [1.0]])
+            )
+        )
     with pytest.raises(ValueError, match="the val split is empty"):
         load_medmnist_npz(
-            _npz(tmp_path / "e.npz", val_images=np.zeros((0, 8, 8), np.uint8), val_labels=np.zeros((0, 1)))
+            _npz(
+                tmp_path / "e.npz",
+                val_images=np.zeros((0, 8, 8), np.uint8),
+                val_labels=np.zeros((0, 1)),
+            )
         )
     rgb = np.zeros((4, 8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"test_images have shape \(8, 8, 3\) per image, the manifest says \(8, 8\)"):
-        load_medmnist_npz(_npz(tmp_path / "rgb.npz", test_images=rgb), image_size=8, spatial_dims=2)
-    with pytest.raises(ValueError, match=r"the manifest says \(8, 8, 8\)"):  # a manifest saying 3D for 2D data
+    with pytest.raises(
+        ValueError,
+        match=r"test_images have shape \(8, 8, 3\) per image, the manifest says \(8, 8\)",
+    ):
+        load_medmnist_npz(
+            _npz(tmp_path / "rgb.npz", test_images=rgb), image_size=8, spatial_dims=2
+        )
+    with pytest.raises(
+        ValueError, match=r"the manifest says \(8, 8, 8\)"
+    ):  # a manifest saying 3D for 2D data
         load_medmnist_npz(_npz(tmp_path / "d.npz"), image_size=8, spatial_dims=3)
-    assert load_medmnist_npz(_npz(tmp_path / "ok.npz", train_labels=np.array([[0.0], [1.0], [0.0], [1.0]])))[
-        "train"
-    ].labels.tolist() == [0, 1, 0, 1]
+    assert load_medmnist_npz(
+        _npz(tmp_path / "ok.npz", train_labels=np.array([[0.0], [1.0], [0.0], [1.0]]))
+    )["train"].labels.tolist() == [0, 1, 0, 1]
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"\x80\x04\x95 pickled", b"just text"])
+@pytest.mark.parametrize(
+    "content", [b"", b"PK\x03\x04 truncated", b"\x80\x04\x95 pickled", b"just text"]
+)
 def test_unreadable_files_get_a_clear_error(tmp_path, content):
     path = tmp_path / "bad.npz"
     path.write_bytes(content)
@@ -255,8 +329,12 @@ def test_a_refused_resume_leaves_the_trainer_untouched(images, tmp_path):
     before = {k: v.clone() for k, v in other.autoencoder.state_dict().items()}
     with pytest.raises(ValueError, match="other settings"):
         other.load(tmp_path / CHECKPOINT_NAME)
-    assert all(torch.equal(v, before[k]) for k, v in other.autoencoder.state_dict().items())
-    resumed = Stage1Trainer(tiny(3, log_every=2))  # a harmless setting does not block a resume
+    assert all(
+        torch.equal(v, before[k]) for k, v in other.autoencoder.state_dict().items()
+    )
+    resumed = Stage1Trainer(
+        tiny(3, log_every=2)
+    )  # a harmless setting does not block a resume
     resumed.fit(images, tmp_path)
     assert resumed.step == 3
     with pytest.raises(FileExistsError, match="other data"):
@@ -280,13 +358,24 @@ def test_settings_overrides_must_have_the_right_type(override, message):
 
 
 def test_typed_overrides_are_accepted_and_numeric_strings_parsed():
-    settings = settings_for(medvae_stage1.MODES, "ci", {"lr": 1, "width": "full", "resume": True, "n_train": 100})
+    settings = settings_for(
+        medvae_stage1.MODES,
+        "ci",
+        {"lr": 1, "width": "full", "resume": True, "n_train": 100},
+    )
     assert settings["lr"] == 1 and settings["width"] == "full"
     # YAML 1.1 (papermill -y "overrides: {lr: 1e-4}") reads 1e-4 as a string
     parsed = settings_for(
-        medvae_stage1.MODES, "ci", {"lr": "1e-4", "adv_weight": "0.1", "steps": "700", "n_train": "100"}
+        medvae_stage1.MODES,
+        "ci",
+        {"lr": "1e-4", "adv_weight": "0.1", "steps": "700", "n_train": "100"},
     )
-    assert (parsed["lr"], parsed["adv_weight"], parsed["steps"], parsed["n_train"]) == (1e-4, 0.1, 700, 100)
+    assert (parsed["lr"], parsed["adv_weight"], parsed["steps"], parsed["n_train"]) == (
+        1e-4,
+        0.1,
+        700,
+        100,
+    )
     assert type(parsed["steps"]) is int
     with pytest.raises(ValueError, match="'n_train' must be None or a count"):
         settings_for(medvae_stage1.MODES, "ci", {"n_train": -1})
@@ -320,20 +409,37 @@ def test_downloads_retry_transient_failures(manifest, ci_file, tmp_path):
     served.mkdir()
     (served / "pneumoniamnist.npz").write_bytes(ci_file.read_bytes())
     with LoopbackServer(served, fail=2) as server:
-        path = fetch(manifest, "ci", cache_dir=tmp_path / "cache", url=server.url("pneumoniamnist.npz"))
+        path = fetch(
+            manifest,
+            "ci",
+            cache_dir=tmp_path / "cache",
+            url=server.url("pneumoniamnist.npz"),
+        )
     assert path.is_file() and server.requests == 3
 
 
-def test_network_errors_are_reported_as_network_errors_and_leave_nothing(manifest, tmp_path):
+def test_network_errors_are_reported_as_network_errors_and_leave_nothing(
+    manifest, tmp_path
+):
     served = tmp_path / "served"
     served.mkdir()
     cache = tmp_path / "cache"
     with LoopbackServer(served) as server:
-        with pytest.raises(NetworkError, match="HTTP 404"):  # a typo in the URL: not a checksum problem
+        with pytest.raises(
+            NetworkError, match="HTTP 404"
+        ):  # a typo in the URL: not a checksum problem
             fetch(manifest, "ci", cache_dir=cache, url=server.url("typo.npz"))
         assert server.requests == 1, "a 404 is not retried"
     with pytest.raises(NetworkError, match="could not download"):
-        fetch(manifest, "ci", cache_dir=cache, url=server.url("pneumoniamnist.npz"), retries=2)  # server is gone
-    with pytest.raises(NetworkError, match="check the URL"):  # malformed, not a checksum problem
+        fetch(
+            manifest,
+            "ci",
+            cache_dir=cache,
+            url=server.url("pneumoniamnist.npz"),
+            retries=2,
+        )  # server is gone
+    with pytest.raises(
+        NetworkError, match="check the URL"
+    ):  # malformed, not a checksum problem
         fetch(manifest, "ci", cache_dir=cache, url="http://exa mple.org:x/f")
     assert not cache.exists() or not any(cache.iterdir())

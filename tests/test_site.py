@@ -46,11 +46,17 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def browser():
     executable = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make env)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (make env)"
+    )
     with sync_api.sync_playwright() as p:
         try:
-            chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        except Exception as err:  # a browser that cannot start is the same as no browser
+            chromium = p.chromium.launch(
+                executable_path=executable, args=["--no-sandbox"]
+            )
+        except (
+            Exception
+        ) as err:  # a browser that cannot start is the same as no browser
             if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
                 raise
             pytest.skip(f"{executable} could not be started: {err}")
@@ -77,13 +83,17 @@ def site(tmp_path_factory) -> Path:
         "--keep-going",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, f"the book does not build:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"the book does not build:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return out / "_build" / "html"
 
 
 def _pages(html: Path) -> list[Path]:
     toc = yaml.safe_load((REPO / "book" / "_toc.yml").read_text())
-    files = [toc["root"]] + [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
+    files = [toc["root"]] + [
+        c["file"] for part in toc.get("parts", []) for c in part["chapters"]
+    ]
     return [html / f"{f}.html" for f in files]
 
 
@@ -91,15 +101,20 @@ def _open(page, path: Path, outside: list[str]):
     page.goto(path.as_uri(), wait_until="load")
     # MathJax typesets after load; wait until it has finished (or there is no MathJax on the page).
     page.wait_for_function(
-        "() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)", timeout=30_000
+        "() => !window.MathJax || (window.MathJax.startup && window.MathJax.startup.promise)",
+        timeout=30_000,
     )
     page.evaluate("() => window.MathJax ? window.MathJax.startup.promise : null")
-    assert not outside, f"{path.name} asked for files outside the site (it must work offline): {outside}"
+    assert not outside, (
+        f"{path.name} asked for files outside the site (it must work offline): {outside}"
+    )
 
 
 def _anchors(path: Path, cache: dict) -> set[str]:
     if path not in cache:
-        cache[path] = set(re.findall(r'\bid="([^"]+)"', path.read_text(encoding="utf-8")))
+        cache[path] = set(
+            re.findall(r'\bid="([^"]+)"', path.read_text(encoding="utf-8"))
+        )
     return cache[path]
 
 
@@ -112,13 +127,25 @@ def test_every_page_works_offline(browser, site):
     branch = CONFIG["repository"].get("branch", "main")
     anchors: dict = {}
     pages = _pages(site)
-    assert len(pages) >= 5 and all(p.is_file() for p in pages), [p.name for p in pages if not p.is_file()]
+    assert len(pages) >= 5 and all(p.is_file() for p in pages), [
+        p.name for p in pages if not p.is_file()
+    ]
     for path in pages:
         page = context.new_page()
         errors, outside = [], []
-        page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+        page.on(
+            "console",
+            lambda m, errors=errors: (
+                errors.append(m.text) if m.type == "error" else None
+            ),
+        )
         page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
-        page.on("request", lambda r, outside=outside: outside.append(r.url) if not r.url.startswith("file:") else None)
+        page.on(
+            "request",
+            lambda r, outside=outside: (
+                outside.append(r.url) if not r.url.startswith("file:") else None
+            ),
+        )
         _open(page, path, outside)
         name = path.relative_to(site).with_suffix("").as_posix().replace("/", "__")
         page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
@@ -136,23 +163,33 @@ def test_every_page_works_offline(browser, site):
                    tex: e.textContent.slice(0, 60)}))"""
         )
         unrendered = [m["tex"] for m in maths if not m["rendered"] or m["error"]]
-        assert not unrendered, f"{path.name}: equations MathJax did not render: {unrendered[:5]}"
+        assert not unrendered, (
+            f"{path.name}: equations MathJax did not render: {unrendered[:5]}"
+        )
 
-        for href in page.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)"):
+        for href in page.evaluate(
+            "() => [...document.querySelectorAll('a[href]')].map(a => a.href)"
+        ):
             url = urlparse(href)
             if url.scheme != "file":
                 continue
             target = Path(unquote(url.path))
             assert target.exists(), f"{path.name}: link to a missing file {target}"
             if url.fragment and target.suffix == ".html":
-                assert url.fragment in _anchors(target, anchors), f"{path.name}: link to a missing anchor {href}"
+                assert url.fragment in _anchors(target, anchors), (
+                    f"{path.name}: link to a missing anchor {href}"
+                )
 
         if path.parent.name == "notebooks":
             launch = page.evaluate(
                 "() => [...document.querySelectorAll('a[href*=\"colab.research.google.com/github\"]')].map(a => a.href)"
             )
-            expected = f"{colab}/github/{github}/blob/{branch}/notebooks/{path.stem}.ipynb"
-            assert launch and set(launch) == {expected}, f"{path.name}: Colab links {launch}, expected {expected}"
+            expected = (
+                f"{colab}/github/{github}/blob/{branch}/notebooks/{path.stem}.ipynb"
+            )
+            assert launch and set(launch) == {expected}, (
+                f"{path.name}: Colab links {launch}, expected {expected}"
+            )
         page.close()
     context.close()
 
@@ -162,9 +199,14 @@ def test_math_renders_on_the_theory_chapter(browser, site):
     context = browser.new_context(offline=True)
     page = context.new_page()
     outside: list[str] = []
-    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith("file:") else None)
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith("file:") else None,
+    )
     _open(page, site / "notebooks" / "06_multimodal_theory.html", outside)
-    assert page.evaluate("() => document.querySelectorAll('mjx-container').length") >= 20
+    assert (
+        page.evaluate("() => document.querySelectorAll('mjx-container').length") >= 20
+    )
     context.close()
 
 
@@ -180,7 +222,11 @@ def test_jupyterlab_runs_chapter_1(browser, tmp_path):
     work.mkdir()
     shutil.copy(REPO / "notebooks" / "01_data_prep.ipynb", work)
     port, token, log = _free_port(), "book-test", tmp_path / "jupyterlab.log"
-    env = {**os.environ, "TQDM_DISABLE": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    env = {
+        **os.environ,
+        "TQDM_DISABLE": "1",
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+    }
     lab = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("jupyter")),
@@ -207,7 +253,9 @@ def test_jupyterlab_runs_chapter_1(browser, tmp_path):
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail(f"JupyterLab did not start within 60 s:\n{log.read_text()[-2000:]}")
+            pytest.fail(
+                f"JupyterLab did not start within 60 s:\n{log.read_text()[-2000:]}"
+            )
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{base}/lab/tree/01_data_prep.ipynb?token={token}")
         # The menu's commands, through the application object JupyterLab exposes (expose_app_in_browser):
@@ -218,16 +266,35 @@ def test_jupyterlab_runs_chapter_1(browser, tmp_path):
                        return k && k.connectionStatus === 'connected' && k.status === 'idle'; }""",
             timeout=120_000,
         )
-        finished = page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        finished = page.evaluate(
+            "() => window.jupyterapp.commands.execute('notebook:run-all-cells')"
+        )
         page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / "jupyterlab_01_data_prep.png")
-        code = [c for c in json.loads((work / "01_data_prep.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
-        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert not errors, f"chapter 1 raised in JupyterLab: {[e['ename'] + ': ' + e['evalue'] for e in errors]}"
-        unrun = [c["source"][:60] for c in code if c["source"] and not c.get("execution_count")]
+        code = [
+            c
+            for c in json.loads((work / "01_data_prep.ipynb").read_text())["cells"]
+            if c["cell_type"] == "code"
+        ]
+        errors = [
+            o
+            for c in code
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
+        assert not errors, (
+            f"chapter 1 raised in JupyterLab: {[e['ename'] + ': ' + e['evalue'] for e in errors]}"
+        )
+        unrun = [
+            c["source"][:60]
+            for c in code
+            if c["source"] and not c.get("execution_count")
+        ]
         assert not unrun, f"cells JupyterLab did not run: {unrun}"
-        assert finished is True, "JupyterLab reports that running all cells did not succeed"
+        assert finished is True, (
+            "JupyterLab reports that running all cells did not succeed"
+        )
     finally:
         lab.terminate()
         try:

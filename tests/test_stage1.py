@@ -22,22 +22,48 @@ def _scores(per_seed_shift, n_images=200, noise=0.05, seed=0):
     rows = []
     for s, shift in enumerate(per_seed_shift):
         for i in range(n_images):
-            rows.append({"seed": s, "method": "b", "image": i, "PSNR (dB)": 0.0, "sharpness error": 0.5})
+            rows.append(
+                {
+                    "seed": s,
+                    "method": "b",
+                    "image": i,
+                    "PSNR (dB)": 0.0,
+                    "sharpness error": 0.5,
+                }
+            )
             value = shift + noise * rng.standard_normal()
-            rows.append({"seed": s, "method": "a", "image": i, "PSNR (dB)": value, "sharpness error": 0.5 - value})
+            rows.append(
+                {
+                    "seed": s,
+                    "method": "a",
+                    "image": i,
+                    "PSNR (dB)": value,
+                    "sharpness error": 0.5 - value,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_seed_paired_table_includes_the_spread_between_seeds():
     # the seeds disagree: +1, -0.2, +0.5 dB; each seed's images agree closely
     scores = _scores([1.0, -0.2, 0.5])
-    table = medvae_stage1.seed_paired_table(scores, [("a", "b")], metrics=("PSNR (dB)", "sharpness error"))
+    table = medvae_stage1.seed_paired_table(
+        scores, [("a", "b")], metrics=("PSNR (dB)", "sharpness error")
+    )
     row = table.loc[("a - b", "PSNR (dB)")]
-    assert row["seed 0"] == pytest.approx(1.0, abs=0.02) and row["seed 1"] == pytest.approx(-0.2, abs=0.02)
-    assert row["mean difference"] == pytest.approx(np.mean([row[f"seed {s}"] for s in range(3)]))
-    assert row["95% CI low"] < 0 < row["95% CI high"], "three seeds that disagree cannot exclude 0"
+    assert row["seed 0"] == pytest.approx(1.0, abs=0.02) and row[
+        "seed 1"
+    ] == pytest.approx(-0.2, abs=0.02)
+    assert row["mean difference"] == pytest.approx(
+        np.mean([row[f"seed {s}"] for s in range(3)])
+    )
+    assert row["95% CI low"] < 0 < row["95% CI high"], (
+        "three seeds that disagree cannot exclude 0"
+    )
     # the interval this replaces resamples images only and is far too sure of itself
-    wide = scores.pivot_table(index="seed", columns=["method", "image"], values="PSNR (dB)")
+    wide = scores.pivot_table(
+        index="seed", columns=["method", "image"], values="PSNR (dB)"
+    )
     items = item_bootstrap(wide["a"].to_numpy() - wide["b"].to_numpy())
     assert items["low"] > 0.3
     assert row["first better on (share)"] == pytest.approx(2 / 3)
@@ -48,7 +74,9 @@ def test_seed_paired_table_includes_the_spread_between_seeds():
 
 
 def test_seed_paired_table_is_sure_when_the_seeds_agree():
-    table = medvae_stage1.seed_paired_table(_scores([0.5, 0.52, 0.49]), [("a", "b")], metrics=("PSNR (dB)",))
+    table = medvae_stage1.seed_paired_table(
+        _scores([0.5, 0.52, 0.49]), [("a", "b")], metrics=("PSNR (dB)",)
+    )
     row = table.loc[("a - b", "PSNR (dB)")]
     assert 0.4 < row["95% CI low"] < row["95% CI high"] < 0.6
     assert row["first better on (share)"] == 1.0
@@ -58,16 +86,23 @@ def test_comparison_config_changes_only_the_schedule():
     config = tiny(10, adv_start=4)
     assert medvae_stage1.comparison_config(config, {}) == config
     assert medvae_stage1.comparison_config(config, {"comparison_steps": None}) == config
-    short = medvae_stage1.comparison_config(config, {"comparison_steps": 6, "comparison_adv_start": 2})
+    short = medvae_stage1.comparison_config(
+        config, {"comparison_steps": 6, "comparison_adv_start": 2}
+    )
     assert (short.steps, short.adv_start) == (6, 2)
-    assert medvae_stage1.stage1_config(medvae_stage1.MODES["ci"], 0).steps == medvae_stage1.MODES["ci"]["steps"]
+    assert (
+        medvae_stage1.stage1_config(medvae_stage1.MODES["ci"], 0).steps
+        == medvae_stage1.MODES["ci"]["steps"]
+    )
 
 
 def test_seed_ablation_trains_each_seed_and_reuses_a_matching_run(images):
     config = tiny(3, adv_start=2)
     reuse = medvae_stage1.adversarial_ablation(config, images)
     runs = medvae_stage1.seed_ablation(config, images, [0, 1], reuse=reuse)
-    assert list(runs) == [0, 1] and runs[0] is reuse, "seed 0 has the settings of the run given to reuse"
+    assert list(runs) == [0, 1] and runs[0] is reuse, (
+        "seed 0 has the settings of the run given to reuse"
+    )
     assert runs[1]["with adversarial"].config.seed == 1
     assert runs[1]["without adversarial"].config.adv_weight == 0
     a = runs[0]["with adversarial"].reconstruct(images[:4])
@@ -76,8 +111,12 @@ def test_seed_ablation_trains_each_seed_and_reuses_a_matching_run(images):
     factor = 4
     scores = medvae_stage1.seed_fidelity(runs, images[:8], "resize", factor)
     assert set(scores.seed) == {0, 1} and len(scores) == 2 * 3 * 8
-    resize = scores[scores.method == "resize"].pivot(index="seed", columns="image", values="PSNR (dB)")
-    assert np.allclose(resize.loc[0], resize.loc[1]), "the baseline does not depend on the seed"
+    resize = scores[scores.method == "resize"].pivot(
+        index="seed", columns="image", values="PSNR (dB)"
+    )
+    assert np.allclose(resize.loc[0], resize.loc[1]), (
+        "the baseline does not depend on the seed"
+    )
 
 
 def test_the_arm_without_the_adversarial_term_can_be_left_out(images):
@@ -85,24 +124,39 @@ def test_the_arm_without_the_adversarial_term_can_be_left_out(images):
     both = medvae_stage1.adversarial_ablation(config, images)
     alone = medvae_stage1.adversarial_ablation(config, images, without=False)
     assert list(alone) == ["with adversarial"]
-    a, b = both["with adversarial"].autoencoder.state_dict(), alone["with adversarial"].autoencoder.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a), "leaving the second arm out changes nothing of the first"
+    a, b = (
+        both["with adversarial"].autoencoder.state_dict(),
+        alone["with adversarial"].autoencoder.state_dict(),
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "leaving the second arm out changes nothing of the first"
+    )
 
 
 def test_edge_energy_and_worst_images():
     flat = torch.full((3, 1, 16, 16), 0.5)
     assert torch.equal(medvae_stage1.edge_energy(flat), torch.zeros(3))
     stripes = torch.zeros(1, 1, 16, 16)
-    stripes[..., (torch.arange(16) // 2) % 2 == 0] = 1.0  # period 4: the Sobel filter sees every edge
+    stripes[..., (torch.arange(16) // 2) % 2 == 0] = (
+        1.0  # period 4: the Sobel filter sees every edge
+    )
     step = torch.zeros(1, 1, 16, 16)
     step[..., 8:] = 1.0
     assert medvae_stage1.edge_energy(stripes) > medvae_stage1.edge_energy(step) > 0
     # PSNR that falls with detail: the worst images are the most detailed ones
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(20, 1, 16, 16, generator=g) * torch.linspace(0, 1, 20)[:, None, None, None]
+    images = (
+        torch.rand(20, 1, 16, 16, generator=g)
+        * torch.linspace(0, 1, 20)[:, None, None, None]
+    )
     energy = medvae_stage1.edge_energy(images).numpy()
-    train = torch.rand(50, 1, 16, 16, generator=g) * torch.linspace(0, 1, 50)[:, None, None, None]
-    out = medvae_stage1.worst_images(images, torch.arange(20) % 2, 30 - 5 * energy, train, n=4)
+    train = (
+        torch.rand(50, 1, 16, 16, generator=g)
+        * torch.linspace(0, 1, 50)[:, None, None, None]
+    )
+    out = medvae_stage1.worst_images(
+        images, torch.arange(20) % 2, 30 - 5 * energy, train, n=4
+    )
     assert out["spearman"] == pytest.approx(-1.0)
     assert sorted(out["table"]["image"]) == [16, 17, 18, 19]
     assert (out["table"]["percentile among training images"] > 60).all()

@@ -53,15 +53,27 @@ def tiny_teacher(seed: int = 0, name: str = "tiny conv teacher") -> FrozenTeache
     """A frozen conv net whose embedding keeps the layout (4 channels x 4 x 4 cells), with a BatchNorm whose
     running statistics are not the defaults, so a teacher put into training mode would change them."""
     torch.manual_seed(seed)
-    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 4, stride=4), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    encoder = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 4, stride=4), torch.nn.BatchNorm2d(4), torch.nn.Flatten()
+    )
     with torch.no_grad():
         encoder[1].running_mean.uniform_(-0.1, 0.1)
         encoder[1].running_var.uniform_(0.5, 1.5)
-    return FrozenTeacher(encoder, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, name=name)
+    return FrozenTeacher(
+        encoder, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3, name=name
+    )
 
 
 def config(**changes) -> Stage2Config:
-    settings = {"model": MODEL, "width": 8, "steps": 3, "batch_size": 4, "hidden": 8, "lr": 1e-2, "log_every": 1}
+    settings = {
+        "model": MODEL,
+        "width": 8,
+        "steps": 3,
+        "batch_size": 4,
+        "hidden": 8,
+        "lr": 1e-2,
+        "log_every": 1,
+    }
     return Stage2Config(**{**settings, **changes})
 
 
@@ -100,7 +112,12 @@ def test_the_head_has_medvae_layout():
     assert ds[2].weight.shape == (64, 64, 3, 3)
     assert ds[4].weight.shape == (c, 64, 1, 1)
     assert all(ds[i].bias is not None for i in (0, 2, 4))
-    assert isinstance(head.channel_proj, conv) and head.channel_proj.weight.shape == (c, c, 1, 1)
+    assert isinstance(head.channel_proj, conv) and head.channel_proj.weight.shape == (
+        c,
+        c,
+        1,
+        1,
+    )
     # the 3x3 convolution keeps the size ("same" padding): a 1-pixel latent still goes through
     assert head(torch.randn(1, c, 1, 1)).shape == (1, c, 1, 1)
     assert isinstance(ProjectionHead(2, spatial_dims=3).channel_proj, torch.nn.Conv3d)
@@ -142,7 +159,9 @@ def test_render_latent_scales_and_averages_the_channels():
     torch.testing.assert_close(render_latent(z), by_hand / LATENT_SCALE)
     assert math.isclose(LATENT_SCALE, 4.6)  # MedVAE's BiomedClipLoss divides by 4.6
     big = torch.full((1, 2, 2, 2), 50.0)
-    assert float(render_latent(big, scale=1.0).max()) == 50.0, "a latent is not clipped like an image"
+    assert float(render_latent(big, scale=1.0).max()) == 50.0, (
+        "a latent is not clipped like an image"
+    )
 
 
 def test_render_latent_keeps_gradients_and_wants_4d():
@@ -167,7 +186,9 @@ def test_teacher_distance_is_the_per_image_squared_l2_of_embeddings():
             a = teacher(x[i : i + 1])[0]
             rendered = z[i : i + 1].mean(1, keepdim=True) / LATENT_SCALE
             b = teacher(rendered)[0]
-            assert math.isclose(float(got[i]), sum(float(d) ** 2 for d in a - b), rel_tol=1e-4)
+            assert math.isclose(
+                float(got[i]), sum(float(d) ** 2 for d in a - b), rel_tol=1e-4
+            )
     assert len(set(got.tolist())) == 5, "each image has its own distance"
     with pytest.raises(ValueError, match="5 images but 4 latents"):
         teacher_distance(teacher, x, z[:4])
@@ -180,11 +201,15 @@ def test_weights_fingerprint_follows_every_weight_and_buffer():
     assert weights_fingerprint(tiny_teacher(seed=0)) == weights_fingerprint(teacher)
     with torch.no_grad():
         w = twin.encoder[0].weight
-        w[0, 0, 0, 0] = torch.nextafter(w[0, 0, 0, 0], torch.tensor(10.0))  # the smallest possible change
+        w[0, 0, 0, 0] = torch.nextafter(
+            w[0, 0, 0, 0], torch.tensor(10.0)
+        )  # the smallest possible change
     assert weights_fingerprint(twin) != weights_fingerprint(teacher)
     buffered = copy.deepcopy(teacher)
     buffered.encoder[1].running_var[0] += 1.0
-    assert weights_fingerprint(buffered) != weights_fingerprint(teacher), "buffers identify a model too"
+    assert weights_fingerprint(buffered) != weights_fingerprint(teacher), (
+        "buffers identify a model too"
+    )
     assert weights_fingerprint(tiny_teacher(seed=1)) != weights_fingerprint(teacher)
 
 
@@ -205,10 +230,19 @@ def test_training_changes_only_the_head():
     assert not any(p.requires_grad for p in ae.parameters())
     assert not teacher.training
     head_now = trainer.head.state_dict()
-    for name in ("channel_ds.0.weight", "channel_ds.2.weight", "channel_ds.4.weight", "channel_proj.weight"):
-        assert not torch.equal(head_now[name], head_before[name]), f"the head's {name} was not trained"
+    for name in (
+        "channel_ds.0.weight",
+        "channel_ds.2.weight",
+        "channel_ds.4.weight",
+        "channel_proj.weight",
+    ):
+        assert not torch.equal(head_now[name], head_before[name]), (
+            f"the head's {name} was not trained"
+        )
     with torch.no_grad():
-        torch.testing.assert_close(ae.decode(ae.encode(x * 2 - 1)[0]), recon_before, rtol=0, atol=0)
+        torch.testing.assert_close(
+            ae.decode(ae.encode(x * 2 - 1)[0]), recon_before, rtol=0, atol=0
+        )
     assert set(trainer.modules()) == {"head"}, "only the head is checkpointed"
     trained = {id(p) for g in trainer.opt.param_groups for p in g["params"]}
     assert trained == {id(p) for p in trainer.head.parameters()}
@@ -222,7 +256,9 @@ def test_latents_are_the_head_on_the_posterior_mean_of_model_range_images():
         expected = trainer.head(mu)
     got = trainer.latents(x, batch_size=2)
     torch.testing.assert_close(got, expected)
-    assert torch.equal(trainer.latents(x, batch_size=2), got), "no posterior sampling: latents are deterministic"
+    assert torch.equal(trainer.latents(x, batch_size=2), got), (
+        "no posterior sampling: latents are deterministic"
+    )
     torch.testing.assert_close(medvae_stage2.stage1_latents(ae, x), mu)
 
 
@@ -231,14 +267,18 @@ def test_the_logged_loss_is_the_batch_mean_of_the_teacher_distance():
     between the teacher's embeddings of the image and of the untrained head's latent."""
     ae, teacher, x = autoencoder(), tiny_teacher(), images(8)
     c = config(steps=1, sample_posterior=False, latent_scale=2.0)
-    latents = Stage2Trainer(c, ae, teacher).latents(x)  # the same seed: the same initial head
+    latents = Stage2Trainer(c, ae, teacher).latents(
+        x
+    )  # the same seed: the same initial head
     trainer = Stage2Trainer(c, ae, teacher)
     trainer.fit(x)
     batch = batch_indices(len(x), c.batch_size, 0, c.seed)
     with torch.no_grad():
         rendered = latents[batch].mean(1, keepdim=True) / 2.0
         per_image = ((teacher(x[batch]) - teacher(rendered)) ** 2).sum(1)
-    assert math.isclose(trainer.history[0]["teacher distance"], float(per_image.mean()), rel_tol=1e-5)
+    assert math.isclose(
+        trainer.history[0]["teacher distance"], float(per_image.mean()), rel_tol=1e-5
+    )
 
 
 def test_training_pulls_the_rendered_latent_towards_the_teacher():
@@ -247,7 +287,9 @@ def test_training_pulls_the_rendered_latent_towards_the_teacher():
     before = float(teacher_distance(teacher, x, trainer.latents(x)).mean())
     trainer.fit(x)
     after = float(teacher_distance(teacher, x, trainer.latents(x)).mean())
-    assert after < 0.7 * before, f"the teacher distance went from {before:.3g} to {after:.3g} only"
+    assert after < 0.7 * before, (
+        f"the teacher distance went from {before:.3g} to {after:.3g} only"
+    )
     logged = [h["teacher distance"] for h in trainer.history]
     assert sum(logged[-5:]) < 0.7 * sum(logged[:5])
 
@@ -274,19 +316,27 @@ def test_stage2_config_is_validated():
 
 def test_the_trainer_refuses_another_stage1_model_or_teacher():
     ae, teacher = autoencoder(), tiny_teacher(name="A")
-    Stage2Trainer(config(stage1=weights_fingerprint(ae), teacher="A"), ae, teacher)  # the right ones: accepted
+    Stage2Trainer(
+        config(stage1=weights_fingerprint(ae), teacher="A"), ae, teacher
+    )  # the right ones: accepted
     with pytest.raises(ValueError, match="stage1 does not match"):
-        Stage2Trainer(config(stage1=weights_fingerprint(autoencoder(seed=1))), ae, teacher)
+        Stage2Trainer(
+            config(stage1=weights_fingerprint(autoencoder(seed=1))), ae, teacher
+        )
     with pytest.raises(ValueError, match="teacher is 'B' but the teacher is 'A'"):
         Stage2Trainer(config(teacher="B"), ae, teacher)
 
 
 def test_a_checkpoint_is_not_resumed_with_another_teacher(tmp_path):
     ae, x = autoencoder(), images()
-    Stage2Trainer(config(steps=1, teacher="A"), ae, tiny_teacher(name="A")).fit(x, tmp_path)
+    Stage2Trainer(config(steps=1, teacher="A"), ae, tiny_teacher(name="A")).fit(
+        x, tmp_path
+    )
     assert (tmp_path / CHECKPOINT_NAME).is_file()
     with pytest.raises(FileExistsError, match="'teacher': \\('A', 'B'\\)"):
-        Stage2Trainer(config(steps=2, teacher="B"), ae, tiny_teacher(name="B")).fit(x, tmp_path)
+        Stage2Trainer(config(steps=2, teacher="B"), ae, tiny_teacher(name="B")).fit(
+            x, tmp_path
+        )
 
 
 def test_check_images_refuses_what_stage2_cannot_train_on():
@@ -296,7 +346,9 @@ def test_check_images_refuses_what_stage2_cannot_train_on():
         "scaled to \\[0, 1\\]": images() * 2,
         "scaled to \\[0, 1\\].*-0.5": images() - 0.5,
         "\\(N, 1, H, W\\)": images().expand(-1, 3, -1, -1),
-        "\\(N, 1, H, W\\) images; got shape \\(8, 1, 16, 16, 16\\)": torch.rand(8, 1, 16, 16, 16),
+        "\\(N, 1, H, W\\) images; got shape \\(8, 1, 16, 16, 16\\)": torch.rand(
+            8, 1, 16, 16, 16
+        ),
         "divisible by 4": images(side=18),
     }
     for message, x in bad.items():
@@ -320,7 +372,9 @@ def test_augment_keeps_shape_and_range_and_draws_one_view_per_image():
     copies = augment(same)
     for i in range(6):
         for j in range(i):
-            assert not torch.allclose(copies[i], copies[j]), f"copies {i} and {j} got the same transform"
+            assert not torch.allclose(copies[i], copies[j]), (
+                f"copies {i} and {j} got the same transform"
+            )
 
 
 def test_augment_is_reproducible_under_torch_seed():
@@ -363,12 +417,21 @@ def test_nt_xent_by_hand_for_two_pairs():
     a = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     b = torch.tensor([[3.0, 1.0], [0.0, 2.0]])
     t = 0.5
-    views = [(u / math.hypot(u, v), v / math.hypot(u, v)) for u, v in (*a.tolist(), *b.tolist())]
+    views = [
+        (u / math.hypot(u, v), v / math.hypot(u, v))
+        for u, v in (*a.tolist(), *b.tolist())
+    ]
     partner = {0: 2, 1: 3, 2: 0, 3: 1}
     total = 0.0
     for i in range(4):
-        sims = {j: (views[i][0] * views[j][0] + views[i][1] * views[j][1]) / t for j in range(4) if j != i}
-        total += -math.log(math.exp(sims[partner[i]]) / sum(math.exp(s) for s in sims.values()))
+        sims = {
+            j: (views[i][0] * views[j][0] + views[i][1] * views[j][1]) / t
+            for j in range(4)
+            if j != i
+        }
+        total += -math.log(
+            math.exp(sims[partner[i]]) / sum(math.exp(s) for s in sims.values())
+        )
     assert math.isclose(float(nt_xent(a, b, t)), total / 4, rel_tol=1e-5)
 
 
@@ -386,7 +449,12 @@ def test_configs_from_the_ci_settings_name_the_models_they_use():
     ae, teacher = autoencoder(), tiny_teacher(name="T")
     settings = {**medvae_stage2.MODES["ci"], "steps": 2}
     c = stage2_config(settings, 5, ae, teacher)
-    assert (c.teacher, c.stage1, c.seed, c.steps) == ("T", weights_fingerprint(ae), 5, 2)
+    assert (c.teacher, c.stage1, c.seed, c.steps) == (
+        "T",
+        weights_fingerprint(ae),
+        5,
+        2,
+    )
     assert (c.lr, c.batch_size) == (settings["lr"], settings["batch_size"])
     tc = teacher_config(settings, 5)
     assert (tc.image_size, tc.temperature, tc.embed_dim) == (
@@ -412,9 +480,15 @@ def test_stage1_autoencoder_prefers_a_matching_chapter2_export(tmp_path, monkeyp
     assert_same_state(again, state_copy(ae))
 
     chapter2 = Path("runs/02_medvae_stage1/ci", MODEL, f"{MODEL}.safetensors")
-    export_weights(chapter2, autoencoder(seed=5), export_metadata(tiny(2, adv_start=1, seed=9), "ci", data))
+    export_weights(
+        chapter2,
+        autoencoder(seed=5),
+        export_metadata(tiny(2, adv_start=1, seed=9), "ci", data),
+    )
     again, why = stage1_autoencoder(c1, "ci", x, data)
-    assert why == f"loaded {own}", "chapter 2's export has other settings (seed): not used"
+    assert why == f"loaded {own}", (
+        "chapter 2's export has other settings (seed): not used"
+    )
 
     other = autoencoder(seed=5)
     export_weights(chapter2, other, export_metadata(c1, "ci", data))
@@ -424,16 +498,24 @@ def test_stage1_autoencoder_prefers_a_matching_chapter2_export(tmp_path, monkeyp
 
     retrained, why = stage1_autoencoder(c1, "ci", x, {**data, "checksum": "other"})
     assert why.startswith("trained stage 1 here") and "'data': ('abc', 'other')" in why
-    assert_same_state(retrained, state_copy(ae))  # the same images and settings: the same weights
+    assert_same_state(
+        retrained, state_copy(ae)
+    )  # the same images and settings: the same weights
 
 
-def test_contrastive_teacher_is_reused_only_for_the_same_settings_and_images(tmp_path, monkeypatch):
+def test_contrastive_teacher_is_reused_only_for_the_same_settings_and_images(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     x, data = images(8), {"checksum": "abc"}
-    tc = TeacherConfig(image_size=16, width=4, embed_dim=8, steps=2, batch_size=4, log_every=1)
+    tc = TeacherConfig(
+        image_size=16, width=4, embed_dim=8, steps=2, batch_size=4, log_every=1
+    )
     teacher, why = contrastive_teacher(tc, "ci", x, data)
     assert why.startswith("trained the teacher here")
-    assert teacher.mean == (float(x.mean()),) * 3 and teacher.std == (float(x.std()),) * 3
+    assert (
+        teacher.mean == (float(x.mean()),) * 3 and teacher.std == (float(x.std()),) * 3
+    )
     with torch.no_grad():
         embedding = teacher(x)
     assert embedding.shape == (8, 8)
@@ -444,9 +526,13 @@ def test_contrastive_teacher_is_reused_only_for_the_same_settings_and_images(tmp
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), embedding, rtol=0, atol=0)
 
-    _, why = contrastive_teacher(TeacherConfig(**{**vars(tc), "temperature": 0.5}), "ci", x, data)
+    _, why = contrastive_teacher(
+        TeacherConfig(**{**vars(tc), "temperature": 0.5}), "ci", x, data
+    )
     assert why.startswith("trained the teacher here") and "'temperature'" in why
-    _, why = contrastive_teacher(tc, "ci", x.flip(0) * 0.5, data)  # other images: other mean and std
+    _, why = contrastive_teacher(
+        tc, "ci", x.flip(0) * 0.5, data
+    )  # other images: other mean and std
     assert why.startswith("trained the teacher here") and "'mean'" in why
 
 
@@ -460,14 +546,18 @@ def test_stage2_head_is_reused_only_with_matching_metadata(tmp_path, monkeypatch
     assert why == f"trained the head here (no {export})" and export.is_file()
     assert len(trained.history) == 3
     untrained = Stage2Trainer(c, ae, teacher).head.state_dict()
-    assert any(not torch.equal(v, untrained[k]) for k, v in trained.head.state_dict().items())
+    assert any(
+        not torch.equal(v, untrained[k]) for k, v in trained.head.state_dict().items()
+    )
 
     loaded, why = stage2_head(c, "ci", ae, teacher, x, data)
     assert why == f"loaded {export}" and loaded.history == []
     assert_same_state(loaded.head, state_copy(trained.head))
 
     _, why = stage2_head(c, "full", ae, teacher, x, data)
-    assert why.startswith("trained the head here (no runs")  # another mode has its own folder
+    assert why.startswith(
+        "trained the head here (no runs"
+    )  # another mode has its own folder
 
     # another stage-1 model changes the config's fingerprint, hence the metadata: never loaded for it
     ae2 = autoencoder(seed=1)
@@ -486,11 +576,21 @@ def test_stage2_head_retrains_after_a_changed_setting(tmp_path, monkeypatch):
     # the checkpoint of the first run is not replaced silently: the book's rule for every trainer
     with pytest.raises(FileExistsError, match="overwrite=True"):
         stage2_head(config(teacher=teacher.name, lr=1e-3), "ci", ae, teacher, x, data)
-    _, why = stage2_head(config(teacher=teacher.name, lr=1e-3), "ci", ae, teacher, x, data, overwrite=True)
+    _, why = stage2_head(
+        config(teacher=teacher.name, lr=1e-3),
+        "ci",
+        ae,
+        teacher,
+        x,
+        data,
+        overwrite=True,
+    )
     assert why.startswith("trained the head here") and "'lr'" in why
 
 
 def test_a_head_for_another_model_than_the_autoencoder_is_refused():
     ae = autoencoder()  # medvae_4_1_2d: one latent channel
     with pytest.raises(ValueError, match="latent channels"):
-        Stage2Trainer(Stage2Config(model="medvae_4_3_2d", width=8, hidden=8), ae, tiny_teacher())
+        Stage2Trainer(
+            Stage2Config(model="medvae_4_3_2d", width=8, hidden=8), ae, tiny_teacher()
+        )

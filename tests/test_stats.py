@@ -10,9 +10,21 @@ from medvae_lib.latent_downstream import auroc
 # each; five seeds crossed with 20 cases; three seeds on independent test images, where the seed
 # variance dominates.
 DESIGNS = {
-    "people x patches": dict(n_seeds=1, n_clusters=30, per_cluster=20, sd_seed=0, sd_cluster=1, sd_item=1),
-    "seeds x cases": dict(n_seeds=5, n_clusters=20, per_cluster=5, sd_seed=0.5, sd_cluster=1, sd_inter=0.3, sd_item=1),
-    "seeds x images": dict(n_seeds=3, n_clusters=200, per_cluster=1, sd_seed=1, sd_cluster=1),
+    "people x patches": dict(
+        n_seeds=1, n_clusters=30, per_cluster=20, sd_seed=0, sd_cluster=1, sd_item=1
+    ),
+    "seeds x cases": dict(
+        n_seeds=5,
+        n_clusters=20,
+        per_cluster=5,
+        sd_seed=0.5,
+        sd_cluster=1,
+        sd_inter=0.3,
+        sd_item=1,
+    ),
+    "seeds x images": dict(
+        n_seeds=3, n_clusters=200, per_cluster=1, sd_seed=1, sd_cluster=1
+    ),
 }
 
 
@@ -44,7 +56,9 @@ def test_clusters_of_equal_items_count_once():
     """Copying each person's value ten times adds no information: the interval stays that of 4 people."""
     people = np.array([1.0, 2.0, 0.5, 1.5])
     once = stats.mean_interval(people)
-    tenfold = stats.mean_interval(np.repeat(people, 10), clusters=np.repeat(list("abcd"), 10))
+    tenfold = stats.mean_interval(
+        np.repeat(people, 10), clusters=np.repeat(list("abcd"), 10)
+    )
     assert tenfold["low"] == pytest.approx(once["low"])
     assert tenfold["n_clusters"] == 4
     naive = stats.mean_interval(np.repeat(people, 10))
@@ -53,7 +67,9 @@ def test_clusters_of_equal_items_count_once():
 
 def test_paired_difference_pairs_seeds_and_items():
     rng = np.random.default_rng(0)
-    base = rng.normal(0, 5, (3, 50))  # large seed-and-image spread shared by both methods
+    base = rng.normal(
+        0, 5, (3, 50)
+    )  # large seed-and-image spread shared by both methods
     a, b = base + 0.2 + rng.normal(0, 0.01, base.shape), base
     r = stats.paired_difference(a, b)
     assert r["low"] > 0.15 and r["high"] < 0.25
@@ -78,7 +94,9 @@ def test_statistic_difference_auroc():
     weak = labels[None, :] + rng.normal(0, 2.0, (3, 300))
     r = stats.statistic_difference(auroc, labels, good, weak, n_resamples=300)
     assert r["low"] > 0
-    same = stats.statistic_difference(auroc, labels, good, good + 1e-9 * rng.normal(size=good.shape), n_resamples=300)
+    same = stats.statistic_difference(
+        auroc, labels, good, good + 1e-9 * rng.normal(size=good.shape), n_resamples=300
+    )
     assert same["low"] <= 0 <= same["high"]
 
 
@@ -94,5 +112,9 @@ def test_refuses_bad_input():
 
 
 def test_verdict_reads_null_results_one_way():
-    assert stats.verdict({"mean": 0.1, "low": -0.2, "high": 0.4}).startswith("not detectable at this size")
-    assert stats.verdict({"mean": 0.5, "low": 0.2, "high": 0.8}, " dB").startswith("above 0")
+    assert stats.verdict({"mean": 0.1, "low": -0.2, "high": 0.4}).startswith(
+        "not detectable at this size"
+    )
+    assert stats.verdict({"mean": 0.5, "low": 0.2, "high": 0.8}, " dB").startswith(
+        "above 0"
+    )

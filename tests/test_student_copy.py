@@ -39,22 +39,42 @@ def expected_copy(cells) -> tuple[list[str], list[str]]:
 
 def test_the_copy_of_every_chapter_has_no_solution_and_every_check(tmp_path):
     assert student_copy.main([str(REPO / "notebooks"), str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [
+        p.name for p in NOTEBOOKS
+    ]
     for path in NOTEBOOKS:
         original = nbformat.read(path, as_version=4).cells
         copy = nbformat.read(tmp_path / path.name, as_version=4).cells
-        kept, solutions = expected_copy(original)  # from the full notebook's markers, whatever the tags
-        checks = [c.source for c in original if c.cell_type == "code" and "exercises.check_" in c.source]
+        kept, solutions = expected_copy(
+            original
+        )  # from the full notebook's markers, whatever the tags
+        checks = [
+            c.source
+            for c in original
+            if c.cell_type == "code" and "exercises.check_" in c.source
+        ]
         assert solutions, f"{path.name} has no solutions to test the copy with"
         text = "\n".join(c.source for c in copy)
-        assert not any(tagged(c) for c in copy), f"{path.name}: a solution-tagged cell is in the copy"
-        assert "{solution" not in text, f"{path.name}: a solution directive is in the copy"
-        leaked = [s.splitlines()[0] for s in solutions if any(s in c.source for c in copy)]
+        assert not any(tagged(c) for c in copy), (
+            f"{path.name}: a solution-tagged cell is in the copy"
+        )
+        assert "{solution" not in text, (
+            f"{path.name}: a solution directive is in the copy"
+        )
+        leaked = [
+            s.splitlines()[0] for s in solutions if any(s in c.source for c in copy)
+        ]
         assert not leaked, f"{path.name}: solution text in the copy: {leaked}"
-        assert [c.source for c in copy] == kept, f"{path.name}: the copy is not the notebook less its solutions"
-        assert [c.source for c in copy if "exercises.check_" in c.source] == checks, f"{path.name}: a check is lost"
+        assert [c.source for c in copy] == kept, (
+            f"{path.name}: the copy is not the notebook less its solutions"
+        )
+        assert [c.source for c in copy if "exercises.check_" in c.source] == checks, (
+            f"{path.name}: a check is lost"
+        )
         code = [c for c in copy if c.cell_type == "code"]
-        assert all(not c.outputs and c.execution_count is None for c in code), f"{path.name}: outputs left in the copy"
+        assert all(not c.outputs and c.execution_count is None for c in code), (
+            f"{path.name}: outputs left in the copy"
+        )
         nbformat.validate(nbformat.read(tmp_path / path.name, as_version=4))
 
 
@@ -102,13 +122,21 @@ def test_a_placeholder_replaces_each_solution_with_code_and_the_original_is_kept
         nb.cells[7].source,
     ]
     assert out.cells[3].outputs == [] and out.cells[3].execution_count is None
-    assert len(nb.cells) == 11 and nb.cells[2].outputs, "the original notebook must not change"
+    assert len(nb.cells) == 11 and nb.cells[2].outputs, (
+        "the original notebook must not change"
+    )
 
 
 def test_unbalanced_solution_markers_and_stray_directives_are_refused():
-    start, end = "```{solution-start} ex-99-1\n:class: dropdown\n```", "```{solution-end}\n```"
+    start, end = (
+        "```{solution-start} ex-99-1\n:class: dropdown\n```",
+        "```{solution-end}\n```",
+    )
     nb = hand_made(md(start), code("answer = 1", True))
-    with pytest.raises(ValueError, match=r"99_bad\.ipynb: the solution opened in cell 0 has no \{solution-end\}"):
+    with pytest.raises(
+        ValueError,
+        match=r"99_bad\.ipynb: the solution opened in cell 0 has no \{solution-end\}",
+    ):
         student_copy.student_notebook(nb, "99_bad.ipynb")
     nb = hand_made(md("Intro."), code("answer = 1"), md(end, True))
     with pytest.raises(ValueError, match="cell 2 ends a solution that no"):
@@ -116,8 +144,12 @@ def test_unbalanced_solution_markers_and_stray_directives_are_refused():
     nb = hand_made(md(start, True), md(start, True), md(end, True))
     with pytest.raises(ValueError, match="cell 1 opens a solution inside another"):
         student_copy.student_notebook(nb, "99_bad.ipynb")
-    nb = hand_made(md("See the {solution-start} marker above."))  # not a directive, but it would show
-    with pytest.raises(ValueError, match="solution directives outside a solution's markers"):
+    nb = hand_made(
+        md("See the {solution-start} marker above.")
+    )  # not a directive, but it would show
+    with pytest.raises(
+        ValueError, match="solution directives outside a solution's markers"
+    ):
         student_copy.student_notebook(nb, "99_bad.ipynb")
 
 

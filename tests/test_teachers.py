@@ -7,9 +7,20 @@ import huggingface_hub.constants
 import pytest
 import torch
 from helpers import TINY_CLIP_PREPROCESS, write_open_clip_config, write_open_clip_dir
-from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize
+from torchvision.transforms import (
+    CenterCrop,
+    Compose,
+    InterpolationMode,
+    Normalize,
+    Resize,
+)
 
-from medvae_lib.teachers import CLIP_MEAN, CLIP_STD, FrozenTeacher, load_open_clip_teacher
+from medvae_lib.teachers import (
+    CLIP_MEAN,
+    CLIP_STD,
+    FrozenTeacher,
+    load_open_clip_teacher,
+)
 
 SIZE, DIM = 32, 16
 
@@ -44,23 +55,35 @@ def images(*shape, seed=0):
 @pytest.mark.parametrize("form", ["local-dir", "plain path"])
 def test_loaded_teacher_embeds_with_the_saved_weights(tiny, form):
     directory = tiny["root"] / ("bin" if form == "local-dir" else "safetensors")
-    teacher = load_open_clip_teacher(f"local-dir:{directory}" if form == "local-dir" else directory)
+    teacher = load_open_clip_teacher(
+        f"local-dir:{directory}" if form == "local-dir" else directory
+    )
     assert isinstance(teacher, FrozenTeacher)
     assert teacher.name == f"local-dir:{directory}"
-    weights = "open_clip_pytorch_model.bin" if form == "local-dir" else "open_clip_model.safetensors"
-    assert str(directory.resolve()) in teacher.provenance and weights in teacher.provenance
+    weights = (
+        "open_clip_pytorch_model.bin"
+        if form == "local-dir"
+        else "open_clip_model.safetensors"
+    )
+    assert (
+        str(directory.resolve()) in teacher.provenance and weights in teacher.provenance
+    )
     assert teacher.image_size == SIZE and teacher.embedding_dim == DIM
     assert teacher.mean == pytest.approx(TINY_CLIP_PREPROCESS["mean"])
     assert teacher.std == pytest.approx(TINY_CLIP_PREPROCESS["std"])
 
-    x = images(2, 1, 40, 48)  # not square, not the model's size: resize and crop both act
+    x = images(
+        2, 1, 40, 48
+    )  # not square, not the model's size: resize and crop both act
     with torch.no_grad():
         got = teacher(x)
         expected = tiny["original"].encode_image(teacher.preprocess(x))
         unrelated = tiny["other"].encode_image(teacher.preprocess(x))
     assert got.shape == (2, DIM)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    assert (got - unrelated).abs().max() > 1e-3, "the embeddings match a differently seeded model"
+    assert (got - unrelated).abs().max() > 1e-3, (
+        "the embeddings match a differently seeded model"
+    )
 
 
 def test_teacher_is_frozen_but_passes_gradients_to_the_input(teacher):
@@ -70,31 +93,44 @@ def test_teacher_is_frozen_but_passes_gradients_to_the_input(teacher):
     parent = torch.nn.ModuleDict({"teacher": teacher, "head": torch.nn.Linear(2, 2)})
     parent.train()
     assert parent["head"].training
-    assert not any(m.training for m in teacher.modules()), "train() switched the teacher out of eval mode"
+    assert not any(m.training for m in teacher.modules()), (
+        "train() switched the teacher out of eval mode"
+    )
     teacher.train(True)
     assert not any(m.training for m in teacher.modules())
 
     x = images(2, 1, 24, 24).requires_grad_(True)
     teacher(x).pow(2).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert (
+        x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    )
     assert all(p.grad is None for p in teacher.parameters())
 
 
 def test_preprocess_expands_resizes_crops_and_normalises(teacher):
-    mean, std = torch.tensor(teacher.mean).view(1, 3, 1, 1), torch.tensor(teacher.std).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor(teacher.mean).view(1, 3, 1, 1),
+        torch.tensor(teacher.std).view(1, 3, 1, 1),
+    )
 
     grey = images(2, 1, 20, 50)
     out = teacher.preprocess(grey)
     assert out.shape == (2, 3, SIZE, SIZE)
     unnormalised = out * std + mean
-    torch.testing.assert_close(unnormalised[:, 1:], unnormalised[:, :1].expand(-1, 2, -1, -1))
+    torch.testing.assert_close(
+        unnormalised[:, 1:], unnormalised[:, :1].expand(-1, 2, -1, -1)
+    )
     torch.testing.assert_close(out, teacher.preprocess(grey.expand(-1, 3, -1, -1)))
     assert teacher.preprocess(images(1, 3, 64, 64)).shape == (1, 3, SIZE, SIZE)
 
     # A constant image stays constant through the (normalised) bicubic resize: only (c - mean) / std is left.
     constant = torch.full((1, 1, 17, 23), 0.7)
-    expected = ((0.7 - torch.tensor(teacher.mean)) / torch.tensor(teacher.std)).view(1, 3, 1, 1)
-    torch.testing.assert_close(teacher.preprocess(constant), expected.expand(1, 3, SIZE, SIZE))
+    expected = ((0.7 - torch.tensor(teacher.mean)) / torch.tensor(teacher.std)).view(
+        1, 3, 1, 1
+    )
+    torch.testing.assert_close(
+        teacher.preprocess(constant), expected.expand(1, 3, SIZE, SIZE)
+    )
 
     # Downsampling is MedVAE's: torchvision's bicubic, antialiased resize of the shorter side, then the centre crop.
     medvae = Compose(
@@ -110,8 +146,12 @@ def test_preprocess_expands_resizes_crops_and_normalises(teacher):
     # The shorter side is resized (here already SIZE) and the centre cropped, not the whole image squashed.
     stripes = torch.zeros(1, 1, SIZE, 3 * SIZE)
     stripes[..., SIZE : 2 * SIZE] = 1.0
-    expected = ((1.0 - torch.tensor(teacher.mean)) / torch.tensor(teacher.std)).view(1, 3, 1, 1)
-    torch.testing.assert_close(teacher.preprocess(stripes), expected.expand(1, 3, SIZE, SIZE))
+    expected = ((1.0 - torch.tensor(teacher.mean)) / torch.tensor(teacher.std)).view(
+        1, 3, 1, 1
+    )
+    torch.testing.assert_close(
+        teacher.preprocess(stripes), expected.expand(1, 3, SIZE, SIZE)
+    )
 
 
 def test_teacher_defaults_and_embedding_dim_from_a_dummy_run():
@@ -120,7 +160,9 @@ def test_teacher_defaults_and_embedding_dim_from_a_dummy_run():
     assert teacher.mean == CLIP_MEAN and teacher.std == CLIP_STD
     assert teacher.embedding_dim == 5
     assert teacher(images(3, 3, 8, 8)).shape == (3, 5)
-    assert not any(p.requires_grad for p in encoder.parameters()) and not teacher.training
+    assert (
+        not any(p.requires_grad for p in encoder.parameters()) and not teacher.training
+    )
 
 
 def test_missing_directory_config_or_weights_is_a_clear_error(tmp_path):
@@ -128,14 +170,18 @@ def test_missing_directory_config_or_weights_is_a_clear_error(tmp_path):
     for model_id in (f"local-dir:{missing}", str(missing), missing):
         with pytest.raises(FileNotFoundError, match="does not exist") as info:
             load_open_clip_teacher(model_id)
-        assert str(missing) in str(info.value) and "open_clip_config.json" in str(info.value)
+        assert str(missing) in str(info.value) and "open_clip_config.json" in str(
+            info.value
+        )
 
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "open_clip_pytorch_model.bin").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="has no open_clip_config.json") as info:
         load_open_clip_teacher(f"local-dir:{empty}")
-    assert str(empty) in str(info.value) and "open_clip_pytorch_model.bin" in str(info.value)
+    assert str(empty) in str(info.value) and "open_clip_pytorch_model.bin" in str(
+        info.value
+    )
 
     no_weights = tmp_path / "no_weights"
     write_open_clip_config(no_weights)

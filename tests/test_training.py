@@ -5,7 +5,12 @@ from monai.transforms import GaussianSmooth
 
 from medvae_lib import medvae_stage1
 from medvae_lib.data_prep import prepare_splits
-from medvae_lib.medvae_stage1 import Stage1Trainer, adversarial_ablation, resize_baseline, to_model_range
+from medvae_lib.medvae_stage1 import (
+    Stage1Trainer,
+    adversarial_ablation,
+    resize_baseline,
+    to_model_range,
+)
 from medvae_lib.models import build_autoencoder
 from medvae_lib.training import (
     CHECKPOINT_NAME,
@@ -27,8 +32,12 @@ def images(manifest):
 
 
 def test_batches_depend_only_on_seed_and_step():
-    assert torch.equal(batch_indices(100, 8, step=5, seed=1), batch_indices(100, 8, step=5, seed=1))
-    assert not torch.equal(batch_indices(100, 8, step=5, seed=1), batch_indices(100, 8, step=6, seed=1))
+    assert torch.equal(
+        batch_indices(100, 8, step=5, seed=1), batch_indices(100, 8, step=5, seed=1)
+    )
+    assert not torch.equal(
+        batch_indices(100, 8, step=5, seed=1), batch_indices(100, 8, step=6, seed=1)
+    )
     with pytest.raises(ValueError, match="need at least one sample"):
         batch_indices(0, 8, step=0, seed=0)
 
@@ -46,29 +55,48 @@ def test_resume_continues_from_the_saved_step_exactly(images, tmp_path):
     resumed.fit(images, checkpoint_dir=tmp_path)
     assert resumed.step == 4
     assert [h["step"] for h in resumed.history] == [0, 1, 2, 3]
-    assert "d_loss" in resumed.history[-1] and "d_loss" not in resumed.history[1]  # warm-up, then adversarial
+    assert (
+        "d_loss" in resumed.history[-1] and "d_loss" not in resumed.history[1]
+    )  # warm-up, then adversarial
     assert {"logit_real", "logit_fake", "adv_weight"} <= set(resumed.history[-1])
-    for a, b in zip(straight.autoencoder.state_dict().values(), resumed.autoencoder.state_dict().values(), strict=True):
-        assert torch.equal(a, b), "a resumed run must end where the uninterrupted run ends (on a CPU)"
     for a, b in zip(
-        straight.discriminator.state_dict().values(), resumed.discriminator.state_dict().values(), strict=True
+        straight.autoencoder.state_dict().values(),
+        resumed.autoencoder.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), (
+            "a resumed run must end where the uninterrupted run ends (on a CPU)"
+        )
+    for a, b in zip(
+        straight.discriminator.state_dict().values(),
+        resumed.discriminator.state_dict().values(),
+        strict=True,
     ):
         assert torch.equal(a, b)
 
     fresh = Stage1Trainer(tiny(1))
     fresh.fit(images, checkpoint_dir=tmp_path, resume=False, overwrite=True)
-    assert fresh.step == 1 and torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 1
+    assert (
+        fresh.step == 1
+        and torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 1
+    )
 
 
 def test_resume_with_other_settings_or_other_data_is_refused(images, tmp_path):
-    Stage1Trainer(tiny(1)).fit(images, checkpoint_dir=tmp_path, data={"manifest": "pneumoniamnist", "key": "ci"})
+    Stage1Trainer(tiny(1)).fit(
+        images,
+        checkpoint_dir=tmp_path,
+        data={"manifest": "pneumoniamnist", "key": "ci"},
+    )
     saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["extra"]["data"]
     assert (
         saved["fingerprint"] == tensor_fingerprint(images)
         and saved["key"] == "ci"
         and saved["shape"] == [64, 1, 32, 32]
     )
-    with pytest.raises(FileExistsError, match=r"made with other settings .*'kl_weight': \(1e-06, 0.1\)"):
+    with pytest.raises(
+        FileExistsError, match=r"made with other settings .*'kl_weight': \(1e-06, 0.1\)"
+    ):
         Stage1Trainer(tiny(2, kl_weight=0.1)).fit(images, checkpoint_dir=tmp_path)
     with pytest.raises(FileExistsError, match="trained on other data"):
         Stage1Trainer(tiny(2)).fit(images.flip(0), checkpoint_dir=tmp_path)
@@ -82,17 +110,28 @@ class _NaNUpdate(Stage1Trainer):
         logs = super().train_step(batch, step)
         if step == 2:
             with torch.no_grad():
-                self.autoencoder.decoder.blocks[-1].conv.weight[0, 0, 0, 0] = float("nan")
+                self.autoencoder.decoder.blocks[-1].conv.weight[0, 0, 0, 0] = float(
+                    "nan"
+                )
         return logs
 
 
-def test_non_finite_weights_stop_the_run_before_the_checkpoint_is_replaced(images, tmp_path):
+def test_non_finite_weights_stop_the_run_before_the_checkpoint_is_replaced(
+    images, tmp_path
+):
     run = _NaNUpdate(tiny(6, adv_start=100))
-    with pytest.raises(NonFiniteLossError, match="at step 3 the autoencoder's weights .* are not finite"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match="at step 3 the autoencoder's weights .* are not finite",
+    ):
         run.fit(images, checkpoint_dir=tmp_path, checkpoint_every=1)
     saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
-    assert saved["step"] == 2, "the last good checkpoint (after step 2's predecessor) must stay"
-    assert all(torch.isfinite(v).all() for v in saved["modules"]["autoencoder"].values())
+    assert saved["step"] == 2, (
+        "the last good checkpoint (after step 2's predecessor) must stay"
+    )
+    assert all(
+        torch.isfinite(v).all() for v in saved["modules"]["autoencoder"].values()
+    )
 
 
 class _NaNLoss(Stage1Trainer):
@@ -105,13 +144,19 @@ class _NaNLoss(Stage1Trainer):
 
 def test_a_non_finite_loss_stops_the_run_before_its_checkpoint(images, tmp_path):
     with pytest.raises(NonFiniteLossError, match="step 2 gave non-finite values"):
-        _NaNLoss(tiny(6, adv_start=100)).fit(images, checkpoint_dir=tmp_path, checkpoint_every=1)
-    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 2, "no checkpoint after the NaN step"
+        _NaNLoss(tiny(6, adv_start=100)).fit(
+            images, checkpoint_dir=tmp_path, checkpoint_every=1
+        )
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 2, (
+        "no checkpoint after the NaN step"
+    )
 
 
 def test_a_diverging_run_stops(images, tmp_path):
     with pytest.raises(NonFiniteLossError, match="non-finite values"):
-        Stage1Trainer(tiny(4, lr=1e12, adv_start=100)).fit(images, checkpoint_dir=tmp_path)
+        Stage1Trainer(tiny(4, lr=1e12, adv_start=100)).fit(
+            images, checkpoint_dir=tmp_path
+        )
     bad = images.clone()
     bad[3, 0, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="1 training image"):
@@ -121,14 +166,21 @@ def test_a_diverging_run_stops(images, tmp_path):
 def test_generator_step_leaves_the_discriminator_unchanged(images):
     trainer = Stage1Trainer(tiny(10, adv_start=0))
     x = to_model_range(images[:4])
-    before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}  # weights and batch-norm statistics
+    before = {
+        k: v.clone() for k, v in trainer.discriminator.state_dict().items()
+    }  # weights and batch-norm statistics
     ae_before = [p.clone() for p in trainer.autoencoder.parameters()]
     logs, x_hat = trainer.generator_step(x, step=5)
     assert "adv_g" in logs and not x_hat.requires_grad
     for k, v in trainer.discriminator.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert all(p.grad is None and p.requires_grad for p in trainer.discriminator.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(ae_before, trainer.autoencoder.parameters(), strict=True))
+    assert all(
+        p.grad is None and p.requires_grad for p in trainer.discriminator.parameters()
+    )
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(ae_before, trainer.autoencoder.parameters(), strict=True)
+    )
 
 
 def test_discriminator_learns_to_tell_real_from_blurred(images):
@@ -154,14 +206,26 @@ def test_ablation_arms_share_the_warm_up(images, tmp_path):
     # so they are equal only if both start from the same weights with the same batch and noise.
     first_with = next(h for h in with_adv.history if h["step"] == 2)
     first_without = next(h for h in without.history if h["step"] == 2)
-    assert first_with["l1"] == first_without["l1"] and first_with["kl"] == first_without["kl"]
+    assert (
+        first_with["l1"] == first_without["l1"]
+        and first_with["kl"] == first_without["kl"]
+    )
     assert "d_loss" in with_adv.history[-1] and "d_loss" not in without.history[-1]
     assert without.config.adv_weight == 0 and with_adv.step == without.step == 4
-    assert {p.name for p in tmp_path.iterdir()} == {"warmup", "with_adversarial", "without_adversarial"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "warmup",
+        "with_adversarial",
+        "without_adversarial",
+    }
     branch = with_adv.branch(tiny(6, adv_start=2, lr=1e-3, adam_beta1=0.8))
-    assert branch.opt_g.param_groups[0]["lr"] == 1e-3, "a branch takes its own settings, not the copied ones"
+    assert branch.opt_g.param_groups[0]["lr"] == 1e-3, (
+        "a branch takes its own settings, not the copied ones"
+    )
     assert branch.opt_g.param_groups[0]["betas"] == (0.8, 0.9)
-    assert branch.opt_g.state_dict()["state"][0]["step"] == with_adv.opt_g.state_dict()["state"][0]["step"]
+    assert (
+        branch.opt_g.state_dict()["state"][0]["step"]
+        == with_adv.opt_g.state_dict()["state"][0]["step"]
+    )
 
 
 class _Pickled:
@@ -171,10 +235,16 @@ class _Pickled:
 def test_checkpoints_load_safely(tmp_path):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.Adam(model.parameters())
-    path = save_checkpoint(tmp_path / "c.pt", 7, {"m": model}, {"o": opt}, {"note": "x"})
+    path = save_checkpoint(
+        tmp_path / "c.pt", 7, {"m": model}, {"o": opt}, {"note": "x"}
+    )
     other = torch.nn.Linear(3, 2)
-    step, extra = load_checkpoint(path, {"m": other}, {"o": torch.optim.Adam(other.parameters())})
-    assert step == 7 and extra == {"note": "x"} and torch.equal(other.weight, model.weight)
+    step, extra = load_checkpoint(
+        path, {"m": other}, {"o": torch.optim.Adam(other.parameters())}
+    )
+    assert (
+        step == 7 and extra == {"note": "x"} and torch.equal(other.weight, model.weight)
+    )
     with pytest.raises(ValueError, match=r"has no modules \['d'\]"):
         load_checkpoint(path, {"d": other}, {})
     torch.save({"step": 1, "payload": _Pickled()}, tmp_path / "unsafe.pt")
@@ -191,7 +261,12 @@ def test_safetensors_round_trip_and_strict_keys(tmp_path):
     model = build_autoencoder("medvae_4_1_2d", width=8)
     path = export_weights(tmp_path / "w.safetensors", model, {"model": "medvae_4_1_2d"})
     copy = load_weights(path, build_autoencoder("medvae_4_1_2d", width=8))
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), copy.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            model.state_dict().values(), copy.state_dict().values(), strict=True
+        )
+    )
     with pytest.raises(RuntimeError, match="size mismatch|Missing key|Unexpected key"):
         load_weights(path, build_autoencoder("medvae_8_4_2d", width=8))
 
@@ -229,7 +304,9 @@ def test_resize_baseline_keeps_shape_and_range(images):
     out = resize_baseline(images[:4], 4)
     assert out.shape == images[:4].shape and 0 <= out.min() and out.max() <= 1
     # the shrunken image holds as many values as the one-channel latent
-    assert torch.nn.functional.interpolate(images[:4], scale_factor=0.25, mode="area").shape[2:] == (8, 8)
+    assert torch.nn.functional.interpolate(
+        images[:4], scale_factor=0.25, mode="area"
+    ).shape[2:] == (8, 8)
 
 
 def test_run_dirs_are_per_mode_and_drive_needs_colab():
@@ -242,7 +319,9 @@ def test_run_dirs_are_per_mode_and_drive_needs_colab():
 
 
 def test_a_quiet_run_prints_nothing_and_trains_the_same(images, capsys, monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "0")  # the bar would show, were the run not quiet
+    monkeypatch.setenv(
+        "TQDM_DISABLE", "0"
+    )  # the bar would show, were the run not quiet
     seed_everything(0)
     loud = Stage1Trainer(tiny(3))
     loud.fit(images)

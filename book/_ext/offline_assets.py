@@ -34,7 +34,9 @@ def mathjax_dir() -> Path:
         ) from None
     folder = Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax"))
     if not (folder / MATHJAX_ENTRY).is_file():
-        raise RuntimeError(f"sphinx-mathjax-offline is installed but {folder / MATHJAX_ENTRY} is missing")
+        raise RuntimeError(
+            f"sphinx-mathjax-offline is installed but {folder / MATHJAX_ENTRY} is missing"
+        )
     return folder
 
 
@@ -48,7 +50,11 @@ def _copy(app, exc):
         text = page.read_text(encoding="utf-8")
         fixed = _unique_inline_scripts(text)
         if COLAB_BADGE in fixed:
-            local = Path("../" * (len(page.relative_to(out).parts) - 1)) / "_static" / LOCAL_BADGE.name
+            local = (
+                Path("../" * (len(page.relative_to(out).parts) - 1))
+                / "_static"
+                / LOCAL_BADGE.name
+            )
             fixed = fixed.replace(COLAB_BADGE, local.as_posix())
         if fixed != text:
             page.write_text(fixed, encoding="utf-8")

@@ -10,21 +10,44 @@ from ..medvae_stage2 import LATENT_SCALE, embed, project, render_latent
 
 
 @answer_check(number("the mean teacher distance"))
-def check_03_1(value: float, teacher, images: torch.Tensor, latents: torch.Tensor) -> bool:
+def check_03_1(
+    value: float, teacher, images: torch.Tensor, latents: torch.Tensor
+) -> bool:
     """``answer``: stage 2's loss on these images, by hand: the squared L2 distance between the teacher's
     embeddings of each image and of its rendered latent, summed over the embedding, averaged over images."""
-    a, b = embed(teacher, images).double(), embed(teacher, render_latent(latents)).double()
+    a, b = (
+        embed(teacher, images).double(),
+        embed(teacher, render_latent(latents)).double(),
+    )
     per_image = (a - b).pow(2).sum(1)
     expected = per_image.mean().item()
     if close(value, expected, rtol=1e-3):
-        return report(True, "that is stage 2's loss, image by image, averaged over the validation images.", "")
+        return report(
+            True,
+            "that is stage 2's loss, image by image, averaged over the validation images.",
+            "",
+        )
     if close(value, expected / a.shape[1], rtol=1e-3):
-        return report(False, "", "you averaged over the embedding; the loss sums the squared differences over it")
+        return report(
+            False,
+            "",
+            "you averaged over the embedding; the loss sums the squared differences over it",
+        )
     if close(value, per_image.sqrt().mean().item(), rtol=1e-3):
         return report(False, "", "that is the L2 distance; the loss uses its square")
-    unrendered = (a - embed(teacher, latents.mean(1, keepdim=True)).double()).pow(2).sum(1).mean().item()
+    unrendered = (
+        (a - embed(teacher, latents.mean(1, keepdim=True)).double())
+        .pow(2)
+        .sum(1)
+        .mean()
+        .item()
+    )
     if close(value, unrendered, rtol=1e-3):
-        return report(False, "", f"render the latent first: divide it by {LATENT_SCALE} (medvae_stage2.render_latent)")
+        return report(
+            False,
+            "",
+            f"render the latent first: divide it by {LATENT_SCALE} (medvae_stage2.render_latent)",
+        )
     return report(
         False,
         "",
@@ -38,7 +61,9 @@ def decoded_psnr(autoencoder, latents: torch.Tensor, images: torch.Tensor) -> fl
     """Mean PSNR (dB, images in [0, 1]) of the frozen decoder's output for ``latents``."""
     autoencoder.eval()
     device = next(autoencoder.parameters()).device
-    decoded = ((autoencoder.decode(latents.to(device)) + 1) / 2).clamp(0, 1).double().cpu()
+    decoded = (
+        ((autoencoder.decode(latents.to(device)) + 1) / 2).clamp(0, 1).double().cpu()
+    )
     mse = (decoded - images.double()).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(1 / mse)).mean().item()
 
@@ -60,12 +85,16 @@ def check_03_2(value: float, autoencoder, head, images: torch.Tensor) -> bool:
 
     if close(
         value,
-        decoded_psnr(autoencoder, stage1_latents(autoencoder, images, device=device), images),
+        decoded_psnr(
+            autoencoder, stage1_latents(autoencoder, images, device=device), images
+        ),
         rtol=1e-3,
         atol=1e-2,
     ):
         return report(
-            False, "", "that is the PSNR of decode(mu), the stage-1 reconstruction; decode the head's output P(mu)"
+            False,
+            "",
+            "that is the PSNR of decode(mu), the stage-1 reconstruction; decode the head's output P(mu)",
         )
     return report(
         False,
@@ -81,18 +110,35 @@ def share_in_unit_range(latents: torch.Tensor, scale: float) -> float:
     return ((rendered >= 0) & (rendered <= 1)).double().mean().item()
 
 
-@answer_check(numbers(2, "each share", "give two numbers: (share with scale 4.6, share with scale 1.0)"))
+@answer_check(
+    numbers(
+        2,
+        "each share",
+        "give two numbers: (share with scale 4.6, share with scale 1.0)",
+    )
+)
 def check_03_3(got: list[float], latents: torch.Tensor) -> bool:
     """``answer``: (share in [0, 1] with MedVAE's scale 4.6, share with scale 1.0) of the rendered latents."""
-    expected = [share_in_unit_range(latents, LATENT_SCALE), share_in_unit_range(latents, 1.0)]
+    expected = [
+        share_in_unit_range(latents, LATENT_SCALE),
+        share_in_unit_range(latents, 1.0),
+    ]
     if close(got, expected, atol=1e-6):
         return report(
-            True, "the scale decides how much of the rendered latent lands in the range the teacher expects.", ""
+            True,
+            "the scale decides how much of the rendered latent lands in the range the teacher expects.",
+            "",
         )
     if close(got, expected[::-1], atol=1e-6):
-        return report(False, "", "the two shares are swapped: MedVAE's scale 4.6 first, then 1.0")
+        return report(
+            False, "", "the two shares are swapped: MedVAE's scale 4.6 first, then 1.0"
+        )
     if all(g > 1 for g in got):
-        return report(False, "", "give shares between 0 and 1, not percentages or counts")
+        return report(
+            False, "", "give shares between 0 and 1, not percentages or counts"
+        )
     return report(
-        False, "", "render with medvae_stage2.render_latent(latents, scale) and count the values v with 0 <= v <= 1"
+        False,
+        "",
+        "render with medvae_stage2.render_latent(latents, scale) and count the values v with 0 <= v <= 1",
     )

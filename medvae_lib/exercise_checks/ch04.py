@@ -12,7 +12,11 @@ from ..latent_downstream import auroc, linear_probe, probe_scores
 def probe_auroc_at(inputs: dict, train_y, val_y, c: float) -> dict[str, float]:
     """Validation AUROC of a linear probe with a fixed ``C`` on each input."""
     return {
-        name: float(linear_probe(x["train"], train_y, x["val"], val_y, cs=(c,))[1]["validation AUROC"].iloc[0])
+        name: float(
+            linear_probe(x["train"], train_y, x["val"], val_y, cs=(c,))[1][
+                "validation AUROC"
+            ].iloc[0]
+        )
         for name, x in inputs.items()
     }
 
@@ -21,10 +25,18 @@ def probe_auroc_at(inputs: dict, train_y, val_y, c: float) -> dict[str, float]:
 def check_04_1(got: dict[str, float], inputs: dict, train_y, val_y) -> bool:
     """``answer``: {input name: validation AUROC of a linear probe with C = 1.0}."""
     if set(got) != set(inputs):
-        return report(False, "", f"give a dict with one validation AUROC per input: keys {sorted(inputs)}")
+        return report(
+            False,
+            "",
+            f"give a dict with one validation AUROC per input: keys {sorted(inputs)}",
+        )
     expected = probe_auroc_at(inputs, train_y, val_y, 1.0)
     if all(close(got[n], expected[n], rtol=1e-3) for n in expected):
-        return report(True, "compare each with the best C of section 4.2 to see which input needs regularising.", "")
+        return report(
+            True,
+            "compare each with the best C of section 4.2 to see which input needs regularising.",
+            "",
+        )
     return report(
         False,
         "",
@@ -49,15 +61,21 @@ def check_04_2(value: float, inputs: dict, train_y, val_y) -> bool:
     expected = auroc(labels, scores)
     if close(value, expected, rtol=1e-6, atol=1e-9):
         return report(
-            True, "that share is the AUROC: the probability that a random positive outranks a random negative.", ""
+            True,
+            "that share is the AUROC: the probability that a random positive outranks a random negative.",
+            "",
         )
     accuracy = float(np.mean((scores > 0) == (labels == 1)))
     if close(value, accuracy, rtol=1e-6):
         return report(
-            False, "", "that is the accuracy at score 0; compare every pneumonia score with every normal score"
+            False,
+            "",
+            "that is the accuracy at score 0; compare every pneumonia score with every normal score",
         )
     if close(value, 1 - expected, rtol=1e-6):
-        return report(False, "", "you counted the pairs in which the normal image scores higher")
+        return report(
+            False, "", "you counted the pairs in which the normal image scores higher"
+        )
     return report(
         False,
         "",

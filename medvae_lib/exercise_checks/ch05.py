@@ -12,11 +12,17 @@ def check_05_1(value: float, shape, factor: int, latent_channels: int = 1) -> bo
     """Exercise 5.1: voxels of a volume of ``shape`` per value of its 3D latent (``factor`` per side,
     ``latent_channels`` channels)."""
     if len(shape) != 3 or any(s % factor for s in shape):
-        raise ValueError(f"the check needs a 3D shape divisible by {factor}, got {tuple(shape)}")
+        raise ValueError(
+            f"the check needs a 3D shape divisible by {factor}, got {tuple(shape)}"
+        )
     latent = math.prod(s // factor for s in shape) * latent_channels
     expected = math.prod(shape) / latent
     if math.isclose(value, expected, rel_tol=1e-6):
-        return report(True, f"{expected:g} voxels per latent value, whatever the volume's size", "")
+        return report(
+            True,
+            f"{expected:g} voxels per latent value, whatever the volume's size",
+            "",
+        )
     if math.isclose(value, factor**2 / latent_channels, rel_tol=1e-6):
         hint = "that is the 2D figure: a 3D latent is also smaller along the third axis"
     elif math.isclose(value, factor, rel_tol=1e-6):
@@ -24,9 +30,7 @@ def check_05_1(value: float, shape, factor: int, latent_channels: int = 1) -> bo
     elif math.isclose(value, latent, rel_tol=1e-6):
         hint = "that is the number of latent values; divide the number of voxels by it"
     else:
-        hint = (
-            "count the voxels (product of the three sides) and the latent values (each side / factor, times channels)"
-        )
+        hint = "count the voxels (product of the three sides) and the latent values (each side / factor, times channels)"
     return report(False, "", hint)
 
 

@@ -14,11 +14,18 @@ from ..exercises import answer_check, choice, close, number, report
 def eta_of_rank(problem: mt.Problem, subset, rank: int) -> float:
     """The best eta of a rank-``rank`` linear encoder of p_M(x) at infinite data, in the world ``problem``
     (whose g* keeps ``problem.rep_dim`` numbers): ``mt.eta_population`` with another encoder size."""
-    cov, a_star = problem.arrays["cov_s"], problem.arrays["h_star"] @ problem.arrays["g_star"]
+    cov, a_star = (
+        problem.arrays["cov_s"],
+        problem.arrays["h_star"] @ problem.arrays["g_star"],
+    )
     cols = problem.columns(subset)
     c = a_star @ cov[:, cols]
-    explained = np.linalg.eigvalsh(c @ np.linalg.solve(cov[np.ix_(cols, cols)], c.T))[::-1][:rank]
-    return float((np.trace(a_star @ cov @ a_star.T) - explained.sum()) / problem.task_dim)
+    explained = np.linalg.eigvalsh(c @ np.linalg.solve(cov[np.ix_(cols, cols)], c.T))[
+        ::-1
+    ][:rank]
+    return float(
+        (np.trace(a_star @ cov @ a_star.T) - explained.sum()) / problem.task_dim
+    )
 
 
 @answer_check(number("eta"))
@@ -41,9 +48,15 @@ def check_06_1(value: float, problem: mt.Problem) -> bool:
             "whose g* itself keeps one); keep the chapter's problem and the top 1 eigenvalue",
         )
     if close(value, eta_of_rank(problem, "a", 1), rtol=1e-6):
-        return report(False, "", "that is modality a alone; the question is about all four, 'a+b+c+d'")
+        return report(
+            False,
+            "",
+            "that is modality a alone; the question is about all four, 'a+b+c+d'",
+        )
     return report(
-        False, "", "copy the lines of mt.eta_population and keep the top 1 eigenvalue instead of the top rep_dim"
+        False,
+        "",
+        "copy the lines of mt.eta_population and keep the top 1 eigenvalue instead of the top rep_dim",
     )
 
 
@@ -60,18 +73,28 @@ def _subset_name(text: str) -> str:
     try:
         return mt.subset_name(text)
     except ValueError:
-        raise ValueError(f"{text[:40]!r} is not a subset of the modalities {mt.MODALITIES}") from None
+        raise ValueError(
+            f"{text[:40]!r} is not a subset of the modalities {mt.MODALITIES}"
+        ) from None
 
 
-@answer_check(choice(None, "give the pair as a string such as 'a+b'", normalise=_subset_name))
+@answer_check(
+    choice(None, "give the pair as a string such as 'a+b'", normalise=_subset_name)
+)
 def check_06_2(name: str, problem: mt.Problem) -> bool:
     """``answer``: the pair of modalities ('x+y') whose union improves most on the better of its two members."""
     gains = pair_gains(problem)
     best = max(gains, key=gains.get)
     if name == best:
-        return report(True, "the two modalities that complement each other most: each sees what the other misses.", "")
+        return report(
+            True,
+            "the two modalities that complement each other most: each sees what the other misses.",
+            "",
+        )
     if name not in gains:
-        return report(False, "", "give a pair of two different single modalities, such as 'a+b'")
+        return report(
+            False, "", "give a pair of two different single modalities, such as 'a+b'"
+        )
     return report(
         False,
         "",

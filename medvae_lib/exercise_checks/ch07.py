@@ -12,8 +12,12 @@ from ..exercises import answer_check, choice, graded, number, report
 def protocol_gap(model, samples, settings) -> float:
     """Cross-contrast PSNR of the released evaluation (background pasted from the truth, whole image) minus
     the brain-mask PSNR, averaged over the 12 source != target pairs and the samples."""
-    paper = pi.off_diagonal_mean(pi.paper_protocol_scores(model, samples, settings)["psnr"]).mean()
-    brain = pi.off_diagonal_mean(pi.synthesis_scores(model, samples, settings)["psnr"]).mean()
+    paper = pi.off_diagonal_mean(
+        pi.paper_protocol_scores(model, samples, settings)["psnr"]
+    ).mean()
+    brain = pi.off_diagonal_mean(
+        pi.synthesis_scores(model, samples, settings)["psnr"]
+    ).mean()
     return float(paper - brain)
 
 
@@ -29,7 +33,11 @@ def check_07_1(value: float, model, samples, settings) -> bool:
         value,
         [
             (expected, True, right),
-            (-expected, False, "the sign is the other way round: paper's protocol minus brain mask"),
+            (
+                -expected,
+                False,
+                "the sign is the other way round: paper's protocol minus brain mask",
+            ),
         ],
         "score the same model on the same validation samples with pi.paper_protocol_scores and pi.synthesis_scores, "
         "take the mean of pi.off_diagonal_mean of each 'psnr' and subtract",
@@ -50,16 +58,33 @@ def check_07_2(answer: str, psnr: np.ndarray) -> bool:
     given validation PSNR scores (4 sources, 4 targets, samples)."""
     expected = hardest_target(psnr)
     if answer == expected:
-        return report(True, "that is the contrast the other three predict worst on these slices.", "")
+        return report(
+            True,
+            "that is the contrast the other three predict worst on these slices.",
+            "",
+        )
     k = len(pi.CONTRASTS)
     worst_source = pi.CONTRASTS[
-        int(np.argmin([np.mean([psnr[s, t].mean() for t in range(k) if t != s]) for s in range(k)]))
+        int(
+            np.argmin(
+                [
+                    np.mean([psnr[s, t].mean() for t in range(k) if t != s])
+                    for s in range(k)
+                ]
+            )
+        )
     ]
     if answer == worst_source:
         return report(
-            False, "", "that is the worst *source* (a row); the question asks for the worst *target* (a column)"
+            False,
+            "",
+            "that is the worst *source* (a row); the question asks for the worst *target* (a column)",
         )
-    return report(False, "", "average each column of the PSNR matrix without its diagonal and take the lowest")
+    return report(
+        False,
+        "",
+        "average each column of the PSNR matrix without its diagonal and take the lowest",
+    )
 
 
 def swap_loss(model, samples, donors) -> float:
@@ -67,7 +92,9 @@ def swap_loss(model, samples, donors) -> float:
     each sample's X_h replaced by the X_h of the donor sample (the skips of the sample kept)."""
     kept = pi.synthesise_with_x_h(model, samples)
     swapped = pi.synthesise_with_x_h(model, samples, "swap", donors)
-    kept, swapped = (pi.off_diagonal_mean(pi.scores_of(p, samples)).mean() for p in (kept, swapped))
+    kept, swapped = (
+        pi.off_diagonal_mean(pi.scores_of(p, samples)).mean() for p in (kept, swapped)
+    )
     return float(kept - swapped)
 
 
@@ -81,7 +108,14 @@ def check_07_4(value: float, model, samples, donors) -> bool:
     )
     return graded(
         value,
-        [(expected, True, right), (-expected, False, "the sign is the other way round: as it is minus swapped")],
+        [
+            (expected, True, right),
+            (
+                -expected,
+                False,
+                "the sign is the other way round: as it is minus swapped",
+            ),
+        ],
         "score pi.synthesise_with_x_h(model, samples) and the same with 'swap' and the donors with "
         "pi.scores_of, take the mean of pi.off_diagonal_mean of each and subtract",
         atol=1e-3,

@@ -18,26 +18,50 @@ def check_08_1(value: float, similarity, positives) -> bool:
     sim, pos = np.asarray(similarity, dtype=float), np.asarray(positives, dtype=bool)
     expected = float(cb.recall_at_k(sim, pos, (5,))[5].mean())
     if close(value, expected, rtol=1e-6, atol=1e-9):
-        return report(True, "that is recall@5, the share of images with a positive caption among their 5 best.", "")
+        return report(
+            True,
+            "that is recall@5, the share of images with a positive caption among their 5 best.",
+            "",
+        )
     if close(value, 100 * expected, rtol=1e-6):
-        return report(False, "", "that looks like a percentage; give a fraction between 0 and 1")
+        return report(
+            False, "", "that looks like a percentage; give a fraction between 0 and 1"
+        )
     if close(value, float(cb.recall_at_k(sim, pos, (1,))[1].mean()), rtol=1e-6):
-        return report(False, "", "that is recall@1; count a hit when a positive is among the 5 best captions")
+        return report(
+            False,
+            "",
+            "that is recall@1; count a hit when a positive is among the 5 best captions",
+        )
     diag = np.eye(len(sim), dtype=bool)
     if close(value, float(cb.recall_at_k(sim, diag, (5,))[5].mean()), rtol=1e-6):
         return report(
-            False, "", "that counts only the image's own row as positive; identical captions are positives too"
+            False,
+            "",
+            "that counts only the image's own row as positive; identical captions are positives too",
         )
     if close(value, float(cb.recall_at_k(sim.T, pos.T, (5,))[5].mean()), rtol=1e-6):
-        return report(False, "", "that is text-to-image; rank captions (columns) for each image (row)")
-    return report(False, "", "rank each row of the similarity matrix and ask whether a positive is among its 5 largest")
+        return report(
+            False,
+            "",
+            "that is text-to-image; rank captions (columns) for each image (row)",
+        )
+    return report(
+        False,
+        "",
+        "rank each row of the similarity matrix and ask whether a positive is among its 5 largest",
+    )
 
 
-def single_template_accuracy(image_embeddings, prompt_embeddings, labels, template: int = 0) -> float:
+def single_template_accuracy(
+    image_embeddings, prompt_embeddings, labels, template: int = 0
+) -> float:
     """Zero-shot accuracy when each class is described by one template only."""
     p = torch.as_tensor(prompt_embeddings, dtype=torch.float32)
     class_emb = F.normalize(p[:, template], dim=-1)
-    pred = cb.zero_shot_predict(torch.as_tensor(image_embeddings, dtype=torch.float32), class_emb)
+    pred = cb.zero_shot_predict(
+        torch.as_tensor(image_embeddings, dtype=torch.float32), class_emb
+    )
     return float((pred == np.asarray(labels)).mean())
 
 
@@ -47,16 +71,33 @@ def check_08_2(value: float, image_embeddings, prompt_embeddings, labels) -> boo
     first template. ``prompt_embeddings`` is (classes, templates, d)."""
     expected = single_template_accuracy(image_embeddings, prompt_embeddings, labels, 0)
     if close(value, expected, rtol=1e-6, atol=1e-9):
-        return report(True, "that is the first template alone; compare it with the ensemble of all templates.", "")
+        return report(
+            True,
+            "that is the first template alone; compare it with the ensemble of all templates.",
+            "",
+        )
     p = torch.as_tensor(prompt_embeddings, dtype=torch.float32)
-    ensemble = cb.zero_shot_predict(torch.as_tensor(image_embeddings, dtype=torch.float32), cb.class_embeddings(p))
+    ensemble = cb.zero_shot_predict(
+        torch.as_tensor(image_embeddings, dtype=torch.float32), cb.class_embeddings(p)
+    )
     if close(value, float((ensemble == np.asarray(labels)).mean()), rtol=1e-6):
         return report(
-            False, "", "that is the ensemble of all templates; keep only template 0 (prompt_embeddings[:, 0])"
+            False,
+            "",
+            "that is the ensemble of all templates; keep only template 0 (prompt_embeddings[:, 0])",
         )
-    others = [single_template_accuracy(image_embeddings, p, labels, t) for t in range(1, p.shape[1])]
+    others = [
+        single_template_accuracy(image_embeddings, p, labels, t)
+        for t in range(1, p.shape[1])
+    ]
     if any(close(value, o, rtol=1e-6) for o in others):
-        return report(False, "", "that is another template; the exercise asks for the first one (index 0)")
+        return report(
+            False,
+            "",
+            "that is another template; the exercise asks for the first one (index 0)",
+        )
     return report(
-        False, "", "normalise each class's first-template embedding and take the most similar class per image"
+        False,
+        "",
+        "normalise each class's first-template embedding and take the most similar class per image",
     )
