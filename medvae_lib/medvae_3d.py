@@ -343,7 +343,7 @@ def twin_2d_model(model_3d: str) -> str:
 def inflate_autoencoder(
     autoencoder_2d: torch.nn.Module, model_3d: str, width: int | str
 ) -> torch.nn.Module:
-    """A 3D :class:`~medvae_lib.models.MedVAEAutoencoder` of layout ``model_3d`` and ``width`` whose weights
+    """A 3D :class:`~medvae_lib.models.MedVAE` of layout ``model_3d`` and ``width`` whose weights
     are ``autoencoder_2d``'s, kernel-centred (:func:`inflate_state_dict`).
 
     What it computes at first: every 3x3 convolution acts within slices across the last axis, and a group
@@ -353,7 +353,8 @@ def inflate_autoencoder(
     slice in two) and each up-sampling repeats slices, so the untrained model's convolutions see one slice in
     ``factor`` and rebuild the others as copies, while its group norms pool statistics over all slices; 3D
     training then teaches the zero-initialised off-centre kernel weights to mix neighbouring slices.
-    (Non-local attention, in the full-width model, attends across slices from the start.)
+    (The middle blocks' self-attention attends across slices from the start; on identical
+    slices it gives the 2D result, since every key is repeated equally.)
     """
     model = build_autoencoder(model_3d, width=width)
     model.load_state_dict(

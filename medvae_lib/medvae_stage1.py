@@ -121,7 +121,8 @@ def init_discriminator_weights(module: torch.nn.Module) -> None:
 
 
 class Stage1Trainer(CheckpointedTrainer):
-    """Generator (MedVAE-layout ``AutoencoderKL``), discriminator, their optimisers and losses.
+    """Generator (:class:`~medvae_lib.models.MedVAE`), discriminator, their optimisers
+    and losses. Stage 1 trains the whole autoencoder except stage 2's head.
 
     ``fit`` (checkpoint, resume, data identity, non-finite guard) comes from
     :class:`~medvae_lib.training.CheckpointedTrainer`; it takes images in ``[0, 1]``.
@@ -143,8 +144,12 @@ class Stage1Trainer(CheckpointedTrainer):
         ).to(self.device)
         self.discriminator.apply(init_discriminator_weights)
         betas = (config.adam_beta1, config.adam_beta2)
+        self.autoencoder.channel_ds.requires_grad_(False)  # stage 2's head
+        self.autoencoder.channel_proj.requires_grad_(False)
         self.opt_g = torch.optim.Adam(
-            self.autoencoder.parameters(), lr=config.lr, betas=betas
+            [p for p in self.autoencoder.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=betas,
         )
         self.opt_d = torch.optim.Adam(
             self.discriminator.parameters(), lr=config.lr_d, betas=betas
@@ -663,7 +668,7 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
             f"encoder\n{cfg.levels - 1} halvings\n-> {2 * cfg.latent_channels} maps",
             "#f5e6cc",
         ),
-        "post": (3.6, 2.0, "1x1 convs\nmean $\\mu$,\nlog-variance", "#f5e6cc"),
+        "post": (3.6, 2.0, "1x1 conv\nmean $\\mu$,\nlog-variance", "#f5e6cc"),
         "z": (5.3, 2.0, f"z = $\\mu$ + $\\sigma\\epsilon$\n{latent}", "#e3f1df"),
         "dec": (7.0, 2.0, "decoder\n(mirror of\nthe encoder)", "#f5e6cc"),
         "xh": (8.7, 2.0, f"reconstruction\n$\\hat x$, 1x{image}", "#dfe9f5"),

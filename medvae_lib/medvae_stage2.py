@@ -30,44 +30,13 @@ import torch.nn.functional as F
 
 from .data_prep import MODES as _data_modes
 from .medvae_stage1 import export_metadata
-from .models import build_autoencoder, get_config
+from .models import ProjectionHead, build_autoencoder, get_config
 from .teachers import BIOMEDCLIP, FrozenTeacher
 from .training import CheckpointedTrainer, check_types, world
 
 LATENT_SCALE = (
     4.6  # MedVAE's BiomedClipLoss divides the latent by 4.6 before rendering it
 )
-
-
-class ProjectionHead(torch.nn.Module):
-    """MedVAE's stage-2 head: ``channel_proj(channel_ds(z) + z)``, a residual block on
-    the latent that keeps its shape."""
-
-    def __init__(self, latent_channels: int, spatial_dims: int = 2, hidden: int = 64):
-        super().__init__()
-        if latent_channels < 1 or hidden < 1:
-            raise ValueError(
-                f"latent_channels and hidden must be positive, got {latent_channels}, {hidden}"
-            )
-        conv = {2: torch.nn.Conv2d, 3: torch.nn.Conv3d}.get(spatial_dims)
-        if conv is None:
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        self.latent_channels = latent_channels
-        self.channel_ds = torch.nn.Sequential(
-            conv(latent_channels, hidden, 1),
-            torch.nn.ReLU(),
-            conv(hidden, hidden, 3, padding="same"),
-            torch.nn.ReLU(),
-            conv(hidden, latent_channels, 1),
-        )
-        self.channel_proj = conv(latent_channels, latent_channels, 1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim < 4 or z.shape[1] != self.latent_channels:
-            raise ValueError(
-                f"the head takes (N, {self.latent_channels}, *spatial) latents; got {tuple(z.shape)}"
-            )
-        return self.channel_proj(self.channel_ds(z) + z)
 
 
 def render_latent(latent: torch.Tensor, scale: float = LATENT_SCALE) -> torch.Tensor:
@@ -190,11 +159,11 @@ class Stage2Trainer(CheckpointedTrainer):
             )
         self.name = f"stage 2 {config.model}"
         cfg = get_config(config.model)
-        channels = getattr(getattr(autoencoder, "quant_conv_mu", None), "conv", None)
-        if channels is not None and channels.out_channels != cfg.latent_channels:
+        channels = getattr(autoencoder, "latent_channels", cfg.latent_channels)
+        if channels != cfg.latent_channels:
             raise ValueError(
                 f"{config.model} has {cfg.latent_channels} latent channels but the stage-1 autoencoder has "
-                f"{channels.out_channels}: train (or load) the stage-1 model of {config.model} first"
+                f"{channels}: train (or load) the stage-1 model of {config.model} first"
             )
         self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
         self.teacher = teacher.to(self.device)

@@ -71,7 +71,7 @@ def test_inflation_puts_each_kernel_in_the_middle_plane_and_refuses_other_layout
     state = inflate_state_dict(
         m2.state_dict(), build_autoencoder("medvae_4_1_3d", width=8).state_dict()
     )
-    name = "encoder.blocks.0.conv.weight"
+    name = "encoder.conv_in.weight"
     kernel = state[name]
     assert kernel.shape[-1] == 3 and torch.equal(kernel[..., 1], m2.state_dict()[name])
     assert not kernel[..., 0].any() and not kernel[..., 2].any()
@@ -146,11 +146,11 @@ def test_3d_trainer_starts_inflated_trains_with_both_terms_and_checks_its_inputs
     m2 = trained_like_2d()
     volumes = torch.rand(6, 1, 8, 8, 8)
     trainer = Stage1Trainer3D(tiny_config(), m2)
-    start = trainer.autoencoder.encoder.blocks[0].conv.weight.detach().clone()
-    assert torch.equal(start[..., 1], m2.encoder.blocks[0].conv.weight)
+    start = trainer.autoencoder.encoder.conv_in.weight.detach().clone()
+    assert torch.equal(start[..., 1], m2.encoder.conv_in.weight)
     history = trainer.fit(volumes)
     assert len(history) == 3 and "adv_g" in history[-1] and "d_loss" in history[-1]
-    assert not torch.equal(trainer.autoencoder.encoder.blocks[0].conv.weight, start)
+    assert not torch.equal(trainer.autoencoder.encoder.conv_in.weight, start)
     assert all(np.isfinite(v) for row in history for v in row.values())
     with pytest.raises(ValueError, match="divisible"):
         trainer.fit(torch.rand(4, 1, 8, 8, 6))
@@ -163,7 +163,7 @@ def test_3d_trainer_starts_inflated_trains_with_both_terms_and_checks_its_inputs
     with pytest.raises(ValueError, match="init_from"):
         Stage1Trainer3D(tiny_config(init_from="0" * 64), m2)
     scratch = Stage1Trainer3D(tiny_config(init="scratch"))
-    assert scratch.autoencoder.encoder.blocks[0].conv.weight[..., 0].abs().sum() > 0
+    assert scratch.autoencoder.encoder.conv_in.weight[..., 0].abs().sum() > 0
 
 
 def test_check_volume_names_layout_divisibility_and_orientation_problems():
@@ -205,11 +205,12 @@ def test_sliding_window_and_whole_volume_reconstructions_agree():
     torch.testing.assert_close(
         one_window, whole, atol=1e-5, rtol=1e-4
     )  # one window is the whole volume
-    # 24^3 windows every 12 voxels: the group norms of an untrained model see each window's statistics, so
-    # the outputs differ, but far less than two different models do
+    # 24^3 windows every 12 voxels: the group norms and the middle self-attention of an
+    # untrained model see each window only, so the outputs differ, but far less than two
+    # different models do (correlation about 0.6 against about 0)
     sliding = reconstruct_volume(model, volume, 4, "sliding", roi=24, overlap=0.5)
     assert sliding.shape == whole.shape
-    assert torch.corrcoef(torch.stack([sliding.flatten(), whole.flatten()]))[0, 1] > 0.7
+    assert torch.corrcoef(torch.stack([sliding.flatten(), whole.flatten()]))[0, 1] > 0.45
     torch.manual_seed(1)
     other = reconstruct_volume(
         build_autoencoder("medvae_4_1_3d", width=8).eval(), volume, 4, "whole"

@@ -110,7 +110,7 @@ class _NaNUpdate(Stage1Trainer):
         logs = super().train_step(batch, step)
         if step == 2:
             with torch.no_grad():
-                self.autoencoder.decoder.blocks[-1].conv.weight[0, 0, 0, 0] = float(
+                self.autoencoder.decoder.conv_out.weight[0, 0, 0, 0] = float(
                     "nan"
                 )
         return logs
