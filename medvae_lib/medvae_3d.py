@@ -1512,6 +1512,7 @@ MODES = {
         "perceptual_weight": 1.0,
         "adv_start": 3125,
         "adv_weight": 0.5,
+        "alternate_updates": True,  # MedVAE's schedule (chapter 2)
         "disc_layers": 3,
         "disc_channels": 64,
         "disc_slices": 0,

@@ -38,7 +38,12 @@ from .losses import (
     reconstruction_nll,
 )
 from .metrics import ms_ssim, psnr
-from .models import build_autoencoder, decoder_output_layer, get_config
+from .models import (
+    build_autoencoder,
+    decoder_output_layer,
+    get_config,
+    layout_fingerprint,
+)
 from .training import CheckpointedTrainer, check_types
 
 
@@ -62,6 +67,9 @@ class Stage1Config:
     )
     adaptive_adv: bool = True
     adv_start: int = 200
+    # MedVAE: from adv_start on, the generator trains on even batches and the
+    # discriminator on odd ones; False updates both on every batch.
+    alternate_updates: bool = False
     disc_channels: int = 32
     disc_layers: int = 3
     seed: int = 0
@@ -246,8 +254,13 @@ class Stage1Trainer(CheckpointedTrainer):
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         x = to_model_range(batch)
+        if self.adversarial(step) and self.config.alternate_updates and step % 2:
+            with torch.no_grad():  # MedVAE's odd batches: the discriminator only
+                self.autoencoder.train()
+                x_hat = self.autoencoder(x)[0]
+            return self.discriminator_step(x, x_hat)
         logs, x_hat = self.generator_step(x, step)
-        if self.adversarial(step):
+        if self.adversarial(step) and not self.config.alternate_updates:
             logs.update(self.discriminator_step(x, x_hat))
         return logs
 
@@ -796,8 +809,10 @@ MODES = {
         "lr": 7.2e-5,
         "lr_d": 7.2e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch size 16
         # taming's NLayerDiscriminator as MedVAE builds it: 64 channels, 3 layers.
-        "adv_start": 5000,
+        # MedVAE's 2D experiments: disc_start 3125, disc_weight 0.5, alternating updates.
+        "adv_start": 3125,
         "adv_weight": 0.5,
+        "alternate_updates": True,
         "disc_layers": 3,
         "disc_channels": 64,
         # At 128 px a window of 11 fits 4 MS-SSIM scales (the paper: 5, on larger images).
@@ -822,7 +837,8 @@ def stage1_config(settings: dict, seed: int) -> Stage1Config:
 
 def export_metadata(config, mode: str, data: dict) -> dict[str, str]:
     """The metadata chapter 2 writes into its exported safetensors and chapter 3 checks before reusing
-    them. What identifies an exported stage-1 model: its settings, the run mode and the data's checksum."""
+    them. What identifies an exported stage-1 model: its settings, the run mode, the data's checksum
+    and the network's layout (the names and shapes of its weights)."""
     from dataclasses import asdict
 
     return {
@@ -831,4 +847,7 @@ def export_metadata(config, mode: str, data: dict) -> dict[str, str]:
         **{k: str(v) for k, v in asdict(config).items() if k != "log_every"},
         "data": str(data.get("checksum")),
         "image_size": str(data.get("image_size")),
+        "architecture": layout_fingerprint(
+            build_autoencoder(config.model, config.width)
+        ),
     }

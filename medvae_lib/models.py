@@ -485,6 +485,15 @@ def build_autoencoder(name: str, width: int | str = 32, in_channels: int = 1) ->
     return MedVAE(architecture(name, width, in_channels))
 
 
+def layout_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weight names and shapes: two models share it exactly
+    when one's state dict loads into the other."""
+    import hashlib
+
+    text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def published_ddconfig(name: str) -> tuple[dict, int]:
     """``(ddconfig, embed_dim)`` of the published model ``name``, for MedVAE's class."""
     arch = PUBLISHED[get_config(name).name]

@@ -110,9 +110,7 @@ class _NaNUpdate(Stage1Trainer):
         logs = super().train_step(batch, step)
         if step == 2:
             with torch.no_grad():
-                self.autoencoder.decoder.conv_out.weight[0, 0, 0, 0] = float(
-                    "nan"
-                )
+                self.autoencoder.decoder.conv_out.weight[0, 0, 0, 0] = float("nan")
         return logs
 
 
@@ -333,3 +331,44 @@ def test_a_quiet_run_prints_nothing_and_trains_the_same(images, capsys, monkeypa
     said = capsys.readouterr()
     assert said.out == "" and said.err == ""
     assert quiet.history == loud.history
+
+
+def test_alternating_updates_train_one_network_per_batch_after_adv_start(images):
+    """MedVAE's schedule: from adv_start on, even batches update the autoencoder only
+    and odd batches the discriminator only; before it, the autoencoder trains alone."""
+    trainer = Stage1Trainer(
+        tiny(6, adv_start=2, adv_weight=0.5, alternate_updates=True, log_every=1)
+    )
+
+    def snapshot():
+        return {
+            name: [p.detach().clone() for p in module.parameters()]
+            for name, module in trainer.modules().items()
+        }
+
+    batch = images[:4]
+    changed = []
+    for step in range(6):
+        before = snapshot()
+        logs = trainer.train_step(batch, step)
+        after = snapshot()
+        changed.append(
+            {
+                name
+                for name in before
+                if any(
+                    not torch.equal(a, b)
+                    for a, b in zip(before[name], after[name], strict=True)
+                )
+            }
+        )
+        assert ("d_loss" in logs) == (step >= 2 and step % 2 == 1)
+        assert ("l1" in logs) == (step < 2 or step % 2 == 0)
+    assert changed == [
+        {"autoencoder"},
+        {"autoencoder"},
+        {"autoencoder"},
+        {"discriminator"},
+        {"autoencoder"},
+        {"discriminator"},
+    ]
