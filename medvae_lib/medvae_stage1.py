@@ -531,6 +531,38 @@ def seed_paired_table(
     return pd.DataFrame(rows).set_index(["comparison", "metric"])
 
 
+@torch.no_grad()
+def reconstruct_with(autoencoder, images: torch.Tensor, batch_size: int = 32):
+    """Reconstructions in [0, 1] of ``images`` in [0, 1] by any MedVAE (decoding the
+    posterior mean); a model with three input channels (the published 3- and 4-channel
+    ones) gets the grey image on each."""
+    autoencoder.eval()
+    device = next(autoencoder.parameters()).device
+    channels = autoencoder.arch.in_channels
+    out = []
+    for chunk in images.split(batch_size):
+        x = to_model_range(chunk.to(device)).expand(-1, channels, *chunk.shape[2:])
+        y = autoencoder.decode(autoencoder.encode(x)[0]).mean(1, keepdim=True)
+        out.append(from_model_range(y).cpu())
+    return torch.cat(out)
+
+
+def published_beside(published, trained, reference: torch.Tensor, kernel_size: int = 7):
+    """MedVAE's published model beside the one trained here, on the same images:
+    :func:`seed_paired_table` of "published - trained here" (intervals over images; one
+    trained seed) and the resize baseline as the control."""
+    factor = 2 ** (len(published.arch.ch_mult) - 1)
+    recs = {
+        "published": reconstruct_with(published, reference),
+        "trained here": trained.reconstruct(reference),
+        "resize": resize_baseline(reference, factor),
+    }
+    scores = fidelity(reference, recs, kernel_size=kernel_size)
+    scores = add_sharpness(scores, reference, recs).assign(seed=0)
+    pairs = [("published", "trained here"), ("published", "resize")]
+    return seed_paired_table(scores, pairs)
+
+
 def add_sharpness(
     scores, reference: torch.Tensor, reconstructions: dict[str, torch.Tensor]
 ):

@@ -766,6 +766,19 @@ class CheckpointedTrainer:
             return (
                 f"checkpoint {path} was made with other settings (saved, now): {differ}"
             )
+        saved_modules = state.get("modules") or {}
+        other_layout = [
+            name
+            for name, module in self.modules().items()
+            if name in saved_modules
+            and {k: tuple(v.shape) for k, v in saved_modules[name].items()}
+            != {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        ]
+        if other_layout:
+            return (
+                f"checkpoint {path} holds another network layout for {other_layout} "
+                "(the names or shapes of its weights differ)"
+            )
         if data_identity is not None:
             had = dict(extra.get("data") or {})
             other = {

@@ -161,3 +161,21 @@ def test_edge_energy_and_worst_images():
     assert sorted(out["table"]["image"]) == [16, 17, 18, 19]
     assert (out["table"]["percentile among training images"] > 60).all()
     assert 0 < out["train_share"] < 0.4
+
+
+def test_published_model_is_compared_with_the_trained_one_on_the_same_images(images):
+    """The published model enters through the same reconstruction path as the trained
+    one: the trained model set beside its own weights differs by exactly 0, a
+    three-channel model gets the grey image on each channel, and the resize control is
+    in the table."""
+    from medvae_lib.models import build_autoencoder
+
+    trained = medvae_stage1.Stage1Trainer(tiny(1))
+    reference = images[:8]
+    table = medvae_stage1.published_beside(trained.autoencoder, trained, reference)
+    same = table.loc["published - trained here"]
+    assert np.allclose(same["mean difference"], 0.0, atol=1e-6)
+    assert ("published - resize", "PSNR (dB)") in table.index
+    three = build_autoencoder("medvae_4_3_2d", width=8, in_channels=3)
+    out = medvae_stage1.reconstruct_with(three, reference)
+    assert out.shape == reference.shape and 0 <= out.min() and out.max() <= 1

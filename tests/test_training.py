@@ -372,3 +372,14 @@ def test_alternating_updates_train_one_network_per_batch_after_adv_start(images)
         {"autoencoder"},
         {"discriminator"},
     ]
+
+
+def test_a_checkpoint_of_another_network_layout_is_not_resumed(images, tmp_path):
+    """Same settings, other architecture (e.g. a checkpoint written before the network
+    changed): the run refuses it with the reason instead of failing inside
+    load_state_dict."""
+    Stage1Trainer(tiny(1)).fit(images, tmp_path)
+    trainer = Stage1Trainer(tiny(2))
+    trainer.autoencoder.post_quant_conv = torch.nn.Conv2d(1, 2, 1)
+    with pytest.raises(FileExistsError, match="another network layout for"):
+        trainer.fit(images, tmp_path)
