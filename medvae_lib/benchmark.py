@@ -40,6 +40,10 @@ idle CPU cores)::
     .venv/bin/python -m medvae_lib.benchmark --device cuda --batch-2d 64 --batch-3d 8 --iters 20
     .venv/bin/python -m medvae_lib.benchmark --image-size-2d 1024 --models medvae_4_1_2d medvae_8_1_2d
     .venv/bin/python -m medvae_lib.benchmark --quick --models medvae_4_1_2d   # a smoke run in seconds
+    .venv/bin/python -m medvae_lib.benchmark --encoder --models medvae_4_1_2d  # + the encoder's cost
+
+``--encoder`` times the published configuration's encoder as well (:func:`encoder_table`): its
+cost per image, and after how many passes over the data encoding once pays for itself.
 
 The figures are measurements of the machine it runs on (processor, threads, GPU, library versions);
 compare speed-ups, not throughputs, across machines. They vary from run to run: on two CPU cores the
@@ -510,6 +514,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"MedVAE configurations to measure (default all: {', '.join(MEDVAE_CONFIGS)})",
     )
     parser.add_argument(
+        "--encoder",
+        action="store_true",
+        help=(
+            "also time the published configuration's encoder (random weights: speed does not "
+            "depend on their values) and report its cost per image and the passes after which "
+            "encoding once pays for itself. Heavy: on two CPU cores seconds per 512x512 image; "
+            "use a GPU for the 3D models"
+        ),
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a smoke run in seconds: 64 px 2D images, 32-voxel cubes, 1 timed iteration (overrides those options)",
@@ -589,8 +603,69 @@ def main(argv: list[str] | None = None) -> int:
     print("speed-up: median over the measurements; range: their smallest and largest")
     print("value ratio: image values per latent value (factor**dims / latent channels)")
     print("position ratio: image positions per latent position (factor**dims)")
+    if args.encoder:
+        print(
+            encoder_table(summarize_repeats(rows), args, device).to_string(index=False)
+        )
+        print(
+            "encoder: the published configuration's encoder (posterior mean), per image; "
+            "break-even: passes over the data after which encoding once has paid for itself"
+        )
     print(f"measured in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def encoder_table(summary: list[dict], args, device):
+    """For each model of ``summary`` (:func:`summarize_repeats` rows), the published
+    configuration's encoder timed with :func:`end_to_end` on the same images, batches and
+    classifier, reusing the pixel and stored-latent throughputs already measured."""
+    import pandas as pd
+
+    from .models import build_autoencoder
+
+    out = []
+    for model_name in dict.fromkeys(r["model"] for r in summary):
+        cfg = get_config(model_name)
+        is_2d = cfg.spatial_dims == 2
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            autoencoder = build_autoencoder(model_name, width="full", in_channels=1)
+        if autoencoder.arch.in_channels != 1:  # the 3-channel published models
+            autoencoder = _GreyInput(autoencoder)
+        rows = end_to_end(
+            autoencoder,
+            model_name,
+            args.image_size_2d if is_2d else args.image_size_3d,
+            args.batch_2d if is_2d else args.batch_3d,
+            device=device,
+            iters=args.iters,
+            width=args.width,
+            stem_stride=args.stem_stride,
+            measured=[r for r in summary if r["model"] == model_name],
+        )
+        for row in rows:
+            out.append(
+                {
+                    "model": model_name,
+                    "image": row["image"],
+                    "mode": row["mode"],
+                    "encoder (ms/image)": f"{1000 / row['encoder (img/s)']:,.1f}",
+                    "online speed-up": f"{row['speed-up, encoded online']:.2f}x",
+                    "break-even passes": f"{row['break-even passes']:.2g}",
+                }
+            )
+    return pd.DataFrame(out)
+
+
+class _GreyInput(torch.nn.Module):
+    """A three-channel published model fed a grey image on each channel."""
+
+    def __init__(self, autoencoder):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def encode(self, x):
+        return self.autoencoder.encode(x.expand(-1, 3, *x.shape[2:]))
 
 
 if __name__ == "__main__":

@@ -264,6 +264,30 @@ def test_main_quick_prints_a_table(capsys):
     assert "medvae_8_1_2d" not in out
 
 
+def test_main_times_the_published_encoder_on_request(capsys, monkeypatch):
+    """--encoder adds the published configuration's encoder cost per image; a
+    three-channel published model gets the grey image on each of its channels. (The
+    published layout is narrowed to 8 channels here: the plumbing is under test.)"""
+    import dataclasses
+
+    from medvae_lib import models
+
+    narrow = dataclasses.replace(models.PUBLISHED["medvae_4_3_2d"], ch=8, norm_groups=4)
+    monkeypatch.setitem(models.PUBLISHED, "medvae_4_3_2d", narrow)
+    args = ["--quick", "--models", "medvae_4_3_2d", "--repeats", "1", "--encoder"]
+    args += ["--batch-2d", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.lstrip().startswith("medvae_4_3_2d") and "x " in line
+    ]
+    costs = [r for r in rows if re.search(r"64x64 +(train|inference) +[\d,]+\.\d ", r)]
+    assert len(costs) == 2, out
+    assert "encoder (ms/image)" in out and "break-even" in out
+
+
 def test_repeats_are_summarised_by_their_median_and_range():
     def row(mode, pixels, latents):
         return {
