@@ -536,11 +536,11 @@ MODES = {
             "medvae_8_4_2d",
         ],
         # three seeds of each autoencoder, so that the sweep's intervals hold the training noise;
-        # 100 steps each keeps the 12 short trainings within CI's time
+        # 100 steps in batches of 8 keep the 12 short trainings within CI's time
         "sweep_seeds": [0, 1, 2],
         "sweep_steps": 100,
         "sweep_width": 16,
-        "sweep_batch_size": 16,
+        "sweep_batch_size": 8,
         # Throughput: the CI size, and MedVAE's 512x512 (a few timed batches on a CPU).
         "throughput_sizes": [32, 512],
         "throughput_batch_size": 8,
@@ -569,10 +569,28 @@ MODES = {
 }
 
 
-def downstream_inputs(autoencoder, head, splits: dict, side: int, device="cpu") -> dict:
+@torch.no_grad()
+def published_latents(model, x: torch.Tensor, batch_size: int = 32, device="cpu"):
+    """What MedVAE's ``MVAE`` returns for 2D images: the stage-2 latent
+    ``channel_proj(channel_ds(mu) + mu)`` of a published model, for images in [0, 1]
+    (scaled to [-1, 1]; a three-channel model gets the grey image on each channel)."""
+    model = model.eval().to(device)
+    channels = model.arch.in_channels
+    out = []
+    for chunk in x.split(batch_size):
+        chunk = (chunk.to(device) * 2 - 1).expand(-1, channels, *chunk.shape[2:])
+        out.append(model.project(model.encode(chunk)[0]).cpu())
+    return torch.cat(out)
+
+
+def downstream_inputs(
+    autoencoder, head, splits: dict, side: int, device="cpu", published=None
+) -> dict:
     """The four inputs of chapter 4 for every split: ``{input: {split: tensor}}`` with pixels, the
     stage-1 latent (posterior mean), the stage-2 latent (the head on the posterior mean) and the image
-    shrunk to ``side`` x ``side`` (as many values as a one-channel latent of that side)."""
+    shrunk to ``side`` x ``side`` (as many values as a one-channel latent of that side). With
+    ``published`` (MedVAE's released model, full mode), a fifth: its stage-2 latent
+    (:func:`published_latents`)."""
     from .medvae_stage2 import project, stage1_latents
 
     out = {
@@ -586,6 +604,10 @@ def downstream_inputs(autoencoder, head, splits: dict, side: int, device="cpu") 
         out["stage-1 latent"][split] = stage1_latents(autoencoder, x, device=device)
         out["stage-2 latent"][split] = project(autoencoder, head, x, device=device)
         out[f"resize to {side}x{side}"][split] = shrink(x, side)
+        if published is not None:
+            out.setdefault("published MedVAE latent", {})[split] = published_latents(
+                published, x, device=device
+            )
     return out
 
 

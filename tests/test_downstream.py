@@ -476,3 +476,21 @@ def test_the_rate_distortion_sweep_compares_each_latent_with_a_resize_of_the_sam
         resize_side(16, "medvae_4_1_3d")
     with pytest.raises(ValueError, match="at least one seed"):
         rate_distortion(models, splits, steps=1, width=8, batch_size=8, seeds=())
+
+
+def test_published_latents_are_the_stage2_projection_of_the_posterior_mean():
+    """As MedVAE's MVAE returns for 2D images: channel_proj(channel_ds(mu) + mu) of the
+    image in [-1, 1]; a three-channel model reads the grey image on each channel."""
+    from medvae_lib.latent_downstream import published_latents
+    from medvae_lib.models import build_autoencoder
+
+    torch.manual_seed(0)
+    model = build_autoencoder("medvae_4_1_2d", width=8).eval()
+    x = torch.rand(3, 1, 32, 32)
+    z = published_latents(model, x, batch_size=2)
+    with torch.no_grad():
+        mu = model.encode(x * 2 - 1)[0]
+        assert torch.allclose(z, model.project(mu), atol=1e-6)
+    assert not torch.allclose(z, mu, atol=1e-3)
+    three = build_autoencoder("medvae_4_3_2d", width=8, in_channels=3)
+    assert published_latents(three, x).shape == (3, 3, 8, 8)
