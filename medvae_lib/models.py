@@ -250,12 +250,16 @@ class AttnBlock(nn.Module):
     def forward(self, x):
         h = self.norm(x)
         b, c = x.shape[:2]
-        q = self.q(h).reshape(b, c, -1).transpose(1, 2)  # (b, positions, c)
-        k = self.k(h).reshape(b, c, -1)  # (b, c, positions)
-        v = self.v(h).reshape(b, c, -1)
-        w = torch.softmax(torch.bmm(q, k) * c**-0.5, dim=2)
-        h = torch.bmm(v, w.transpose(1, 2)).reshape(x.shape)
-        return x + self.proj_out(h)
+
+        def tokens(conv):  # (b, 1 head, positions, c)
+            return conv(h).reshape(b, 1, c, -1).transpose(2, 3).contiguous()
+
+        # softmax(q k^T / sqrt(c)) v, as MedVAE's two bmm calls compute it; PyTorch's fused
+        # kernel never stores the positions x positions matrix (1 GiB per 512 px image)
+        h = F.scaled_dot_product_attention(
+            tokens(self.q), tokens(self.k), tokens(self.v)
+        )
+        return x + self.proj_out(h.transpose(2, 3).reshape(x.shape))
 
 
 class Downsample(nn.Module):
