@@ -84,7 +84,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from medvae_lib.data import ChecksumError, NetworkError, file_digest
+from medvae_lib.data import ChecksumError, NetworkError, file_digest, mirrored
 
 PMC_OA_HUB_REPO = "axiong/pmc_oa"
 PMC_OA_SPLITS = ("train", "valid", "test")  # mmlearn's PMCOA
@@ -1019,6 +1019,7 @@ def _download(url: str, target: Path | None, retries: int, what: str) -> bytes:
     """GET ``url`` into ``target`` (or memory, returned) with retries on transient failures.
 
     Raises :class:`NetworkError` (with ``status`` set for an HTTP error) when it cannot be had."""
+    url = mirrored(url)
     for attempt in range(1, retries + 1):
         try:
             request = urllib.request.Request(

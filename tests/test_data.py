@@ -168,6 +168,34 @@ def test_download_is_verified_and_cached(manifest, ci_file, tmp_path):
         )
 
 
+def test_a_mirror_serves_the_public_layout_and_is_still_verified(
+    manifest, ci_file, tmp_path, monkeypatch
+):
+    """$MEDVAE_MIRROR replaces the public host by the mirror's base URL, keeping host and
+    path as folders; the file is checked against the manifest as before."""
+    from medvae_lib.data import mirrored
+
+    public = "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
+    folder = tmp_path / "mirror" / "zenodo.org" / "records" / "10519652" / "files"
+    folder.mkdir(parents=True)
+    shutil.copy(ci_file, folder / "pneumoniamnist.npz")
+    with LoopbackServer(tmp_path / "mirror") as server:
+        monkeypatch.setenv("MEDVAE_MIRROR", server.url("") + "/")
+        assert mirrored(public) == server.url(
+            "zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
+        )
+        path = fetch(manifest, "ci", cache_dir=tmp_path / "cache", url=public)
+        assert file_digest(path) == SHARED_README_SHA256 and server.requests == 1
+        (folder / "pneumoniamnist.npz").write_bytes(b"not the file")
+        with pytest.raises(ChecksumError, match="does not match the manifest's sha256"):
+            fetch(manifest, "ci", cache_dir=tmp_path / "other", url=public)
+    monkeypatch.setenv("MEDVAE_MIRROR", "")
+    assert mirrored(public) == public
+    monkeypatch.setenv("MEDVAE_MIRROR", "http://mirror")
+    with pytest.raises(ValueError, match="not an http"):
+        mirrored("ftp.example/file")
+
+
 def test_corrupt_download_raises_and_leaves_nothing(manifest, ci_file, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
