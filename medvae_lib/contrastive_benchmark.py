@@ -22,7 +22,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 import time
 import unicodedata
 import warnings
@@ -668,8 +667,7 @@ def write_text_cache(path: Path, feats: TextFeatures) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = mdata.temp_file_beside(path, prefix=path.name + ".", suffix=".tmp")
     try:
         tensors = {"tokens": feats.tokens, "mask": feats.mask, "words": feats.words}
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)

@@ -344,6 +344,28 @@ def verify_file(path: str | Path, datafile: DataFile) -> Path:
     return path
 
 
+def temp_file_beside(
+    target: Path, prefix: str | None = None, suffix: str = ".part"
+) -> Path:
+    """A new, empty file of this process's own in ``target``'s folder (name: ``prefix``,
+    default ``.<target name>.``, a random part, ``suffix``), to be written and then renamed
+    over ``target``: two processes writing the same target never share a temporary file,
+    and a reader never sees a half-written ``target``. ``mkstemp`` makes the file private;
+    it gets the ordinary permissions of a new file instead."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}." if prefix is None else prefix,
+        suffix=suffix,
+        dir=target.parent,
+    )
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
 MIRROR_VARIABLE = "MEDVAE_MIRROR"
 
 

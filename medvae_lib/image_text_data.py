@@ -84,7 +84,13 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from medvae_lib.data import ChecksumError, NetworkError, file_digest, mirrored
+from medvae_lib.data import (
+    ChecksumError,
+    NetworkError,
+    file_digest,
+    mirrored,
+    temp_file_beside,
+)
 
 PMC_OA_HUB_REPO = "axiong/pmc_oa"
 PMC_OA_SPLITS = ("train", "valid", "test")  # mmlearn's PMCOA
@@ -251,18 +257,8 @@ def download_pmc_oa(
 
 
 def _temp_beside(target: Path) -> Path:
-    """A new, empty temporary file of this process's own in ``target``'s folder, to be renamed over
-    ``target`` once written: two processes writing the same target never share a temporary file."""
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".part", dir=target.parent
-    )
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(
-        tmp, 0o666 & ~umask
-    )  # mkstemp makes the file private; data files get ordinary permissions
-    return Path(tmp)
+    """:func:`medvae_lib.data.temp_file_beside` (kept under this name for its callers)."""
+    return temp_file_beside(target)
 
 
 class _BadFile(PairDataError):

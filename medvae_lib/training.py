@@ -29,7 +29,6 @@ import os
 import random
 import re
 import socket
-import tempfile
 import typing
 import warnings
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .data import temp_file_beside
 from .metrics import count_non_finite
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -266,16 +266,11 @@ def save_checkpoint(
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "extra": dict(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent
+    tmp = temp_file_beside(
+        path, prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp"
     )
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(
-            tmp, 0o666 & ~umask
-        )  # mkstemp makes the file private; a checkpoint gets ordinary permissions
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
