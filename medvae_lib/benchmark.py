@@ -531,6 +531,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sizes(args, cfg) -> tuple[int, int]:
+    """(image side, batch size) of the command line for a 2D or 3D configuration."""
+    if cfg.spatial_dims == 2:
+        return args.image_size_2d, args.batch_2d
+    return args.image_size_3d, args.batch_3d
+
+
+def _timing(args, device) -> dict:
+    return {
+        "device": device,
+        "iters": args.iters,
+        "width": args.width,
+        "stem_stride": args.stem_stride,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
@@ -562,16 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     ):  # interleaved, so a slow spell of the machine hits every model alike
         for model_name in args.models:
             cfg = get_config(model_name)
-            is_2d = cfg.spatial_dims == 2
-            for row in compare(
-                model_name,
-                args.image_size_2d if is_2d else args.image_size_3d,
-                args.batch_2d if is_2d else args.batch_3d,
-                device=device,
-                iters=args.iters,
-                width=args.width,
-                stem_stride=args.stem_stride,
-            ):
+            for row in compare(model_name, *_sizes(args, cfg), **_timing(args, device)):
                 row["value ratio"] = cfg.compression
                 row["position ratio"] = cfg.factor**cfg.spatial_dims
                 rows.append(row)
@@ -626,7 +633,6 @@ def encoder_table(summary: list[dict], args, device):
     out = []
     for model_name in dict.fromkeys(r["model"] for r in summary):
         cfg = get_config(model_name)
-        is_2d = cfg.spatial_dims == 2
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             autoencoder = build_autoencoder(model_name, width="full", in_channels=1)
@@ -635,12 +641,8 @@ def encoder_table(summary: list[dict], args, device):
         rows = end_to_end(
             autoencoder,
             model_name,
-            args.image_size_2d if is_2d else args.image_size_3d,
-            args.batch_2d if is_2d else args.batch_3d,
-            device=device,
-            iters=args.iters,
-            width=args.width,
-            stem_stride=args.stem_stride,
+            *_sizes(args, cfg),
+            **_timing(args, device),
             measured=[r for r in summary if r["model"] == model_name],
         )
         for row in rows:
