@@ -210,7 +210,9 @@ def test_sliding_window_and_whole_volume_reconstructions_agree():
     # different models do (correlation about 0.6 against about 0)
     sliding = reconstruct_volume(model, volume, 4, "sliding", roi=24, overlap=0.5)
     assert sliding.shape == whole.shape
-    assert torch.corrcoef(torch.stack([sliding.flatten(), whole.flatten()]))[0, 1] > 0.45
+    assert (
+        torch.corrcoef(torch.stack([sliding.flatten(), whole.flatten()]))[0, 1] > 0.45
+    )
     torch.manual_seed(1)
     other = reconstruct_volume(
         build_autoencoder("medvae_4_1_3d", width=8).eval(), volume, 4, "whole"

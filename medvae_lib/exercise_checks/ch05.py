@@ -47,11 +47,11 @@ def check_05_2(value: float, factor: int = 4) -> bool:
         )
     if value == 0:
         hint = (
-            "MONAI's down-sampling pads one zero slice at the END and the centred kernel reads the middle of "
+            "MedVAE's down-sampling pads one zero slice at the END and the centred kernel reads the middle of "
             "three: output slice j reads input slice 2j + 1, twice over"
         )
     elif not 0 <= value < factor or value != int(value):
         hint = f"give an index modulo {factor}: a whole number from 0 to {factor - 1}"
     else:
-        hint = "compare the per-slice PSNR of the four phases once more; average over many slices, not one"
+        hint = "compare how far the latent moves for each phase once more, averaged over several patches"
     return report(False, "", hint)
