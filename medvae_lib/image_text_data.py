@@ -205,7 +205,7 @@ def download_pmc_oa(
                     raise PairFileMissing(
                         f"{local} has no {name}; a PMC-OA folder holds the hub repository's files"
                     )
-                copying = _temp_beside(target)  # an interrupted copy leaves no file
+                copying = temp_file_beside(target)  # an interrupted copy leaves no file
                 try:
                     shutil.copyfile(local / name, copying)
                     copying.replace(target)
@@ -243,7 +243,7 @@ def download_pmc_oa(
             "files": dict(sorted(recorded.items())),
             "note": "sha256 recorded on first download (trust on first use); the authors publish no checksums",
         }
-        partial = _temp_beside(
+        partial = temp_file_beside(
             record_path
         )  # a file of its own: two processes never share one
         try:
@@ -254,11 +254,6 @@ def download_pmc_oa(
         for name, digest in added.items():
             print(f"PMC-OA {name}: sha256 {digest} (recorded in {record_path})")
     return dest
-
-
-def _temp_beside(target: Path) -> Path:
-    """:func:`medvae_lib.data.temp_file_beside` (kept under this name for its callers)."""
-    return temp_file_beside(target)
 
 
 class _BadFile(PairDataError):
@@ -703,7 +698,7 @@ def download_roco(
                             )
                         )
                         continue
-                    part = _temp_beside(images / f"{link.roco_id}.jpg")
+                    part = temp_file_beside(images / f"{link.roco_id}.jpg")
                     try:
                         part.write_bytes(data)
                         part.replace(images / f"{link.roco_id}.jpg")
@@ -847,7 +842,7 @@ def _cached_roco_zip(url: str, dest: Path, retries: int) -> zipfile.ZipFile:
         except PairDataError as err:
             print(f"{err}; downloading it again")
             archive.unlink()
-    download = _temp_beside(archive)
+    download = temp_file_beside(archive)
     try:
         _download(url, download, retries, "the roco-dataset archive")
         _open_roco_zip(
@@ -1024,7 +1019,7 @@ def _download(url: str, target: Path | None, retries: int, what: str) -> bytes:
             with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
                 if target is None:
                     return response.read()
-                part = _temp_beside(target)
+                part = temp_file_beside(target)
                 try:
                     with open(part, "wb") as out:
                         shutil.copyfileobj(response, out, 1 << 20)

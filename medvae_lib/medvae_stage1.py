@@ -868,6 +868,13 @@ def stage1_config(settings: dict, seed: int) -> Stage1Config:
     return Stage1Config(seed=seed, **{k: v for k, v in settings.items() if k in fields})
 
 
+def _layout(model: str, width) -> str:
+    """:func:`~medvae_lib.models.layout_fingerprint` of the network, built on the meta
+    device: names and shapes without allocating or initialising the weights."""
+    with torch.device("meta"):
+        return layout_fingerprint(build_autoencoder(model, width))
+
+
 def export_metadata(config, mode: str, data: dict) -> dict[str, str]:
     """The metadata chapter 2 writes into its exported safetensors and chapter 3 checks before reusing
     them. What identifies an exported stage-1 model: its settings, the run mode, the data's checksum
@@ -880,7 +887,5 @@ def export_metadata(config, mode: str, data: dict) -> dict[str, str]:
         **{k: str(v) for k, v in asdict(config).items() if k != "log_every"},
         "data": str(data.get("checksum")),
         "image_size": str(data.get("image_size")),
-        "architecture": layout_fingerprint(
-            build_autoencoder(config.model, config.width)
-        ),
+        "architecture": _layout(config.model, config.width),
     }
