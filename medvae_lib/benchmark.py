@@ -68,7 +68,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from medvae_lib.models import MEDVAE_CONFIGS, build_classifier, get_config
+from medvae_lib.models import (
+    MEDVAE_CONFIGS,
+    build_classifier,
+    get_config,
+    grey_input,
+)
 
 MODES = ("train", "inference")
 QUICK = {"image_size_2d": 64, "image_size_3d": 32, "iters": 1}
@@ -667,7 +672,7 @@ class _GreyInput(torch.nn.Module):
         self.autoencoder = autoencoder
 
     def encode(self, x):
-        return self.autoencoder.encode(x.expand(-1, 3, *x.shape[2:]))
+        return self.autoencoder.encode(grey_input(self.autoencoder, x))
 
 
 if __name__ == "__main__":

@@ -578,11 +578,12 @@ def published_latents(model, x: torch.Tensor, batch_size: int = 32, device="cpu"
     """What MedVAE's ``MVAE`` returns for 2D images: the stage-2 latent
     ``channel_proj(channel_ds(mu) + mu)`` of a published model, for images in [0, 1]
     (scaled to [-1, 1]; a three-channel model gets the grey image on each channel)."""
+    from .models import grey_input
+
     model = model.eval().to(device)
-    channels = model.arch.in_channels
     out = []
     for chunk in x.split(batch_size):
-        chunk = (chunk.to(device) * 2 - 1).expand(-1, channels, *chunk.shape[2:])
+        chunk = grey_input(model, chunk.to(device) * 2 - 1)
         out.append(model.project(model.encode(chunk)[0]).cpu())
     return torch.cat(out)
 

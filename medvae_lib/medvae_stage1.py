@@ -42,6 +42,7 @@ from .models import (
     build_autoencoder,
     decoder_output_layer,
     get_config,
+    grey_input,
     layout_fingerprint,
 )
 from .training import CheckpointedTrainer, check_types
@@ -538,10 +539,9 @@ def reconstruct_with(autoencoder, images: torch.Tensor, batch_size: int = 32):
     ones) gets the grey image on each."""
     autoencoder.eval()
     device = next(autoencoder.parameters()).device
-    channels = autoencoder.arch.in_channels
     out = []
     for chunk in images.split(batch_size):
-        x = to_model_range(chunk.to(device)).expand(-1, channels, *chunk.shape[2:])
+        x = grey_input(autoencoder, to_model_range(chunk.to(device)))
         y = autoencoder.decode(autoencoder.encode(x)[0]).mean(1, keepdim=True)
         out.append(from_model_range(y).cpu())
     return torch.cat(out)

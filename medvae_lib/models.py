@@ -477,6 +477,12 @@ class MedVAE(nn.Module):
         return self.decode(self.sampling(mu, sigma)), mu, sigma
 
 
+def grey_input(model: MedVAE, x: torch.Tensor) -> torch.Tensor:
+    """A one-channel image ``x`` as ``model``'s input: the grey image on each of its input
+    channels (three for the published 3- and 4-channel models, which read RGB)."""
+    return x.expand(-1, model.arch.in_channels, *x.shape[2:])
+
+
 def decoder_output_layer(autoencoder: MedVAE) -> torch.Tensor:
     """The weight of the decoder's last convolution (the ``last_layer`` of VQGAN's
     adaptive weight; MedVAE's ``get_last_layer``)."""
