@@ -179,3 +179,41 @@ def test_published_model_is_compared_with_the_trained_one_on_the_same_images(ima
     three = build_autoencoder("medvae_4_3_2d", width=8, in_channels=3)
     out = medvae_stage1.reconstruct_with(three, reference)
     assert out.shape == reference.shape and 0 <= out.min() and out.max() <= 1
+
+
+def test_full_mode_published_weights_path_on_an_official_format_checkpoint(
+    images, tmp_path, monkeypatch
+):
+    """Chapters 2 and 4's full-mode cells, end to end without the network: the hub is
+    replaced by a checkpoint written in MedVAE's format ({"state_dict": ...}); the model is
+    downloaded, verified and loaded by published_model, then set beside a trained model
+    (chapter 2) and asked for its stage-2 latents (chapter 4)."""
+    import hashlib
+    import types
+
+    import huggingface_hub
+
+    from medvae_lib import models
+    from medvae_lib.latent_downstream import published_latents
+
+    torch.manual_seed(0)
+    released = models.build_autoencoder("medvae_4_1_2d", width="full")
+    path = tmp_path / "vae_4x_1c_2D.ckpt"
+    torch.save({"state_dict": released.state_dict()}, path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(
+        huggingface_hub,
+        "get_hf_file_metadata",
+        lambda url: types.SimpleNamespace(etag=f'"{sha}"'),
+    )
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: str(path))
+    published = models.published_model("medvae_4_1_2d")
+    reference = images[:4]
+    table = medvae_stage1.published_beside(
+        published, medvae_stage1.Stage1Trainer(tiny(1)), reference
+    )
+    assert ("published - trained here", "PSNR (dB)") in table.index
+    assert np.isfinite(table["mean difference"]).all()
+    with torch.no_grad():
+        expected = released.project(released.encode(reference * 2 - 1)[0])
+    assert torch.allclose(published_latents(published, reference), expected, atol=1e-5)
