@@ -16,6 +16,7 @@ import yaml
 
 from medvae_lib import contrastive_benchmark as cb
 from medvae_lib import data as mdata
+from medvae_lib.contrastive_benchmark import text_encoder as cb_text
 
 PAIRS = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "medpix2" / "pairs.csv"
@@ -758,7 +759,10 @@ def test_load_medpix2_refuses_missing_image_empty_caption_and_changed_image(
 
 @pytest.fixture
 def fake_encoder(monkeypatch):
-    """encode_texts replaced by a fast stand-in that counts its calls (no model is loaded)."""
+    """encode_texts replaced by a fast stand-in that counts its calls (no model is loaded).
+
+    Both it and ``minilm_dir`` are patched in ``text_encoder.py``, the module where
+    :func:`cached_text_features` looks them up (a patch on the package would not reach it)."""
     calls = []
 
     def encode(texts, folder, init="pretrained", max_tokens=40, **kw):
@@ -766,8 +770,8 @@ def fake_encoder(monkeypatch):
         feats = _tiny_text(n=len(texts), length=max_tokens, dim=6)
         return feats
 
-    monkeypatch.setattr(cb, "encode_texts", encode)
-    monkeypatch.setattr(cb, "minilm_dir", lambda *a: None)
+    monkeypatch.setattr(cb_text, "encode_texts", encode)
+    monkeypatch.setattr(cb_text, "minilm_dir", lambda *a: None)
     return calls
 
 

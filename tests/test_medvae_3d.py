@@ -461,7 +461,8 @@ def test_the_settings_search_never_sees_the_test_person(monkeypatch):
         )
         return {}, curve
 
-    monkeypatch.setattr(medvae_3d, "train_fold", fake_train_fold)
+    # settings_search looks train_fold up in the submodule that defines both
+    monkeypatch.setattr(medvae_3d.folds, "train_fold", fake_train_fold)
     settings = {
         "people": ["a", "b", "c"],
         "train_contrasts": ["t1", "flair"],

@@ -11,6 +11,7 @@ import yaml
 
 from medvae_lib import personalized_invariant as pi
 from medvae_lib.data import ChecksumError, load_manifest
+from medvae_lib.personalized_invariant import splits as pi_splits
 from medvae_lib.training import settings_for
 
 CI = settings_for(pi.MODES, "ci", {})
@@ -355,7 +356,8 @@ def _fake_person(name, paths, settings):
 
 
 def test_brats_folders_of_one_patient_stay_together(monkeypatch):
-    monkeypatch.setattr(pi, "load_person", _fake_person)
+    # prepare_data looks load_person up in the submodule that defines both
+    monkeypatch.setattr(pi_splits, "load_person", _fake_person)
     assert (
         pi.patient_of("BraTS-GLI-00001-001")
         == "BraTS-GLI-00001"
@@ -381,7 +383,7 @@ def test_leave_one_out_tests_every_person_once_and_reads_each_once(monkeypatch):
         calls.append(name)
         return _fake_person(name, paths, settings)
 
-    monkeypatch.setattr(pi, "load_person", counting)
+    monkeypatch.setattr(pi_splits, "load_person", counting)
     subjects = {n: {} for n in ("a", "b", "c")}
     folds = pi.leave_one_out(CI, subjects)
     assert [f["split"]["test"] for f in folds] == [["a"], ["b"], ["c"]]
