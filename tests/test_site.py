@@ -194,6 +194,87 @@ def test_every_page_works_offline(browser, site):
     context.close()
 
 
+# The widths a reader reads at: the default desktop window and a phone (390 CSS pixels, as an
+# iPhone 12-15). On each, no code block, printed output, table, equation or figure may be wider
+# than its container, and the page itself may not scroll sideways.
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+WIDE = """() => {
+  const kinds = ['pre', '.highlight', '.cell_output', 'table', '.pst-scrollable-table-container',
+                 'div.math', 'mjx-container', 'img'];
+  const found = [];
+  for (const el of document.querySelectorAll(kinds.map(k => 'article ' + k).join(', '))) {
+    if (el.getClientRects().length === 0) continue;  // not shown (a closed details block)
+    const box = el.getBoundingClientRect(), outer = el.parentElement.getBoundingClientRect();
+    if (el.scrollWidth > el.clientWidth + 1 || box.right > outer.right + 1) {
+      found.push(`${el.tagName.toLowerCase()}.${el.className}: ${el.scrollWidth} px of content `
+        + `in ${el.clientWidth} px, right edge ${Math.round(box.right - outer.right)} px past its `
+        + `container: "${(el.textContent || '').trim().slice(0, 60)}"`);
+    }
+  }
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth) {
+    found.push(`the page scrolls sideways: ${page.scrollWidth} px in ${page.clientWidth} px`);
+  }
+  return found;
+}"""
+# On a desktop an equation may be drawn smaller to fit (book/_ext/readable/fit_width.js), but
+# not below this share of its size: a longer one must be split over lines (aligned).
+DESKTOP_SMALLEST_EQUATION = 0.75
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_nothing_is_wider_than_its_column(browser, site, width):
+    """What the site shows fits: code wraps, tables fit, equations fit (tests the book's CSS and
+    fit_width.js together with the chapters' content)."""
+    w, h = WIDTHS[width]
+    context = browser.new_context(offline=True, viewport={"width": w, "height": h})
+    problems = {}
+    for path in _pages(site):
+        page = context.new_page()
+        _open(page, path, [])
+        page.wait_for_timeout(200)  # fit_width.js runs when MathJax has finished
+        found = page.evaluate(WIDE)
+        if width == "desktop":
+            scales = page.evaluate(
+                """() => [...document.querySelectorAll('mjx-container[display="true"]')]
+                     .filter(e => e.style.fontSize)
+                     .map(e => [parseFloat(e.style.fontSize) / 100, e.textContent.slice(0, 50)])"""
+            )
+            found += [
+                f"an equation drawn at {scale:.0%} of its size: split it ({text!r})"
+                for scale, text in scales
+                if scale < DESKTOP_SMALLEST_EQUATION
+            ]
+        if found:
+            problems[path.name] = found[:5]
+        page.close()
+    context.close()
+    assert not problems, f"wider than the column at {w} px: " + json.dumps(
+        problems, indent=1, ensure_ascii=False
+    )
+
+
+def test_the_width_check_sees_an_overflow(browser, tmp_path):
+    """The check above can fail: a page with a wide code line, a wide table and the book's style
+    sheet missing is caught."""
+    wide = "x" * 300
+    page_file = tmp_path / "wide.html"
+    page_file.write_text(
+        "<html><body><article style='width:300px'>"
+        f"<pre style='overflow:auto'>{wide}</pre>"
+        "<div style='overflow:auto'><table><tr>"
+        + "".join(f"<td>column_{i}_long</td>" for i in range(20))
+        + "</tr></table></div></article></body></html>"
+    )
+    context = browser.new_context(offline=True, viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(page_file.as_uri())
+    found = page.evaluate(WIDE)
+    context.close()
+    assert any(f.startswith("pre.") for f in found), found
+    assert any(f.startswith("table.") or f.startswith("div.") for f in found), found
+
+
 def test_math_renders_on_the_theory_chapter(browser, site):
     """A page full of equations really gets typeset output (not only the absence of errors)."""
     context = browser.new_context(offline=True)
