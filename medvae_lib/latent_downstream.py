@@ -492,11 +492,12 @@ def rate_distortion(
 
 
 def plot_rate_distortion(table):
-    """Compression against PSNR, MS-SSIM and probe AUROC, latents and the resize baseline side by side."""
+    """Compression against PSNR, MS-SSIM and probe AUROC, latents and the resize baseline side
+    by side; sized for the page's column (text at least 9 pt there)."""
     import matplotlib.pyplot as plt
 
     metrics = ("PSNR (dB)", "MS-SSIM", "probe AUROC")
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(6.8, 2.9), dpi=100)
     for ax, metric in zip(axes, metrics, strict=True):
         for method, marker in (("MedVAE latent", "o"), ("resize", "s")):
             part = table[table.method == method]
@@ -508,14 +509,22 @@ def plot_rate_distortion(table):
                         .removeprefix("medvae_")
                         .removesuffix("_2d"),
                         (row["compression"], row[metric]),
-                        fontsize=7,
+                        fontsize=9,
                         xytext=(3, 3),
                         textcoords="offset points",
                     )
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("compression (image values per stored value)")
-        ax.set_title(metric, fontsize=9)
-    axes[0].legend(fontsize=8)
+        ax.tick_params(labelsize=9)
+        ax.set_title(metric, fontsize=10)
+    fig.supxlabel("compression (image values per stored value, log scale)", fontsize=10)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="upper center",
+        ncol=2,
+        fontsize=9,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.08),
+    )
     fig.tight_layout()
     return fig
 

@@ -11,8 +11,10 @@ def plot_planes(
     reconstructions: dict[str, torch.Tensor],
     error_max: float = 0.3,
 ):
-    """The middle slice of a (1, X, Y, Z) volume in its three planes (axial, coronal, sagittal): the original
-    on the first row, then each reconstruction and its absolute error map."""
+    """The middle slice of a (1, X, Y, Z) volume in its three planes (rows: axial, coronal,
+    sagittal): the original, then each reconstruction beside its absolute error map, which
+    share one colour bar (0 to ``error_max``, intensities in [0, 1]). Sized for the page's
+    column, text at least 9 pt there."""
     import matplotlib.pyplot as plt
 
     def planes(v):
@@ -24,24 +26,26 @@ def plot_planes(
             "sagittal": v[x, :, :].T,
         }
 
-    rows = [("original", planes(reference), "gray", 1.0)]
+    original = planes(reference)
+    columns = [("original", original, "gray", 1.0)]
     for name, rec in reconstructions.items():
         p = planes(rec)
-        rows.append((name, p, "gray", 1.0))
-        rows.append(
-            (
-                "|error|",
-                {k: (p[k] - v).abs() for k, v in planes(reference).items()},
-                "magma",
-                error_max,
-            )
-        )
+        columns.append((name, p, "gray", 1.0))
+        error = {k: (p[k] - v).abs() for k, v in original.items()}
+        columns.append(("|error|", error, "magma", error_max))
     fig, axes = plt.subplots(
-        len(rows), 3, figsize=(4.8, 1.5 * len(rows)), squeeze=False, dpi=60
+        3,
+        len(columns),
+        figsize=(6.8, 3.4),
+        squeeze=False,
+        dpi=100,
+        gridspec_kw={"wspace": 0.05, "hspace": 0.05},
     )
-    for r, (label, p, cmap, vmax) in enumerate(rows):
-        for c, (plane, img) in enumerate(p.items()):
-            axes[r, c].imshow(
+    shown = None
+    for c, (label, p, cmap, vmax) in enumerate(columns):
+        for r, (plane, img) in enumerate(p.items()):
+            ax = axes[r, c]
+            image = ax.imshow(
                 img,
                 cmap=cmap,
                 vmin=0,
@@ -49,12 +53,17 @@ def plot_planes(
                 origin="lower",
                 interpolation="nearest",
             )
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-            if r == 0:
-                axes[r, c].set_title(plane, fontsize=9)
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
+            if cmap == "magma":
+                shown = image
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(plane, fontsize=9)
+        axes[0, c].set_title(label, fontsize=9)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes, fraction=0.025, pad=0.02)
+        bar.set_label("|error| (intensity in [0, 1])", fontsize=9)
+        bar.ax.tick_params(labelsize=9)
     return fig
 
 
