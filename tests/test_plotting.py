@@ -64,3 +64,32 @@ def test_chapter_5_planes_read_at_column_width_with_an_error_colour_bar():
     bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
     assert len(bars) == 1 and bars[0].get_ylim() == pytest.approx((0.0, 0.3))
     plt.close(fig)
+
+
+def test_chapter_7_synthesis_and_embedding_figures_read_at_column_width():
+    from medvae_lib import personalized_invariant as pi
+
+    settings = {
+        **pi.MODES["ci"],
+        "image_size": 32,
+        "features": (4, 4, 8, 8, 16, 4),
+        "prior_heads": 2,
+        "contrastive_dim": 8,
+    }
+    torch.manual_seed(0)
+    model = pi.build_model(settings, "full").eval()
+    sample = torch.rand(len(pi.CONTRASTS) + 1, 32, 32)
+    sample[len(pi.CONTRASTS)] = 1.0  # the brain mask
+    fig = pi.plot_synthesis(model, sample, settings, "a person, slice 0")
+    assert plotting.small_text(fig) == []
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 2  # intensity and error
+    plt.close(fig)
+    g = torch.Generator().manual_seed(1)
+    embs = {
+        label: {p: torch.randn(4, 5, 6, generator=g).numpy() for p in ("A", "B")}
+        for label in ("with skips", "full")
+    }  # (contrasts, slices, features) per person
+    fig = pi.plot_embedding(embs)
+    assert plotting.small_text(fig) == []
+    plt.close(fig)
