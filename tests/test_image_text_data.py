@@ -1,4 +1,4 @@
-"""Tests of the ROCO and PMC-OA download and loading code (medvae_lib/image_text_data.py), without network.
+"""Tests of the ROCO and PMC-OA download and loading code (medvae_lib/image_text_data/), without network.
 
 The "hub" (a folder with the files of the axiong/pmc_oa dataset repository) and the "PMC FTP tree" plus a
 roco-dataset checkout are built in tmp_path from real MedPix 2.0 images and captions (../shared/data), and
@@ -22,6 +22,7 @@ from PIL import Image
 
 from medvae_lib import image_text_data as itd
 from medvae_lib.data import DATA_ROOT_ENV, ChecksumError, NetworkError
+from medvae_lib.image_text_data import downloads as itd_downloads
 
 SHARED = Path(
     os.environ.get(DATA_ROOT_ENV)
@@ -59,7 +60,7 @@ def medpix():
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(itd, "_BACKOFF_S", 0.0)
+    monkeypatch.setattr(itd_downloads, "_BACKOFF_S", 0.0)  # read by _download there
 
 
 # ------------------------------------------------------------------------------------------ PMC-OA

@@ -33,6 +33,7 @@ from medvae_lib import image_text_data as itd
 from medvae_lib import medvae_3d, student_copy
 from medvae_lib import personalized_invariant as pi
 from medvae_lib.data import ChecksumError, load_manifest
+from medvae_lib.image_text_data import downloads as itd_downloads
 from medvae_lib.training import CHECKPOINT_NAME, RunLock
 
 HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please log in.</body></html>\n"
@@ -40,7 +41,7 @@ HTML = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Please 
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(itd, "_BACKOFF_S", 0.0)
+    monkeypatch.setattr(itd_downloads, "_BACKOFF_S", 0.0)  # read by _download there
 
 
 # ------------------------------------------------------------------------------------------ PMC-OA
