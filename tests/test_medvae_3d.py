@@ -88,6 +88,35 @@ def test_inflation_puts_each_kernel_in_the_middle_plane_and_refuses_other_layout
         twin_2d_model("medvae_4_1_2d")
 
 
+def test_repeated_inflation_spreads_each_kernel_and_reads_every_slice():
+    m2 = trained_like_2d()
+    empty = build_autoencoder("medvae_4_1_3d", width=8).state_dict()
+    state = inflate_state_dict(m2.state_dict(), empty, kernel="repeat")
+    name = "encoder.conv_in.weight"
+    for k in range(3):
+        torch.testing.assert_close(state[name][..., k], m2.state_dict()[name] / 3)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        inflate_state_dict(m2.state_dict(), empty, kernel="middle")
+    # which slice phases move the latent: one in four when centred, all when repeated
+    x = torch.rand(4, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    moves = {}
+    for kernel in ("centre", "repeat"):
+        m3 = inflate_autoencoder(m2, "medvae_4_1_3d", 8, kernel=kernel).eval()
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            base = m3.encode(x * 2 - 1)[0]
+            moves[kernel] = []
+            for phase in range(4):
+                changed = x.clone()
+                noise = torch.rand(changed[..., phase::4].shape, generator=g)
+                changed[..., phase::4] = noise
+                latent = m3.encode(changed * 2 - 1)[0]
+                moves[kernel].append((latent - base).abs().mean().item())
+    centre, repeat = moves["centre"], moves["repeat"]
+    assert max(centre[:3]) < 0.2 * centre[3]  # the last phase of four is read
+    assert min(repeat) > 0.5 * max(repeat)  # every phase is read about equally
+
+
 def test_axis_slices_takes_every_slice_along_each_axis_once():
     v = torch.arange(2 * 4**3, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
     s = axis_slices(v)

@@ -9,12 +9,21 @@ from ..medvae_stage1 import Stage1Trainer
 from ..models import build_autoencoder, get_config
 
 
-def inflate_state_dict(state_2d: dict, state_3d: dict) -> dict:
+INFLATIONS = ("centre", "repeat")
+
+
+def inflate_state_dict(state_2d: dict, state_3d: dict, kernel: str = "centre") -> dict:
     """MedVAE's ``init_from_ckpt`` (``autoencoder_kl_3d.py``): for each 3D tensor, the
     2D tensor of the same name; a 2D kernel (out, in, kx, ky) goes into the middle index
     of the last axis of the 3D kernel (out, in, kx, ky, kz), zeros elsewhere
     ("kernel-centering"); other tensors are copied. Raises on a name or a shape that
-    does not match, instead of MedVAE's print of missing keys."""
+    does not match, instead of MedVAE's print of missing keys.
+
+    ``kernel="repeat"`` is I3D's inflation instead (Carreira & Zisserman, 2017), not
+    MedVAE's: the 2D kernel repeated along the last axis and divided by ``kz``, so that a
+    volume of identical slices still gives the 2D response away from its ends."""
+    if kernel not in INFLATIONS:
+        raise ValueError(f"kernel must be one of {INFLATIONS}, got {kernel!r}")
     missing = sorted(set(state_3d) - set(state_2d))
     unexpected = sorted(set(state_2d) - set(state_3d))
     if missing or unexpected:
@@ -31,9 +40,13 @@ def inflate_state_dict(state_2d: dict, state_3d: dict) -> dict:
             and target.ndim == 5
             and tuple(source.shape) == tuple(target.shape[:4])
         ):
-            kernel = torch.zeros_like(target)
-            kernel[..., target.shape[4] // 2] = source
-            out[name] = kernel
+            if kernel == "repeat":
+                depth = target.shape[4]
+                out[name] = source[..., None].repeat(1, 1, 1, 1, depth) / depth
+            else:
+                centred = torch.zeros_like(target)
+                centred[..., target.shape[4] // 2] = source
+                out[name] = centred
         else:
             raise ValueError(
                 f"{name}: 2D shape {tuple(source.shape)} cannot be inflated to {tuple(target.shape)}"
@@ -51,7 +64,10 @@ def twin_2d_model(model_3d: str) -> str:
 
 
 def inflate_autoencoder(
-    autoencoder_2d: torch.nn.Module, model_3d: str, width: int | str
+    autoencoder_2d: torch.nn.Module,
+    model_3d: str,
+    width: int | str,
+    kernel: str = "centre",
 ) -> torch.nn.Module:
     """A 3D :class:`~medvae_lib.models.MedVAE` of layout ``model_3d`` and ``width`` whose weights
     are ``autoencoder_2d``'s, kernel-centred (:func:`inflate_state_dict`).
@@ -65,10 +81,13 @@ def inflate_autoencoder(
     training then teaches the zero-initialised off-centre kernel weights to mix neighbouring slices.
     (The middle blocks' self-attention attends across slices from the start; on identical
     slices it gives the 2D result, since every key is repeated equally.)
+
+    ``kernel="repeat"``: I3D's inflation instead (:func:`inflate_state_dict`).
     """
     model = build_autoencoder(model_3d, width=width)
     model.load_state_dict(
-        inflate_state_dict(autoencoder_2d.state_dict(), model.state_dict()), strict=True
+        inflate_state_dict(autoencoder_2d.state_dict(), model.state_dict(), kernel),
+        strict=True,
     )
     return model
 
