@@ -8,7 +8,6 @@ import torch
 from ..medvae_stage1 import Stage1Trainer
 from ..models import build_autoencoder, get_config
 
-
 INFLATIONS = ("centre", "repeat")
 
 
