@@ -115,30 +115,35 @@ def intensity_table(images: dict[str, torch.Tensor]) -> pd.DataFrame:
 def plot_examples(
     split: Split, labels: dict[int, str], per_class: int = 6, seed: int = 0
 ):
-    """A grid of random images, one row per class."""
+    """A grid of random images, one row per class. Sized for the page's column, text at
+    least 9 pt there."""
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
     classes = sorted(labels)
+    side = 6.8 / (per_class + 1)  # inches per image; the rest holds the class names
     fig, axes = plt.subplots(
         len(classes),
         per_class,
-        figsize=(1.5 * per_class, 1.6 * len(classes)),
+        figsize=(6.8, side * len(classes) + 0.1),
+        dpi=100,
         squeeze=False,
+        layout="constrained",
     )
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01, wspace=0.0, hspace=0.0)
     for r, c in enumerate(classes):
         idx = rng.choice(np.flatnonzero(split.labels == c), per_class, replace=False)
         for ax, i in zip(axes[r], idx, strict=True):
             ax.imshow(split.images[i], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[r, 0].set_ylabel(labels[c])
-    fig.tight_layout()
+        axes[r, 0].set_ylabel(labels[c], fontsize=10)
     return fig
 
 
 def plot_intensity_histograms(split: Split, labels: dict[int, str]):
-    """Distribution of each image's mean raw pixel value (0-255), one histogram per class (seaborn)."""
+    """Distribution of each image's mean raw pixel value (0-255), one histogram per
+    class (seaborn). Sized for the page's column, text at least 9 pt there."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -148,7 +153,7 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
             "class": [labels[int(c)] for c in split.labels],
         }
     )
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(6.8, 3), dpi=100)
     order = [labels[c] for c in sorted(labels)]
     sns.histplot(
         frame,
@@ -160,15 +165,21 @@ def plot_intensity_histograms(split: Split, labels: dict[int, str]):
         bins=40,
         ax=ax,
     )
-    ax.set_xlabel("mean pixel value of an image (0-255)")
+    ax.set_xlabel("mean pixel value of an image (0-255)", fontsize=10)
+    ax.set_ylabel("density", fontsize=10)
+    ax.tick_params(labelsize=9)
+    legend = ax.get_legend()
+    plt.setp(legend.get_texts(), fontsize=9)
+    legend.set_title("class", prop={"size": 9})
     fig.tight_layout()
     return fig
 
 
 def plot_resizing(image: np.ndarray, sizes: list[int]):
-    """One image shrunk to several sides with and without anti-aliasing (MONAI ``Resize``), and the
-    absolute difference between the two. Only shrinking is shown: anti-aliasing smooths before
-    sampling *fewer* pixels, so when enlarging there is nothing for it to do."""
+    """One image shrunk to several sides with and without anti-aliasing (MONAI
+    ``Resize``), and the absolute difference between the two. Only shrinking is shown:
+    anti-aliasing smooths before sampling *fewer* pixels, so when enlarging there is
+    nothing for it to do."""
     import matplotlib.pyplot as plt
     from monai.transforms import Resize
 
@@ -179,11 +190,17 @@ def plot_resizing(image: np.ndarray, sizes: list[int]):
         )
     x = torch.as_tensor(image[None].astype(np.float32) / 255.0)
     rows = ("no anti-aliasing", "anti-aliased", "|difference|")
+    n = len(sizes) + 1
     fig, axes = plt.subplots(
-        len(rows), len(sizes) + 1, figsize=(2 * (len(sizes) + 1), 6.2), squeeze=False
+        len(rows),
+        n,
+        figsize=(6.8, 6.8 / n * len(rows) + 0.5),
+        dpi=100,
+        squeeze=False,
+        layout="constrained",
     )
     axes[0, 0].imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    axes[0, 0].set_title(f"original {side}x{side}", fontsize=9)
+    axes[0, 0].set_title(f"original\n{side}x{side}", fontsize=9)
     for r in (1, 2):
         axes[r, 0].axis("off")
     for j, s in enumerate(sizes, start=1):
@@ -193,18 +210,24 @@ def plot_resizing(image: np.ndarray, sizes: list[int]):
         )
         axes[0, j].imshow(plain, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[1, j].imshow(smooth, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[2, j].imshow(
+        difference = axes[2, j].imshow(
             np.abs(plain - smooth),
             cmap="magma",
             vmin=0,
             vmax=0.2,
             interpolation="nearest",
         )
-        axes[0, j].set_title(f"{s}x{s} ({side / s:.1f}x smaller)", fontsize=9)
+        axes[0, j].set_title(f"{s}x{s}\n({side / s:.1f}x smaller)", fontsize=9)
     for i, label in enumerate(rows):
-        axes[i, 1].set_ylabel(label)
+        axes[i, 1].set_ylabel(label, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    # the difference's colour bar sits in the empty cell left of its row (an inset of
+    # that cell, so the figure's last axes stays the last difference panel)
+    cax = axes[2, 0].inset_axes([0.05, 0.5, 0.8, 0.08])
+    bar = fig.colorbar(difference, cax=cax, orientation="horizontal", extend="max")
+    bar.set_label("|difference|\n(intensity in [0, 1])", fontsize=9)
+    bar.ax.xaxis.set_label_position("top")
+    bar.ax.tick_params(labelsize=9)
     return fig

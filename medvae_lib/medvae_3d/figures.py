@@ -68,14 +68,22 @@ def plot_planes(
 
 
 def plot_fold_curves(curves):
-    """Validation PSNR by step, one panel per fold (its test person in the title), one line per run
-    and seed (inflated solid, scratch dashed): the numbers the settings and the step count are read
-    from, none of them from a test person."""
+    """Validation PSNR by step, one panel per fold (its test person in the title), one
+    line per run and seed (inflated solid, scratch dashed): the numbers the settings and
+    the step count are read from, none of them from a test person. Sized for the page's
+    column, text at least 9 pt there."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     folds = list(dict.fromkeys(curves["fold"]))
     fig, axes = plt.subplots(
-        1, len(folds), figsize=(3.2 * len(folds), 2.8), sharey=True, squeeze=False
+        1,
+        len(folds),
+        figsize=(6.8, 3.0),
+        dpi=100,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
     )
     for ax, fold in zip(axes[0], folds, strict=True):
         for (run, seed), part in curves[curves["fold"] == fold].groupby(
@@ -90,9 +98,16 @@ def plot_fold_curves(curves):
                 ms=3,
                 label=f"{run}, seed {seed}",
             )
-        ax.set_title(f"{fold} held out", fontsize=9)
-        ax.set_xlabel("step")
-    axes[0, 0].set_ylabel("validation PSNR (dB)")
-    axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"held out:\n{fold}", fontsize=9)
+        ax.set_xlabel("step", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+        ax.tick_params(labelsize=9)
+    axes[0, 0].set_ylabel("validation PSNR (dB)", fontsize=9)
+    fig.legend(
+        *axes[0, -1].get_legend_handles_labels(),
+        loc="outside lower center",
+        ncol=4,
+        fontsize=9,
+        frameon=False,
+    )
     return fig

@@ -11,21 +11,23 @@ from ..models import get_config
 def plot_latents(
     images: torch.Tensor, z_mu: torch.Tensor, z_sigma: torch.Tensor, index, titles=None
 ):
-    """Left: histograms of every posterior mean (against the N(0, 1) prior density) and of every
-    posterior standard deviation (the prior's is 1). Right: for the images at ``index``, the image and
-    each latent channel's mean."""
+    """Left: histograms of every posterior mean (against the N(0, 1) prior density) and
+    of every posterior standard deviation (the prior's is 1). Right: for the images at
+    ``index``, the image and each latent channel's mean, the means on one colour scale
+    with its colour bar. Sized for the page's column, text at least 9 pt there."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     index = list(index)
     channels = z_mu.shape[1]
-    rows = max(2, 1 + channels)
-    fig = plt.figure(figsize=(3.6 + 1.5 * len(index), 1.7 * rows + 0.3))
-    grid = fig.add_gridspec(rows, 1 + len(index), width_ratios=[2.4] + [1] * len(index))
-    top, bottom = (
-        fig.add_subplot(grid[: rows // 2, 0]),
-        fig.add_subplot(grid[rows // 2 :, 0]),
+    cell = min(1.2, 3.6 / len(index))  # inches per image
+    fig = plt.figure(
+        figsize=(6.8, max(3.5, (1 + channels) * (cell + 0.2) + 0.6)),
+        dpi=100,
+        layout="constrained",
     )
+    left, right = fig.subfigures(1, 2, width_ratios=(2.4, 4.4))
+    top, bottom = left.subplots(2, 1)
     values = z_mu.flatten().numpy()
     top.hist(values, bins=60, density=True, alpha=0.7, label="posterior means $\\mu$")
     grid_x = np.linspace(min(values.min(), -4), max(values.max(), 4), 200)
@@ -36,7 +38,6 @@ def plot_latents(
         lw=1,
         label="prior N(0, 1)",
     )
-    top.legend(fontsize=7)
     bottom.hist(
         z_sigma.flatten().numpy(),
         bins=60,
@@ -47,65 +48,120 @@ def plot_latents(
     )
     bottom.axvline(1.0, color="k", ls="--", lw=1, label="prior std 1")
     bottom.set_xlim(0, max(1.1, float(z_sigma.max()) * 1.05))
-    bottom.legend(fontsize=7)
-    bottom.set_xlabel("value")
+    bottom.set_xlabel("value", fontsize=9)
+    for ax in (top, bottom):  # the legends above the bars, clear of them
+        ax.legend(
+            fontsize=9, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False
+        )
+        ax.tick_params(labelsize=9)
+    shown_mu = z_mu[index]
+    low, high = float(shown_mu.min()), float(shown_mu.max())
+    panels = right.subplots(1 + channels, len(index), squeeze=False)
     for j, i in enumerate(index):
-        a = fig.add_subplot(grid[0, 1 + j])
+        a = panels[0, j]
         a.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
-        a.set_title(titles[j] if titles is not None else f"image {i}", fontsize=8)
-        panels = [a]
+        a.set_title(titles[j] if titles is not None else f"image {i}", fontsize=9)
         for c in range(channels):
-            b = fig.add_subplot(grid[1 + c, 1 + j])
-            b.imshow(z_mu[i, c], cmap="viridis")
+            mu_map = panels[1 + c, j].imshow(
+                z_mu[i, c], cmap="viridis", vmin=low, vmax=high
+            )
             if j == 0:
-                b.set_ylabel(f"$\\mu$, channel {c}", fontsize=8)
-            panels.append(b)
-        for p in panels:
-            p.set_xticks([])
-            p.set_yticks([])
-    fig.tight_layout()
+                panels[1 + c, j].set_ylabel(f"$\\mu$, channel {c}", fontsize=9)
+    for p in panels.flat:
+        p.set_xticks([])
+        p.set_yticks([])
+    bar = right.colorbar(mu_map, ax=panels[1:, :], location="bottom", shrink=0.8)
+    bar.set_label("posterior mean $\\mu$", fontsize=9)
+    bar.ax.tick_params(labelsize=9)
     return fig
 
 
 def plot_architecture(model_name: str, image_size: int, width: int | str):
-    """A block diagram of stage 1: encoder, posterior, sampling, decoder, and the losses' inputs."""
+    """A block diagram of stage 1: encoder, posterior, sampling, decoder, and the
+    losses' inputs. Drawn top to bottom for the page's column, text at least 9 pt
+    there."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     cfg = get_config(model_name)
     latent = "x".join(map(str, cfg.latent_shape((image_size,) * cfg.spatial_dims)))
     image = "x".join([str(image_size)] * cfg.spatial_dims)
+    # the figure's axes are measured in inches: centre x, centre y, width, text, colour
+    left, middle, right = 1.05, 3.4, 5.75
+    rows = [3.9 - 0.72 * k for k in range(6)]  # the pipeline, top to bottom
     boxes = {
-        "x": (0.2, 2.0, f"image x\n1x{image}\nin [-1, 1]", "#dfe9f5"),
+        "x": (middle, rows[0], 2.2, f"image x, 1x{image}\nin [-1, 1]", "#dfe9f5"),
         "enc": (
-            1.9,
-            2.0,
-            f"encoder\n{cfg.levels - 1} halvings\n-> {2 * cfg.latent_channels} maps",
+            middle,
+            rows[1],
+            2.2,
+            f"encoder: {cfg.levels - 1} halvings\n-> {2 * cfg.latent_channels} maps",
             "#f5e6cc",
         ),
-        "post": (3.6, 2.0, "1x1 conv\nmean $\\mu$,\nlog-variance", "#f5e6cc"),
-        "z": (5.3, 2.0, f"z = $\\mu$ + $\\sigma\\epsilon$\n{latent}", "#e3f1df"),
-        "dec": (7.0, 2.0, "decoder\n(mirror of\nthe encoder)", "#f5e6cc"),
-        "xh": (8.7, 2.0, f"reconstruction\n$\\hat x$, 1x{image}", "#dfe9f5"),
-        "kl": (3.6, 0.3, "KL($q(z|x)$ || N(0, I))", "#f7d9d9"),
-        "rec": (8.7, 3.7, "L1 + perceptual\n(x vs $\\hat x$)", "#f7d9d9"),
-        "disc": (8.7, 0.3, "PatchGAN D\nreal x vs $\\hat x$\n(hinge)", "#f7d9d9"),
+        "post": (
+            middle,
+            rows[2],
+            2.2,
+            "1x1 conv: mean $\\mu$,\nlog-variance",
+            "#f5e6cc",
+        ),
+        "z": (
+            middle,
+            rows[3],
+            2.2,
+            f"z = $\\mu$ + $\\sigma\\epsilon$\n{latent}",
+            "#e3f1df",
+        ),
+        "dec": (middle, rows[4], 2.2, "decoder\n(mirror of the encoder)", "#f5e6cc"),
+        "xh": (
+            middle,
+            rows[5],
+            2.2,
+            f"reconstruction $\\hat x$\n1x{image}",
+            "#dfe9f5",
+        ),
+        "kl": (right, rows[2], 1.9, "KL($q(z|x)$ || N(0, I))", "#f7d9d9"),
+        "rec": (right, rows[5], 1.9, "L1 + perceptual\n(x vs $\\hat x$)", "#f7d9d9"),
+        "disc": (
+            left,
+            rows[5],
+            1.9,
+            "PatchGAN D, real x\nvs $\\hat x$ (hinge)",
+            "#f7d9d9",
+        ),
     }
-    fig, ax = plt.subplots(figsize=(10.5, 3.6))
-    for x0, y0, text, color in boxes.values():
+    height = 0.5  # of a box
+    fig = plt.figure(figsize=(6.8, 4.45), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    for cx, cy, w, text, color in boxes.values():
         ax.add_patch(
             FancyBboxPatch(
-                (x0, y0), 1.45, 1.0, boxstyle="round,pad=0.05", fc=color, ec="0.3"
+                (cx - w / 2, cy - height / 2),
+                w,
+                height,
+                boxstyle="round,pad=0.04",
+                fc=color,
+                ec="0.3",
             )
         )
-        ax.text(x0 + 0.72, y0 + 0.5, text, ha="center", va="center", fontsize=8)
+        ax.text(cx, cy, text, ha="center", va="center", fontsize=9)
 
-    def arrow(a, b, dy_a=0.5, dy_b=0.5, dx_a=1.45, dx_b=0.0):
-        (xa, ya, *_), (xb, yb, *_) = boxes[a], boxes[b]
+    def edge(name, side):
+        cx, cy, w, *_ = boxes[name]
+        offsets = {
+            "top": (0, height / 2 + 0.04),
+            "bottom": (0, -height / 2 - 0.04),
+            "left": (-w / 2 - 0.04, 0),
+            "right": (w / 2 + 0.04, 0),
+        }
+        dx, dy = offsets[side]
+        return cx + dx, cy + dy
+
+    def arrow(a, b, side_a="bottom", side_b="top"):
         ax.add_patch(
             FancyArrowPatch(
-                (xa + dx_a, ya + dy_a),
-                (xb + dx_b, yb + dy_b),
+                edge(a, side_a),
+                edge(b, side_b),
                 arrowstyle="-|>",
                 mutation_scale=12,
                 color="0.3",
@@ -120,14 +176,20 @@ def plot_architecture(model_name: str, image_size: int, width: int | str):
         ("dec", "xh"),
     ):
         arrow(a, b)
-    arrow("post", "kl", dy_a=0.0, dy_b=1.0, dx_a=0.72, dx_b=0.72)
-    arrow("xh", "rec", dy_a=1.0, dy_b=0.0, dx_a=0.72, dx_b=0.72)
-    arrow("xh", "disc", dy_a=0.0, dy_b=1.0, dx_a=0.72, dx_b=0.72)
-    ax.set_xlim(0, 10.4)
-    ax.set_ylim(0.1, 4.9)
+    arrow("post", "kl", "right", "left")
+    arrow("xh", "rec", "right", "left")
+    arrow("xh", "disc", "left", "right")
+    ax.set_xlim(0, 6.8)
+    ax.set_ylim(0, 4.45)
     ax.axis("off")
-    ax.set_title(f"{model_name} (width {width}): stage 1", fontsize=10)
-    fig.tight_layout()
+    ax.text(
+        middle,
+        4.3,
+        f"{model_name} (width {width}): stage 1",
+        ha="center",
+        va="center",
+        fontsize=10,
+    )
     return fig
 
 
@@ -136,9 +198,14 @@ def plot_reconstructions(
     reconstructions: dict[str, torch.Tensor],
     index,
     titles=None,
+    error_max: float = 0.3,
 ):
-    """A grid for the images at ``index``: originals on the first row, then one row per method, each
-    followed by its absolute error map."""
+    """A grid for the images at ``index``: originals on the first row, then one row per
+    method, each followed by its absolute error map; the error maps share one colour bar
+    (0 to ``error_max``, intensities in [0, 1]). Sized for the page's column, text at
+    least 9 pt there."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     index = torch.as_tensor(index)
@@ -146,22 +213,36 @@ def plot_reconstructions(
     reconstructions = {method: rec[index] for method, rec in reconstructions.items()}
     n = len(index)
     rows = ["original"] + [m for m in reconstructions for _ in (0, 1)]
+    cell = min(1.3, 5.6 / n)  # inches per image
     fig, axes = plt.subplots(
-        len(rows), n, figsize=(1.6 * n, 1.6 * len(rows)), squeeze=False
+        len(rows),
+        n,
+        figsize=(6.8, cell * len(rows) + 0.3),
+        dpi=100,
+        squeeze=False,
+        layout="constrained",
     )
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     for j in range(n):
         axes[0, j].imshow(reference[j, 0], cmap="gray", vmin=0, vmax=1)
         if titles is not None:
-            axes[0, j].set_title(titles[j], fontsize=8)
+            axes[0, j].set_title(titles[j], fontsize=9)
         for r, rec in enumerate(reconstructions.values()):
             axes[1 + 2 * r, j].imshow(rec[j, 0], cmap="gray", vmin=0, vmax=1)
-            axes[2 + 2 * r, j].imshow(
-                (rec[j, 0] - reference[j, 0]).abs(), cmap="magma", vmin=0, vmax=0.3
+            error = axes[2 + 2 * r, j].imshow(
+                (rec[j, 0] - reference[j, 0]).abs(),
+                cmap="magma",
+                vmin=0,
+                vmax=error_max,
             )
     for i, label in enumerate(rows):
-        axes[i, 0].set_ylabel(label if i == 0 or i % 2 == 1 else "|error|", fontsize=8)
+        label = label if i == 0 or i % 2 == 1 else "|error|"
+        axes[i, 0].set_ylabel(textwrap.fill(label, 14), fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    if len(rows) > 1:
+        bar = fig.colorbar(error, ax=axes[2::2, :], shrink=0.9, extend="max")
+        bar.set_label("|error| (intensity in [0, 1])", fontsize=9)
+        bar.ax.tick_params(labelsize=9)
     return fig

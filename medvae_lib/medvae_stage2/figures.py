@@ -18,20 +18,24 @@ def plot_rendered_latents(
     titles=None,
     scale=LATENT_SCALE,
 ):
-    """For the images at ``index``: the image as the teacher sees it (after its resize), then each
-    latent of ``latents`` (``{name: (N, C, h, w)}``) rendered as the teacher sees it. Every panel shows
-    the teacher's input before normalisation, each on its own grey scale."""
+    """For the images at ``index``: the image as the teacher sees it (after its resize),
+    then each latent of ``latents`` (``{name: (N, C, h, w)}``) rendered as the teacher
+    sees it. Every panel shows the teacher's input before normalisation, each on its own
+    grey scale. Sized for the page's column, text at least 9 pt there."""
     import matplotlib.pyplot as plt
 
     index = torch.as_tensor(index)
     rows = {"image": images[index]} | {
         name: render_latent(z[index], scale) for name, z in latents.items()
     }
+    cell = min(1.5, 6.2 / len(index))  # inches per image
     fig, axes = plt.subplots(
         len(rows),
         len(index),
-        figsize=(1.7 * len(index), 1.7 * len(rows)),
+        figsize=(cell * len(index) + 0.5, cell * len(rows) + 0.3),
+        dpi=100,
         squeeze=False,
+        layout="constrained",
     )
     size = teacher.image_size
     for r, (name, x) in enumerate(rows.items()):
@@ -43,7 +47,6 @@ def plot_rendered_latents(
             axes[r, j].set_xticks([])
             axes[r, j].set_yticks([])
             if r == 0 and titles is not None:
-                axes[r, j].set_title(titles[j], fontsize=8)
-        axes[r, 0].set_ylabel(name, fontsize=8)
-    fig.tight_layout()
+                axes[r, j].set_title(titles[j], fontsize=9)
+        axes[r, 0].set_ylabel(name, fontsize=9)
     return fig
