@@ -256,8 +256,9 @@ def test_chapter_2_and_3_figures_read_at_column_width_with_colour_bars():
     assert len(bars) == 1 and bars[0].get_ylim() == pytest.approx((0.0, 0.3))
     plt.close(fig)
     z_mu = torch.randn(8, 1, 8, 8, generator=g) - 2
+    show = torch.tensor([0, 1, 3, 4])  # as the chapter passes it: a tensor of indices
     fig = medvae_stage1.plot_latents(
-        x, z_mu, torch.rand(8, 1, 8, 8, generator=g), [0, 1, 3, 4], titles[:4]
+        x, z_mu, torch.rand(8, 1, 8, 8, generator=g), show, titles[:4]
     )
     assert plotting.small_text(fig) == []
     bars = _colour_bars(fig)

@@ -54,7 +54,7 @@ def plot_latents(
             fontsize=9, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False
         )
         ax.tick_params(labelsize=9)
-    shown_mu = z_mu[index]
+    shown_mu = torch.stack([z_mu[int(i)] for i in index])  # one colour scale
     low, high = float(shown_mu.min()), float(shown_mu.max())
     panels = right.subplots(1 + channels, len(index), squeeze=False)
     for j, i in enumerate(index):
