@@ -224,16 +224,18 @@ def plot_reconstructions(
     )
     fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     for j in range(n):
-        axes[0, j].imshow(reference[j, 0], cmap="gray", vmin=0, vmax=1)
+        # nearest: the pixels as they are (and a PNG small enough for the page)
+        show = {"vmin": 0, "interpolation": "nearest"}
+        axes[0, j].imshow(reference[j, 0], cmap="gray", vmax=1, **show)
         if titles is not None:
             axes[0, j].set_title(titles[j], fontsize=9)
         for r, rec in enumerate(reconstructions.values()):
-            axes[1 + 2 * r, j].imshow(rec[j, 0], cmap="gray", vmin=0, vmax=1)
+            axes[1 + 2 * r, j].imshow(rec[j, 0], cmap="gray", vmax=1, **show)
             error = axes[2 + 2 * r, j].imshow(
                 (rec[j, 0] - reference[j, 0]).abs(),
                 cmap="magma",
-                vmin=0,
                 vmax=error_max,
+                **show,
             )
     for i, label in enumerate(rows):
         label = label if i == 0 or i % 2 == 1 else "|error|"
