@@ -199,8 +199,10 @@ def test_every_page_works_offline(browser, site):
 # than its container, and the page itself may not scroll sideways.
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 WIDE = """() => {
+  // inline equations are measured by their right edge only (a glyph's overhang makes their
+  // scrollWidth a few pixels larger than their box without anything being cut off)
   const kinds = ['pre', '.highlight', '.cell_output', 'table', '.pst-scrollable-table-container',
-                 'div.math', 'mjx-container', 'img'];
+                 'div.math', 'mjx-container[display="true"]', 'img'];
   const found = [];
   for (const el of document.querySelectorAll(kinds.map(k => 'article ' + k).join(', '))) {
     if (el.getClientRects().length === 0) continue;  // not shown (a closed details block)
@@ -209,6 +211,15 @@ WIDE = """() => {
       found.push(`${el.tagName.toLowerCase()}.${el.className}: ${el.scrollWidth} px of content `
         + `in ${el.clientWidth} px, right edge ${Math.round(box.right - outer.right)} px past its `
         + `container: "${(el.textContent || '').trim().slice(0, 60)}"`);
+    }
+  }
+  for (const el of document.querySelectorAll('article mjx-container:not([display="true"])')) {
+    const holder = el.closest('p, li, td, th, dd, dt, div');
+    if (el.getClientRects().length === 0 || !holder) continue;
+    const past = el.getBoundingClientRect().right - holder.getBoundingClientRect().right;
+    if (past > 1) {
+      found.push(`inline equation ${Math.round(past)} px past its paragraph: `
+        + `"${el.textContent.slice(0, 60)}"`);
     }
   }
   const page = document.documentElement;
