@@ -13,6 +13,10 @@ import torch  # noqa: E402
 from medvae_lib import latent_downstream, medvae_3d, plotting  # noqa: E402
 
 
+def _colour_bars(fig):
+    return [a for a in fig.axes if a.get_label() == "<colorbar>"]
+
+
 def test_small_text_sees_what_the_page_shrinks():
     wide, ax = plt.subplots(figsize=(12, 3), dpi=100)  # 1,200 px shown in 688
     ax.set_title("ten points", fontsize=10)
@@ -61,7 +65,7 @@ def test_chapter_5_planes_read_at_column_width_with_an_error_colour_bar():
     volume = torch.rand(1, 40, 40, 24, generator=g)
     fig = medvae_3d.plot_planes(volume, {"inflated": volume * 0.9, "resize": volume})
     assert plotting.small_text(fig) == []
-    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    bars = _colour_bars(fig)
     assert len(bars) == 1 and bars[0].get_ylim() == pytest.approx((0.0, 0.3))
     plt.close(fig)
 
@@ -82,7 +86,7 @@ def test_chapter_7_synthesis_and_embedding_figures_read_at_column_width():
     sample[len(pi.CONTRASTS)] = 1.0  # the brain mask
     fig = pi.plot_synthesis(model, sample, settings, "a person, slice 0")
     assert plotting.small_text(fig) == []
-    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    bars = _colour_bars(fig)
     assert len(bars) == 2  # intensity and error
     plt.close(fig)
     g = torch.Generator().manual_seed(1)
@@ -93,10 +97,6 @@ def test_chapter_7_synthesis_and_embedding_figures_read_at_column_width():
     fig = pi.plot_embedding(embs)
     assert plotting.small_text(fig) == []
     plt.close(fig)
-
-
-def _colour_bars(fig):
-    return [a for a in fig.axes if a.get_label() == "<colorbar>"]
 
 
 def test_chapter_1_data_figures_read_at_column_width_with_a_difference_colour_bar():

@@ -6,8 +6,9 @@ fewer. This extension adds one style sheet and one script to every page (both in
 - code and printed output wrap instead of scrolling sideways, and on a desktop the code font is a little
   smaller so that the book's 88-column code fits without wrapping;
 - a table wider than its column lets its cells break long words, so that it fits instead of scrolling;
-- a display equation wider than its column is drawn smaller until it fits (MathJax 3 cannot break lines);
-  the chapters split long equations over lines with ``aligned`` so this stays a last resort.
+- an equation (displayed, or inline in its paragraph) wider than its column is drawn smaller until it
+  fits (MathJax 3 cannot break lines); the chapters split long equations over lines with ``aligned``
+  so this stays a last resort.
 
 ``tests/test_site.py`` opens every page at a desktop and at a phone width and checks that no code block,
 table or equation is wider than its container (scrollWidth <= clientWidth).
