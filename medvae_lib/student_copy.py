@@ -2,7 +2,8 @@
 
 ``python -m medvae_lib.student_copy notebooks _build/student_notebooks`` (or ``make student``) writes every
 chapter notebook ``NN_name.ipynb`` of the first folder into the second. Solutions are removed by structure:
-every cell from a ``{solution-start}`` marker to its ``{solution-end}`` marker (both included, whatever
+every cell from a ``{solution-start}`` marker to its ``{solution-end}`` marker (as the book reads the
+notebook's ``<!-- solution-start -->`` and ``<!-- solution-end -->`` cells: ``medvae_lib.markup``) (both included, whatever
 their tags: a solution cell that lost its ``solution`` tag, or is tagged ``Solution`` or ``solutions``, is
 removed all the same), a cell with a one-cell ``{solution}`` directive, and any other cell tagged
 ``solution``. In place of each run of removed cells that held code it leaves one code cell
@@ -21,6 +22,8 @@ import sys
 from pathlib import Path
 
 import nbformat
+
+from medvae_lib.markup import to_myst
 
 SOLUTION_TAG = "solution"
 PLACEHOLDER = "answer = None  # your code here"
@@ -46,6 +49,8 @@ def solution_cells(cells, name: str = "notebook") -> list[bool]:
     inside, flags, opened = False, [], None
     for index, cell in enumerate(cells):
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        if cell.get("cell_type") == "markdown":
+            source = to_myst(source)  # the notebooks' markers, as the book reads them
         starts, ends = len(_START.findall(source)), len(_END.findall(source))
         if starts > 1 or ends > 1 or (starts and inside):
             raise ValueError(
@@ -86,7 +91,11 @@ def student_notebook(
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
-    leaks = [c.source.splitlines()[0] for c in cells if _LEAK.search(c.source)]
+    leaks = [
+        c.source.splitlines()[0]
+        for c in cells
+        if _LEAK.search(to_myst(c.source) if c.cell_type == "markdown" else c.source)
+    ]
     if leaks:
         raise ValueError(
             f"{name}: solution directives outside a solution's markers: {leaks}"

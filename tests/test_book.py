@@ -1,7 +1,6 @@
 """The book's structure: every chapter notebook has its library module, two run modes, a Colab
 badge pointing at the configured repository, and committed outputs without errors."""
 
-import ast
 import importlib
 import re
 from pathlib import Path
@@ -10,7 +9,7 @@ import nbformat
 import pytest
 import yaml
 
-from medvae_lib import nbhygiene
+from medvae_lib import markup, nbhygiene
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -117,11 +116,15 @@ def test_chapter_notebook(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_prose_comes_before_every_code_cell(path):
-    """Every code cell follows a markdown cell that has prose in it, not only a heading."""
+    """Every code cell follows a markdown cell that has prose in it, not only a heading (library
+    code shown by show_code cells in between counts with the prose it illustrates)."""
     cells = nbformat.read(path, as_version=4).cells
-    for before, cell in zip(cells, cells[1:], strict=False):
-        if cell.cell_type != "code":
+    shows = [markup.SHOW_CODE.match(c.source.strip()) for c in cells]
+    for k, cell in enumerate(cells[1:], start=1):
+        if cell.cell_type != "code" or shows[k]:
             continue
+        # library code shown right before a cell belongs to the prose before it
+        before = next(cells[j] for j in range(k - 1, -1, -1) if not shows[j])
         first = cell.source.splitlines()[0] if cell.source else ""
         assert before.cell_type == "markdown", (
             f"{path.name}: code cell '{first}' follows another code cell"
@@ -137,40 +140,26 @@ def test_prose_comes_before_every_code_cell(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_included_library_code_exists(path):
-    """Chapters show the library's own code with literalinclude :pyobject:; each named object must exist,
-    so a renamed function fails here rather than as an empty box in the book."""
-    text = "\n".join(
-        c.source
-        for c in nbformat.read(path, as_version=4).cells
-        if c.cell_type == "markdown"
-    )
-    blocks = re.findall(r"```\{literalinclude\} (\S+)\n((?::\w+:.*\n)*)", text)
-    includes = [
-        (file, m.group(1))
-        for file, options in blocks
-        if (m := re.search(r"^:pyobject: (\S+)", options, re.M))
-    ]
-    assert len(includes) == text.count(":pyobject:"), (
-        "every :pyobject: include must be parsed"
-    )
-    for file, obj in includes:
-        source = (path.parent / file).resolve()
-        assert source.is_file() and source.is_relative_to(REPO / "medvae_lib"), (
-            f"{file} is not a library file"
+def test_shown_library_code_is_the_librarys(path):
+    """Chapters show the library's own code with show_code cells (medvae_lib.markup), whose committed
+    output is what Colab and GitHub show before anything runs: it must be the library's code as it
+    is now, so a renamed function or an edited one fails here rather than showing stale code."""
+    nb = nbformat.read(path, as_version=4)
+    shown = [c for c in nb.cells if c.cell_type == "code" and "show_code(" in c.source]
+    assert shown, f"{path.name} shows no library code"
+    for cell in shown:
+        assert markup.SHOW_CODE.match(cell.source.strip()), (
+            f'{path.name}: write show_code("<file under medvae_lib>", "<name>") '
+            f"alone in its cell, not {cell.source!r}"
         )
-        tree = ast.parse(source.read_text())
-        names = {
-            node.name: node
-            for node in tree.body
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef))
-        }
-        owner, _, member = obj.partition(".")
-        assert owner in names, f"{obj} is not defined in {file}"
-        if member:
-            assert member in {
-                n.name for n in names[owner].body if isinstance(n, ast.FunctionDef)
-            }, f"{obj} is not in {file}"
+        assert "remove-input" in cell.metadata.get("tags", []), (
+            f"{path.name}: tag {cell.source!r} remove-input (the site shows the code alone)"
+        )
+    stale = markup.refresh(nb)
+    assert not stale, (
+        f"{path.name} shows old code of {stale}: "
+        f"python -m medvae_lib.markup --refresh {path.relative_to(REPO)}"
+    )
 
 
 def _pins(path):
@@ -222,11 +211,14 @@ def test_the_code_that_chapters_teach_is_shown():
         ]
     }
     for stem, objects in teaching.items():
-        text = (REPO / "notebooks" / f"{stem}.ipynb").read_text()
+        nb = nbformat.read(REPO / "notebooks" / f"{stem}.ipynb", as_version=4)
+        shown = {
+            m["name"]
+            for c in nb.cells
+            if c.cell_type == "code" and (m := markup.SHOW_CODE.match(c.source.strip()))
+        }
         for obj in objects:
-            assert f":pyobject: {obj}" in text, (
-                f"{stem} explains {obj} without showing its code"
-            )
+            assert obj in shown, f"{stem} explains {obj} without showing its code"
 
 
 def test_licence_and_citation():
@@ -274,3 +266,65 @@ def test_the_workflow_tests_builds_and_deploys_the_configured_branch():
         upload["if"] == jobs["deploy"]["if"] == f"github.ref == 'refs/heads/{branch}'"
     )
     assert any("deploy-pages" in s.get("uses", "") for s in jobs["deploy"]["steps"])
+
+
+# MyST syntax as Colab and JupyterLab would show it, after their CommonMark rendering: a directive
+# becomes a code block whose language is "{name}", a role "{name}" before inline code.
+MYST_LEFT = re.compile(
+    r'class="language-\{[\w:-]+\}|\{[a-z][\w-]*(?::[\w-]+)?\}<code>|^:(?:label|class|pyobject):',
+    re.M,
+)
+
+
+def _as_colab_shows(markdown: str) -> str:
+    """HTML from CommonMark (with tables), as Colab and JupyterLab render a markdown cell."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)
+
+
+def test_the_colab_check_sees_myst():
+    for text in (
+        "```{exercise} T\n:label: ex-99-1\n\nDo it.\n```",
+        "As {cite:p}`varma2025medvae` shows.",
+        "```{literalinclude} ../medvae_lib/data.py\n:pyobject: f\n```",
+    ):
+        assert MYST_LEFT.search(_as_colab_shows(text)), text
+    colab = '<!-- exercise ex-99-1 -->\n### Exercise 99.1: T\n\nDo it [A (2020)](u "cite:a").'
+    assert not MYST_LEFT.search(_as_colab_shows(colab))
+    assert "{exercise}" in markup.to_myst(colab) and "{cite:t}`a`" in markup.to_myst(
+        colab
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_colab_and_jupyterlab_show_no_myst_syntax(path):
+    """Every exercise, solution, citation and piece of library code reads as text in Colab and
+    JupyterLab: no markdown cell or markdown output leaves MyST syntax for them to show raw, and
+    every exercise has its number and title in a heading there."""
+    nb = nbformat.read(path, as_version=4)
+    texts = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    texts += [
+        "".join(o["data"]["text/markdown"])
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "text/markdown" in o.get("data", {})
+    ]
+    left = [
+        (m[0], text[:60])
+        for text in texts
+        for m in MYST_LEFT.finditer(_as_colab_shows(text))
+    ]
+    assert not left, f"{path.name}: MyST syntax Colab would show raw: {left[:5]}"
+    headings = re.findall(
+        r"<h3>Exercise (\d+\.\d+): .+</h3>", _as_colab_shows("\n\n".join(texts))
+    )
+    book = markup.myst_notebook(nb)
+    labels = re.findall(
+        r"\{exercise\}[^\n]*\n:label: (\S+)",
+        "\n".join(c.source for c in book.cells if c.cell_type == "markdown"),
+    )
+    assert headings == [markup.exercise_number(label) for label in labels] != [], (
+        f"{path.name}: exercise headings {headings}, labels {labels}"
+    )

@@ -1,13 +1,17 @@
 """Citations: every {cite:t}`key` / {cite:p}`key` in a chapter or a book page names an entry of
 book/references.bib, every entry is complete, and every chapter cites the works it builds on."""
 
+import codecs
 import re
 from pathlib import Path
 
+import latexcodec  # noqa: F401  (registers the "ulatex" codec)
 import nbformat
 import pytest
 import yaml
 from pybtex.database import parse_file
+
+from medvae_lib.markup import read_myst
 
 REPO = Path(__file__).resolve().parent.parent
 BIB = REPO / "book" / "references.bib"
@@ -25,6 +29,42 @@ CITE = re.compile(r"\{(?:foot)?cite(?::\w+)?\}`([^`]*)`")
 LINK = "[Bibliography](../book/bibliography.md)"
 
 
+_BIB = parse_file(BIB)
+# Where a citation in a notebook links when its entry has no DOI, arXiv identifier or URL.
+BIB_ON_GITHUB = (
+    yaml.safe_load((REPO / "book" / "_config.yml").read_text())["repository"]["url"]
+    + "/blob/main/book/references.bib"
+)
+
+
+def _last_name(person) -> str:
+    name = " ".join(person.prelast_names + person.last_names)
+    return codecs.decode(name, "ulatex").replace("{", "").replace("}", "")
+
+
+def cite_link(key: str, narrative: bool) -> str:
+    """How a notebook cites ``key`` so that Colab shows it (medvae_lib.markup): the author-year text
+    the book shows for {cite:t} (``narrative``) or {cite:p}, linked to the paper, the key in the
+    link's title. "Varma et al. (2025)" or "Varma et al., 2025"."""
+    entry = _BIB.entries[key]
+    people = entry.persons["author"]
+    lasts = [_last_name(p) for p in people]
+    if len(lasts) > 2 or "others" in lasts:
+        who = f"{lasts[0]} et al."
+    else:
+        who = " and ".join(lasts)
+    year = entry.fields["year"]
+    text = f"{who} ({year})" if narrative else f"{who}, {year}"
+    fields = entry.fields
+    if "doi" in fields:
+        url = f"https://doi.org/{fields['doi']}"
+    elif "eprint" in fields:
+        url = f"https://arxiv.org/abs/{fields['eprint']}"
+    else:
+        url = fields.get("url", BIB_ON_GITHUB)
+    return f'[{text}]({url} "cite:{key}")'
+
+
 def cited_keys(text):
     """The keys of every citation role in ``text`` (pre- and post-notes in braces removed)."""
     keys = []
@@ -36,10 +76,9 @@ def cited_keys(text):
 
 
 def markdown(path):
+    """The chapter's markdown as the book reads it (medvae_lib.markup: citation links as roles)."""
     return "\n".join(
-        c.source
-        for c in nbformat.read(path, as_version=4).cells
-        if c.cell_type == "markdown"
+        c.source for c in read_myst(path).cells if c.cell_type == "markdown"
     )
 
 
@@ -118,3 +157,21 @@ def test_the_bibliography_page_is_built():
     assert toc["parts"][-1]["chapters"][-1]["file"] == "book/bibliography", (
         "the bibliography is the last page"
     )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_citation_links_say_what_the_book_says(path):
+    """A chapter cites by a link that Colab shows as it stands (medvae_lib.markup): its text must be
+    the author and year the book renders from the entry, and its address the entry's DOI, arXiv id
+    or URL, so Colab readers see the same citation and can open the paper."""
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    links = re.findall(r'\[[^\]\n]+\]\([^\s)]+ "cite:([\w.-]+)"\)', text)
+    assert links, f"{path.name} cites nothing"
+    for match in re.finditer(r'\[([^\]\n]+)\]\(([^\s)]+) "cite:([\w.-]+)"\)', text):
+        key = match[3]
+        assert key in _BIB.entries, f"{path.name}: {key} is not in references.bib"
+        expected = {cite_link(key, narrative=True), cite_link(key, narrative=False)}
+        assert match[0] in expected, (
+            f"{path.name}: {match[0]} should be one of {expected}"
+        )

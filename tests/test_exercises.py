@@ -29,6 +29,7 @@ from medvae_lib.data import (
     image_transform,
     verify_file,
 )
+from medvae_lib.markup import read_myst
 from medvae_lib.models import build_autoencoder
 from medvae_lib.teachers import FrozenTeacher
 
@@ -697,7 +698,7 @@ CHECK_CALL = re.compile(r"exercises\.(check_\w+)\(")
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_exercises_follow_the_pattern(path):
-    cells = nbformat.read(path, as_version=4).cells
+    cells = read_myst(path).cells  # as the book reads the notebook (medvae_lib.markup)
     number = path.stem[:2]
     exercise_at = {
         i: m.group(1) for i, c in enumerate(cells) if (m := EXERCISE.search(c.source))

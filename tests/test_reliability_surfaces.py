@@ -30,7 +30,7 @@ import yaml
 from helpers import REPO, LoopbackServer
 
 from medvae_lib import image_text_data as itd
-from medvae_lib import medvae_3d, student_copy
+from medvae_lib import markup, medvae_3d, student_copy
 from medvae_lib import personalized_invariant as pi
 from medvae_lib.data import ChecksumError, load_manifest
 from medvae_lib.image_text_data import downloads as itd_downloads
@@ -526,7 +526,7 @@ def test_nan_volumes_and_scores_do_not_pass_silently():
 def _solution_code_cells(nb) -> list[int]:
     """Indices of code cells between a solution's start and end markers (found from the markers)."""
     inside, found = False, []
-    for i, cell in enumerate(nb.cells):
+    for i, cell in enumerate(markup.myst_notebook(nb).cells):
         inside = inside or "{solution-start}" in cell.source
         if inside and cell.cell_type == "code":
             found.append(i)

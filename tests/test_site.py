@@ -309,15 +309,21 @@ def _free_port() -> int:
 
 
 def test_jupyterlab_runs_chapter_1(browser, tmp_path):
-    """A reader opens chapter 1 in JupyterLab (make lab), runs all cells, and sees no error."""
+    """A reader opens chapter 1 in JupyterLab (make lab), runs all cells, and sees no error; its
+    exercises, solutions, citations and library code read as the book's do (no MyST syntax)."""
     work = tmp_path / "notebooks"
     work.mkdir()
     shutil.copy(REPO / "notebooks" / "01_data_prep.ipynb", work)
     port, token, log = _free_port(), "book-test", tmp_path / "jupyterlab.log"
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # every cell rendered at once (JupyterLab renders only the visible ones by default)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     env = {
         **os.environ,
         "TQDM_DISABLE": "1",
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
     }
     lab = subprocess.Popen(
         [
@@ -386,6 +392,29 @@ def test_jupyterlab_runs_chapter_1(browser, tmp_path):
         assert not unrun, f"cells JupyterLab did not run: {unrun}"
         assert finished is True, (
             "JupyterLab reports that running all cells did not succeed"
+        )
+        shown = page.evaluate(
+            """() => ({
+                 text: [...document.querySelectorAll('.jp-MarkdownCell .jp-RenderedMarkdown')]
+                         .map(e => e.innerText).join('\\n'),
+                 headings: [...document.querySelectorAll('.jp-RenderedMarkdown h3')]
+                             .map(e => e.innerText.replace(/\\u00b6/g, '').trim()),
+                 code: [...document.querySelectorAll('.jp-OutputArea-output pre code')]
+                         .map(e => e.innerText) })"""
+        )
+        raw = re.findall(
+            r"\{(?:exercise|solution[\w-]*|cite:\w|literalinclude)\}?", shown["text"]
+        )
+        assert not raw, f"JupyterLab shows MyST syntax raw: {raw[:5]}"
+        exercises = [h for h in shown["headings"] if h.startswith("Exercise 1.")]
+        assert exercises[:2] == [
+            "Exercise 1.1: What a normalisation keeps",
+            "Exercise 1.2: Which image sides fit a model",
+        ], shown["headings"]
+        assert "Solution to Exercise 1.1" in shown["text"]
+        assert "Yang et al., 2023" in shown["text"], "citations read as author and year"
+        assert any(c.lstrip().startswith("def verify_file(") for c in shown["code"]), (
+            "the library code chapter 1 shows is not rendered as code in JupyterLab"
         )
     finally:
         lab.terminate()

@@ -5,8 +5,9 @@ and the page itself is in the table of contents, in the back matter before the s
 import re
 from pathlib import Path
 
-import nbformat
 import yaml
+
+from medvae_lib.markup import read_myst
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "book" / "teachers.md"
@@ -23,7 +24,7 @@ CHAPTER_LINK = re.compile(r"\]\(\.\./notebooks/(\d\d_\w+)\.ipynb\)")
 def notebook_labels() -> set[str]:
     labels = set()
     for path in NOTEBOOKS:
-        for cell in nbformat.read(path, as_version=4).cells:
+        for cell in read_myst(path).cells:
             if cell.cell_type == "markdown":
                 labels.update(EXERCISE.findall(cell.source))
     return labels
