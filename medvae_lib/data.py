@@ -61,6 +61,7 @@ _FILE_SCHEMA = {
     "image_size": int,
     "url": str,
     "local": str,
+    "bundled": str,
     "sha256": str,
     "md5": str,
     "n_samples": dict,
@@ -122,6 +123,9 @@ class DataFile:
     n_samples: Mapping[str, int] = field(default_factory=dict)
     fallback: str | None = (
         None  # file key to subsample when the local copy is missing (e.g. on Colab)
+    )
+    bundled: Path | None = (
+        None  # a copy that ships with the repository (data_manifests/)
     )
 
     @property
@@ -232,9 +236,9 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
         for required in ("filename", "image_size"):
             if entry.get(required) is None:
                 raise ManifestError(f"{where}: lacks {required!r}")
-        if not entry.get("url") and not entry.get("local"):
+        if not any(entry.get(k) for k in ("url", "local", "bundled")):
             raise ManifestError(
-                f"{where}: gives neither 'url' nor 'local', so it cannot be found"
+                f"{where}: gives no 'url', 'local' or 'bundled' path, so it cannot be found"
             )
         if not any(entry.get(h) for h in _HASHES):
             raise ManifestError(
@@ -281,6 +285,14 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
                     f"{where}: local path {entry['local']!r} resolves to {local}, outside the data folder {root} "
                     f"(set ${DATA_ROOT_ENV} to use another data folder)"
                 )
+        bundled = None
+        if entry.get("bundled"):
+            bundled = (path.resolve().parent / entry["bundled"]).resolve()
+            if not bundled.is_relative_to(path.resolve().parent):
+                raise ManifestError(
+                    f"{where}: bundled path {entry['bundled']!r} resolves to {bundled}, outside "
+                    f"the manifests' folder {path.resolve().parent}"
+                )
         files[key] = DataFile(
             key=key,
             filename=name,
@@ -293,6 +305,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             fallback=str(entry["fallback"])
             if entry.get("fallback") is not None
             else None,
+            bundled=bundled,
         )
     for key, f in files.items():
         if f.fallback is not None and (
@@ -387,6 +400,15 @@ def mirrored(url: str) -> str:
     return f"{base.rstrip('/')}/{parts.netloc}{parts.path}{query}"
 
 
+def default_cache(manifest: Manifest) -> Path:
+    """Where downloads of ``manifest``'s files go unless told otherwise: pooch's per-user cache."""
+    with warnings.catch_warnings():  # pooch imports tqdm.auto (see fetch)
+        warnings.simplefilter("ignore")
+        import pooch
+
+    return Path(pooch.os_cache("medvae_lib")) / manifest.name
+
+
 def fetch(
     manifest: Manifest | str,
     key: str,
@@ -396,7 +418,8 @@ def fetch(
 ) -> Path:
     """Return a verified local path for file ``key`` of a manifest.
 
-    A file with a ``local`` path is verified in place. Otherwise (no ``local`` path, or a ``local`` copy
+    A file with a ``local`` path is verified in place; where that copy is absent, a ``bundled`` copy
+    (small files that ship with the repository, beside the manifests) is verified in place. Otherwise (no ``local`` path, or a ``local`` copy
     that is absent, as on Colab, for a file whose entry also gives a ``url``) it is downloaded with pooch
     from ``url`` (default: the manifest's) into ``cache_dir`` (default: pooch's per-user cache), and
     verified against the manifest's checksum; a file already in the cache is not downloaded again.
@@ -410,9 +433,11 @@ def fetch(
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     datafile = manifest.file(key)
+    if datafile.local is not None and url is None and datafile.local.is_file():
+        return verify_file(datafile.local, datafile)
+    if datafile.bundled is not None and url is None:
+        return verify_file(datafile.bundled, datafile)
     if datafile.local is not None and url is None:
-        if datafile.local.is_file():
-            return verify_file(datafile.local, datafile)
         if not datafile.url:
             downloadable = sorted(k for k, f in manifest.files.items() if f.url)
             raise FileNotFoundError(
@@ -428,11 +453,7 @@ def fetch(
         raise ManifestError(
             f"{manifest.path}: file {key!r} has no URL to download from"
         )
-    cache_dir = (
-        Path(cache_dir)
-        if cache_dir
-        else Path(pooch.os_cache("medvae_lib")) / manifest.name
-    ).resolve()
+    cache_dir = Path(cache_dir or default_cache(manifest)).resolve()
     if (
         not (cache_dir / datafile.filename).resolve().is_relative_to(cache_dir)
     ):  # load_manifest already refuses such names

@@ -665,14 +665,17 @@ def _copy_medpix(tmp_path, n=5, edit=None, after=None, vqa_rows=0):
     vqa = pd.read_csv(PAIRS.parent / "vqa.csv").head(vqa_rows * 2)
     vqa["image"] = np.repeat(table["image"].iloc[:2].to_numpy(), vqa_rows)
     vqa["medpix2_split"] = np.repeat(table["split"].iloc[:2].to_numpy(), vqa_rows)
-    vqa.to_csv(root / "vqa.csv", index=False)
     repo = tmp_path / "repo"
-    (repo / "data_manifests").mkdir(parents=True)
+    (repo / "data_manifests" / "medpix2").mkdir(parents=True)
+    vqa.to_csv(repo / "data_manifests" / "medpix2" / "vqa.csv", index=False)  # bundled
     manifest = repo / "data_manifests" / "medpix2.yaml"
     text = (Path(mdata.MANIFEST_DIR) / "medpix2.yaml").read_text()
-    for key in ("pairs", "vqa"):
+    for key, path in (
+        ("pairs", root / "pairs.csv"),
+        ("vqa", repo / "data_manifests" / "medpix2" / "vqa.csv"),
+    ):
         old = yaml.safe_load(text)["files"][key]["sha256"]
-        text = text.replace(old, mdata.file_digest(root / f"{key}.csv"))
+        text = text.replace(old, mdata.file_digest(path))
     manifest.write_text(text)
     return manifest, root
 

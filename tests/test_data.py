@@ -102,7 +102,7 @@ def test_missing_local_copy_points_to_downloadable_files(tmp_path, data_root):
         (
             HEADER
             + f"files:\n  a: {{filename: x.npz, image_size: 28, sha256: '{SHA}'}}\n",
-            "neither 'url' nor 'local'",
+            "no 'url', 'local' or 'bundled' path",
         ),
         (
             HEADER
@@ -359,3 +359,29 @@ def test_resizing_figure_shows_only_shrinking(ci_file):
     assert float(np.max(diff)) > 0.01
     with pytest.raises(ValueError, match="only acts when shrinking"):
         plot_resizing(image, [14, 32])
+
+
+def test_a_bundled_copy_is_used_where_the_shared_one_is_absent(tmp_path):
+    """A small file that ships with the repository (beside the manifests) is verified in place when
+    the ../shared copy is missing; a changed one is refused, and one outside the folder too."""
+    manifests = tmp_path / "repo" / "data_manifests"
+    (manifests / "m").mkdir(parents=True)
+    bundled = manifests / "m" / "t.csv"
+    bundled.write_text("a,b\n1,2\n")
+    digest = file_digest(bundled)
+    path = manifests / "m.yaml"
+    entry = (
+        "{filename: t.csv, image_size: 1, local: ../shared/data/t.csv, bundled: m/t.csv"
+    )
+    path.write_text(HEADER + f"files:\n  t: {entry}, sha256: '{digest}'}}\n")
+    assert fetch(path, "t") == bundled
+    bundled.write_text("a,b\n1,3\n")
+    with pytest.raises(ChecksumError, match="t.csv"):
+        fetch(path, "t")
+    path.write_text(
+        HEADER
+        + f"files:\n  t: {{filename: t.csv, image_size: 1, bundled: ../../x.csv, "
+        f"sha256: '{digest}'}}\n"
+    )
+    with pytest.raises(ManifestError, match="outside the manifests' folder"):
+        load_manifest(path)

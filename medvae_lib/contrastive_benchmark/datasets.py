@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from medvae_lib import data as mdata
+from medvae_lib.image_text_data import build_medpix2
 
 from .settings import EXTERNAL_TASKS, BenchmarkError
 
@@ -121,7 +122,9 @@ def load_medpix2(
     image_dir: str | Path | None = None,
 ) -> MedPixData:
     """Verify (sha256) and load MedPix 2.0: pairs.csv and vqa.csv through the manifest, then every image
-    against the sha256 that pairs.csv records for it; mask the burned-in text and resize.
+    against the sha256 that pairs.csv records for it; mask the burned-in text and resize. Where the
+    shared copy is absent (Colab), pairs.csv and the images are first rebuilt from the public
+    repository (:func:`medvae_lib.image_text_data.build_medpix2`, about 320 MB of PNGs, once).
 
     The authors' ``dev`` split is renamed ``val``. Rows whose caption is MedPix's placeholder ("Replace
     this - DESCRIPTION OF THE IMAGE OR FINDINGS.") are dropped with their VQA questions and listed in
@@ -130,7 +133,11 @@ def load_medpix2(
     ``ChecksumError`` for a changed file."""
     if not isinstance(manifest, mdata.Manifest):
         manifest = mdata.load_manifest(manifest)
-    pairs_path = mdata.fetch(manifest, "pairs")
+    pairs = manifest.file("pairs")
+    if pairs.local is not None and pairs.local.is_file():
+        pairs_path = mdata.fetch(manifest, "pairs")
+    else:  # no ../shared (Colab): rebuilt from the public repository, same sha256
+        pairs_path = build_medpix2(mdata.default_cache(manifest), manifest)
     vqa_path = mdata.fetch(manifest, "vqa")
     table = pd.read_csv(pairs_path, dtype={"case_uid": str})
     table["split"] = table["split"].replace({"dev": "val"})

@@ -82,8 +82,11 @@ The package re-exports the names below; the files, each importing only those abo
   (``_parse_dlinks``).
 - ``roco.py``: the PMC packages (``_package_url``), :func:`download_roco` and
   :func:`load_roco`.
+- ``medpix2.py``: :func:`build_medpix2`, chapter 8's MedPix 2.0 copy rebuilt from its
+  public repository where ``../shared`` is absent.
 """
 
+from .medpix2 import build_medpix2
 from .pmc_oa import download_pmc_oa, load_pmc_oa
 from .roco import _package_url, download_roco, load_roco
 from .roco_repo import _parse_dlinks
@@ -118,6 +121,8 @@ __all__ = [
     "SKIPPED_FILE",
     "PairDataError",
     "PairFileMissing",
+    # medpix2.py
+    "build_medpix2",
     # pmc_oa.py
     "download_pmc_oa",
     "load_pmc_oa",
