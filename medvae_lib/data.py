@@ -63,6 +63,7 @@ _FILE_SCHEMA = {
     "local": str,
     "bundled": str,
     "sha256": str,
+    "sources_sha256": str,
     "md5": str,
     "n_samples": dict,
     "fallback": (str, int),
@@ -127,6 +128,9 @@ class DataFile:
     bundled: Path | None = (
         None  # a copy that ships with the repository (data_manifests/)
     )
+    # a table rebuilt from its sources: the sha256 of its columns that do not depend on the
+    # software that converts (image_text_data.medpix2)
+    sources_sha256: str | None = None
 
     @property
     def checksum(self) -> tuple[str, str]:
@@ -244,7 +248,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             raise ManifestError(
                 f"{where}: records no checksum (one of {list(_HASHES)})"
             )
-        for h, length in _HASHES.items():
+        for h, length in {**_HASHES, "sources_sha256": 64}.items():
             if entry.get(h) is not None and not re.fullmatch(
                 f"[0-9a-fA-F]{{{length}}}", entry[h]
             ):
@@ -306,6 +310,7 @@ def load_manifest(name_or_path: str | Path) -> Manifest:
             if entry.get("fallback") is not None
             else None,
             bundled=bundled,
+            sources_sha256=entry.get("sources_sha256") or None,
         )
     for key, f in files.items():
         if f.fallback is not None and (
@@ -493,7 +498,9 @@ def _download(
                 known_hash=known_hash,
                 fname=filename,
                 path=cache_dir,
-                progressbar=True,
+                # the book's executed notebooks switch progress bars off (make: TQDM_DISABLE)
+                progressbar=os.environ.get("TQDM_DISABLE", "").lower()
+                not in ("1", "true"),
             )
         except requests.HTTPError as err:
             status = err.response.status_code if err.response is not None else None

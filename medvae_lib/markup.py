@@ -45,7 +45,7 @@ _SOLUTION_START = re.compile(
     r"\A<!-- solution-start (?P<label>\S+) -->\n#### Solution to Exercise (?P<number>[\d.]+)\n?\Z"
 )
 _SOLUTION_END = re.compile(r"\A<!-- solution-end -->\n\*End of the solution\.\*\n?\Z")
-_LINK = r'\[[^\]\n]+\]\([^\s)]+ "cite:(?P<key{n}>[\w.-]+)"\)'
+_LINK = r'\[[^\[\]\n]+\]\([^\s)]+ "cite:(?P<key{n}>[\w.-]+)"\)'
 _CITE_T = re.compile(_LINK.format(n=""))
 _CITE_P = re.compile(r"\((?:%s)(?:; %s)*\)" % (_LINK.format(n=""), _LINK.format(n="2")))
 SHOW_CODE = re.compile(r'\Ashow_code\("(?P<path>[\w/]+\.py)", "(?P<name>[\w.]+)"\)\Z')
@@ -81,8 +81,13 @@ def _cite_keys(text: str) -> list[str]:
     return [m["key"] for m in _CITE_T.finditer(text)]
 
 
+_MARKER = re.compile(r"<!-- (exercise|solution-start|solution-end)\b")
+
+
 def to_myst(markdown: str) -> str:
-    """One markdown cell as the book's MyST parser should read it (see the module's docstring)."""
+    """One markdown cell as the book's MyST parser should read it (see the module's docstring).
+    A cell with an exercise or solution marker that is not written as the docstring says raises
+    ValueError, so a mistyped marker never leaves a solution unfolded (or in a student copy)."""
     if match := _EXERCISE.match(markdown):
         label = _checked_number(match, markdown)
         body = markdown[match.end() :].rstrip("\n")
@@ -94,6 +99,11 @@ def to_myst(markdown: str) -> str:
         return f"```{{solution-start}} {label}\n:class: dropdown\n```"
     elif _SOLUTION_END.match(markdown):
         return "```{solution-end}\n```"
+    elif marker := _MARKER.search(markdown):
+        raise ValueError(
+            f"a cell with the marker '<!-- {marker[1]}' must be written as medvae_lib.markup "
+            f"says (the marker first, then its heading line): {markdown[:120]!r}"
+        )
     markdown = _CITE_P.sub(
         lambda m: "{cite:p}`%s`" % ",".join(_cite_keys(m[0])), markdown
     )
@@ -130,7 +140,7 @@ def library_source(path: str, name: str) -> str:
             raise ValueError(f"{name!r} is not defined in medvae_lib/{path}") from None
     obj = getattr(obj, "__func__", obj)  # staticmethod / classmethod
     obj = inspect.unwrap(getattr(obj, "fget", obj))  # property; functools.wraps
-    if inspect.getsourcefile(obj) != str(file):
+    if Path(inspect.getsourcefile(obj)).resolve() != file:
         raise ValueError(
             f"{name!r} is imported into medvae_lib/{path}, not defined there"
         )
@@ -152,10 +162,15 @@ def _show_code_cells(nb: nbformat.NotebookNode):
 
 
 def refresh(nb: nbformat.NotebookNode) -> list[str]:
-    """Rewrite every ``show_code`` cell's output from the current library, in place; return the
-    names of those that changed."""
+    """Rewrite every executed ``show_code`` cell's output from the current library, in place;
+    return the names of those that changed (and of those never executed, left as they are)."""
     changed = []
     for cell, match in _show_code_cells(nb):
+        if (
+            cell.execution_count is None
+        ):  # outputs come with execution; this one never ran
+            changed.append(f"{match['path']}:{match['name']} (not executed)")
+            continue
         text = show_code(match["path"], match["name"]).data
         data = {
             "text/markdown": text,
@@ -189,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         if changed and args.refresh:
             nbformat.write(nb, path)
         for name in changed:
-            print(f"{path}: {name} {'refreshed' if args.refresh else 'is out of date'}")
+            if name.endswith("(not executed)"):
+                print(f"{path}: {name}: execute the notebook")
+            else:
+                print(
+                    f"{path}: {name} {'refreshed' if args.refresh else 'is out of date'}"
+                )
         stale |= bool(changed)
     return int(stale and args.check)
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pybtex.database import parse_file
 
+from medvae_lib import markup
 from medvae_lib.markup import read_myst
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,12 +167,17 @@ def test_citation_links_say_what_the_book_says(path):
     or URL, so Colab readers see the same citation and can open the paper."""
     nb = nbformat.read(path, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    links = re.findall(r'\[[^\]\n]+\]\([^\s)]+ "cite:([\w.-]+)"\)', text)
-    assert links, f"{path.name} cites nothing"
-    for match in re.finditer(r'\[([^\]\n]+)\]\(([^\s)]+) "cite:([\w.-]+)"\)', text):
-        key = match[3]
+    assert markup._CITE_T.search(text), f"{path.name} cites nothing"
+    groups = [m.span() for m in markup._CITE_P.finditer(text)]  # ({cite:p}; ...)
+    for match in markup._CITE_T.finditer(text):
+        key = match["key"]
         assert key in _BIB.entries, f"{path.name}: {key} is not in references.bib"
-        expected = {cite_link(key, narrative=True), cite_link(key, narrative=False)}
-        assert match[0] in expected, (
-            f"{path.name}: {match[0]} should be one of {expected}"
-        )
+        inside = any(a < match.start() and match.end() < b for a, b in groups)
+        expected = cite_link(key, narrative=not inside)
+        assert match[0] == expected, f"{path.name}: {match[0]} should be {expected}"
+    missed = [
+        c.source[:60]
+        for c in nb.cells
+        if c.cell_type == "markdown" and '"cite:' in markup.to_myst(c.source)
+    ]
+    assert not missed, f"{path.name}: citations the book would not see: {missed}"

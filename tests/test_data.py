@@ -385,3 +385,30 @@ def test_a_bundled_copy_is_used_where_the_shared_one_is_absent(tmp_path):
     )
     with pytest.raises(ManifestError, match="outside the manifests' folder"):
         load_manifest(path)
+
+
+def test_a_mirror_is_laid_out_from_verified_local_copies(tmp_path, monkeypatch):
+    """python -m medvae_lib.mirror: each file with a public URL and a local copy goes to
+    <host>/<path>; a changed local copy is refused; one with no local copy is left out."""
+    from medvae_lib import mirror
+
+    repo, shared = tmp_path / "repo", tmp_path / "shared" / "data"
+    (repo / "data_manifests").mkdir(parents=True)
+    shared.mkdir(parents=True)
+    (shared / "a.npz").write_bytes(b"real bytes")
+    digest = file_digest(shared / "a.npz")
+    url = "https://zenodo.org/records/1/files/a.npz?download=1"
+    (repo / "data_manifests" / "m.yaml").write_text(
+        HEADER + f"files:\n  a: {{filename: a.npz, image_size: 28, url: '{url}', "
+        f"local: ../shared/data/a.npz, sha256: '{digest}'}}\n"
+        f"  b: {{filename: b.npz, image_size: 28, url: 'https://x.org/b.npz', md5: '{MD5}'}}\n"
+    )
+    monkeypatch.setenv("MEDVAE_MANIFEST_DIR", str(repo / "data_manifests"))
+    written = mirror.build_mirror(tmp_path / "mirror")
+    assert written == [tmp_path / "mirror" / "zenodo.org/records/1/files/a.npz"]
+    assert written[0].read_bytes() == b"real bytes"
+    (shared / "a.npz").write_bytes(b"other bytes")
+    with pytest.raises(ChecksumError):
+        mirror.build_mirror(tmp_path / "mirror2")
+    with pytest.raises(ManifestError, match="not a plain"):
+        mirror.public_path("https://x.org/../../etc/passwd")

@@ -119,6 +119,10 @@ def _mirror(tmp_path, n: int = 3):
     )
     text = text.replace(mdata.load_manifest("medpix2").file("pairs").sha256, pairs_sha)
     text = text.replace(
+        mdata.load_manifest("medpix2").file("pairs").sources_sha256,
+        medpix2._sources_digest(expected.getvalue()),
+    )
+    text = text.replace(
         mdata.load_manifest("medpix2").file("descriptions").sha256,
         hashlib.sha256((root / "Descriptions.json").read_bytes()).hexdigest(),
     )
@@ -155,6 +159,37 @@ def test_build_medpix2_from_a_mirror_without_the_shared_copy(tmp_path, monkeypat
     assert (
         len(loaded.vqa) == 0
     )  # none of the 1,265 questions is about these three images
+
+
+@needs_shared
+def test_another_pillows_jpegs_are_accepted_when_every_source_matches(
+    tmp_path, monkeypatch, capsys
+):
+    """Another Pillow may resize a few images differently: the table then differs from the
+    shared copy only in the JPEGs' digests, which is said; every source byte is still checked,
+    and the rebuilt copy is verified (against its own JPEG digests) when it is read again."""
+    path, _, expected = _mirror(tmp_path)
+    convert = medpix2.png_to_jpeg
+
+    def other_pillow(png):
+        jpeg, size = convert(png)
+        with Image.open(io.BytesIO(jpeg)) as im:
+            out = io.BytesIO()
+            im.save(out, "JPEG", quality=80)
+        return out.getvalue(), size
+
+    monkeypatch.setattr(medpix2, "png_to_jpeg", other_pillow)
+    monkeypatch.setattr(itd_downloads, "_BACKOFF_S", 0)
+    manifest = mdata.load_manifest(path)
+    with LoopbackServer(tmp_path / "mirror") as server:
+        monkeypatch.setenv("MEDVAE_MIRROR", server.url(""))
+        pairs = build_medpix2(tmp_path / "out", manifest)
+    assert "some JPEGs differ from the shared copy's" in capsys.readouterr().out
+    assert pairs.read_bytes().decode() != expected
+    assert medpix2.verify_table(pairs, manifest) is False
+    pairs.write_text(pairs.read_text().replace("MPX", "MPY", 1))
+    with pytest.raises(mdata.ChecksumError, match="not only in the JPEGs"):
+        medpix2.verify_table(pairs, manifest)
 
 
 @needs_shared

@@ -1,6 +1,12 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
-from helpers import tiny
+from helpers import REPO, tiny
 from monai.transforms import GaussianSmooth
 
 from medvae_lib import medvae_stage1
@@ -383,3 +389,59 @@ def test_a_checkpoint_of_another_network_layout_is_not_resumed(images, tmp_path)
     trainer.autoencoder.post_quant_conv = torch.nn.Conv2d(1, 2, 1)
     with pytest.raises(FileExistsError, match="another network layout for"):
         trainer.fit(images, tmp_path)
+
+
+_KILLED_RUN = """
+import sys, torch
+from helpers import tiny
+from medvae_lib.data import load_manifest
+from medvae_lib.data_prep import prepare_splits
+from medvae_lib.medvae_stage1 import Stage1Trainer
+from medvae_lib.training import seed_everything
+
+torch.set_num_threads(1)
+images = prepare_splits(load_manifest("pneumoniamnist"), "ci", 32, n={"train": 64})
+seed_everything(0)
+Stage1Trainer(tiny(10_000)).fit(images["train"][0], checkpoint_dir=sys.argv[1],
+                                checkpoint_every=1)
+"""
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(images, tmp_path):
+    """As after a Colab disconnect: a training process is killed (SIGKILL, mid-run, maybe mid-write)
+    with its checkpoints in a folder (on Drive with use_drive=True); a new process resumes from the
+    folder and ends exactly where an uninterrupted run of the same length ends."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{REPO}"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, str(tmp_path)], env=env
+    )
+    checkpoint, step = tmp_path / CHECKPOINT_NAME, 0
+    try:
+        deadline = time.monotonic() + 300
+        while step < 3 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.2)
+            if checkpoint.is_file():
+                step = torch.load(checkpoint, weights_only=True)["step"]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert step >= 3, "the training process wrote no checkpoint to resume from"
+    killed_at = torch.load(checkpoint, weights_only=True)["step"]
+    assert killed_at < 10_000
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        resumed = Stage1Trainer(tiny(killed_at + 2))
+        resumed.fit(images, checkpoint_dir=tmp_path)
+        seed_everything(0)
+        straight = Stage1Trainer(tiny(killed_at + 2))
+        straight.fit(images)
+    finally:
+        torch.set_num_threads(before)
+    assert resumed.step == killed_at + 2
+    for a, b in zip(
+        straight.autoencoder.state_dict().values(),
+        resumed.autoencoder.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)

@@ -115,6 +115,18 @@ def confined_path(folder: Path, name: str) -> Path:
     return path
 
 
+def medpix2_folder(manifest: str | mdata.Manifest = "medpix2") -> Path:
+    """The folder that holds MedPix 2.0's ``pairs.csv`` and ``images_224/``: the shared copy where
+    it lies beside the repository, else the download cache that :func:`load_medpix2` rebuilds it in
+    (Colab)."""
+    if not isinstance(manifest, mdata.Manifest):
+        manifest = mdata.load_manifest(manifest)
+    pairs = manifest.file("pairs")
+    if pairs.local is not None and pairs.local.is_file():
+        return pairs.local.parent
+    return mdata.default_cache(manifest)
+
+
 def load_medpix2(
     size: int,
     mask_fraction: float = 0.08,
@@ -133,11 +145,11 @@ def load_medpix2(
     ``ChecksumError`` for a changed file."""
     if not isinstance(manifest, mdata.Manifest):
         manifest = mdata.load_manifest(manifest)
-    pairs = manifest.file("pairs")
-    if pairs.local is not None and pairs.local.is_file():
+    folder = medpix2_folder(manifest)
+    if manifest.file("pairs").local == folder / manifest.file("pairs").filename:
         pairs_path = mdata.fetch(manifest, "pairs")
     else:  # no ../shared (Colab): rebuilt from the public repository, same sha256
-        pairs_path = build_medpix2(mdata.default_cache(manifest), manifest)
+        pairs_path = build_medpix2(folder, manifest)
     vqa_path = mdata.fetch(manifest, "vqa")
     table = pd.read_csv(pairs_path, dtype={"case_uid": str})
     table["split"] = table["split"].replace({"dev": "val"})
