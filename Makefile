@@ -2,7 +2,7 @@
 #   make book   executes every notebook in CI mode (papermill) and builds the HTML book in _build/html
 #               (the scorecard page, book/scorecard.md, is regenerated from notebooks/results/ first)
 #   make test   runs the unit tests and re-executes the notebooks, checking their outputs (nbval);
-#               chapters 6 and 7 run as on Colab, from downloads only (see COLAB_CHAPTERS below)
+#               chapters 5-7 run as on Colab, from downloads only (see COLAB_CHAPTERS below)
 # Both create .venv and install the pinned requirements first (python3 >= 3.11 with venv needed).
 # Progress bars are switched off (TQDM_DISABLE) so executed notebooks keep a short output.
 
@@ -51,9 +51,9 @@ browser:
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; \
 	  else echo "no Chromium: the browser tests will be skipped (install it: sudo apt-get install chromium)"; fi; }
 
-# Chapters 6 and 7 are re-executed as on Colab (tests/colab_simulation.py): no ../shared, every file they
-# read downloaded from a loopback mirror of ../shared at its public URL and verified, an empty cache.
-COLAB_CHAPTERS ?= 06,07
+# Chapters 5-7 are re-executed as on Colab (tests/colab_simulation.py): no ../shared, every file they read
+# downloaded from a loopback mirror of ../shared at its public URL and verified, an empty cache.
+COLAB_CHAPTERS ?= 05,06,07
 test: env browser
 	MEDVAE_RESULTS_DIR=$(CURDIR)/_build/test-results PYTHONPATH=tests $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -p colab_simulation --simulate-colab=$(COLAB_CHAPTERS)
 

@@ -1,15 +1,15 @@
 """Chapters re-executed as a Colab reader runs them, within ``make test``'s nbval pass.
 
-``pytest -p colab_simulation --simulate-colab=06,07 ... notebooks`` (with ``tests/`` on
+``pytest -p colab_simulation --simulate-colab=05,06,07 ... notebooks`` (with ``tests/`` on
 ``PYTHONPATH``) runs those chapters' notebooks with no ``../shared`` beside the manifests, every
 file downloaded from a loopback HTTP server that serves the shared copies under their public URL
 layout (``medvae_lib.mirror``, through ``MEDVAE_MIRROR``), and an empty download cache of their
 own, so each file is fetched and checksum-verified exactly as on Colab. The other notebooks run as
 before. The kernel of a notebook inherits the environment at its first cell, which is set here.
 
-Only chapters whose every file has a public copy in ``../shared`` can be simulated: chapters 1-5
-read the class-balanced PneumoniaMNIST subset (chapter 5 for its inflation check; on Colab they
-draw one from the official 28x28 file, which ``../shared`` does not hold), and chapter 8 reads
+Only chapters whose every file has a public copy in ``../shared`` can be simulated: chapters 1-4
+read the class-balanced PneumoniaMNIST subset (on Colab they draw one from the official 28x28
+file, which ``../shared`` does not hold), and chapter 8 reads
 MedPix 2.0's converted JPEGs (on Colab rebuilt from the repository's PNGs, which ``../shared``
 does not hold either); their download paths are tested on loopback servers in
 ``tests/test_data.py``, ``tests/test_public_downloads.py`` and ``tests/test_medpix2.py``.
@@ -59,7 +59,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--simulate-colab",
         default="",
-        help="comma-separated chapter numbers (06,07) whose notebooks run as on Colab: no "
+        help="comma-separated chapter numbers (05,06,07) whose notebooks run as on Colab: no "
         "../shared, every file downloaded from a loopback mirror, an empty cache",
     )
 
