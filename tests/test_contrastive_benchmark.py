@@ -1198,3 +1198,35 @@ def test_a_bench_built_like_another_reuses_its_images_and_encodes_only_the_texts
     assert (
         sum(t.tokens.shape[0] for t in encoded) == len(texts) + n_prompts + 1 + 2
     )  # every text, once
+
+
+def test_the_text_encoder_runs_on_the_device_the_runs_train_on(tmp_path, monkeypatch):
+    """Full mode encodes tens of thousands of captions: build_bench hands the encoder the runs'
+    device (the GPU where there is one), not the CPU."""
+    seen = []
+
+    def encode(texts, folder, init="pretrained", max_tokens=40, device="cpu", **kw):
+        seen.append(torch.device(device))
+        return _tiny_text(n=len(texts), length=max_tokens, dim=6)
+
+    monkeypatch.setattr(cb_text, "encode_texts", encode)
+    monkeypatch.setattr(cb_text, "minilm_dir", lambda *a: None)
+    table = pd.DataFrame({"caption": ["a ct of the chest", "an mri of the head"]})
+    data = cb.MedPixData(
+        table=table,
+        images=torch.rand(2, 1, 8, 8),
+        vqa=pd.DataFrame({"question": ["is this a ct?"]}),
+        digest="x",
+    )
+    external = {task: {"train": None, "test": None} for task in cb.EXTERNAL_TASKS}
+    extra = {"images": torch.rand(1, 1, 8, 8), "captions": ["a figure"], "counts": {}}
+    for device in ("meta", "cpu"):
+        settings = {**cb.MODES["ci"], "max_tokens": 8, "device": device}
+        first = cb.Bench(data, None, {}, None, external, settings, "pretrained", extra)
+        cb.build_bench(settings, "random", tmp_path / device, like=first)
+    assert seen == [torch.device("meta"), torch.device("cpu")]
+    real = cb.encode_texts(["a chest CT"], _package_dir(), max_tokens=8, device="cpu")
+    assert torch.equal(
+        real.tokens,
+        cb.encode_texts(["a chest CT"], _package_dir(), max_tokens=8).tokens,
+    )

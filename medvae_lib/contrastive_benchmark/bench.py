@@ -19,6 +19,7 @@ from .datasets import (
 )
 from .settings import EXTERNAL_TASKS, ZERO_SHOT_TASKS
 from .text_encoder import TextFeatures, cached_text_features
+from .training import run_device
 
 
 @dataclass
@@ -96,8 +97,8 @@ def build_bench(
         + questions
         + extra_texts
     )
-    feats = cached_text_features(
-        everything, text_init, settings["max_tokens"], cache_dir
+    feats = cached_text_features(  # on the GPU where the runs train (settings' device)
+        everything, text_init, settings["max_tokens"], cache_dir, run_device(settings)
     )
     n = len(texts)
     captions = feats.take(slice(0, n))

@@ -94,9 +94,12 @@ def encode_texts(
     max_tokens: int = 40,
     batch: int = 128,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> TextFeatures:
     """Run the frozen all-MiniLM-L6-v2 (``init="pretrained"``) or the same architecture with random
-    weights (``init="random"``, seeded) over ``texts`` and keep every token's last hidden state."""
+    weights (``init="random"``, seeded) over ``texts`` and keep every token's last hidden state.
+    The encoder runs on ``device`` (the GPU in full mode: tens of thousands of captions); the
+    features come back on the CPU, in half precision."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     if init not in ("pretrained", "random"):
@@ -126,7 +129,7 @@ def encode_texts(
     else:
         torch.manual_seed(seed)
         model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
-    model.eval()
+    model.eval().to(device)
     toks, masks, words = [], [], []
     for start in range(0, len(texts), batch):
         enc = tokenizer(
@@ -137,8 +140,9 @@ def encode_texts(
             return_tensors="pt",
         )
         out = model(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-        ).last_hidden_state
+            input_ids=enc["input_ids"].to(device),
+            attention_mask=enc["attention_mask"].to(device),
+        ).last_hidden_state.cpu()
         special = (enc["input_ids"] == tokenizer.cls_token_id) | (
             enc["input_ids"] == tokenizer.sep_token_id
         )
@@ -203,7 +207,11 @@ def write_text_cache(path: Path, feats: TextFeatures) -> None:
 
 
 def cached_text_features(
-    texts: Sequence[str], init: str, max_tokens: int, cache_dir: str | Path | None
+    texts: Sequence[str],
+    init: str,
+    max_tokens: int,
+    cache_dir: str | Path | None,
+    device: str | torch.device = "cpu",
 ) -> TextFeatures:
     """:func:`encode_texts` with a disk cache keyed by the texts, the weights' sha256, init and length.
 
@@ -220,7 +228,9 @@ def cached_text_features(
             warnings.warn(
                 f"{err}; computing the features again and replacing it", stacklevel=2
             )
-    feats = encode_texts(texts, minilm_dir(), init=init, max_tokens=max_tokens)
+    feats = encode_texts(
+        texts, minilm_dir(), init=init, max_tokens=max_tokens, device=device
+    )
     if path is not None:
         write_text_cache(path, feats)
     return feats
