@@ -387,6 +387,18 @@ def temp_file_beside(
 MIRROR_VARIABLE = "MEDVAE_MIRROR"
 
 
+def mirror_path(url: str) -> str:
+    """Where ``url`` lies in a mirror: its public host and path
+    (``https://zenodo.org/records/1/files/a.npz`` -> ``zenodo.org/records/1/files/a.npz``);
+    ``mirrored`` reads from there and ``medvae_lib.mirror`` writes there."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"cannot mirror {url!r}: not an http(s) URL with a host")
+    return f"{parts.netloc}{parts.path}"
+
+
 def mirrored(url: str) -> str:
     """``url`` as served by the mirror named in ``$MEDVAE_MIRROR``, if it is set: the mirror's
     base URL, then the public host and path (``https://zenodo.org/records/1/files/a.npz``
@@ -398,11 +410,8 @@ def mirrored(url: str) -> str:
     base = os.environ.get(MIRROR_VARIABLE, "").strip()
     if not base:
         return url
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"cannot mirror {url!r}: not an http(s) URL with a host")
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{base.rstrip('/')}/{parts.netloc}{parts.path}{query}"
+    query = urlsplit(url).query
+    return f"{base.rstrip('/')}/{mirror_path(url)}{'?' + query if query else ''}"
 
 
 def default_cache(manifest: Manifest) -> Path:

@@ -20,25 +20,23 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from medvae_lib.data import (
     ManifestError,
     load_manifest,
     manifest_dir,
+    mirror_path,
     verify_file,
 )
 
 
 def public_path(url: str) -> Path:
     """Where ``url`` lies in a mirror: ``<host>/<path>`` (the query is not part of it)."""
-    parts = urlsplit(url)
-    relative = Path(parts.netloc) / parts.path.lstrip("/")
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or ".." in relative.parts
-    ):
+    try:
+        relative = Path(mirror_path(url))
+    except ValueError:
+        relative = None
+    if relative is None or ".." in relative.parts:
         raise ManifestError(f"cannot mirror {url!r}: not a plain http(s) URL")
     return relative
 
