@@ -5,11 +5,23 @@ numbers it is about drift with thread counts and library versions. :func:`expect
 that stays the same while the value lies in a stated range, and fails loudly, with the measured value,
 when it does not: a real regression fails ``make test``, float noise does not. The measured numbers
 themselves are shown in the tables beside these cells.
+
+A smoke run (``MEDVAE_SMOKE=1``: full mode's code run for a few steps on a few images, to show
+that every line of it executes, see ``tests/test_full_smoke.py``) measures nothing worth checking:
+there :func:`expect` prints what it would have stated and does not raise.
 """
 
 from __future__ import annotations
 
 import math
+import os
+
+SMOKE_ENV = "MEDVAE_SMOKE"
+
+
+def smoke_run() -> bool:
+    """True in a smoke run (``$MEDVAE_SMOKE`` set to anything but empty or ``0``)."""
+    return os.environ.get(SMOKE_ENV, "") not in ("", "0")
 
 
 class ResultOutOfRange(AssertionError):
@@ -19,7 +31,8 @@ class ResultOutOfRange(AssertionError):
 def expect(
     label: str, value: float, low: float | None = None, high: float | None = None
 ) -> None:
-    """Print ``label: <range statement> - yes`` if ``low <= value <= high``; raise otherwise."""
+    """Print ``label: <range statement> - yes`` if ``low <= value <= high``; raise otherwise
+    (in a smoke run, print the miss instead: its numbers come from a few steps)."""
     value = float(value)
     if low is None and high is None:
         raise ValueError("give at least one of low and high")
@@ -37,5 +50,9 @@ def expect(
         and (high is None or value <= high)
     )
     if not ok:
-        raise ResultOutOfRange(f"{label}: expected {statement}, measured {value:.6g}")
+        miss = f"{label}: expected {statement}, measured {value:.6g}"
+        if smoke_run():
+            print(f"{miss} (smoke run: not enforced)")
+            return
+        raise ResultOutOfRange(miss)
     print(f"{label}: {statement} - yes")

@@ -21,3 +21,14 @@ def test_expect_prints_a_stable_statement_and_fails_with_the_measured_value(caps
         expect("loss", float("nan"), high=1.0)
     with pytest.raises(ValueError, match="at least one"):
         expect("x", 1.0)
+
+
+def test_a_smoke_run_prints_a_missed_range_instead_of_raising(capsys, monkeypatch):
+    monkeypatch.setenv("MEDVAE_SMOKE", "1")
+    expect("AUROC", 0.5, low=0.9)
+    assert capsys.readouterr().out == (
+        "AUROC: expected at least 0.9, measured 0.5 (smoke run: not enforced)\n"
+    )
+    monkeypatch.setenv("MEDVAE_SMOKE", "0")
+    with pytest.raises(ResultOutOfRange):
+        expect("AUROC", 0.5, low=0.9)

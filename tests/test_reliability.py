@@ -443,3 +443,12 @@ def test_network_errors_are_reported_as_network_errors_and_leave_nothing(
     ):  # malformed, not a checksum problem
         fetch(manifest, "ci", cache_dir=cache, url="http://exa mple.org:x/f")
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_list_stands_for_a_tuple_setting_as_papermill_passes_it():
+    from medvae_lib import contrastive_benchmark as cb
+
+    settings = settings_for(cb.MODES, "full", {"seeds": [0], "extra_train_sets": []})
+    assert settings["seeds"] == (0,) and settings["extra_train_sets"] == ()
+    with pytest.raises(TypeError, match="'seeds' must be"):
+        settings_for(cb.MODES, "full", {"seeds": "(0,)"})

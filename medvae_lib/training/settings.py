@@ -71,7 +71,8 @@ def settings_for(
     An override must have the type of the entry it replaces (an integer may stand for a float; an entry
     whose default is None, "all", takes None or a count). A numeric string such as ``"1e-4"`` (which
     YAML 1.1, and so papermill's ``-y``, reads as a string) is parsed for a numeric setting; any other
-    mismatch, such as ``"no"`` for True/False, is refused with a message that names the setting,
+    mismatch, such as ``"no"`` for True/False, is refused (a list is taken for a tuple setting,
+    as papermill's parameters and JSON have no tuples) with a message that names the setting,
     instead of failing, or being read as true, hundreds of steps later.
     """
     if mode not in modes:
@@ -96,6 +97,8 @@ def settings_for(
             for d in defaults
             if d is not None
         }
+        if tuple in kinds and isinstance(value, list):
+            value = overrides[key] = tuple(value)  # papermill passes a tuple as a list
         if isinstance(value, str) and not any(_type_ok(value, k) for k in kinds):
             value = overrides[key] = _parse_number(
                 value, kinds
