@@ -92,10 +92,16 @@ def inflate_autoencoder(
 
 
 def chapter2_autoencoder(
-    model_3d: str, mode: str, seed: int = 0, device="cpu", overwrite: bool = False
+    model_3d: str,
+    mode: str,
+    seed: int = 0,
+    device="cpu",
+    overwrite: bool = False,
+    stage1_overrides: dict | None = None,
 ):
     """Chapter 2's 2D stage-1 model of the 3D model's twin configuration (:func:`twin_2d_model`), with
-    chapter 2's settings for ``mode``: read from chapter 2's export (``runs/02_medvae_stage1/<mode>/<model>/``)
+    chapter 2's settings for ``mode`` (changed by ``stage1_overrides``, the overrides chapter 2 ran
+    with): read from chapter 2's export (``runs/02_medvae_stage1/<mode>/<model>/``)
     or this chapter's own when the metadata (settings, mode, data checksum) match, else trained here on
     chapter 2's training images and exported into ``runs/05_medvae_3d/<mode>/<model>/`` (the pattern of
     :func:`~medvae_lib.medvae_stage2.stage1_autoencoder`). Returns the model and a sentence saying which."""
@@ -104,7 +110,9 @@ def chapter2_autoencoder(
     from ..training import export_weights, load_weights, run_dir, settings_for
 
     twin = twin_2d_model(model_3d)
-    settings = settings_for(medvae_stage1.MODES, mode, {"model": twin})
+    settings = settings_for(
+        medvae_stage1.MODES, mode, {**(stage1_overrides or {}), "model": twin}
+    )
     config = medvae_stage1.stage1_config(settings, seed)
     data = data_prep.data_identity(
         "pneumoniamnist", settings["data_key"], settings["image_size"]
