@@ -29,6 +29,8 @@ def test_a_smoke_run_prints_a_missed_range_instead_of_raising(capsys, monkeypatc
     assert capsys.readouterr().out == (
         "AUROC: expected at least 0.9, measured 0.5 (smoke run: not enforced)\n"
     )
+    with pytest.raises(ResultOutOfRange, match="measured nan"):
+        expect("loss", float("nan"), high=1.0)  # a broken run is not a short one
     monkeypatch.setenv("MEDVAE_SMOKE", "0")
     with pytest.raises(ResultOutOfRange):
         expect("AUROC", 0.5, low=0.9)
