@@ -29,6 +29,9 @@ def test_a_smoke_run_prints_a_missed_range_instead_of_raising(capsys, monkeypatc
     assert capsys.readouterr().out == (
         "AUROC: expected at least 0.9, measured 0.5 (smoke run: not enforced)\n"
     )
+    # a break-even that a few steps never reach is a measurement, not a failure
+    expect("break-even passes", float("inf"), low=0.1, high=50)
+    assert "measured inf (smoke run: not enforced)" in capsys.readouterr().out
     with pytest.raises(ResultOutOfRange, match="measured nan"):
         expect("loss", float("nan"), high=1.0)  # a broken run is not a short one
     monkeypatch.setenv("MEDVAE_SMOKE", "0")
