@@ -8,6 +8,7 @@ those clients make, as the Hub does:
 * ``HEAD``/``GET /<repo>/resolve/<revision>/<file>`` (``/datasets/<repo>/...`` for datasets), with
   ``X-Repo-Commit``, the sha256 as ``X-Linked-Etag`` and ``ETag`` (what the Hub sends for a Git LFS
   file), and a 404 with ``X-Error-Code: EntryNotFound`` for a file the repository lacks;
+* a ``Range: bytes=a-b`` GET of a file: 206 and those bytes (counted in ``ranges``);
 * ``GET /api/<models|datasets>/<repo>/revision/<revision>``: the commit and the file list;
 * ``GET /api/<models|datasets>/<repo>/tree/<revision>``: the files with their sizes.
 
@@ -47,12 +48,14 @@ def _sha256(path: str, mtime: float) -> str:
 
 
 class FakeHub:
-    """The hub above, serving ``root``; counts the files it sends (``downloads``, by path). Use it
+    """The hub above, serving ``root``; counts the files it sends (``downloads``, by path) and
+    the parts of files (``ranges``). Use it
     as a context manager; :meth:`add` puts files into a repository."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.downloads: dict[str, int] = {}
+        self.downloads: dict[str, int] = {}  # whole files sent
+        self.ranges: dict[str, int] = {}  # parts of files sent (range requests)
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -139,8 +142,20 @@ class FakeHub:
                         "Content-Length": str(size),
                         "Content-Type": "application/octet-stream",
                     }
+                    headers["Accept-Ranges"] = "bytes"
+                    key = f"{repo}/{name}"
+                    if r := re.fullmatch(
+                        r"bytes=(\d+)-(\d+)", self.headers["Range"] or ""
+                    ):
+                        start, end = int(r[1]), min(int(r[2]), size - 1)
+                        with open(file, "rb") as f:
+                            f.seek(start)
+                            data = f.read(end - start + 1)
+                        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+                        headers["Content-Length"] = str(len(data))
+                        outer.ranges[key] = outer.ranges.get(key, 0) + 1
+                        return self._send(206, headers, data, body)
                     if body:
-                        key = f"{repo}/{name}"
                         outer.downloads[key] = outer.downloads.get(key, 0) + 1
                     return self._send(200, headers, file.read_bytes(), body)
                 return self._missing("EntryNotFound", f"no route {path}", body)

@@ -456,3 +456,104 @@ def test_roco_bad_arguments_and_data_are_clear_errors(tmp_path, medpix):
         itd.download_roco(tmp_path / "roco", repo=repo)
     with pytest.raises(itd.PairFileMissing, match="run download_roco first"):
         itd.load_roco(tmp_path / "roco", "test")
+
+
+# ------------------------------------------------------------------- PMC-OA without its archive
+
+
+def _served_hub(tmp_path, monkeypatch, folder: Path):
+    """``folder``'s files as the axiong/pmc_oa dataset on a loopback hub (FakeHub), with
+    huggingface_hub pointed at it."""
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    hub = FakeHub(tmp_path / "served")
+    hub.add(
+        itd.PMC_OA_HUB_REPO,
+        {p.name: p for p in folder.iterdir() if p.is_file()},
+        kind="datasets",
+    )
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return hub
+
+
+def test_pmc_oa_sample_reads_only_its_images_by_range_requests(
+    hub, tmp_path, monkeypatch, medpix, capsys
+):
+    import numpy as np
+
+    served = _served_hub(tmp_path, monkeypatch, hub)
+    with served:
+        dest = itd.sample_pmc_oa(tmp_path / "sample", 2, seed=3, workers=2)
+    # the rows a whole download and contrastive_benchmark.pair_images(seed=3) would use
+    chosen = np.sort(np.random.default_rng(3).choice(3, 2, replace=False))
+    table = itd.load_pmc_oa(dest, "train")
+    assert list(table.caption) == [medpix[SPLIT_ROWS["train"][i]][1] for i in chosen]
+    for path, i in zip(table.image_path, chosen, strict=True):
+        assert Path(path).read_bytes() == medpix[SPLIT_ROWS["train"][i]][2]
+    assert sorted(p.name for p in (dest / "images").iterdir()) == sorted(
+        Path(p).name for p in table.image_path
+    )  # no other image of the archive
+    key = f"{itd.PMC_OA_HUB_REPO}/images.zip"
+    assert key not in served.downloads  # never downloaded whole
+    assert served.ranges[key] >= 2  # its table of contents, then the members
+    assert served.downloads[f"{itd.PMC_OA_HUB_REPO}/train.jsonl"] == 1
+    record = json.loads((dest / "checksums.json").read_text())
+    assert (
+        record["files"]["images.zip"]
+        == hashlib.sha256((hub / "images.zip").read_bytes()).hexdigest()
+    )  # the hub's sha256 of the archive, as its ETag gives it
+    assert record["sample"] == {"n": 2, "seed": 3, "split": "train"}
+    assert "2 pairs of train sampled (seed 3)" in capsys.readouterr().out
+
+
+def test_pmc_oa_sample_is_verified_and_kept_on_later_calls(hub, tmp_path, medpix):
+    dest = itd.sample_pmc_oa(tmp_path / "sample", 2, source=hub)  # a local folder
+    before = json.loads((dest / "checksums.json").read_text())
+    assert itd.sample_pmc_oa(dest, 2, source=hub) == dest  # verified, nothing fetched
+    with pytest.raises(itd.PairDataError, match="use another folder"):
+        itd.sample_pmc_oa(dest, 3, source=hub)  # another sample in the same folder
+    image = Path(itd.load_pmc_oa(dest, "train").image_path[0])
+    image.write_bytes(medpix[5][2])  # another image in its place
+    with pytest.raises(ChecksumError, match="changed or went missing"):
+        itd.sample_pmc_oa(dest, 2, source=hub)
+    assert json.loads((dest / "checksums.json").read_text()) == before
+
+
+def test_pmc_oa_sample_refuses_a_damaged_member_and_a_missing_image(tmp_path, medpix):
+    name, caption, data = medpix[0]
+    broken = bytearray(data)
+    broken[len(broken) // 2] ^= 0xFF
+    folder = _make_hub(tmp_path / "hub", medpix)
+    with zipfile.ZipFile(folder / "images.zip") as z:  # CRC of the true bytes
+        crc = z.getinfo(f"{itd.PMC_OA_IMAGE_FOLDER}/{name}").CRC
+    archive = (folder / "images.zip").read_bytes()
+    start = archive.index(
+        data
+    )  # stored, so the member's bytes lie in the archive as is
+    (folder / "images.zip").write_bytes(
+        archive[:start] + bytes(broken) + archive[start + len(data) :]
+    )
+    assert zlib_crc(bytes(broken)) != crc
+    with pytest.raises(itd.PairDataError, match=f"{name}.*CRC"):
+        itd.sample_pmc_oa(tmp_path / "a", 3, source=folder)
+    assert not (tmp_path / "a" / "images").exists()  # nothing passes for a sample
+    lacking = _make_hub(
+        tmp_path / "lacking",
+        medpix,
+        members={f"{itd.PMC_OA_IMAGE_FOLDER}/{m[0]}": m[2] for m in medpix[1:]},
+    )
+    with pytest.raises(itd.PairDataError, match=r"lacks 1 of the 3 sampled images"):
+        itd.sample_pmc_oa(tmp_path / "b", 3, source=lacking)
+
+
+def zlib_crc(data: bytes) -> int:
+    import zlib
+
+    return zlib.crc32(data)

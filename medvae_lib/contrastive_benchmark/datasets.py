@@ -257,13 +257,18 @@ def load_pair_table(name: str, root: str | Path, split: str = "train") -> pd.Dat
 
 def download_pair_set(name: str, root: str | Path, settings: Mapping) -> Path:
     """Download (full mode, on Colab) one of the paper's public sets into ``root`` with
-    :mod:`medvae_lib.image_text_data`: PMC-OA from the Hugging Face hub, ROCO's training
+    :mod:`medvae_lib.image_text_data`: PMC-OA from the Hugging Face hub (the
+    ``extra_max_pairs`` that training uses, their images read from the archive by range
+    requests; the whole archive, tens of GB, when that is None), ROCO's training
     radiology images from the PMC open-access packages, as its ``fetch.py`` does
     (``roco_limit`` images)."""
     from medvae_lib import image_text_data as itd
 
     if name == "pmc_oa":
-        return itd.download_pmc_oa(root, splits=("train",))
+        n = settings.get("extra_max_pairs")
+        if n is None:
+            return itd.download_pmc_oa(root, splits=("train",))
+        return itd.sample_pmc_oa(root, n)  # the pairs pair_images would draw
     if name == "roco":
         return itd.download_roco(
             root,

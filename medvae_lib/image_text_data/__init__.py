@@ -78,6 +78,9 @@ The package re-exports the names below; the files, each importing only those abo
   one file of a Hugging Face dataset repository.
 - ``extraction.py``: the safe, locked extraction of ``images.zip``.
 - ``pmc_oa.py``: :func:`download_pmc_oa` and :func:`load_pmc_oa`.
+- ``pmc_oa_sample.py``: :func:`sample_pmc_oa`, a sample of PMC-OA whose images are read
+  from ``images.zip`` on the hub by HTTP range requests, without downloading the archive
+  (tens of GB; chapter 8's full mode uses 20,000 pairs of it).
 - ``roco_repo.py``: the roco-dataset repository's files and their parsing
   (``_parse_dlinks``).
 - ``roco.py``: the PMC packages (``_package_url``), :func:`download_roco` and
@@ -88,6 +91,7 @@ The package re-exports the names below; the files, each importing only those abo
 
 from .medpix2 import build_medpix2
 from .pmc_oa import download_pmc_oa, load_pmc_oa
+from .pmc_oa_sample import sample_pmc_oa
 from .roco import _package_url, download_roco, load_roco
 from .roco_repo import _parse_dlinks
 from .settings import (
@@ -126,6 +130,8 @@ __all__ = [
     # pmc_oa.py
     "download_pmc_oa",
     "load_pmc_oa",
+    # pmc_oa_sample.py
+    "sample_pmc_oa",
     # roco.py
     "download_roco",
     "load_roco",
