@@ -1230,3 +1230,59 @@ def test_the_text_encoder_runs_on_the_device_the_runs_train_on(tmp_path, monkeyp
         real.tokens,
         cb.encode_texts(["a chest CT"], _package_dir(), max_tokens=8).tokens,
     )
+
+
+def test_amp_is_float16_on_a_gpu_by_default_and_off_on_the_cpu():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert cb.amp_dtype({"amp": "auto"}, cuda) == torch.float16
+    assert cb.amp_dtype({}, cpu) is None
+    assert cb.amp_dtype({"amp": "off"}, cuda) is None
+    assert cb.amp_dtype({"amp": "bfloat16"}, cpu) == torch.bfloat16
+    with pytest.raises(cb.BenchmarkError, match="unknown amp setting 'fp8'"):
+        cb.amp_dtype({"amp": "fp8"}, cuda)
+
+
+def test_a_float16_run_autocasts_its_forward_pass_and_scales_its_gradients(
+    monkeypatch,
+):
+    """What a GPU run does by default, asked for on the CPU: the loss is computed under
+    float16 autocast, backward goes through a gradient scaler, and training still learns."""
+    seen, scaled = [], []
+    loss_fn = cb.DualEncoder.loss
+
+    def spying_loss(self, *args):
+        seen.append(
+            torch.get_autocast_dtype("cpu")
+            if torch.is_autocast_enabled("cpu")
+            else None
+        )
+        return loss_fn(self, *args)
+
+    scale = torch.amp.GradScaler.scale
+
+    def spying_scale(self, outputs):
+        scaled.append(self.is_enabled())
+        return scale(self, outputs)
+
+    monkeypatch.setattr(cb.DualEncoder, "loss", spying_loss)
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", spying_scale)
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    settings = {
+        **cb.MODES["ci"],
+        "widths": (4, 8, 8, 8),
+        "embed_dim": 8,
+        "batch_size": 8,
+        "steps": 25,
+        "lr": 5e-3,
+        "device": "cpu",
+    }
+    res = cb.train_method(
+        "clip", images, _tiny_text(), {**settings, "amp": "float16"}, 0
+    )
+    losses = [h["loss"] for h in res.history]
+    assert seen == [torch.float16] * 25 and scaled == [True] * 25
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in res.model.parameters())  # fp32 master
+    seen.clear(), scaled.clear()
+    cb.train_method("clip", images, _tiny_text(), {**settings, "steps": 2}, 0)
+    assert seen == [None, None] and scaled == [False, False]  # the CPU default: fp32

@@ -34,7 +34,8 @@ The package re-exports every name below; the files, each importing only those ab
   learnable logit scale.
 - ``models.py``: :class:`ImageEncoder`, :class:`PretrainedImageEncoder`,
   :class:`DualEncoder` (whose ``loss`` applies each method's objective).
-- ``training.py``: :func:`augment`, :func:`run_device`, :func:`train_method`.
+- ``training.py``: :func:`augment`, :func:`run_device`, :func:`amp_dtype`,
+  :func:`train_method`.
 - ``metrics.py``: per-item scores: zero-shot prediction, :func:`recall_at_k` and its
   chance level, the linear probe, the VQA classifier.
 - ``bench.py``: :class:`Bench` and :func:`build_bench` (data and cached text features).
@@ -146,7 +147,7 @@ from .text_encoder import (
     verify_minilm_dir,
     write_text_cache,
 )
-from .training import TrainResult, augment, run_device, train_method
+from .training import TrainResult, amp_dtype, augment, run_device, train_method
 
 __all__ = [
     # medvae_lib.teachers and medvae_lib.data, as the single module had them
@@ -206,6 +207,7 @@ __all__ = [
     "TrainResult",
     "augment",
     "run_device",
+    "amp_dtype",
     "train_method",
     # metrics.py
     "class_embeddings",

@@ -57,6 +57,7 @@ MODES = {
         "pneumonia_train": 600,  # PneumoniaMNIST images for the linear probe's training (class-balanced)
         "breast_train": None,  # BreastMNIST: all 546 training images (None: the whole training split)
         "device": "auto",  # the GPU when there is one
+        "amp": "auto",  # float16 autocast on a GPU (training.amp_dtype); "off" for float32
         "image_init": "scratch",  # or an open_clip id: GENERAL_CLIP, teachers.BIOMEDCLIP, "local-dir:..."
         "image_inits": (),  # further image initialisations compared with CLIP (full mode: question i, image side)
         "pretrained_freeze_blocks": 6,  # a pretrained tower's patch embedding and first blocks stay frozen
@@ -80,6 +81,7 @@ MODES = {
         "pneumonia_train": 2428,
         "breast_train": None,
         "device": "auto",
+        "amp": "auto",
         "image_init": "scratch",
         # question (i) on the image side, as the paper asks it: CLIP with a general-domain CLIP image tower
         # and with BiomedCLIP's, partially frozen, against the same objective from scratch

@@ -1,10 +1,11 @@
-"""Training one method: the augmentation every method gets, the device, and
-:func:`train_method` (AdamW, linear warm-up, cosine decay)."""
+"""Training one method: the augmentation every method gets, the device, mixed
+precision, and :func:`train_method` (AdamW, linear warm-up, cosine decay)."""
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -44,6 +45,26 @@ def run_device(settings: Mapping) -> torch.device:
 
     choice = settings.get("device", "auto")
     return default_device() if choice == "auto" else torch.device(choice)
+
+
+_SCHEDULE_WARNING = "Detected call of `lr_scheduler.step"  # after a skipped step
+AMP_CHOICES = {"auto": None, "off": None, "float16": torch.float16}
+AMP_CHOICES["bfloat16"] = torch.bfloat16
+
+
+def amp_dtype(settings: Mapping, device: torch.device) -> torch.dtype | None:
+    """The dtype a run's forward pass autocasts to, from the settings' ``amp``: ``"auto"``
+    (the default) is float16 on a CUDA GPU (a T4, Colab's free GPU, has fast float16 but
+    no fast bfloat16) and none elsewhere; ``"off"``, ``"float16"`` or ``"bfloat16"`` ask
+    for it on any device. float16 comes with a gradient scaler."""
+    choice = settings.get("amp", "auto")
+    if choice not in AMP_CHOICES:
+        raise BenchmarkError(
+            f"unknown amp setting {choice!r}; expected one of {list(AMP_CHOICES)}"
+        )
+    if choice == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return AMP_CHOICES[choice]
 
 
 @dataclass
@@ -108,17 +129,23 @@ def train_method(
     )
     gen = torch.Generator().manual_seed(seed)
     n_views = 3 if method == "slip" else 1
+    dtype = amp_dtype(settings, device)  # mixed precision: float16 on a GPU by default
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     model.train()
 
     def step_fn(step: int) -> dict:
         idx = batch_indices(len(images), settings["batch_size"], step, seed)
         x = images[idx].float().to(device)
-        views = [augment(x, gen) for _ in range(n_views)]
-        loss = model.loss(views, text.take(idx).to(device), gen)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            views = [augment(x, gen) for _ in range(n_views)]
+            loss = model.loss(views, text.take(idx).to(device), gen)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)  # skipped (and the scale lowered) if a gradient overflowed
+        scaler.update()
+        with warnings.catch_warnings():  # a step the scaler skipped moves it too
+            warnings.filterwarnings("ignore", _SCHEDULE_WARNING, UserWarning)
+            sched.step()
         return {"loss": loss.item()}
 
     start = time.perf_counter()
