@@ -24,9 +24,10 @@ import http.server
 import json
 import re
 import shutil
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from helpers import LoopbackHTTP
 
 from medvae_lib.data import file_digest
 
@@ -47,7 +48,7 @@ def _sha256(path: str, mtime: float) -> str:
     return file_digest(path)
 
 
-class FakeHub:
+class FakeHub(LoopbackHTTP):
     """The hub above, serving ``root``; counts the files it sends (``downloads``, by path) and
     the parts of files (``ranges``). Use it
     as a context manager; :meth:`add` puts files into a repository."""
@@ -148,6 +149,10 @@ class FakeHub:
                         r"bytes=(\d+)-(\d+)", self.headers["Range"] or ""
                     ):
                         start, end = int(r[1]), min(int(r[2]), size - 1)
+                        if start >= size:  # as HTTP says: nothing to send
+                            headers["Content-Range"] = f"bytes */{size}"
+                            headers["Content-Length"] = "0"
+                            return self._send(416, headers, b"", body)
                         with open(file, "rb") as f:
                             f.seek(start)
                             data = f.read(end - start + 1)
@@ -163,12 +168,11 @@ class FakeHub:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._serve(Handler)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.base_url
 
     def add(
         self, repo: str, files: dict[str, Path | bytes | str], kind: str = "models"
@@ -186,11 +190,3 @@ class FakeHub:
             else:
                 target.write_bytes(content)
         return folder
-
-    def __enter__(self) -> FakeHub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

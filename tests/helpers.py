@@ -30,7 +30,28 @@ def tiny(steps: int, **changes) -> Stage1Config:
     return Stage1Config(steps=steps, **{**settings, **changes})
 
 
-class LoopbackServer:
+class LoopbackHTTP:
+    """An HTTP server on 127.0.0.1 (a port of its own), answered from a daemon thread while
+    used as a context manager; subclasses give :meth:`_serve` their request handler."""
+
+    def _serve(self, handler) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class LoopbackServer(LoopbackHTTP):
     """A static file server on 127.0.0.1 that counts the requests it answers; the first ``fail`` of them
     get HTTP 503 (a transient failure). Use it as a context manager."""
 
@@ -49,21 +70,10 @@ class LoopbackServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
-        )
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._serve(functools.partial(Handler, directory=str(root)))
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def __enter__(self) -> "LoopbackServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return f"{self.base_url}/{name}"
 
 
 # A tiny CLIP with open_clip's built-in ViT and text transformer (no timm weights, no Hugging Face text model).
@@ -88,23 +98,27 @@ TINY_CLIP_CFG = {
 TINY_CLIP_PREPROCESS = {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
 
 
-def write_open_clip_config(directory: Path, model_cfg=None) -> None:
+def write_open_clip_config(
+    directory: Path, model_cfg=None, preprocess_cfg=None
+) -> None:
     directory.mkdir(parents=True)
     config = {
         "model_cfg": model_cfg or TINY_CLIP_CFG,
-        "preprocess_cfg": TINY_CLIP_PREPROCESS,
+        "preprocess_cfg": preprocess_cfg or TINY_CLIP_PREPROCESS,
     }
     (directory / "open_clip_config.json").write_text(json.dumps(config))
 
 
-def write_open_clip_dir(directory: Path, seed: int, weights: str, model_cfg=None):
+def write_open_clip_dir(
+    directory: Path, seed: int, weights: str, model_cfg=None, preprocess_cfg=None
+):
     """An open_clip model directory in the format of a hub repository (open_clip_config.json + weights)
-    holding a seeded random tiny CLIP; returns that model (eval mode)."""
+    holding a seeded random tiny CLIP (or ``model_cfg``); returns that model (eval mode)."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
-    write_open_clip_config(directory, model_cfg)
+    write_open_clip_config(directory, model_cfg, preprocess_cfg)
     torch.manual_seed(seed)
     model = open_clip.create_model(
         f"local-dir:{directory}"

@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 import yaml
 from fake_hub import FakeHub
-from helpers import REPO, LoopbackServer
+from helpers import REPO, LoopbackServer, write_open_clip_dir
 
 papermill = pytest.importorskip("papermill")
 
@@ -326,22 +326,12 @@ CLIP_CONFIG = {
 
 
 def add_clip_standin(hub: FakeHub, scratch: Path) -> None:
-    import open_clip
-    import torch
-
     from medvae_lib.contrastive_benchmark.settings import GENERAL_CLIP
 
-    weights = scratch / "clip" / "open_clip_pytorch_model.bin"
-    weights.parent.mkdir(parents=True)
-    model = open_clip.CLIP(**CLIP_CONFIG["model_cfg"])
-    torch.save(model.state_dict(), weights)
-    hub.add(
-        GENERAL_CLIP.removeprefix("hf-hub:"),
-        {
-            "open_clip_config.json": json.dumps(CLIP_CONFIG),
-            "open_clip_pytorch_model.bin": weights,
-        },
-    )
+    folder = scratch / "clip"
+    weights = "open_clip_pytorch_model.bin"
+    write_open_clip_dir(folder, 0, weights, **CLIP_CONFIG)
+    hub.add(GENERAL_CLIP.removeprefix("hf-hub:"), {p.name: p for p in folder.iterdir()})
 
 
 def _medpix_pairs(n: int) -> list[tuple[str, str, bytes]]:

@@ -513,10 +513,16 @@ def test_pmc_oa_sample_reads_only_its_images_by_range_requests(
     assert "2 pairs of train sampled (seed 3)" in capsys.readouterr().out
 
 
-def test_pmc_oa_sample_is_verified_and_kept_on_later_calls(hub, tmp_path, medpix):
+def test_pmc_oa_sample_is_verified_and_kept_on_later_calls(
+    hub, tmp_path, medpix, monkeypatch
+):
+    from medvae_lib.image_text_data import pmc_oa_sample
+
     dest = itd.sample_pmc_oa(tmp_path / "sample", 2, source=hub)  # a local folder
     before = json.loads((dest / "checksums.json").read_text())
-    assert itd.sample_pmc_oa(dest, 2, source=hub) == dest  # verified, nothing fetched
+    with monkeypatch.context() as m:
+        m.setattr(pmc_oa_sample, "_extract_members", None)  # nothing may be fetched
+        assert itd.sample_pmc_oa(dest, 2, source=hub) == dest  # verified
     with pytest.raises(itd.PairDataError, match="use another folder"):
         itd.sample_pmc_oa(dest, 3, source=hub)  # another sample in the same folder
     image = Path(itd.load_pmc_oa(dest, "train").image_path[0])
@@ -557,3 +563,107 @@ def zlib_crc(data: bytes) -> int:
     import zlib
 
     return zlib.crc32(data)
+
+
+def test_pmc_oa_sample_reads_deflated_members_and_refuses_a_damaged_one(
+    tmp_path, medpix
+):
+    folder = _make_hub(tmp_path / "hub", medpix)
+    rows = [{"image": m[0], "caption": m[1]} for m in medpix[:3]]
+    (folder / "train.jsonl").write_text(_jsonl(rows))
+    with zipfile.ZipFile(folder / "images.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for name, _, data in medpix[:3]:
+            z.writestr(f"{itd.PMC_OA_IMAGE_FOLDER}/{name}", data)
+    dest = itd.sample_pmc_oa(tmp_path / "a", 3, source=folder)
+    table = itd.load_pmc_oa(dest, "train")
+    assert [Path(p).read_bytes() for p in table.image_path] == [
+        m[2] for m in medpix[:3]
+    ]
+    with zipfile.ZipFile(folder / "images.zip") as z:
+        info = z.getinfo(f"{itd.PMC_OA_IMAGE_FOLDER}/{medpix[1][0]}")
+    archive = bytearray((folder / "images.zip").read_bytes())
+    start = (
+        info.header_offset + 30 + len(info.filename) + 4
+    )  # inside its deflate stream
+    archive[start : start + 8] = b"\xff" * 8
+    (folder / "images.zip").write_bytes(bytes(archive))
+    with pytest.raises(itd.PairDataError, match=medpix[1][0]):
+        itd.sample_pmc_oa(tmp_path / "b", 3, source=folder)
+
+
+def test_pmc_oa_sample_restarts_what_another_sample_left_and_refuses_a_whole_download(
+    hub, tmp_path, medpix
+):
+    dest = tmp_path / "sample"
+    (dest / "images.partial").mkdir(parents=True)
+    (dest / "images.partial" / "stray.jpg").write_bytes(medpix[5][2])
+    attempt = {
+        "sample": {"n": 3, "seed": 0, "split": "train"},
+        "asked": [],
+        "commit": "",
+    }
+    (dest / ".sampling.json").write_text(json.dumps(attempt))  # an interrupted call
+    itd.sample_pmc_oa(dest, 2, source=hub)
+    assert not (dest / "images" / "stray.jpg").exists()
+    assert not (dest / ".sampling.json").exists()
+    whole = itd.download_pmc_oa(tmp_path / "whole", source=hub, splits=("train",))
+    with pytest.raises(itd.PairDataError, match="whole PMC-OA download"):
+        itd.sample_pmc_oa(whole, 2, source=hub)
+
+
+def test_range_reads_retry_follow_retry_after_and_resolve_an_expired_address(
+    monkeypatch,
+):
+    import http.server
+
+    from helpers import LoopbackHTTP
+
+    from medvae_lib.image_text_data import pmc_oa_sample
+
+    body = bytes(range(256)) * 4
+    answers = ["429", "403", "206"]  # then 206 for every later request
+    paths = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            paths.append(self.path)
+            code = answers.pop(0) if answers else "206"
+            if code == "429":
+                self.send_response(429)
+                self.send_header("Retry-After", "7")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif code == "403" or self.path == "/old":
+                self.send_error(403, "expired")
+            elif code == "200":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                a, b = map(int, self.headers["Range"].removeprefix("bytes=").split("-"))
+                self.send_response(206)
+                self.send_header("Content-Length", str(b - a + 1))
+                self.end_headers()
+                self.wfile.write(body[a : b + 1])
+
+        def log_message(self, *args):
+            pass
+
+    class Server(LoopbackHTTP):
+        def __init__(self):
+            self._serve(Handler)
+
+    waits = []
+    monkeypatch.setattr(pmc_oa_sample.time, "sleep", waits.append)
+    with Server() as server:
+        addresses = iter([f"{server.base_url}/old", f"{server.base_url}/new"])
+        remote = pmc_oa_sample._Remote(lambda: next(addresses), len(body), "")
+        f = pmc_oa_sample._RangeFile(remote)
+        assert f.read_range(10, 20) == body[10:30]
+        assert waits[0] == 7.0  # the server's Retry-After
+        assert paths == ["/old", "/old", "/new"]  # resolved again after the 403
+        answers.append("200")  # a server that ignores Range: no retry
+        with pytest.raises(itd.PairDataError, match="HTTP 200"):
+            f.read_range(0, 4)
+        assert len(paths) == 4

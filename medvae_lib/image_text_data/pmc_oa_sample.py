@@ -10,11 +10,13 @@ CDN allow) can take the members it wants and leave the rest on the server."""
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import io
 import json
 import re
 import shutil
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,15 +42,38 @@ from .settings import (
 )
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local header (30 bytes)
-_RETRIES = 4
+_RETRIES = 6
+_BACKOFF_S = (
+    1.0  # first wait after a transient failure, doubled each time (tests set 0)
+)
+
+
+class _Remote:
+    """Where a remote file's bytes are read from. For the hub that is the signed CDN
+    address its ``resolve`` URL redirects to, resolved once (each request to the hub
+    itself counts against its rate limit; the CDN's do not) and again when it expires;
+    ``resolve()`` gives the address."""
+
+    def __init__(self, resolve, size: int, sha256: str):
+        self._resolve, self.size, self.sha256 = resolve, size, sha256
+        self.url = resolve()
+        self._lock = threading.Lock()
+
+    def refresh(self, stale: str) -> None:
+        """Resolve the address again, unless another thread already has."""
+        with self._lock:
+            if self.url == stale:
+                self.url = self._resolve()
 
 
 class _RangeFile(io.RawIOBase):
     """A remote file read with HTTP range requests (seekable, so ``zipfile`` can read it);
-    ``requests`` counts the requests made. Transient failures are retried."""
+    ``requests`` counts the requests made. A transient failure (5xx, 429, a dropped
+    connection) is retried, after the server's ``Retry-After`` where it sends one; an
+    expired address (401, 403, 410) is resolved again."""
 
-    def __init__(self, url: str, size: int, sha256: str = ""):
-        self.url, self.size, self.sha256 = url, size, sha256
+    def __init__(self, remote: _Remote):
+        self.remote, self.size = remote, remote.size
         self.pos = self.requests = 0
 
     def readable(self) -> bool:
@@ -76,44 +101,57 @@ class _RangeFile(io.RawIOBase):
         length = min(length, self.size - start)
         if length <= 0:
             return b""
-        headers = {
-            "Range": f"bytes={start}-{start + length - 1}",
-            "User-Agent": "medvae_lib-image_text_data",
-        }
+        span = f"bytes={start}-{start + length - 1}"
+        headers = {"Range": span, "User-Agent": "medvae_lib-image_text_data"}
         for attempt in range(1, _RETRIES + 1):
             self.requests += 1
+            url, wait = self.remote.url, _BACKOFF_S * 2 ** (attempt - 1)
             try:
-                request = urllib.request.Request(self.url, headers=headers)
+                request = urllib.request.Request(url, headers=headers)
                 with urllib.request.urlopen(request, timeout=60) as response:
-                    if response.status != 206:
-                        raise NetworkError(
-                            f"{self.url} ignored a range request (HTTP {response.status}); "
-                            "a sample needs a server that sends parts of a file"
+                    if (
+                        response.status != 206
+                    ):  # not transient: the server sends no parts
+                        raise PairDataError(
+                            f"{url} answered a range request with HTTP "
+                            f"{response.status}; a sample needs a server that sends "
+                            "parts of a file"
                         )
                     data = response.read()
-                if len(data) != length:
-                    raise NetworkError(
-                        f"{self.url}: asked for {length} bytes at {start}, got {len(data)}"
-                    )
-                return data
-            except (urllib.error.URLError, OSError, NetworkError) as err:
-                transient = not (
-                    isinstance(err, urllib.error.HTTPError)
-                    and err.code < 500
-                    and err.code != 429
+                if len(data) == length:
+                    return data
+                failure = f"{length} bytes asked for, {len(data)} sent"
+            except urllib.error.HTTPError as err:
+                if err.code in (401, 403, 410):  # a signed address that expired
+                    self.remote.refresh(url)
+                elif err.code < 500 and err.code != 429:
+                    raise NetworkError(f"{url} ({span}): HTTP {err.code}") from err
+                after = err.headers.get("Retry-After", "") if err.headers else ""
+                wait = min(float(after), 60.0) if after.isdigit() else wait
+                failure = f"HTTP {err.code}"
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+                failure = f"{type(err).__name__}: {err}"  # a dropped connection
+            if attempt == _RETRIES:
+                raise NetworkError(
+                    f"could not read {span} of {url} in {attempt} attempts: {failure}"
                 )
-                if not transient or attempt == _RETRIES:
-                    raise NetworkError(
-                        f"could not read bytes {start}-{start + length - 1} of "
-                        f"{self.url}: {err}"
-                    ) from err
-                time.sleep(min(2 ** (attempt - 1), 8))
+            time.sleep(min(wait, 60.0))
         raise AssertionError("unreachable")
 
 
 def _member_bytes(remote: _RangeFile, info: zipfile.ZipInfo) -> bytes:
     """One member of a remote archive, decompressed, its CRC and size checked (one range
-    request, two when its local header holds more than the usual extra field)."""
+    request, two when its local header holds more than the usual extra field); a damaged
+    one raises :class:`PairDataError` naming it."""
+    try:
+        return _checked_member(remote, info)
+    except (zlib.error, struct.error) as err:
+        raise PairDataError(
+            f"{info.filename}: damaged in the archive ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _checked_member(remote: _RangeFile, info: zipfile.ZipInfo) -> bytes:
     name_length = len(
         info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
     )
@@ -170,12 +208,16 @@ def _archive(source: str | Path, revision: str | None) -> tuple[str, str, object
             f"{type(err).__name__}: {err}"
         ) from err
     commit = meta.commit_hash or revision or ""
-    url = huggingface_hub.hf_hub_url(
+    pinned = huggingface_hub.hf_hub_url(
         source, "images.zip", repo_type="dataset", revision=commit or revision
     )
     etag = (meta.etag or "").strip('"')
     sha = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else f"etag {etag}"
-    return source, commit, lambda: _RangeFile(url, meta.size, sha)
+
+    def resolve() -> str:  # the CDN address the hub redirects to, for the ranges
+        return huggingface_hub.get_hf_file_metadata(pinned).location or pinned
+
+    return source, commit, lambda: _RangeFile(_Remote(resolve, meta.size, sha))
 
 
 def sample_pmc_oa(
@@ -218,6 +260,12 @@ def sample_pmc_oa(
     with _folder_lock(dest / ".sample.lock", f"sampling PMC-OA into {dest}"):
         if record_path.is_file():
             record = json.loads(record_path.read_text(encoding="utf-8"))
+            if "sample" not in record:
+                raise PairDataError(
+                    f"{dest} holds a whole PMC-OA download (download_pmc_oa), not a "
+                    "sample: sample into another folder, or read this one with "
+                    "extra_max_pairs=None"
+                )
             asked = (record.get("sample"), record.get("asked"))
             if asked != (wanted, [str(source), revision]):
                 raise PairDataError(
@@ -234,6 +282,14 @@ def sample_pmc_oa(
                 )
             return dest
         origin, commit, open_archive = _archive(source, revision)
+        # what an interrupted call left (the split file, images.partial) is kept only
+        # for the same sample of the same commit
+        attempt = {"sample": wanted, "asked": [str(source), revision], "commit": commit}
+        marker = dest / ".sampling.json"
+        if marker.is_file() and json.loads(marker.read_text()) != attempt:
+            shutil.rmtree(dest / "source", ignore_errors=True)
+            shutil.rmtree(dest / "images.partial", ignore_errors=True)
+        marker.write_text(json.dumps(attempt) + "\n")
         rows = _source_rows(dest, source, origin, commit, split)
         if n < len(rows):
             chosen = np.sort(
@@ -264,6 +320,7 @@ def sample_pmc_oa(
             "publish no checksums. images.zip was not downloaded: its sha256 is the hub's",
         }
         record_path.write_text(json.dumps(record, indent=2) + "\n")
+        marker.unlink()
     print(
         f"PMC-OA: {len(rows)} pairs of {split} sampled (seed {seed}) from {origin} at "
         f"{commit or 'a local folder'}; recorded in {record_path}"
@@ -321,19 +378,26 @@ def _extract_members(open_archive, names: set[str], dest: Path, workers: int) ->
         def fetch(name: str) -> None:
             info = members[name]
             if isinstance(raw, _RangeFile):
-                data = _member_bytes(_RangeFile(raw.url, raw.size, raw.sha256), info)
+                data = _member_bytes(_RangeFile(raw.remote), info)
             else:
                 data = _member_bytes(_LocalRange(raw.name), info)
             target = partial / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            part = temp_file_beside(target)
+            part = target.with_name(f".{target.name}.{threading.get_ident()}.part")
             part.write_bytes(data)
             part.replace(target)  # a file there is whole: a later call skips it
 
-        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, workers))
+        try:
             for future in [pool.submit(fetch, name) for name in todo]:
                 future.result()
-        sha = raw.sha256 if isinstance(raw, _RangeFile) else file_digest(raw.name)
+        except BaseException:  # a failure or an interrupt: fetch nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
+        sha = (
+            raw.remote.sha256 if isinstance(raw, _RangeFile) else file_digest(raw.name)
+        )
     partial.rename(images)
     return sha
 
