@@ -493,3 +493,29 @@ def test_fold_comparisons_agree_only_when_every_fold_does():
     )
     table = pi.comparison_table(same, {"a - b": ("a", "b")})
     assert list(table.index.get_level_values(1)) == ["x", "y", "z", "pooled"]
+
+
+def test_a_holdout_split_clusters_its_items_by_person():
+    """Full mode's one split holds many test people: its interval must resample them (seeds
+    crossed with people), not only the seeds, and the person gap is one value per person."""
+    from medvae_lib import stats
+
+    fold = _fold("2 held-out people", 1.0, n=6)
+    fold["people"], fold["item_people"] = ["p", "q"], ["p"] * 3 + ["q"] * 3
+    c = pi.compare([fold], "a", "b")
+    assert c["pooled"] is not None and c["pooled"]["n_clusters"] == 2
+    assert c["folds"]["2 held-out people"]["n_clusters"] == 2
+    a, b = pi.item_scores(fold, "a"), pi.item_scores(fold, "b")
+    expected = stats.paired_difference(a, b, clusters=fold["item_people"])
+    assert c["pooled"]["low"] == pytest.approx(expected["low"])
+    alone = {k: v for k, v in fold.items() if k not in ("people", "item_people")}
+    assert pi.compare([alone], "a", "b")["pooled"] is None  # one person: no pooled
+    assert "pooled [95% interval]" in pi.fold_summary([fold]).columns
+    fold["agreement"] = {
+        ("a", s): {"p": {"gap": 0.1 + s}, "q": {"gap": 0.2 + s}} for s in (0, 1, 2)
+    }
+    assert pi.test_people([fold]) == ["p", "q"]
+    assert pi.gap_values([fold], "a").tolist() == [[0.1, 0.2], [1.1, 1.2], [2.1, 2.2]]
+    fold["item_people"] = ["p"] * 5
+    with pytest.raises(ValueError, match="5 item people for 6 test items"):
+        pi.compare([fold], "a", "b")

@@ -56,6 +56,7 @@ from .fold_stats import (
     gap_table,
     gap_values,
     item_scores,
+    test_people,
     verdict_table,
 )
 from .model import PriorFusion, PUIRNet, build_model
@@ -144,6 +145,7 @@ __all__ = [
     "gap_table",
     "gap_values",
     "item_scores",
+    "test_people",
     "leave_one_out",
     "load_person",
     "load_subject",

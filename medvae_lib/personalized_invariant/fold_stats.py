@@ -29,28 +29,41 @@ def item_scores(fold: dict, what: str, metric: str = "psnr") -> np.ndarray:
     return np.stack([off_diagonal_mean(fold["test"][what, s][metric]) for s in seeds])
 
 
+def test_people(folds: list[dict]) -> list[str]:
+    """Every fold's test people, in order: one per fold in CI mode's leave-one-out folds,
+    all the held-out people of full mode's one split."""
+    return [p for f in folds for p in f.get("people", [f["person"]])]
+
+
+def _item_people(fold: dict, n: int) -> list[str]:
+    """The person of each of a fold's ``n`` test items (clusters for the intervals)."""
+    people = fold.get("item_people")
+    if people is None:
+        return [fold["person"]] * n
+    if len(people) != n:
+        raise ValueError(f"{len(people)} item people for {n} test items")
+    return list(people)
+
+
 def compare(folds: list[dict], a: str, b: str, metric: str = "psnr") -> dict:
     """``a`` minus ``b`` (see :func:`item_scores`) in every fold and pooled over the folds.
 
-    Within a fold the test items are the slices of one person, so the interval is over the seeds
-    (:func:`medvae_lib.stats.paired_difference` with one cluster). Pooled, the items of all folds are
-    clustered by person: the interval is over seeds crossed with people. ``agree`` says whether
-    every fold's interval lies on the same side of zero ("above 0", "below 0"), else "no"."""
+    The test items are clustered by person (:func:`medvae_lib.stats.paired_difference`):
+    within a leave-one-out fold they are the slices of one person, so the interval is over
+    the seeds; full mode's one split holds many people, so its interval is over seeds
+    crossed with people, as the pooled one is. ``pooled`` is None with one person only.
+    ``agree`` says whether every fold's interval lies on the same side of zero ("above 0",
+    "below 0"), else "no"."""
     from .. import stats
 
     per_fold, a_all, b_all, people = {}, [], [], []
     for fold in folds:
         fa, fb = item_scores(fold, a, metric), item_scores(fold, b, metric)
-        per_fold[fold["person"]] = stats.paired_difference(
-            fa, fb, clusters=[fold["person"]] * fa.shape[1]
-        )
-        (
-            a_all.append(fa),
-            b_all.append(fb),
-            people.extend([fold["person"]] * fa.shape[1]),
-        )
+        who = _item_people(fold, fa.shape[1])
+        per_fold[fold["person"]] = stats.paired_difference(fa, fb, clusters=who)
+        a_all.append(fa), b_all.append(fb), people.extend(who)
     pooled = None
-    if len(folds) > 1:
+    if len(set(people)) > 1:
         pooled = stats.paired_difference(
             np.concatenate(a_all, 1), np.concatenate(b_all, 1), clusters=people
         )
@@ -111,14 +124,16 @@ def verdict_table(
 
 
 def gap_values(folds: list[dict], what: str) -> np.ndarray:
-    """(seeds, folds) gap of section 7.8: a variant's X_h, or a control ("pixels", "mask"; the same
-    for every seed)."""
+    """(seeds, test people) gap of section 7.8 (people as :func:`test_people` lists them):
+    a variant's X_h, or a control ("pixels", "mask"; the same for every seed)."""
     seeds = sorted({s for _, s in folds[0]["test"]})
+    tested = [(f, p) for f in folds for p in f.get("people", [f["person"]])]
     if what in ("pixels", "mask"):
-        return np.repeat(
-            [[f["control"]["agreement"][what]["gap"] for f in folds]], len(seeds), 0
-        )
-    return np.array([[f["agreement"][what, s]["gap"] for f in folds] for s in seeds])
+        row = [f["control"]["agreement"][what][p]["gap"] for f, p in tested]
+        return np.repeat([row], len(seeds), 0)
+    return np.array(
+        [[f["agreement"][what, s][p]["gap"] for f, p in tested] for s in seeds]
+    )
 
 
 def gap_table(folds: list[dict], variants, controls=("pixels", "mask")) -> pd.DataFrame:
@@ -130,7 +145,7 @@ def gap_table(folds: list[dict], variants, controls=("pixels", "mask")) -> pd.Da
         "pixels": "raw pixels, pooled to X_h's size",
         "mask": "brain mask alone, pooled",
     }
-    people = [f["person"] for f in folds]
+    people = test_people(folds)
     rows = {}
     for what in list(variants) + list(controls):
         g = gap_values(folds, what)
@@ -161,11 +176,11 @@ def fold_summary(folds: list[dict], metric: str = "psnr") -> pd.DataFrame:
         per = [item_scores(f, v, metric) for f in folds]
         row = {f["person"]: f"{x.mean():.3f}" for f, x in zip(folds, per, strict=True)}
         people = [
-            f["person"]
+            p
             for f, x in zip(folds, per, strict=True)
-            for _ in range(x.shape[1])
+            for p in _item_people(f, x.shape[1])
         ]
-        if len(folds) > 1:
+        if len(set(people)) > 1:
             pooled = stats.mean_interval(np.concatenate(per, 1), clusters=people)
             row["pooled [95% interval]"] = _interval(pooled, sign="")
         rows[VARIANT_LABELS.get(v, "constant image (control)")] = row

@@ -51,9 +51,9 @@ def _run_variant(
                 model, central_patch(test, crop) if crop else test
             )
         emb = embeddings(model, everyone, settings)
-        out["agreement"][variant, seed] = xh_agreement(
-            emb, positions, data["split"]["test"][0]
-        )
+        out["agreement"][variant, seed] = {  # each test person against everyone else
+            p: xh_agreement(emb, positions, p) for p in data["split"]["test"]
+        }
         out["models"][variant, seed] = model.cpu()
     return out
 
@@ -83,15 +83,22 @@ def _controls(settings: dict, data: dict, size: tuple[int, ...]) -> dict:
             )
             for n, d in everyone.items()
         }
-        out["agreement"][kind] = xh_agreement(
-            control_embeddings(people, kind, size), positions, data["split"]["test"][0]
-        )
+        emb = control_embeddings(people, kind, size)
+        out["agreement"][kind] = {
+            p: xh_agreement(emb, positions, p) for p in data["split"]["test"]
+        }
     return out
 
 
 def _merge(settings: dict, data: dict, parts: list[dict]) -> dict:
+    """One fold's results. ``person`` labels the fold (its test person, or "N held-out
+    people" for full mode's one split); ``people`` are its test people and
+    ``item_people`` the person of each test item, by which intervals are clustered."""
+    tests = list(data["split"]["test"])
     results = {
-        "person": data["split"]["test"][0],
+        "person": tests[0] if len(tests) == 1 else f"{len(tests)} held-out people",
+        "people": tests,
+        "item_people": [n for n, d in data["test"].items() for _ in d.samples],
         "n_test": len(stack_samples(data["test"])),
     }
     for key in ("test", "val", "agreement", "models", "history", "dependence"):
