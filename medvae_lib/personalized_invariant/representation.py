@@ -60,8 +60,9 @@ def x_h_dependence(
     """Per sample, the cross-contrast PSNR (mean of the 12 pairs) of the model as it is
     (``"none"``) and with X_h replaced, the skips kept: by zeros (``"zero"``), and by
     the X_h of the sample ``shift`` places away in the same person, same source contrast
-    (``"swap"``; default half the samples, so far in height). A decoder that uses X_h
-    loses dB under both; one that synthesises through its skip connections does not."""
+    (``"swap"``; default half the samples, so far in height; in full mode, where each
+    test person is one sample, another person's). A decoder that uses X_h loses dB under
+    both; one that synthesises through its skip connections does not."""
     n, k = len(samples), len(CONTRASTS)
     if n < 2:
         raise ValueError("the swap needs at least two samples")
