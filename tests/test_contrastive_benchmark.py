@@ -514,18 +514,24 @@ def _tiny_text(n=8, length=5, dim=12):
     )
 
 
+# A tiny run: 8 random images, a narrow encoder, 25 steps of the whole batch.
+TINY_RUN = {
+    **cb.MODES["ci"],
+    "widths": (4, 8, 8, 8),
+    "embed_dim": 8,
+    "batch_size": 8,
+    "steps": 25,
+    "lr": 5e-3,
+}
+
+
+def _tiny_images():
+    return torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize("method", list(cb.METHODS))
 def test_every_method_trains_a_few_steps_with_finite_falling_loss(method):
-    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    settings = {
-        **cb.MODES["ci"],
-        "widths": (4, 8, 8, 8),
-        "embed_dim": 8,
-        "batch_size": 8,
-        "steps": 25,
-        "lr": 5e-3,
-    }
-    res = cb.train_method(method, images, _tiny_text(), settings, seed=0)
+    res = cb.train_method(method, _tiny_images(), _tiny_text(), TINY_RUN, seed=0)
     losses = [h["loss"] for h in res.history]
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
@@ -1273,16 +1279,7 @@ def test_a_float16_run_autocasts_its_forward_pass_and_scales_its_gradients(
     monkeypatch.setattr(cb.DualEncoder, "loss", spying_loss)
     monkeypatch.setattr(torch.amp.GradScaler, "scale", spying_scale)
     monkeypatch.setattr(torch.amp.GradScaler, "step", spying_step)
-    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    settings = {
-        **cb.MODES["ci"],
-        "widths": (4, 8, 8, 8),
-        "embed_dim": 8,
-        "batch_size": 8,
-        "steps": 25,
-        "lr": 5e-3,
-        "device": "cpu",
-    }
+    images, settings = _tiny_images(), {**TINY_RUN, "device": "cpu"}
     res = cb.train_method(
         "clip", images, _tiny_text(), {**settings, "amp": "float16"}, 0
     )
