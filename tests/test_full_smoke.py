@@ -21,7 +21,7 @@ Everything full mode fetches comes from stand-ins in the official formats, fetch
   cannot import, so that it downloads MiniLM as on Colab);
 * torchvision's VGG16 (LPIPS's backbone) in ``$TORCH_HOME``, random weights;
 * BraTS 2023 (which needs a Synapse login) for chapter 7: a folder in its layout of six
-  patients, the three real shared people under two names each.
+  patients, each real shared person as is and flipped left to right.
 
 Chapter 8 reads MedPix 2.0, PneumoniaMNIST and BreastMNIST from ``../shared`` (MedPix's rebuild
 from its repository needs the 512 px PNGs, which ``../shared`` lacks; it is tested on a loopback
@@ -176,7 +176,8 @@ SMOKE: dict[str, dict] = {
             "steps": 2,
             "batch_size": 1,
             "seeds": [0],
-            "test_fraction": 0.34,  # of 6 stand-in patients: 2 test, 2 validation, 2 train
+            # of 6 stand-in patients (seeded split): 2 test, 2 validation, 2 train
+            "test_fraction": 0.34,
             "val_fraction": 0.5,
             "contrastive_dim": 16,
             "prior_heads": 2,  # of the 2^3 bottleneck positions
@@ -367,9 +368,11 @@ def _medpix_pairs(n: int) -> list[tuple[str, str, bytes]]:
 
 def add_brats_standin(folder: Path, patients: int = 6) -> Path:
     """A BraTS 2023 folder (``BraTS-GLI-xxxxx-000/BraTS-GLI-xxxxx-000-t1n.nii.gz``, ...) of
-    ``patients`` people: the three real shared people, each under two names (the same person
-    in two parts of the split says nothing about the method; it lets full mode's holdout,
-    validation people and between-people swaps run)."""
+    ``patients`` people: each real shared person twice, as is and flipped left to right, under
+    neighbouring names, which full mode's split (seeded) keeps in one part: no real person is
+    in two parts, and a swap between the two test people swaps different images."""
+    import nibabel as nib
+
     from medvae_lib.data import load_manifest
     from medvae_lib.personalized_invariant import BRATS_SUFFIXES
 
@@ -383,9 +386,14 @@ def add_brats_standin(folder: Path, patients: int = 6) -> Path:
     for i in range(patients):
         name = f"BraTS-GLI-{i + 1:05d}-000"
         (folder / name).mkdir(parents=True)
-        for contrast, path in people[real[i % len(real)]].items():
-            link = folder / name / f"{name}-{BRATS_SUFFIXES[contrast]}.nii.gz"
-            link.symlink_to(path.resolve())
+        for contrast, path in people[real[i // 2 % len(real)]].items():
+            target = folder / name / f"{name}-{BRATS_SUFFIXES[contrast]}.nii.gz"
+            if i % 2 == 0:
+                target.symlink_to(path.resolve())
+            else:
+                image = nib.load(path)
+                flipped = np.asarray(image.dataobj)[::-1].copy()
+                nib.save(nib.Nifti1Image(flipped, image.affine, image.header), target)
     return folder
 
 

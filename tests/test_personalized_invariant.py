@@ -519,3 +519,41 @@ def test_a_holdout_split_clusters_its_items_by_person():
     fold["item_people"] = ["p"] * 5
     with pytest.raises(ValueError, match="5 item people for 6 test items"):
         pi.compare([fold], "a", "b")
+
+
+def test_full_mode_scoring_in_parts_gives_the_numbers_of_one_pass():
+    """Full mode scores 3D test people one at a time and probes X_h two patches at a time
+    (memory): the numbers must be those of one pass over everyone."""
+    torch.manual_seed(0)
+    s = _tiny_settings(spatial_dims=3, image_size=32, ssim_kernel=3)
+    model = pi.build_model(s, "full").eval()
+    g = torch.Generator().manual_seed(1)
+    samples = torch.rand(2, 5, 40, 32, 32, generator=g)  # longer than a patch: windows
+    samples[:, 4] = (samples[:, 4] > 0.3).float()
+    parts = pi.synthesis_scores(model, samples, s)  # one person at a time
+    whole = pi.synthesis_scores.__wrapped__(model, samples, s)
+    for metric in ("psnr", "ssim"):
+        np.testing.assert_allclose(parts[metric], whole[metric], rtol=1e-5)
+    patches = pi.central_patch(samples, 32)
+    one_pass = pi.x_h_dependence(model, patches)
+    chunked = pi.x_h_dependence(model, patches, chunk=1)
+    for replace in ("none", "zero", "swap"):
+        np.testing.assert_allclose(chunked[replace], one_pass[replace], rtol=1e-5)
+
+
+def test_a_test_person_is_compared_with_the_training_people_only():
+    from medvae_lib.personalized_invariant.runs import _agreement
+
+    rng = np.random.default_rng(0)
+    names = ["BraTS-GLI-00001-000", "BraTS-GLI-00001-001", "BraTS-GLI-00002-000", "t"]
+    emb = {n: rng.normal(size=(4, 3, 6)) for n in names}
+    positions = {n: np.linspace(0, 1, 3) for n in names}
+    # two test folders of one patient, one other test person, one training person
+    data = {"split": {"test": names[:3]}}
+    got = _agreement(emb, positions, data)
+    for person in names[:3]:
+        others = set(names[:3]) - {person}  # other test folders, incl. the repeat scan
+        assert got[person] == pi.xh_agreement(emb, positions, person, exclude=others)
+        everyone = pi.xh_agreement(emb, positions, person)
+        assert got[person]["same_person"] == everyone["same_person"]
+        assert got[person]["different_people"] != everyone["different_people"]

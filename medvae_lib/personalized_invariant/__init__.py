@@ -56,6 +56,7 @@ from .fold_stats import (
     gap_table,
     gap_values,
     item_scores,
+    test_patients,
     test_people,
     verdict_table,
 )
@@ -145,6 +146,7 @@ __all__ = [
     "gap_table",
     "gap_values",
     "item_scores",
+    "test_patients",
     "test_people",
     "leave_one_out",
     "load_person",

@@ -35,6 +35,14 @@ def test_people(folds: list[dict]) -> list[str]:
     return [p for f in folds for p in f.get("people", [f["person"]])]
 
 
+def test_patients(folds: list[dict]) -> list[str]:
+    """The patient of each of :func:`test_people` (BraTS names a patient's repeat scans
+    ``-000``, ``-001``): the clusters of intervals over people."""
+    from .splits import patient_of
+
+    return [patient_of(p) for p in test_people(folds)]
+
+
 def _item_people(fold: dict, n: int) -> list[str]:
     """The person of each of a fold's ``n`` test items (clusters for the intervals)."""
     people = fold.get("item_people")
@@ -145,7 +153,7 @@ def gap_table(folds: list[dict], variants, controls=("pixels", "mask")) -> pd.Da
         "pixels": "raw pixels, pooled to X_h's size",
         "mask": "brain mask alone, pooled",
     }
-    people = test_people(folds)
+    people, patients = test_people(folds), test_patients(folds)
     rows = {}
     for what in list(variants) + list(controls):
         g = gap_values(folds, what)
@@ -157,9 +165,10 @@ def gap_table(folds: list[dict], variants, controls=("pixels", "mask")) -> pd.Da
             row["minus mask [95% interval]"] = "-"
         else:
             row["pooled [95% interval]"] = _interval(
-                stats.mean_interval(g, clusters=people), sign=""
+                stats.mean_interval(g, clusters=patients), sign=""
             )
-            d = stats.paired_difference(g, gap_values(folds, "mask"), clusters=people)
+            mask = gap_values(folds, "mask")
+            d = stats.paired_difference(g, mask, clusters=patients)
             row["minus mask [95% interval]"] = _interval(d)
         rows[labels.get(what, VARIANT_LABELS.get(what, what))] = row
     return pd.DataFrame.from_dict(rows, orient="index")

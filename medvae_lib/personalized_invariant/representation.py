@@ -55,14 +55,19 @@ def same_height(person: SubjectData, other: SubjectData) -> torch.Tensor:
 
 @torch.no_grad()
 def x_h_dependence(
-    model: PUIRNet, samples: torch.Tensor, shift: int | None = None
+    model: PUIRNet,
+    samples: torch.Tensor,
+    shift: int | None = None,
+    chunk: int | None = None,
 ) -> dict:
     """Per sample, the cross-contrast PSNR (mean of the 12 pairs) of the model as it is
     (``"none"``) and with X_h replaced, the skips kept: by zeros (``"zero"``), and by
     the X_h of the sample ``shift`` places away in the same person, same source contrast
     (``"swap"``; default half the samples, so far in height; in full mode, where each
     test person is one sample, another person's). A decoder that uses X_h loses dB under
-    both; one that synthesises through its skip connections does not."""
+    both; one that synthesises through its skip connections does not. ``chunk``: samples
+    through the network at a time (default all; full mode's 3D patches go a few at a
+    time: the same numbers in less memory)."""
     n, k = len(samples), len(CONTRASTS)
     if n < 2:
         raise ValueError("the swap needs at least two samples")
@@ -70,18 +75,29 @@ def x_h_dependence(
     model.eval()
     device = next(model.parameters()).device
     mask = samples[:, k:].float()
+    chunk = n if chunk is None else chunk
     preds = {"none": [], "zero": [], "swap": []}
     for j in range(k):
-        x = samples[:, j : j + 1].float().repeat_interleave(k, 1).to(device)
-        skips, bottleneck = model.encode(x)
-        x_h = model.prior(bottleneck) if model.prior is not None else bottleneck
+
+        def source(lo, j=j):  # one source contrast as the four input channels
+            x = samples[lo : lo + chunk, j : j + 1].float()
+            return x.repeat_interleave(k, 1).to(device)
+
+        x_h = torch.cat([model.x_h(source(lo)) for lo in range(0, n, chunk)])
         other = x_h.roll(shift, 0)  # X_h of the sample `shift` places away
-        for name, z in (
-            ("none", x_h),
-            ("zero", torch.zeros_like(x_h)),
-            ("swap", other),
-        ):
-            preds[name].append(model.decode(skips, z).cpu().clamp(0, 1) * mask)
+        out = {"none": [], "zero": [], "swap": []}
+        for lo in range(0, n, chunk):
+            skips, _ = model.encode(source(lo))
+            part = slice(lo, lo + chunk)
+            for name, z in (
+                ("none", x_h[part]),
+                ("zero", torch.zeros_like(x_h[part])),
+                ("swap", other[part]),
+            ):
+                y = model.decode(skips, z).cpu().clamp(0, 1)
+                out[name].append(y * mask[part])
+        for name in preds:
+            preds[name].append(torch.cat(out[name]))
     return {
         r: off_diagonal_mean(scores_of(torch.stack(p), samples))
         for r, p in preds.items()
@@ -118,7 +134,10 @@ def embeddings(
 
 
 def xh_agreement(
-    emb: dict[str, np.ndarray], positions: dict[str, np.ndarray], person: str
+    emb: dict[str, np.ndarray],
+    positions: dict[str, np.ndarray],
+    person: str,
+    exclude=(),
 ) -> dict[str, float]:
     """How much the X_h that different contrasts give agree, for one person against the
     others.
@@ -129,7 +148,8 @@ def xh_agreement(
     of ``person`` and a *different* contrast of the slice of another person at the
     nearest relative position (the volumes share an atlas-like grid). ``gap`` =
     same_person - different_people: above 0 when X_h carries who the person is, whatever
-    the contrast."""
+    the contrast. ``exclude``: other folders of the same patient (BraTS's repeat scans),
+    which are not "different people"."""
     if person not in emb or len(emb) < 2:
         raise ValueError(
             f"need {person!r} and at least one other person, got {sorted(emb)}"
@@ -146,7 +166,7 @@ def xh_agreement(
     same = np.mean([(mine[a] * mine[b]).sum(-1).mean() for a, b in pairs])
     between = []
     for other, e in emb.items():
-        if other == person:
+        if other == person or other in exclude:
             continue
         theirs = unit(e)
         nearest = np.abs(positions[other][None, :] - positions[person][:, None]).argmin(

@@ -12,7 +12,7 @@ from .representation import (
     x_h_dependence,
     xh_agreement,
 )
-from .splits import SubjectData, central_patch, stack_samples
+from .splits import SubjectData, central_patch, patient_of, stack_samples
 from .synthesis import constant_prediction, scores_of, synthesis_scores
 from .trainer import train_variant
 
@@ -47,13 +47,12 @@ def _run_variant(
         if val is not None:
             out["val"][variant, seed] = synthesis_scores(model, val, settings)
         if variant in ("baseline", "full", "unet"):
-            out["dependence"][variant, seed] = x_h_dependence(
-                model, central_patch(test, crop) if crop else test
+            patches = central_patch(test, crop) if crop else test
+            out["dependence"][variant, seed] = x_h_dependence(  # 3D: 2 at a time
+                model, patches, chunk=2 if crop else None
             )
         emb = embeddings(model, everyone, settings)
-        out["agreement"][variant, seed] = {  # each test person against everyone else
-            p: xh_agreement(emb, positions, p) for p in data["split"]["test"]
-        }
+        out["agreement"][variant, seed] = _agreement(emb, positions, data)
         out["models"][variant, seed] = model.cpu()
     return out
 
@@ -84,21 +83,42 @@ def _controls(settings: dict, data: dict, size: tuple[int, ...]) -> dict:
             for n, d in everyone.items()
         }
         emb = control_embeddings(people, kind, size)
-        out["agreement"][kind] = {
-            p: xh_agreement(emb, positions, p) for p in data["split"]["test"]
-        }
+        out["agreement"][kind] = _agreement(emb, positions, data)
     return out
+
+
+def _agreement(emb: dict, positions: dict, data: dict) -> dict:
+    """The X_h agreement of each test person against the training people, as in CI mode's
+    folds, which hold one test person: not against the other test people of full mode's
+    split, nor against other folders of the same patient (BraTS's repeat scans)."""
+    tests = data["split"]["test"]
+    return {
+        p: xh_agreement(
+            emb,
+            positions,
+            p,
+            exclude={
+                n
+                for n in emb
+                if n != p and (n in tests or patient_of(n) == patient_of(p))
+            },
+        )
+        for p in tests
+    }
 
 
 def _merge(settings: dict, data: dict, parts: list[dict]) -> dict:
     """One fold's results. ``person`` labels the fold (its test person, or "N held-out
     people" for full mode's one split); ``people`` are its test people and
-    ``item_people`` the person of each test item, by which intervals are clustered."""
+    ``item_people`` the person (patient: a BraTS patient's repeat scans are one) of each
+    test item, by which intervals are clustered."""
     tests = list(data["split"]["test"])
     results = {
         "person": tests[0] if len(tests) == 1 else f"{len(tests)} held-out people",
         "people": tests,
-        "item_people": [n for n, d in data["test"].items() for _ in d.samples],
+        "item_people": [
+            patient_of(n) for n, d in data["test"].items() for _ in d.samples
+        ],
         "n_test": len(stack_samples(data["test"])),
     }
     for key in ("test", "val", "agreement", "models", "history", "dependence"):
