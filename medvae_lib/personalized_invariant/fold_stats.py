@@ -29,10 +29,15 @@ def item_scores(fold: dict, what: str, metric: str = "psnr") -> np.ndarray:
     return np.stack([off_diagonal_mean(fold["test"][what, s][metric]) for s in seeds])
 
 
+def _fold_people(fold: dict) -> list[str]:
+    """A fold's test people (a fold without the list: its one ``person``)."""
+    return fold.get("people", [fold["person"]])
+
+
 def test_people(folds: list[dict]) -> list[str]:
     """Every fold's test people, in order: one per fold in CI mode's leave-one-out folds,
     all the held-out people of full mode's one split."""
-    return [p for f in folds for p in f.get("people", [f["person"]])]
+    return [p for f in folds for p in _fold_people(f)]
 
 
 def test_patients(folds: list[dict]) -> list[str]:
@@ -135,7 +140,7 @@ def gap_values(folds: list[dict], what: str) -> np.ndarray:
     """(seeds, test people) gap of section 7.8 (people as :func:`test_people` lists them):
     a variant's X_h, or a control ("pixels", "mask"; the same for every seed)."""
     seeds = sorted({s for _, s in folds[0]["test"]})
-    tested = [(f, p) for f in folds for p in f.get("people", [f["person"]])]
+    tested = [(f, p) for f in folds for p in _fold_people(f)]
     if what in ("pixels", "mask"):
         row = [f["control"]["agreement"][what][p]["gap"] for f, p in tested]
         return np.repeat([row], len(seeds), 0)

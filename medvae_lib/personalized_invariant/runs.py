@@ -119,7 +119,7 @@ def _merge(settings: dict, data: dict, parts: list[dict]) -> dict:
         "item_people": [
             patient_of(n) for n, d in data["test"].items() for _ in d.samples
         ],
-        "n_test": len(stack_samples(data["test"])),
+        "n_test": sum(len(d.samples) for d in data["test"].values()),
     }
     for key in ("test", "val", "agreement", "models", "history", "dependence"):
         results[key] = {k: v for part in parts for k, v in part[key].items()}
