@@ -1,0 +1,535 @@
+"""What each chapter's full mode costs on a free Colab GPU: counted, not timed.
+
+No GPU was lent to this book's sessions, so full mode has never been timed. Instead, this
+module *counts* the work of each chapter's full-mode training: it builds the chapter's own
+trainer (or network) at full size on PyTorch's ``meta`` device, which has shapes but no
+data, runs one step of each kind under ``torch.utils.flop_counter.FlopCounterMode``, and
+multiplies by the number of steps and runs the chapter's full-mode settings ask for. The
+same pass adds up the activations autograd keeps for the backward pass (through
+``saved_tensors_hooks``), which with the weights, gradients and Adam's two moments gives
+the memory a step needs. Nothing is computed, so the whole count takes seconds on a CPU.
+
+From the counts come two times for a T4 (Colab's free GPU):
+
+* a **lower bound**, at the T4 datasheet's peak (8.1 TFLOP/s in float32, 65 in float16 on
+  its tensor cores): no run can be faster;
+* an **estimate**, at a quarter of that peak: an *assumption* (convolutional training
+  commonly sustains a fraction of a GPU's peak; small layers and data loading sustain
+  less), not a measurement. Measure it on a GPU before relying on it.
+
+Only the training steps (and, for chapter 7, its sliding-window scoring) are counted:
+evaluation passes, data loading, CPU metrics and probes add to the time.
+
+The disk figure adds what a chapter downloads (sizes recorded in the manifests, the hub's
+listings or the library's constants, each with its source) and what it writes
+(checkpoints, computed from the parameter counts; caches, from their shapes).
+
+Run it::
+
+    .venv/bin/python -m medvae_lib.full_mode_cost          # the table for all chapters
+    .venv/bin/python -m medvae_lib.full_mode_cost --chapter 02
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from unittest import mock
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+GIB = 2**30
+GB = 1e9
+
+# NVIDIA T4 datasheet: 8.1 TFLOP/s single precision, 65 TFLOP/s mixed (FP16/FP32) on
+# tensor cores; 16 GB of memory, of which Colab leaves about 15 GB to a program.
+T4_PEAK = {"float32": 8.1e12, "float16": 65e12}
+T4_MEMORY_GB = 15.0
+SUSTAINED_FRACTION = 0.25  # an assumption, see the module's docstring
+
+# Download sizes not computable from a manifest, with where each is recorded.
+WEIGHTS = {
+    "vgg16 (LPIPS backbone)": (
+        528e6,
+        "torchvision's listing of vgg16-397923af.pth (527.8 MB)",
+    ),
+    "MedVAE vae_4x_1c_2D.ckpt": (221e6, "the hub's listing of stanfordmimi/MedVAE"),
+    "MedVAE vae_4x_1c_3D.ckpt": (644e6, "the hub's listing of stanfordmimi/MedVAE"),
+    "BiomedCLIP weights": (784e6, "the hub's listing of microsoft/BiomedCLIP-..."),
+    "CLIP ViT-B/16 weights": (
+        599e6,
+        "the hub's listing of timm/vit_base_patch16_clip_224",
+    ),
+    "all-MiniLM-L6-v2": (91e6, "the hub's listing of sentence-transformers"),
+}
+
+
+@dataclass
+class StepCount:
+    """One step of one kind, counted on the meta device."""
+
+    flops: float  # floating-point operations (a multiply-add counts 2)
+    activations: int  # bytes autograd keeps for the backward pass, each tensor once
+    state: int  # bytes of weights, gradients and optimiser moments
+
+
+@dataclass
+class Work:
+    """``steps`` steps of a counted kind, repeated ``runs`` times, in ``precision``."""
+
+    label: str
+    step: StepCount
+    steps: int
+    runs: int = 1
+    precision: str = "float32"
+
+    @property
+    def flops(self) -> float:
+        return self.step.flops * self.steps * self.runs
+
+    @property
+    def memory(self) -> float:
+        """Bytes a step holds; under float16 autocast most activations take half."""
+        kept = self.step.activations / (2 if self.precision == "float16" else 1)
+        return kept + self.step.state
+
+
+@dataclass
+class ChapterCost:
+    chapter: str
+    work: list[Work] = field(default_factory=list)
+    disk: list[tuple[str, float, str]] = field(
+        default_factory=list
+    )  # item, bytes, source
+    note: str = ""
+
+    def seconds(self, fraction: float = 1.0) -> float:
+        """Seconds on a T4 sustaining ``fraction`` of its peak in each run's precision."""
+        return sum(w.flops / (T4_PEAK[w.precision] * fraction) for w in self.work)
+
+    @property
+    def peak_memory(self) -> float:
+        return max((w.memory for w in self.work), default=0.0)
+
+    @property
+    def disk_bytes(self) -> float:
+        return sum(size for _, size, _ in self.disk)
+
+
+def _state_bytes(*modules: torch.nn.Module) -> int:
+    """Weights of every module, plus gradient and Adam's two moments of the trainable ones."""
+    total = 0
+    for module in modules:
+        for p in module.parameters():
+            size = p.numel() * p.element_size()
+            total += size * (4 if p.requires_grad else 1)
+    return total
+
+
+def count_step(step: Callable[[], object], *modules: torch.nn.Module) -> StepCount:
+    """Run ``step`` (meta tensors only) and count its operations and kept activations.
+
+    ``modules`` are the networks the step uses: their weights are state, not
+    activations. A tensor that several operations keep (a layer's output that the next
+    layer also keeps as its input) is counted once, by its storage."""
+    weights = {p.untyped_storage()._cdata for m in modules for p in m.parameters()}
+    kept: dict[int, torch.UntypedStorage] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:
+            kept[storage._cdata] = storage  # the reference keeps the key unique
+        return t
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    activations = sum(storage.nbytes() for storage in kept.values())
+    return StepCount(counter.get_total_flops(), activations, _state_bytes(*modules))
+
+
+@contextlib.contextmanager
+def _lpips_without_download():
+    """Build MONAI's LPIPS with random weights: same network, no download."""
+    import torchvision
+    from monai.losses import PerceptualLoss
+
+    init, build_vgg16 = PerceptualLoss.__init__, torchvision.models.vgg16
+
+    def no_weights(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "pretrained": False})
+
+    def vgg16(*args, **kwargs):
+        return build_vgg16(weights=None)
+
+    with (
+        mock.patch.object(PerceptualLoss, "__init__", no_weights),
+        mock.patch("torchvision.models.vgg16", vgg16),
+    ):
+        yield
+
+
+def _meta(shape) -> torch.Tensor:
+    return torch.rand(shape, device="meta")
+
+
+def _stage1_steps(trainer, batch: torch.Tensor) -> dict[str, StepCount]:
+    """The three kinds of stage-1 step: before ``adv_start``, the adversarial generator
+    step and (alternating updates) the discriminator-only step."""
+    c = trainer.config
+    mods = (trainer.autoencoder, trainer.discriminator, trainer.perceptual)
+    kinds = {"warm-up": c.adv_start - (c.adv_start % 2)}
+    if c.adv_weight > 0:
+        kinds["generator"] = kinds["warm-up"] + 2
+        kinds["discriminator"] = kinds["warm-up"] + 3
+    return {
+        name: count_step(lambda s=step: trainer.train_step(batch, s), *mods)
+        for name, step in kinds.items()
+    }
+
+
+def _adversarial_work(label, counts, steps, adv_start, runs) -> list[Work]:
+    """Steps before ``adv_start``, then generator and discriminator steps in turn."""
+    after = steps - adv_start
+    return [
+        Work(f"{label}: warm-up", counts["warm-up"], adv_start, runs),
+        Work(f"{label}: generator", counts["generator"], (after + 1) // 2, runs),
+        Work(f"{label}: discriminator", counts["discriminator"], after // 2, runs),
+    ]
+
+
+def _checkpoint_bytes(*modules) -> float:
+    """A checkpoint: every module's weights and Adam's two moments (float32)."""
+    return sum(3 * p.numel() * 4 for m in modules for p in m.parameters())
+
+
+def _array_bytes(manifest: str, key: str, dims: int) -> tuple[str, float, str]:
+    """Size of a MedMNIST-layout file, uncompressed (uint8): an upper bound."""
+    from .data import load_manifest
+
+    spec = load_manifest(manifest).files[key]
+    n = sum(spec.n_samples.values())
+    size = n * spec.image_size**dims
+    source = f"{n} images of {spec.image_size}^{dims}, uncompressed: at most"
+    return spec.filename, float(size), source
+
+
+def chapter_02() -> ChapterCost:
+    from .medvae_stage1 import Stage1Trainer
+    from .medvae_stage1.settings import MODES, stage1_config
+
+    s = MODES["full"]
+    with _lpips_without_download(), torch.device("meta"):
+        t = Stage1Trainer(stage1_config(s, 0), device="meta")
+    side = s["image_size"]
+    counts = _stage1_steps(t, _meta((s["batch_size"], 1, side, side)))
+    seeds, steps, start = s["comparison_seeds"], s["steps"], s["adv_start"]
+    work = [
+        Work("warm-up", counts["warm-up"], start, seeds),
+        *_adversarial_work("with GAN", counts, steps, start, seeds)[1:],
+        Work("without GAN", counts["warm-up"], steps - start, seeds),
+    ]
+    ckpt = _checkpoint_bytes(t.autoencoder, t.discriminator)
+    return ChapterCost(
+        "02",
+        work,
+        [
+            _array_bytes("pneumoniamnist", "128", 2),
+            ("vgg16 (LPIPS backbone)", *WEIGHTS["vgg16 (LPIPS backbone)"]),
+            ("MedVAE 2D weights", *WEIGHTS["MedVAE vae_4x_1c_2D.ckpt"]),
+            ("9 checkpoints (3 seeds x 3 runs)", 9 * ckpt, "parameters x 12 bytes"),
+        ],
+    )
+
+
+def chapter_03() -> ChapterCost:
+    import timm
+
+    from .medvae_stage2 import Stage2Config, Stage2Trainer
+    from .medvae_stage2.settings import MODES
+    from .models import build_autoencoder
+    from .teachers import FrozenTeacher
+
+    s = MODES["full"]
+    with torch.device("meta"):
+        ae = build_autoencoder(s["model"], s["width"])
+        vit = timm.create_model("vit_base_patch16_224", num_classes=512)
+        teacher = FrozenTeacher(vit, 224, name=s["teacher"])
+        fields = Stage2Config.__dataclass_fields__
+        cfg = Stage2Config(**{k: v for k, v in s.items() if k in fields})
+        t = Stage2Trainer(cfg, ae, teacher, device="meta")
+    # its checks and normalisation read values, which meta tensors have not: resize only
+    teacher.preprocess = lambda im: torch.nn.functional.interpolate(
+        im.expand(-1, 3, -1, -1), size=(224, 224), mode="bicubic"
+    )
+    x = _meta((s["batch_size"], 1, s["image_size"], s["image_size"]))
+    count = count_step(lambda: t.train_step(x, 0), t.head, ae, teacher)
+    return ChapterCost(
+        "03",
+        [Work("stage-2 head", count, s["steps"])],
+        [
+            ("BiomedCLIP weights", *WEIGHTS["BiomedCLIP weights"]),
+            ("head checkpoint", _checkpoint_bytes(t.head), "parameters x 12 bytes"),
+        ],
+        note="reads chapter 2's exported model and the cached 128 px images",
+    )
+
+
+def chapter_04() -> ChapterCost:
+    from .data_prep import MODES as DATA
+    from .latent_downstream import MODES
+    from .medvae_stage1 import Stage1Config, Stage1Trainer
+    from .models import build_classifier
+
+    s, side = MODES["full"], DATA["full"]["image_size"]
+    with torch.device("meta"):
+        net = build_classifier(1, 2, width=s["classifier_width"], stem_stride=1)
+    opt = torch.optim.AdamW(net.parameters())
+
+    def classify(x):
+        net(x).float().sum().backward()
+        opt.step()
+
+    work, seeds = [], len(s["classifier_seeds"])
+    # pixels, and four 32x32 inputs: two latents, a resize, the published latent
+    for label, size, runs in (
+        ("classifier, pixels", side, seeds),
+        ("latents", 32, 4 * seeds),
+    ):
+        x = _meta((s["classifier_batch_size"], 1, size, size))
+        count = count_step(lambda x=x: classify(x), net)
+        work.append(Work(label, count, s["classifier_steps"], runs))
+    for model in s["sweep_models"]:
+        cfg = Stage1Config(
+            model=model,
+            width=s["sweep_width"],
+            batch_size=s["sweep_batch_size"],
+            adv_weight=0,
+        )
+        with torch.device("meta"):
+            t = Stage1Trainer(cfg, device="meta")
+        x = _meta((s["sweep_batch_size"], 1, side, side))
+        count = count_step(lambda t=t, x=x: t.train_step(x, 0), t.autoencoder)
+        work.append(Work(model, count, s["sweep_steps"], len(s["sweep_seeds"])))
+    return ChapterCost(
+        "04",
+        work,
+        [("MedVAE 2D weights", *WEIGHTS["MedVAE vae_4x_1c_2D.ckpt"])],
+        note="chapters 2 and 3's models and images are read from their caches",
+    )
+
+
+def chapter_05() -> ChapterCost:
+    from .medvae_3d.settings import MODES
+    from .medvae_3d.trainer import Stage1Trainer3D, stage1_3d_config
+    from .models import build_autoencoder
+
+    s = MODES["full"]
+    with _lpips_without_download(), torch.device("meta"):
+        ae2d = build_autoencoder("medvae_4_1_2d", "full")
+        t = Stage1Trainer3D(stage1_3d_config(s, 0, "scratch"), ae2d, device="meta")
+    p = s["patch"]
+    counts = _stage1_steps(t, _meta((s["batch_size"], 1, p, p, p)))
+    runs = len(s["people"]) * s["seeds"] * 2
+    work = _adversarial_work("3D stage 1", counts, s["steps"], s["adv_start"], runs)
+    return ChapterCost(
+        "05",
+        work,
+        [
+            ("MedVAE 3D weights", *WEIGHTS["MedVAE vae_4x_1c_3D.ckpt"]),
+            ("vgg16 (LPIPS backbone)", *WEIGHTS["vgg16 (LPIPS backbone)"]),
+            _array_bytes("adrenalmnist3d", "64", 3),
+            _array_bytes("organmnist3d", "64", 3),
+            _array_bytes("nodulemnist3d", "64", 3),
+        ],
+        note="12 runs = 3 held-out people x 2 seeds x 2 starts; no checkpoints written",
+    )
+
+
+def chapter_07() -> ChapterCost:
+    from .personalized_invariant.model import build_model
+    from .personalized_invariant.settings import MODES, VARIANTS
+
+    s = MODES["full"]
+    side, k, b = s["image_size"], 4, s["batch_size"]
+    work = []
+    for variant in VARIANTS:
+        # MONAI's SwinUNETR reads a value while it is built: build on the CPU, then move
+        net = build_model(s, variant).to("meta")
+        opt = torch.optim.AdamW(net.parameters())
+        x = _meta((k * b, k, side, side, side))
+
+        def forward_only(x, net=net):
+            # as under torch.no_grad, which MultiheadAttention's tracked hooks refuse
+            net.requires_grad_(False)
+            try:
+                net(x)
+            finally:
+                net.requires_grad_(True)
+
+        def step(net=net, opt=opt, x=x, ssl=VARIANTS[variant]["ssl"]):
+            out = net(x)
+            if ssl:  # the second view's contrastive features, without gradient
+                forward_only(x)
+            out["out"].float().sum().backward()
+            opt.step()
+
+        work.append(Work(variant, count_step(step, net), s["steps"], len(s["seeds"])))
+        # scoring: 4 sources x 27 windows of 96^3 per test or validation volume
+        window = _meta((1, k, side, side, side))
+        score = count_step(lambda f=forward_only, w=window: f(w), net)
+        windows = 4 * 27 * (s["n_test_subjects"] + 8)
+        work.append(Work(f"{variant}: scoring", score, windows, len(s["seeds"])))
+    return ChapterCost(
+        "07",
+        work,
+        [
+            (
+                "BraTS 2023 GLI training set (Synapse)",
+                14e9,
+                "about 1,250 people x 4 volumes of 2.7 MB, gzipped; an estimate",
+            )
+        ],
+        note="needs a BraTS 2023 folder (a Synapse download); nothing is checkpointed",
+    )
+
+
+def chapter_08() -> ChapterCost:
+    import timm
+
+    from .contrastive_benchmark.models import ImageEncoder
+    from .contrastive_benchmark.settings import MODES
+
+    s = MODES["full"]
+    b, side = s["batch_size"], s["image_size"]
+    with torch.device("meta"):
+        scratch = ImageEncoder(s["widths"])
+        vit = timm.create_model("vit_base_patch16_224", num_classes=0)
+    vit.patch_embed.requires_grad_(False)
+    vit.blocks[: s["pretrained_freeze_blocks"]].requires_grad_(False)
+
+    def step(net, x):
+        out = net(x)
+        (out[0] if isinstance(out, tuple) else out).float().sum().backward()
+
+    runs_scratch = 8 * len(s["seeds"]) + 3 + 1  # 8 methods, random text, exercise
+    tokens = 28_300 * s["max_tokens"] * 384 * 2  # float16 token states
+    return ChapterCost(
+        "08",
+        [
+            Work(
+                "scratch image tower",
+                count_step(lambda: step(scratch, _meta((b, 1, side, side))), scratch),
+                s["steps"],
+                runs_scratch,
+                "float16",
+            ),
+            Work(
+                "ViT-B/16 towers",
+                count_step(lambda: step(vit, _meta((b, 3, 224, 224))), vit),
+                s["steps"],
+                2 * len(s["seeds"]),
+                "float16",
+            ),
+        ],
+        [
+            ("CLIP ViT-B/16 weights", *WEIGHTS["CLIP ViT-B/16 weights"]),
+            ("BiomedCLIP weights", *WEIGHTS["BiomedCLIP weights"]),
+            ("all-MiniLM-L6-v2", *WEIGHTS["all-MiniLM-L6-v2"]),
+            ("PMC-OA split file and sample", 0.6e9, "20,000 images; an estimate"),
+            ("ROCO figures", 1.0e9, "up to 5,000 figures; an estimate"),
+            ("two text caches", 2 * tokens, "28,300 texts x 64 tokens x 384 x 2 bytes"),
+        ],
+        note="ROCO's figures come one PMC article package each: up to 5,000 downloads",
+    )
+
+
+def no_gpu(chapter: str, disk, note: str) -> ChapterCost:
+    return ChapterCost(chapter, [], disk, note)
+
+
+CHAPTERS: dict[str, Callable[[], ChapterCost]] = {
+    "01": lambda: no_gpu(
+        "01", [_array_bytes("pneumoniamnist", "128", 2)], "no training: CPU only"
+    ),
+    "02": chapter_02,
+    "03": chapter_03,
+    "04": chapter_04,
+    "05": chapter_05,
+    "06": lambda: no_gpu("06", [], "simulations and small MLPs on the CPU"),
+    "07": chapter_07,
+    "08": chapter_08,
+}
+
+
+def summary(cost: ChapterCost) -> dict:
+    """A chapter's row: PFLOP counted, T4 hours (lower bound, estimate), memory, disk."""
+    return {
+        "chapter": cost.chapter,
+        "PFLOP": sum(w.flops for w in cost.work) / 1e15,
+        "T4 hours, at least": cost.seconds() / 3600,
+        "T4 hours, estimate": cost.seconds(SUSTAINED_FRACTION) / 3600,
+        "GPU memory (GB)": cost.peak_memory / GB,
+        "disk (GB)": cost.disk_bytes / GB,
+        "note": cost.note,
+    }
+
+
+def _hours(h: float) -> str:
+    return f"{h:.1f} h" if h < 10 else f"{h:,.0f} h"
+
+
+def statement(chapter: str) -> str:
+    """The sentence a chapter's "Time to run" quotes (a test keeps them equal)."""
+    row = summary(CHAPTERS[chapter]())
+    memory = row["GPU memory (GB)"]
+    fits = "" if memory <= T4_MEMORY_GB else f", more than a T4's {T4_MEMORY_GB:.0f}"
+    return (
+        f"{row['PFLOP']:,.0f} PFLOP of training, at least "
+        f"{_hours(row['T4 hours, at least'])} on a T4 and about "
+        f"{_hours(row['T4 hours, estimate'])} at a quarter of its peak; "
+        f"{memory:.0f} GB of GPU memory a step{fits}; {row['disk (GB)']:.1f} GB of disk"
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chapter", choices=sorted(CHAPTERS), action="append")
+    args = parser.parse_args(argv)
+    import pandas as pd
+
+    rows, details = [], []
+    for chapter in args.chapter or sorted(CHAPTERS):
+        cost = CHAPTERS[chapter]()
+        rows.append(summary(cost))
+        for w in cost.work:
+            details.append(
+                {
+                    "chapter": chapter,
+                    "work": w.label,
+                    "TFLOP/step": w.step.flops / 1e12,
+                    "steps x runs": w.steps * w.runs,
+                    "memory (GB)": w.memory / GB,
+                    "precision": w.precision,
+                }
+            )
+        for item, size, source in cost.disk:
+            details.append(
+                {"chapter": chapter, "disk": item, "GB": size / GB, "source": source}
+            )
+    with pd.option_context("display.width", 120, "display.max_colwidth", 60):
+        print(pd.DataFrame(rows).round(2).to_string(index=False))
+        print()
+        table = pd.DataFrame(details).round(3).astype(object).fillna("")
+        print(table.to_string(index=False))
+    print()
+    for row in rows:
+        if row["PFLOP"]:
+            print(f"{row['chapter']}: {statement(row['chapter'])}")
+
+
+if __name__ == "__main__":
+    main()
