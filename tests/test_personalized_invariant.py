@@ -11,6 +11,7 @@ import yaml
 
 from medvae_lib import personalized_invariant as pi
 from medvae_lib.data import ChecksumError, load_manifest
+from medvae_lib.personalized_invariant import runs as pi_runs
 from medvae_lib.personalized_invariant import splits as pi_splits
 from medvae_lib.training import settings_for
 
@@ -317,7 +318,7 @@ def test_random_patches_cut_the_same_place_in_every_channel():
     )
 
 
-def test_full_mode_data_are_whole_people_in_one_box_and_train_on_patches():
+def test_full_mode_data_are_whole_people_in_one_box_and_train_on_patches(monkeypatch):
     s = settings_for(
         pi.MODES,
         "full",
@@ -345,6 +346,12 @@ def test_full_mode_data_are_whole_people_in_one_box_and_train_on_patches():
     )
     trainer = pi.train_variant(s, "full", 0, pi.stack_samples(data["train"]))
     assert trainer.step == 1
+    # full mode without a BraTS folder: one test person, refused before any training
+    trained = []
+    monkeypatch.setattr(pi_runs, "train_variant", lambda *a, **k: trained.append(a))
+    with pytest.raises(ValueError, match="brats_folder"):
+        pi.run_folds(s, [data])
+    assert not trained
 
 
 # ------------------------------------------------------------------------------------------ folds, by patient

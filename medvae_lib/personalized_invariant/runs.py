@@ -149,6 +149,15 @@ def run_folds(
     the first of ``settings["test_subjects"]`` (the fold the exercises use). With ``workers`` > 1 the
     (fold, variant) jobs run in that many processes (CPU only); every run is seeded on its own, so the
     results are those of one process."""
+    for f in folds:
+        tested = f["split"]["test"] if "split" in f else [f["person"]]
+        if settings["spatial_dims"] == 3 and len(tested) < 2:
+            # checked before hours of training: the X_h swap needs two test volumes
+            raise ValueError(
+                f"3D (full mode) tests on whole people and its X_h swap needs at least "
+                f"two; this split tests {tested}. Train on a BraTS 2023 folder: "
+                'overrides={"brats_folder": ...} (see download_brats)'
+            )
     chapter = chapter_fold(settings, folds)
     jobs = [(i, v) for i in range(len(folds)) for v in settings["variants"]]
     args = [(settings, folds[i], v, device, i == chapter) for i, v in jobs]
