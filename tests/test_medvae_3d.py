@@ -18,6 +18,7 @@ from medvae_lib.medvae_3d import (
     axis_slices,
     check_volume,
     ct_to_unit,
+    fit_window,
     inflate_autoencoder,
     inflate_state_dict,
     reconstruct_volume,
@@ -253,6 +254,21 @@ def test_sliding_window_and_whole_volume_reconstructions_agree():
         reconstruct_volume(model, volume[..., :30], 4, "whole")
     with pytest.raises(ValueError, match="'whole' or 'sliding'"):
         reconstruct_volume(model, volume, 4, "tiled")
+
+
+def test_a_window_larger_than_the_volume_shrinks_onto_the_latent_grid():
+    # full mode's case: 160-voxel windows, overlap 0.25, brains 132 voxels deep; the
+    # shrunk window must keep its step a multiple of the factor (132 -> step 99 is not)
+    assert fit_window(160, 132, 0.25, 4) == 128
+    assert fit_window(64, 132, 0.25, 4) == 64  # a window that fits is kept
+    assert fit_window(40, 33, 0.25, 1) == 33  # latent windows: any side
+    torch.manual_seed(0)
+    model = build_autoencoder("medvae_4_1_3d", width=8).eval()
+    volume = smooth_volume(40)[..., :36, :, :].contiguous()  # 36 -> step 27: off-grid
+    out = reconstruct_volume(model, volume, 4, "sliding", roi=64, overlap=0.25)
+    assert out.shape == volume.shape
+    with pytest.raises(ValueError, match="latent grid"):
+        fit_window(4, 4, 0.9, 4)
 
 
 def test_peak_memory_of_a_sliding_window_is_below_a_whole_pass():
@@ -510,3 +526,38 @@ def test_the_settings_search_never_sees_the_test_person(monkeypatch):
     for label, people in seen:
         test_person = label.split()[0]
         assert {"a": 1.0, "b": 2.0, "c": 3.0}[test_person] not in people
+
+
+def test_a_fold_checkpoints_each_run_and_a_second_call_resumes(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    m2 = trained_like_2d()
+    settings = {
+        **asdict(tiny_config()),
+        "eval_steps": [3],
+        "ms_ssim_kernel": 3,
+        "checkpoint_every": 2,
+        "spacing": 2,
+    }
+    g = torch.Generator().manual_seed(0)
+    data = {
+        "patches": torch.rand(6, 1, 16, 16, 16, generator=g),
+        "val_patches": torch.rand(2, 1, 16, 16, 16, generator=g),
+    }
+    first, curve = medvae_3d.train_fold(data, settings, 0, m2, "cpu", "p", tmp_path)
+    saved = {p.parent.name for p in tmp_path.rglob("checkpoint.pt")}
+    assert saved == {"inflated", "scratch"}
+    # a second call (a reader's rerun after a disconnect) resumes both runs at their
+    # last step instead of training them again
+    steps = []
+    monkeypatch.setattr(Stage1Trainer3D, "train_step", lambda s, *a: steps.append(a))
+    again, curve_again = medvae_3d.train_fold(
+        data, settings, 0, m2, "cpu", "p", tmp_path
+    )
+    assert not steps and all(t.step == 3 for t in again.values())
+    last = curve[curve.step == 3].reset_index(drop=True)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(
+        curve_again[curve_again.step == 3].reset_index(drop=True), last
+    )

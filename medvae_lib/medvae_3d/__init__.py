@@ -71,6 +71,7 @@ from .inference import (
     decode_whole,
     encode_sliding,
     encode_whole,
+    fit_window,
     peak_memory,
     reconstruct_volume,
 )
@@ -142,6 +143,7 @@ __all__ = [
     "decode_whole",
     "encode_sliding",
     "decode_sliding",
+    "fit_window",
     "reconstruct_volume",
     "peak_memory",
     "tile_scores",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,13 @@ def fold_data(volumes: dict, test_person: str, settings: dict, seed: int) -> dic
 
 
 def train_fold(
-    data: dict, settings: dict, seed: int, autoencoder_2d, device="cpu", label: str = ""
+    data: dict,
+    settings: dict,
+    seed: int,
+    autoencoder_2d,
+    device="cpu",
+    label: str = "",
+    checkpoint_dir=None,
 ):
     """Train the inflated and the scratch run of one fold and seed on ``data["patches"]`` (same batches
     and noise for both), scoring ``data["val_patches"]`` at ``settings["eval_steps"]``; returns the
@@ -98,6 +105,8 @@ def train_fold(
         settings["eval_steps"],
         data=identity,
         kernel_size=settings["ms_ssim_kernel"],
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=settings["checkpoint_every"],
     )
     return trainers, curve
 
@@ -136,7 +145,9 @@ def score_fold(trainers: dict, test_volumes: dict, settings: dict, device="cpu")
     return volume_fidelity(test_volumes, recs), per_tile, recs
 
 
-def run_folds(volumes, settings, seeds, autoencoder, device="cpu", keep=None):
+def run_folds(
+    volumes, settings, seeds, autoencoder, device="cpu", keep=None, checkpoint_dir=None
+):
     """Every leave-one-person-out fold of ``settings["people"]`` with every seed, the 3D
     runs inflated from the 2D ``autoencoder``: :func:`fold_data`, :func:`train_fold`,
     :func:`score_fold`. Returns tables ``"curves"``, ``"volumes"`` and ``"tiles"`` with
@@ -144,8 +155,12 @@ def run_folds(volumes, settings, seeds, autoencoder, device="cpu", keep=None):
     "trainers"}}`` of the fold whose test person is ``keep`` (default: the first
     person), for the sections that reuse its models. ``settings["fold_settings"]``
     (optional, ``{test person: overrides}``) gives a fold the settings its own
-    validation chose."""
+    validation chose. With ``checkpoint_dir`` every run checkpoints every
+    ``settings["checkpoint_every"]`` steps into ``<dir>/<test person>/seed_<seed>/<run>``
+    and resumes from there (full mode: hours of training survive a disconnect)."""
     import pandas as pd
+
+    from ..scorecard import slug
 
     keep = keep or settings["people"][0]
     curves, per_volume, per_tile, kept = [], [], [], {}
@@ -156,7 +171,14 @@ def run_folds(volumes, settings, seeds, autoencoder, device="cpu", keep=None):
             data = fold_data(volumes, test_person, s, seed)
             label = f"{test_person} held out, seed {seed}"
             with contextlib.redirect_stdout(io.StringIO()):  # a line per run otherwise
-                trainers, curve = train_fold(data, s, seed, autoencoder, device, label)
+                folder = (
+                    Path(checkpoint_dir) / slug(test_person) / f"seed_{seed}"
+                    if checkpoint_dir
+                    else None
+                )
+                trainers, curve = train_fold(
+                    data, s, seed, autoencoder, device, label, folder
+                )
             vol, tile, _ = score_fold(trainers, data["test_volumes"], s, device)
             for table, into in ((curve, curves), (vol, per_volume), (tile, per_tile)):
                 into.append(table.assign(fold=test_person, seed=seed))

@@ -60,6 +60,21 @@ def _inferer(roi: int, overlap: float, factor: int, device, batch: int = 1):
     )
 
 
+def fit_window(roi: int, side: int, overlap: float, factor: int) -> int:
+    """The window for a volume whose smallest side is ``side``: ``roi`` if it fits,
+    else the largest side that fits and keeps :func:`_inferer`'s grid (a multiple of
+    ``factor`` whose step between windows is one too). A 132-voxel side with factor 4
+    and overlap 0.25 gives 128 (step 96), not 132 (step 99, off the latent grid)."""
+    for r in range(min(roi, side) // factor * factor, 0, -factor):
+        step = int(r * (1 - overlap))
+        if step >= 1 and step % factor == 0:
+            return r
+    raise ValueError(
+        f"no window of at most {min(roi, side)} voxels keeps windows with overlap "
+        f"{overlap} on the latent grid of factor {factor}"
+    )
+
+
 @torch.no_grad()
 def encode_sliding(
     autoencoder, volume, factor: int, roi: int = 64, overlap: float = 0.25, device="cpu"
@@ -70,7 +85,7 @@ def encode_sliding(
     smaller per side; MONAI places each window's latent at its scaled position."""
     check_volume(volume, factor)
     if min(volume.shape[2:]) < roi:
-        roi = min(volume.shape[2:]) // factor * factor
+        roi = fit_window(roi, min(volume.shape[2:]), overlap, factor)
     autoencoder.eval()
     inferer = _inferer(roi, overlap, factor, device)
     return inferer(to_model_range(volume), lambda x: autoencoder.encode(x)[0])
@@ -88,7 +103,7 @@ def decode_sliding(
         )
     side = roi // factor
     if min(latent.shape[2:]) < side:
-        side = min(latent.shape[2:])
+        side = fit_window(side, min(latent.shape[2:]), overlap, 1)
     autoencoder.eval()
     inferer = _inferer(side, overlap, 1, device)
     return from_model_range(inferer(latent, lambda z: autoencoder.decode(z)))
