@@ -60,6 +60,27 @@ def test_the_prior_receives_a_gradient_and_changes_when_trained():
     assert after.shape == before.shape and not torch.equal(after, before)
 
 
+def test_a_run_checkpoints_and_a_rerun_resumes_it_without_training(
+    tmp_path, monkeypatch
+):
+    s = _tiny_settings(checkpoint_every=2)
+    first = pi.train_variant(s, "full", 0, _samples(), checkpoint_dir=tmp_path)
+    assert (tmp_path / "checkpoint.pt").is_file() and first.step == 3
+    steps = []
+    monkeypatch.setattr(pi.PUIRTrainer, "train_step", lambda t, *a: steps.append(a))
+    again = pi.train_variant(s, "full", 0, _samples(), checkpoint_dir=tmp_path)
+    assert not steps and again.step == 3
+    for a, b in zip(
+        first.model.state_dict().values(),
+        again.model.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+    # other training data: the checkpoint is not taken for this run's
+    with pytest.raises(FileExistsError, match="other data"):
+        pi.train_variant(s, "full", 0, _samples(seed=1), checkpoint_dir=tmp_path)
+
+
 def test_variants_without_the_prior_have_no_prior_parameter():
     names = {
         n for n, _ in pi.build_model(_tiny_settings(), "consistency").named_parameters()

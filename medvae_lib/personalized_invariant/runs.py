@@ -4,6 +4,8 @@ index of the fold the exercises use (:func:`chapter_fold`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .representation import (
@@ -18,10 +20,16 @@ from .trainer import train_variant
 
 
 def _run_variant(
-    settings: dict, data: dict, variant: str, device="cpu", score_val: bool = True
+    settings: dict,
+    data: dict,
+    variant: str,
+    device="cpu",
+    score_val: bool = True,
+    checkpoint_dir=None,
 ) -> dict:
     """Train one variant with every seed on one fold and score it (the part of :func:`run_fold` that
-    one worker process does)."""
+    one worker process does); with ``checkpoint_dir``, each run checkpoints into
+    ``<dir>/<variant>/seed_<seed>`` and resumes from there."""
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     train, test = stack_samples(data["train"]), stack_samples(data["test"])
@@ -39,7 +47,12 @@ def _run_variant(
     }
     for seed in settings["seeds"]:
         # one line per run would fill the page (folds x variants x seeds); the loss curves are kept
-        trainer = train_variant(settings, variant, seed, train, device, verbose=False)
+        folder = (
+            Path(checkpoint_dir) / variant / f"seed_{seed}" if checkpoint_dir else None
+        )
+        trainer = train_variant(
+            settings, variant, seed, train, device, verbose=False, checkpoint_dir=folder
+        )
         model = trainer.model  # scored on the training device, then kept on the CPU
         out["spatial"] = model.spatial
         out["history"][variant, seed] = trainer.history
@@ -143,12 +156,17 @@ def run_fold(
 
 
 def run_folds(
-    settings: dict, folds: list[dict], device="cpu", workers: int = 1
+    settings: dict,
+    folds: list[dict],
+    device="cpu",
+    workers: int = 1,
+    checkpoint_dir=None,
 ) -> list[dict]:
     """:func:`run_fold` for every fold; validation slices are scored in the fold whose test person is
     the first of ``settings["test_subjects"]`` (the fold the exercises use). With ``workers`` > 1 the
     (fold, variant) jobs run in that many processes (CPU only); every run is seeded on its own, so the
-    results are those of one process."""
+    results are those of one process. With ``checkpoint_dir`` every run checkpoints into
+    ``<dir>/fold_<i>/<variant>/seed_<seed>`` and a rerun resumes from there."""
     for f in folds:
         tested = f["split"]["test"] if "split" in f else [f["person"]]
         if settings["spatial_dims"] == 3 and len(tested) < 2:
@@ -160,7 +178,17 @@ def run_folds(
             )
     chapter = chapter_fold(settings, folds)
     jobs = [(i, v) for i in range(len(folds)) for v in settings["variants"]]
-    args = [(settings, folds[i], v, device, i == chapter) for i, v in jobs]
+    args = [
+        (
+            settings,
+            folds[i],
+            v,
+            device,
+            i == chapter,
+            Path(checkpoint_dir) / f"fold_{i}" if checkpoint_dir else None,
+        )
+        for i, v in jobs
+    ]
     if workers > 1 and str(device) == "cpu":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor

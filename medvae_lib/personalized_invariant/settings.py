@@ -64,6 +64,7 @@ MODES = {
         "volume_size": (),
         "threads": 1,  # torch threads per process: one is as fast as two for these small convolutions
         "workers": 2,  # processes training (fold, variant) jobs side by side: the 2 cores of CI
+        "checkpoint_every": 0,  # runs of seconds: no checkpoints
     },
     "full": {
         "manifest": "brain_mri",
@@ -106,5 +107,6 @@ MODES = {
         ),  # every brain cropped / padded to this box (BraTS brains fit)
         "threads": 0,  # 0: leave torch's default
         "workers": 1,
+        "checkpoint_every": 500,  # every run, into runs/07_personalized_invariant/full/
     },
 }

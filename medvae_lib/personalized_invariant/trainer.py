@@ -128,9 +128,12 @@ def train_variant(
     train_samples: torch.Tensor,
     device="cpu",
     verbose: bool = True,
+    checkpoint_dir=None,
 ) -> PUIRTrainer:
     """Train one variant with one seed on the training samples (N, 5, ...) and return the trainer
-    (``verbose=False``: no progress bar, no summary line)."""
+    (``verbose=False``: no progress bar, no summary line). With ``checkpoint_dir`` it
+    checkpoints there every ``settings["checkpoint_every"]`` steps and at the end, and
+    resumes from a checkpoint it finds (full mode's runs take hours)."""
     seed_everything(seed)
     config = PUIRConfig(
         variant=variant,
@@ -149,6 +152,12 @@ def train_variant(
         },
     )
     trainer = PUIRTrainer(config, device)
-    trainer.fit(train_samples, data={"variant": variant}, verbose=verbose)
+    trainer.fit(
+        train_samples,
+        checkpoint_dir,
+        settings.get("checkpoint_every", 0),
+        data={"variant": variant},
+        verbose=verbose,
+    )
     trainer.model.eval()
     return trainer
