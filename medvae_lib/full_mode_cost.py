@@ -7,7 +7,8 @@ data, runs one step of each kind under ``torch.utils.flop_counter.FlopCounterMod
 multiplies by the number of steps and runs the chapter's full-mode settings ask for. The
 same pass adds up the activations autograd keeps for the backward pass (through
 ``saved_tensors_hooks``), which with the weights, gradients and Adam's two moments gives
-the memory a step needs. Nothing is computed, so the whole count takes seconds on a CPU.
+the memory a step needs. Nothing is computed: the whole count takes under a minute on a
+CPU.
 
 From the counts come two times for a T4 (Colab's free GPU):
 
@@ -17,8 +18,18 @@ From the counts come two times for a T4 (Colab's free GPU):
   commonly sustains a fraction of a GPU's peak; small layers and data loading sustain
   less), not a measurement. Measure it on a GPU before relying on it.
 
-Only the training steps (and, for chapter 7, its sliding-window scoring) are counted:
-evaluation passes, data loading, CPU metrics and probes add to the time.
+Only the training steps (and, for chapter 7, its sliding-window scoring) are counted, and
+of them the matrix products, convolutions and attention (what ``FlopCounterMode``
+counts; normalisation, element-wise operations and the optimiser are left out):
+evaluation passes, data loading, CPU metrics and probes add to the time. A chapter that
+cannot run on a T4 at all (its memory) still gets its T4-hours: a unit of work, to be
+divided by what a larger GPU sustains.
+
+The memory of a step is a lower bound too: the activations kept for the backward pass,
+the weights, gradients and Adam moments of the step's networks, and the state of the
+trainers that a chapter keeps on the GPU while it trains the next one; not the
+gradients of activations during the backward pass, cuDNN's workspace, the CUDA context
+or the allocator's slack.
 
 The disk figure adds what a chapter downloads (sizes recorded in the manifests, the hub's
 listings or the library's constants, each with its source) and what it writes
@@ -28,18 +39,25 @@ Run it::
 
     .venv/bin/python -m medvae_lib.full_mode_cost          # the table for all chapters
     .venv/bin/python -m medvae_lib.full_mode_cost --chapter 02
+    .venv/bin/python -m medvae_lib.full_mode_cost --chapter 07 --set seeds=[0]
+
+``--set`` counts a chapter with its settings changed as the notebook's ``overrides``
+would change them: a way to size a run to the GPU at hand before starting it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from unittest import mock
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from .training import settings_for
 
 GIB = 2**30
 GB = 1e9
@@ -105,6 +123,8 @@ class ChapterCost:
         default_factory=list
     )  # item, bytes, source
     note: str = ""
+    # bytes other runs keep on the GPU while the largest step runs (finished trainers)
+    resident: float = 0.0
 
     def seconds(self, fraction: float = 1.0) -> float:
         """Seconds on a T4 sustaining ``fraction`` of its peak in each run's precision."""
@@ -112,7 +132,7 @@ class ChapterCost:
 
     @property
     def peak_memory(self) -> float:
-        return max((w.memory for w in self.work), default=0.0)
+        return max((w.memory for w in self.work), default=0.0) + self.resident
 
     @property
     def disk_bytes(self) -> float:
@@ -193,6 +213,8 @@ def _stage1_steps(trainer, batch: torch.Tensor) -> dict[str, StepCount]:
 
 def _adversarial_work(label, counts, steps, adv_start, runs) -> list[Work]:
     """Steps before ``adv_start``, then generator and discriminator steps in turn."""
+    if "generator" not in counts:  # no adversarial term: every step is a warm-up step
+        return [Work(f"{label}: warm-up", counts["warm-up"], steps, runs)]
     after = steps - adv_start
     return [
         Work(f"{label}: warm-up", counts["warm-up"], adv_start, runs),
@@ -217,21 +239,30 @@ def _array_bytes(manifest: str, key: str, dims: int) -> tuple[str, float, str]:
     return spec.filename, float(size), source
 
 
-def chapter_02() -> ChapterCost:
+def chapter_02(overrides=None) -> ChapterCost:
     from .medvae_stage1 import Stage1Trainer
     from .medvae_stage1.settings import MODES, stage1_config
 
-    s = MODES["full"]
+    s = settings_for(MODES, "full", overrides)
+    if not s["ablation"] or s["comparison_steps"] is not None:
+        raise ValueError(
+            "the count follows full mode's schedule (the ablation, seeds on the exported "
+            "model's own steps): keep ablation=True and comparison_steps=None"
+        )
     with _lpips_without_download(), torch.device("meta"):
         t = Stage1Trainer(stage1_config(s, 0), device="meta")
     side = s["image_size"]
     counts = _stage1_steps(t, _meta((s["batch_size"], 1, side, side)))
     seeds, steps, start = s["comparison_seeds"], s["steps"], s["adv_start"]
+    arm = _adversarial_work("with GAN", counts, steps, start, seeds)
     work = [
         Work("warm-up", counts["warm-up"], start, seeds),
-        *_adversarial_work("with GAN", counts, steps, start, seeds)[1:],
+        *arm[1:],
         Work("without GAN", counts["warm-up"], steps - start, seeds),
     ]
+    # each seed: a warm-up and two arms, all kept; while the last arm trains, the
+    # earlier seeds' arms, its warm-up and its first arm stay on the GPU
+    idle = 2 * (seeds - 1) + 2
     ckpt = _checkpoint_bytes(t.autoencoder, t.discriminator)
     return ChapterCost(
         "02",
@@ -240,12 +271,17 @@ def chapter_02() -> ChapterCost:
             _array_bytes("pneumoniamnist", "128", 2),
             ("vgg16 (LPIPS backbone)", *WEIGHTS["vgg16 (LPIPS backbone)"]),
             ("MedVAE 2D weights", *WEIGHTS["MedVAE vae_4x_1c_2D.ckpt"]),
-            ("9 checkpoints (3 seeds x 3 runs)", 9 * ckpt, "parameters x 12 bytes"),
+            (
+                f"{3 * seeds} checkpoints ({seeds} seeds x 3 runs)",
+                3 * seeds * ckpt,
+                "parameters x 12 bytes",
+            ),
         ],
+        resident=idle * _state_bytes(t.autoencoder, t.discriminator, t.perceptual),
     )
 
 
-def chapter_03() -> ChapterCost:
+def chapter_03(overrides=None) -> ChapterCost:
     import timm
 
     from .medvae_stage2 import Stage2Config, Stage2Trainer
@@ -253,7 +289,7 @@ def chapter_03() -> ChapterCost:
     from .models import build_autoencoder
     from .teachers import FrozenTeacher
 
-    s = MODES["full"]
+    s = settings_for(MODES, "full", overrides)
     with torch.device("meta"):
         ae = build_autoencoder(s["model"], s["width"])
         vit = timm.create_model("vit_base_patch16_224", num_classes=512)
@@ -278,13 +314,13 @@ def chapter_03() -> ChapterCost:
     )
 
 
-def chapter_04() -> ChapterCost:
+def chapter_04(overrides=None) -> ChapterCost:
     from .data_prep import MODES as DATA
     from .latent_downstream import MODES
     from .medvae_stage1 import Stage1Config, Stage1Trainer
     from .models import build_classifier
 
-    s, side = MODES["full"], DATA["full"]["image_size"]
+    s, side = settings_for(MODES, "full", overrides), DATA["full"]["image_size"]
     with torch.device("meta"):
         net = build_classifier(1, 2, width=s["classifier_width"], stem_stride=1)
     opt = torch.optim.AdamW(net.parameters())
@@ -322,12 +358,12 @@ def chapter_04() -> ChapterCost:
     )
 
 
-def chapter_05() -> ChapterCost:
+def chapter_05(overrides=None) -> ChapterCost:
     from .medvae_3d.settings import MODES
     from .medvae_3d.trainer import Stage1Trainer3D, stage1_3d_config
     from .models import build_autoencoder
 
-    s = MODES["full"]
+    s = settings_for(MODES, "full", overrides)
     with _lpips_without_download(), torch.device("meta"):
         ae2d = build_autoencoder("medvae_4_1_2d", "full")
         t = Stage1Trainer3D(stage1_3d_config(s, 0, "scratch"), ae2d, device="meta")
@@ -335,6 +371,9 @@ def chapter_05() -> ChapterCost:
     counts = _stage1_steps(t, _meta((s["batch_size"], 1, p, p, p)))
     runs = len(s["people"]) * s["seeds"] * 2
     work = _adversarial_work("3D stage 1", counts, s["steps"], s["adv_start"], runs)
+    # while a later fold trains one start, its other start and the first fold's
+    # trainers (kept for the chapter's later sections) stay on the GPU
+    idle = 1 + 2 * s["seeds"]
     return ChapterCost(
         "05",
         work,
@@ -344,19 +383,25 @@ def chapter_05() -> ChapterCost:
             _array_bytes("adrenalmnist3d", "64", 3),
             _array_bytes("organmnist3d", "64", 3),
             _array_bytes("nodulemnist3d", "64", 3),
+            (
+                f"{runs} checkpoints",
+                runs * _checkpoint_bytes(t.autoencoder, t.discriminator),
+                "parameters x 12 bytes",
+            ),
         ],
-        note="12 runs = 3 held-out people x 2 seeds x 2 starts; no checkpoints written",
+        note="12 runs = 3 held-out people x 2 seeds x 2 starts",
+        resident=idle * _state_bytes(t.autoencoder, t.discriminator, t.perceptual),
     )
 
 
-def chapter_07() -> ChapterCost:
+def chapter_07(overrides=None) -> ChapterCost:
     from .personalized_invariant.model import build_model
     from .personalized_invariant.settings import MODES, VARIANTS
 
-    s = MODES["full"]
+    s = settings_for(MODES, "full", overrides)
     side, k, b = s["image_size"], 4, s["batch_size"]
-    work = []
-    for variant in VARIANTS:
+    work, checkpoints = [], 0.0
+    for variant in s["variants"]:
         # MONAI's SwinUNETR reads a value while it is built: build on the CPU, then move
         net = build_model(s, variant).to("meta")
         opt = torch.optim.AdamW(net.parameters())
@@ -381,41 +426,52 @@ def chapter_07() -> ChapterCost:
         # scoring: 4 sources x 27 windows of 96^3 per test or validation volume
         window = _meta((1, k, side, side, side))
         score = count_step(lambda f=forward_only, w=window: f(w), net)
-        windows = 4 * 27 * (s["n_test_subjects"] + 8)
+        n_val = round(s["n_train_subjects"] * s["val_fraction"])
+        # MONAI's sliding window, overlap 0.5: windows per side over the volume box
+        per_side = [math.ceil((v - side) / (side // 2)) + 1 for v in s["volume_size"]]
+        windows = k * math.prod(per_side) * (s["n_test_subjects"] + n_val)
         work.append(Work(f"{variant}: scoring", score, windows, len(s["seeds"])))
+        if s["checkpoint_every"]:
+            checkpoints += len(s["seeds"]) * _checkpoint_bytes(net)
     return ChapterCost(
         "07",
         work,
         [
             (
-                "BraTS 2023 GLI training set (Synapse)",
-                14e9,
-                "about 1,250 people x 4 volumes of 2.7 MB, gzipped; an estimate",
-            )
+                "BraTS 2023 GLI training set (Synapse), zip and unpacked",
+                28e9,
+                "about 1,250 people x 4 volumes of 2.7 MB, gzipped, twice (download_brats "
+                "keeps the zip); an estimate",
+            ),
+            ("a checkpoint per run", checkpoints, "parameters x 12 bytes"),
         ],
-        note="needs a BraTS 2023 folder (a Synapse download); nothing is checkpointed",
+        note="needs a BraTS 2023 folder (a Synapse download)",
     )
 
 
-def chapter_08() -> ChapterCost:
+def chapter_08(overrides=None) -> ChapterCost:
     import timm
 
     from .contrastive_benchmark.models import ImageEncoder
-    from .contrastive_benchmark.settings import MODES
+    from .contrastive_benchmark.settings import METHODS, MODES
 
-    s = MODES["full"]
+    s = settings_for(MODES, "full", overrides)
     b, side = s["batch_size"], s["image_size"]
     with torch.device("meta"):
         scratch = ImageEncoder(s["widths"])
         vit = timm.create_model("vit_base_patch16_224", num_classes=0)
-    vit.patch_embed.requires_grad_(False)
+    # as PretrainedImageEncoder.freeze_stages: the embedding (patches, class token,
+    # positions) and the first blocks
+    for part in (vit.patch_embed, vit.cls_token, vit.pos_embed):
+        part.requires_grad_(False)
     vit.blocks[: s["pretrained_freeze_blocks"]].requires_grad_(False)
 
     def step(net, x):
         out = net(x)
         (out[0] if isinstance(out, tuple) else out).float().sum().backward()
 
-    runs_scratch = 8 * len(s["seeds"]) + 3 + 1  # 8 methods, random text, exercise
+    # every method, CLIP with a random text encoder, and exercise 8's one run
+    runs_scratch = (len(METHODS) + 1) * len(s["seeds"]) + 1
     tokens = 28_300 * s["max_tokens"] * 384 * 2  # float16 token states
     return ChapterCost(
         "08",
@@ -452,14 +508,16 @@ def no_gpu(chapter: str, disk, note: str) -> ChapterCost:
 
 
 CHAPTERS: dict[str, Callable[[], ChapterCost]] = {
-    "01": lambda: no_gpu(
+    "01": lambda overrides=None: no_gpu(
         "01", [_array_bytes("pneumoniamnist", "128", 2)], "no training: CPU only"
     ),
     "02": chapter_02,
     "03": chapter_03,
     "04": chapter_04,
     "05": chapter_05,
-    "06": lambda: no_gpu("06", [], "simulations and small MLPs on the CPU"),
+    "06": lambda overrides=None: no_gpu(
+        "06", [], "simulations and small MLPs on the CPU"
+    ),
     "07": chapter_07,
     "08": chapter_08,
 }
@@ -482,28 +540,54 @@ def _hours(h: float) -> str:
     return f"{h:.1f} h" if h < 10 else f"{h:,.0f} h"
 
 
-def statement(chapter: str) -> str:
+def statement(chapter: str, overrides=None) -> str:
     """The sentence a chapter's "Time to run" quotes (a test keeps them equal)."""
-    row = summary(CHAPTERS[chapter]())
+    return _sentence(summary(CHAPTERS[chapter](overrides)))
+
+
+def _sentence(row: dict) -> str:
     memory = row["GPU memory (GB)"]
     fits = "" if memory <= T4_MEMORY_GB else f", more than a T4's {T4_MEMORY_GB:.0f}"
     return (
-        f"{row['PFLOP']:,.0f} PFLOP of training, at least "
-        f"{_hours(row['T4 hours, at least'])} on a T4 and about "
-        f"{_hours(row['T4 hours, estimate'])} at a quarter of its peak; "
-        f"{memory:.0f} GB of GPU memory a step{fits}; {row['disk (GB)']:.1f} GB of disk"
+        f"{row['PFLOP']:,.0f} PFLOP of training: at least "
+        f"{_hours(row['T4 hours, at least'])} of a T4 at its peak, about "
+        f"{_hours(row['T4 hours, estimate'])} at a quarter of it; at least "
+        f"{memory:.0f} GB of GPU memory{fits}; {row['disk (GB)']:.1f} GB of disk"
     )
+
+
+def _setting(text: str) -> tuple[str, object]:
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a word, e.g. --set perceptual=ssim
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chapter", choices=sorted(CHAPTERS), action="append")
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="count full mode with this setting changed, as the notebook's overrides "
+        "(one --chapter only), e.g. --chapter 07 --set batch_size=1 --set seeds=[0]",
+    )
     args = parser.parse_args(argv)
+    if args.set and len(args.chapter or []) != 1:
+        parser.error("--set changes one chapter's settings: name it with --chapter")
     import pandas as pd
 
     rows, details = [], []
     for chapter in args.chapter or sorted(CHAPTERS):
-        cost = CHAPTERS[chapter]()
+        cost = CHAPTERS[chapter](dict(args.set) or None)
         rows.append(summary(cost))
         for w in cost.work:
             details.append(
@@ -528,7 +612,7 @@ def main(argv=None) -> None:
     print()
     for row in rows:
         if row["PFLOP"]:
-            print(f"{row['chapter']}: {statement(row['chapter'])}")
+            print(f"{row['chapter']}: {_sentence(row)}")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,34 @@ def test_each_chapter_states_the_count_it_has(chapter):
     assert fmc.statement(chapter) in intro, (
         f"{path.name}'s 'Time to run' should quote: {fmc.statement(chapter)}"
     )
+
+
+def test_a_changed_setting_is_counted_and_an_unknown_one_refused():
+    full = fmc.chapter_07()
+    one_seed = fmc.chapter_07({"seeds": [0]})
+    flops = [sum(w.flops for w in c.work) for c in (full, one_seed)]
+    assert flops[1] == pytest.approx(flops[0] / 3)  # three seeds by default
+    assert one_seed.peak_memory == full.peak_memory  # a step is the same step
+    with pytest.raises(ValueError, match="batch_sise"):
+        fmc.chapter_07({"batch_sise": 1})
+    with pytest.raises(SystemExit):
+        fmc.main(["--set", "steps=10"])  # which chapter's steps?
+
+
+def test_finished_runs_kept_on_the_gpu_add_to_the_memory_of_the_last():
+    one, three = fmc.chapter_02({"comparison_seeds": 1}), fmc.chapter_02()
+    step = max(w.memory for w in three.work)
+    # one seed: its warm-up and first arm wait while the second arm trains; three
+    # seeds: the two earlier seeds' arms too
+    assert one.peak_memory - step == pytest.approx(three.resident / 3)
+    with pytest.raises(ValueError, match="ablation"):
+        fmc.chapter_02({"ablation": False})
+
+
+def test_frozen_vit_blocks_are_not_trained_in_the_count():
+    def vit(c):
+        return next(w for w in c.work if w.label == "ViT-B/16 towers").step
+
+    half, none = fmc.chapter_08(), fmc.chapter_08({"pretrained_freeze_blocks": 0})
+    assert vit(half).flops < vit(none).flops
+    assert vit(half).activations < vit(none).activations
