@@ -256,7 +256,7 @@ def test_sliding_window_and_whole_volume_reconstructions_agree():
         reconstruct_volume(model, volume, 4, "tiled")
 
 
-def test_a_window_larger_than_the_volume_shrinks_onto_the_latent_grid():
+def test_a_window_larger_than_the_volume_shrinks_onto_the_latent_grid(monkeypatch):
     # full mode's case: 160-voxel windows, overlap 0.25, brains 132 voxels deep; the
     # shrunk window must keep its step a multiple of the factor (132 -> step 99 is not)
     assert fit_window(160, 132, 0.25, 4) == 128
@@ -265,8 +265,17 @@ def test_a_window_larger_than_the_volume_shrinks_onto_the_latent_grid():
     torch.manual_seed(0)
     model = build_autoencoder("medvae_4_1_3d", width=8).eval()
     volume = smooth_volume(40)[..., :36, :, :].contiguous()  # 36 -> step 27: off-grid
+    windows = []
+    inferer = medvae_3d.inference._inferer
+
+    def recording(roi, *args, **kwargs):
+        windows.append(roi)
+        return inferer(roi, *args, **kwargs)
+
+    monkeypatch.setattr(medvae_3d.inference, "_inferer", recording)
     out = reconstruct_volume(model, volume, 4, "sliding", roi=64, overlap=0.25)
     assert out.shape == volume.shape
+    assert windows == [32, 8], "decoding takes the encoder's window over the factor"
     with pytest.raises(ValueError, match="latent grid"):
         fit_window(4, 4, 0.9, 4)
 

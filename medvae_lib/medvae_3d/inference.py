@@ -101,9 +101,9 @@ def decode_sliding(
         raise ValueError(
             f"the window side {roi} must be divisible by the factor {factor}"
         )
+    if min(latent.shape[2:]) * factor < roi:  # the window encode_sliding shrank to
+        roi = fit_window(roi, min(latent.shape[2:]) * factor, overlap, factor)
     side = roi // factor
-    if min(latent.shape[2:]) < side:
-        side = fit_window(side, min(latent.shape[2:]), overlap, 1)
     autoencoder.eval()
     inferer = _inferer(side, overlap, 1, device)
     return from_model_range(inferer(latent, lambda z: autoencoder.decode(z)))

@@ -98,13 +98,17 @@ def chapter2_autoencoder(
     device="cpu",
     overwrite: bool = False,
     stage1_overrides: dict | None = None,
+    drive: bool = False,
 ):
     """Chapter 2's 2D stage-1 model of the 3D model's twin configuration (:func:`twin_2d_model`), with
     chapter 2's settings for ``mode`` (changed by ``stage1_overrides``, the overrides chapter 2 ran
     with): read from chapter 2's export (``runs/02_medvae_stage1/<mode>/<model>/``)
     or this chapter's own when the metadata (settings, mode, data checksum) match, else trained here on
     chapter 2's training images and exported into ``runs/05_medvae_3d/<mode>/<model>/`` (the pattern of
-    :func:`~medvae_lib.medvae_stage2.stage1_autoencoder`). Returns the model and a sentence saying which."""
+    :func:`~medvae_lib.medvae_stage2.stage1_autoencoder`). With ``drive`` (Colab) both
+    folders are also looked for on Google Drive, and a model trained here is kept there:
+    after a disconnect the same 2D model comes back, so the inflated 3D runs' checkpoints
+    (which name its weights) are resumed. Returns the model and a sentence saying which."""
     from .. import data_prep, medvae_stage1
     from ..medvae_stage2 import _matching_export
     from ..training import export_weights, load_weights, run_dir, settings_for
@@ -119,9 +123,10 @@ def chapter2_autoencoder(
     )
     expected = medvae_stage1.export_metadata(config, mode, data)
     name = f"{twin}.safetensors"
-    own = run_dir("05_medvae_3d", mode, twin)
+    own = run_dir("05_medvae_3d", mode, twin, drive=drive)
+    places = [run_dir("02_medvae_stage1", mode, twin, drive=d) for d in {False, drive}]
     path, why = _matching_export(
-        [run_dir("02_medvae_stage1", mode, twin) / name, own / name], expected
+        [folder / name for folder in places] + [own / name], expected
     )
     if path is not None:
         return load_weights(path, build_autoencoder(twin, width=config.width)).to(

@@ -39,6 +39,18 @@ class PUIRConfig:
     settings: dict = field(default_factory=dict)
 
 
+MODEL_SETTINGS = (
+    "spatial_dims",
+    "image_size",
+    "backbone",
+    "features",
+    "feature_size",
+    "prior_heads",
+    "contrastive_dim",
+    "skips",
+)
+
+
 def random_patches(batch: torch.Tensor, size: int) -> torch.Tensor:
     """One random cubic patch of side ``size`` per sample (same place in every channel)."""
     out = []
@@ -147,8 +159,12 @@ def train_variant(
         ssl_weight=settings["ssl_weight"],
         temperature=settings["temperature"],
         patch=settings["image_size"] if settings["spatial_dims"] == 3 else 0,
+        # what builds the network: other settings (steps, seeds, workers, the data
+        # folder) may change between a run and its resumption
         settings={
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in settings.items()
+            if k in MODEL_SETTINGS
         },
     )
     trainer = PUIRTrainer(config, device)

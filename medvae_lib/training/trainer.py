@@ -301,7 +301,7 @@ class CheckpointedTrainer:
                     )
                 if resume and not problem:
                     self._restore(state, ckpt)  # read and checked once, above
-                    if rank == 0:
+                    if rank == 0 and verbose:
                         print(f"resumed from {ckpt} at step {self.step}")
                 elif problem and rank == 0:
                     print(
