@@ -168,9 +168,12 @@ def test_state_dicts_move_both_ways_and_outputs_equal_the_official_model(
     ours.load_state_dict(reference.state_dict(), strict=True)
     side = 32 if arch.spatial_dims == 2 else 16
     x = torch.rand(1, arch.in_channels, *(side,) * arch.spatial_dims) * 2 - 1
+    # float32 through some fifty layers, attention computed by different kernels: up to
+    # about 2e-5 apart on CPUs without AVX-512; a wrong layer is off by far more
+    tol = 1e-4
     for a, b in zip(outputs(reference, x, True), outputs(ours, x, False), strict=True):
         assert a.shape == b.shape
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, a.abs().max().item())
+        assert (a - b).abs().max() <= tol * max(1.0, a.abs().max().item())
     # the reverse: our weights into the official class
     torch.manual_seed(1)
     ours = build_autoencoder(name, width="full").eval()
@@ -180,7 +183,7 @@ def test_state_dicts_move_both_ways_and_outputs_equal_the_official_model(
                 value.normal_(0, 0.05)
     reference.load_state_dict(ours.state_dict(), strict=True)
     for a, b in zip(outputs(reference, x, True), outputs(ours, x, False), strict=True):
-        assert (a - b).abs().max() <= 1e-5 * max(1.0, a.abs().max().item())
+        assert (a - b).abs().max() <= tol * max(1.0, a.abs().max().item())
 
 
 def test_published_checkpoint_is_verified_then_loaded_as_the_official_model(
