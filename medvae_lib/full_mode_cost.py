@@ -40,9 +40,17 @@ Run it::
     .venv/bin/python -m medvae_lib.full_mode_cost          # the table for all chapters
     .venv/bin/python -m medvae_lib.full_mode_cost --chapter 02
     .venv/bin/python -m medvae_lib.full_mode_cost --chapter 07 --set seeds=[0]
+    .venv/bin/python -m medvae_lib.full_mode_cost --paper  # at PAPER_SCALE
 
 ``--set`` counts a chapter with its settings changed as the notebook's ``overrides``
 would change them: a way to size a run to the GPU at hand before starting it.
+
+Full mode is sized by this count to a free Colab session: each chapter within a T4's
+memory, ``COLAB_DISK_GB`` of disk and ``COLAB_SESSION_HOURS`` at the estimate (a test
+holds it there). To fit, the trainers autocast to float16 on a GPU (the ``amp``
+setting), finished runs a chapter keeps are parked off the GPU, and chapters 2, 5 and 7
+train shorter than their papers. ``PAPER_SCALE`` in those chapters' settings holds the
+longer schedules, for a larger GPU or several sessions; ``--paper`` counts them.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from unittest import mock
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .training import settings_for
+from .training import counted_precision, settings_for
 
 GIB = 2**30
 GB = 1e9
@@ -149,6 +157,11 @@ def _state_bytes(*modules: torch.nn.Module) -> int:
     return total
 
 
+def _weight_bytes(*modules: torch.nn.Module) -> int:
+    """Weights alone: what a parked trainer keeps on the GPU of a module it keeps."""
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+
+
 def count_step(step: Callable[[], object], *modules: torch.nn.Module) -> StepCount:
     """Run ``step`` (meta tensors only) and count its operations and kept activations.
 
@@ -211,15 +224,16 @@ def _stage1_steps(trainer, batch: torch.Tensor) -> dict[str, StepCount]:
     }
 
 
-def _adversarial_work(label, counts, steps, adv_start, runs) -> list[Work]:
-    """Steps before ``adv_start``, then generator and discriminator steps in turn."""
+def _adversarial_work(label, counts, steps, adv_start, runs, p) -> list[Work]:
+    """Steps before ``adv_start``, then generator and discriminator steps in turn, in
+    precision ``p``."""
     if "generator" not in counts:  # no adversarial term: every step is a warm-up step
-        return [Work(f"{label}: warm-up", counts["warm-up"], steps, runs)]
+        return [Work(f"{label}: warm-up", counts["warm-up"], steps, runs, p)]
     after = steps - adv_start
     return [
-        Work(f"{label}: warm-up", counts["warm-up"], adv_start, runs),
-        Work(f"{label}: generator", counts["generator"], (after + 1) // 2, runs),
-        Work(f"{label}: discriminator", counts["discriminator"], after // 2, runs),
+        Work(f"{label}: warm-up", counts["warm-up"], adv_start, runs, p),
+        Work(f"{label}: generator", counts["generator"], (after + 1) // 2, runs, p),
+        Work(f"{label}: discriminator", counts["discriminator"], after // 2, runs, p),
     ]
 
 
@@ -254,15 +268,17 @@ def chapter_02(overrides=None) -> ChapterCost:
     side = s["image_size"]
     counts = _stage1_steps(t, _meta((s["batch_size"], 1, side, side)))
     seeds, steps, start = s["comparison_seeds"], s["steps"], s["adv_start"]
-    arm = _adversarial_work("with GAN", counts, steps, start, seeds)
+    p = counted_precision(s["amp"])
+    arm = _adversarial_work("with GAN", counts, steps, start, seeds, p)
     work = [
-        Work("warm-up", counts["warm-up"], start, seeds),
+        Work("warm-up", counts["warm-up"], start, seeds, p),
         *arm[1:],
-        Work("without GAN", counts["warm-up"], steps - start, seeds),
+        Work("without GAN", counts["warm-up"], steps - start, seeds, p),
     ]
-    # each seed: a warm-up and two arms, all kept; while the last arm trains, the
-    # earlier seeds' arms, its warm-up and its first arm stay on the GPU
-    idle = 2 * (seeds - 1) + 2
+    # each seed: a warm-up and two arms; while the last arm trains, its warm-up stays
+    # on the GPU and the finished arms are parked (Trainer.park): their autoencoders
+    idle = _state_bytes(t.autoencoder, t.discriminator, t.perceptual)
+    idle += (2 * seeds - 1) * _weight_bytes(t.autoencoder)
     ckpt = _checkpoint_bytes(t.autoencoder, t.discriminator)
     return ChapterCost(
         "02",
@@ -277,7 +293,7 @@ def chapter_02(overrides=None) -> ChapterCost:
                 "parameters x 12 bytes",
             ),
         ],
-        resident=idle * _state_bytes(t.autoencoder, t.discriminator, t.perceptual),
+        resident=idle,
     )
 
 
@@ -349,7 +365,8 @@ def chapter_04(overrides=None) -> ChapterCost:
             t = Stage1Trainer(cfg, device="meta")
         x = _meta((s["sweep_batch_size"], 1, side, side))
         count = count_step(lambda t=t, x=x: t.train_step(x, 0), t.autoencoder)
-        work.append(Work(model, count, s["sweep_steps"], len(s["sweep_seeds"])))
+        p = counted_precision(cfg.amp)
+        work.append(Work(model, count, s["sweep_steps"], len(s["sweep_seeds"]), p))
     return ChapterCost(
         "04",
         work,
@@ -370,10 +387,13 @@ def chapter_05(overrides=None) -> ChapterCost:
     p = s["patch"]
     counts = _stage1_steps(t, _meta((s["batch_size"], 1, p, p, p)))
     runs = len(s["people"]) * s["seeds"] * 2
-    work = _adversarial_work("3D stage 1", counts, s["steps"], s["adv_start"], runs)
-    # while a later fold trains one start, its other start and the first fold's
-    # trainers (kept for the chapter's later sections) stay on the GPU
-    idle = 1 + 2 * s["seeds"]
+    p = counted_precision(s["amp"])
+    work = _adversarial_work("3D stage 1", counts, s["steps"], s["adv_start"], runs, p)
+    # while a later fold trains one start, its other start stays on the GPU, and the
+    # first fold's trainers (kept for the chapter's later sections) are parked
+    # (Trainer.park): their autoencoders
+    idle = _state_bytes(t.autoencoder, t.discriminator, t.perceptual)
+    idle += 2 * s["seeds"] * _weight_bytes(t.autoencoder)
     return ChapterCost(
         "05",
         work,
@@ -389,8 +409,8 @@ def chapter_05(overrides=None) -> ChapterCost:
                 "parameters x 12 bytes",
             ),
         ],
-        note="12 runs = 3 held-out people x 2 seeds x 2 starts",
-        resident=idle * _state_bytes(t.autoencoder, t.discriminator, t.perceptual),
+        note=f"{runs} runs = {len(s['people'])} held-out people x {s['seeds']} seeds x 2 starts",
+        resident=idle,
     )
 
 
@@ -422,7 +442,10 @@ def chapter_07(overrides=None) -> ChapterCost:
             out["out"].float().sum().backward()
             opt.step()
 
-        work.append(Work(variant, count_step(step, net), s["steps"], len(s["seeds"])))
+        p = counted_precision(s["amp"])
+        work.append(
+            Work(variant, count_step(step, net), s["steps"], len(s["seeds"]), p)
+        )
         # scoring: 4 sources x 27 windows of 96^3 per test or validation volume
         window = _meta((1, k, side, side, side))
         score = count_step(lambda f=forward_only, w=window: f(w), net)
@@ -430,7 +453,7 @@ def chapter_07(overrides=None) -> ChapterCost:
         # MONAI's sliding window, overlap 0.5: windows per side over the volume box
         per_side = [math.ceil((v - side) / (side // 2)) + 1 for v in s["volume_size"]]
         windows = k * math.prod(per_side) * (s["n_test_subjects"] + n_val)
-        work.append(Work(f"{variant}: scoring", score, windows, len(s["seeds"])))
+        work.append(Work(f"{variant}: scoring", score, windows, len(s["seeds"]), p))
         if s["checkpoint_every"]:
             checkpoints += len(s["seeds"]) * _checkpoint_bytes(net)
     return ChapterCost(
@@ -545,6 +568,27 @@ def statement(chapter: str, overrides=None) -> str:
     return _sentence(summary(CHAPTERS[chapter](overrides)))
 
 
+# What a free Colab session gives (issue 21): one T4 (T4_MEMORY_GB), about 70 GB of free
+# disk, a session of a few hours. Full mode is sized to fit these at the estimate.
+COLAB_DISK_GB = 70.0
+COLAB_SESSION_HOURS = 4.0
+
+
+def paper_scale(chapter: str) -> dict:
+    """The overrides that run a chapter's full mode at the papers' longer schedule
+    (``PAPER_SCALE`` of its settings module), or ``{}`` where full mode already is."""
+    import importlib
+
+    module = {
+        "02": "medvae_stage1.settings",
+        "05": "medvae_3d.settings",
+        "07": "personalized_invariant.settings",
+    }.get(chapter)
+    if module is None:
+        return {}
+    return dict(importlib.import_module(f"{__package__}.{module}").PAPER_SCALE)
+
+
 def _sentence(row: dict) -> str:
     memory = row["GPU memory (GB)"]
     fits = "" if memory <= T4_MEMORY_GB else f", more than a T4's {T4_MEMORY_GB:.0f}"
@@ -580,6 +624,12 @@ def main(argv=None) -> None:
         help="count full mode with this setting changed, as the notebook's overrides "
         "(one --chapter only), e.g. --chapter 07 --set batch_size=1 --set seeds=[0]",
     )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="count the chapters at PAPER_SCALE, the longer schedule a notebook "
+        "runs with overrides=PAPER_SCALE (--set applies on top)",
+    )
     args = parser.parse_args(argv)
     if args.set and len(args.chapter or []) != 1:
         parser.error("--set changes one chapter's settings: name it with --chapter")
@@ -587,7 +637,8 @@ def main(argv=None) -> None:
 
     rows, details = [], []
     for chapter in args.chapter or sorted(CHAPTERS):
-        cost = CHAPTERS[chapter](dict(args.set) or None)
+        changes = {**(paper_scale(chapter) if args.paper else {}), **dict(args.set)}
+        cost = CHAPTERS[chapter](changes or None)
         rows.append(summary(cost))
         for w in cost.work:
             details.append(

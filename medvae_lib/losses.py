@@ -78,14 +78,21 @@ def adaptive_adv_weight(
     adv_loss: torch.Tensor,
     last_layer: torch.Tensor,
     max_weight: float = 1e4,
+    eps: float = 1e-4,
 ) -> torch.Tensor:
     """VQGAN's balance (Esser et al., 2021), as in latent diffusion and MedVAE:
     ``||grad_last nll|| / (||grad_last adv|| + 1e-4)``, clamped to ``[0, max_weight]``
     and detached, so that the adversarial gradient at the decoder's last layer is as
-    large as the reconstruction one."""
-    g_rec = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
-    g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
-    return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+    large as the reconstruction one.
+
+    Under float16 the trainer passes both losses multiplied by the gradient scaler's
+    scale ``s`` and ``eps = 1e-4 s``, which gives the same ratio. A gradient that
+    overflowed gives 0 (``max_weight`` if only the reconstruction gradient is infinite),
+    never NaN, so the logged loss stays finite; the scaler then skips that step."""
+    g_rec = torch.autograd.grad(nll, last_layer, retain_graph=True)[0].float()
+    g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0].float()
+    ratio = (g_rec.norm() / (g_adv.norm() + eps)).clamp(0.0, max_weight)
+    return torch.nan_to_num(ratio, nan=0.0).detach()
 
 
 PERCEPTUAL_KINDS = ("ssim", "alex", "vgg", "squeeze")

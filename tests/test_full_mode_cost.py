@@ -8,6 +8,16 @@ from torch.utils.flop_counter import FlopCounterMode
 from medvae_lib import full_mode_cost as fmc
 from medvae_lib.medvae_stage1 import Stage1Config, Stage1Trainer
 
+_COUNTS: dict = {}
+
+
+def cost(chapter: str, overrides: dict | None = None) -> fmc.ChapterCost:
+    """A chapter's count, made once per test session (each takes seconds)."""
+    key = (chapter, repr(sorted((overrides or {}).items())))
+    if key not in _COUNTS:
+        _COUNTS[key] = fmc.CHAPTERS[chapter](overrides)
+    return _COUNTS[key]
+
 
 def test_a_layer_output_kept_twice_is_counted_once_and_weights_are_state():
     with torch.device("meta"):
@@ -63,20 +73,46 @@ def test_lpips_is_built_without_any_download(monkeypatch):
     assert n > 14e6  # VGG-16's convolutions: the real network, not a stand-in
 
 
-def test_chapter_2_counts_its_schedule_and_does_not_fit_a_t4():
-    cost = fmc.chapter_02()
+def test_chapter_2_counts_its_schedule():
+    count = cost("02")
     from medvae_lib.medvae_stage1.settings import MODES
 
     s = MODES["full"]
-    steps = sum(w.steps * w.runs for w in cost.work)
+    steps = sum(w.steps * w.runs for w in count.work)
     # every seed: the warm-up, then both arms from adv_start to the end
     assert steps == s["comparison_seeds"] * (2 * s["steps"] - s["adv_start"])
-    by = {w.label: w for w in cost.work}
+    by = {w.label: w for w in count.work}
     gen, disc = by["with GAN: generator"], by["with GAN: discriminator"]
     assert disc.step.flops < gen.step.flops / 2  # the discriminator is the small part
-    row = fmc.summary(cost)
+    row = fmc.summary(count)
     assert row["T4 hours, estimate"] == pytest.approx(4 * row["T4 hours, at least"])
-    assert row["T4 hours, at least"] > 10  # MedVAE's full network, 110,625 steps
+
+
+@pytest.mark.parametrize("chapter", ["02", "03", "04", "05", "07", "08"])
+def test_each_chapters_full_mode_fits_a_free_colab_session(chapter):
+    row = fmc.summary(cost(chapter))
+    assert row["GPU memory (GB)"] <= fmc.T4_MEMORY_GB
+    assert row["disk (GB)"] <= fmc.COLAB_DISK_GB
+    assert row["T4 hours, estimate"] <= fmc.COLAB_SESSION_HOURS
+
+
+@pytest.mark.parametrize("chapter", ["02", "05", "07"])
+def test_paper_scale_is_a_valid_override_that_counts_more(chapter):
+    paper = fmc.paper_scale(chapter)
+    assert paper  # these chapters train shorter than their papers in full mode
+    full, longer = cost(chapter), cost(chapter, paper)
+    assert sum(w.flops for w in longer.work) > 2 * sum(w.flops for w in full.work)
+    assert fmc.summary(longer)["T4 hours, estimate"] > fmc.COLAB_SESSION_HOURS
+    assert fmc.paper_scale("03") == {}
+
+
+def test_float16_runs_are_counted_at_the_float16_peak():
+    fp16, fp32 = cost("02"), cost("02", {"amp": "off"})
+    assert {w.precision for w in fp16.work} == {"float16"}
+    assert fp32.seconds() == pytest.approx(
+        fp16.seconds() * fmc.T4_PEAK["float16"] / fmc.T4_PEAK["float32"]
+    )
+    assert fp32.peak_memory > fp16.peak_memory  # activations in half the bytes
 
 
 @pytest.mark.parametrize("chapter", ["02", "03", "04", "05", "07", "08"])
@@ -89,37 +125,54 @@ def test_each_chapter_states_the_count_it_has(chapter):
     intro = " ".join(
         "".join(json.loads(path.read_text())["cells"][0]["source"]).split()
     )
-    assert fmc.statement(chapter) in intro, (
-        f"{path.name}'s 'Time to run' should quote: {fmc.statement(chapter)}"
-    )
+    said = fmc._sentence(fmc.summary(cost(chapter)))  # fmc.statement(chapter)
+    assert said in intro, f"{path.name}'s 'Time to run' should quote: {said}"
+    paper = fmc.paper_scale(chapter)
+    if paper:  # and what PAPER_SCALE, which it offers, would cost
+        assert fmc._sentence(fmc.summary(cost(chapter, paper))) in intro
+
+
+def test_the_checkpoints_chapters_5_and_7_say_drive_does_or_does_not_hold():
+    def checkpoints(cost):
+        return sum(size for item, size, _ in cost.disk if "checkpoint" in item) / 1e9
+
+    # chapter 5: more than a free Google Drive's 15 GB; chapter 7: within it
+    assert checkpoints(cost("05")) > 15 > checkpoints(cost("07"))
 
 
 def test_a_changed_setting_is_counted_and_an_unknown_one_refused():
-    full = fmc.chapter_07()
-    one_seed = fmc.chapter_07({"seeds": [0]})
+    full = cost("07")
+    one_seed = cost("07", {"seeds": [0]})
     flops = [sum(w.flops for w in c.work) for c in (full, one_seed)]
-    assert flops[1] == pytest.approx(flops[0] / 3)  # three seeds by default
+    from medvae_lib.personalized_invariant.settings import MODES
+
+    seeds = len(MODES["full"]["seeds"])  # two by default
+    assert flops[1] == pytest.approx(flops[0] / seeds)
     assert one_seed.peak_memory == full.peak_memory  # a step is the same step
     with pytest.raises(ValueError, match="batch_sise"):
-        fmc.chapter_07({"batch_sise": 1})
+        cost("07", {"batch_sise": 1})
     with pytest.raises(SystemExit):
         fmc.main(["--set", "steps=10"])  # which chapter's steps?
 
 
-def test_finished_runs_kept_on_the_gpu_add_to_the_memory_of_the_last():
-    one, three = fmc.chapter_02({"comparison_seeds": 1}), fmc.chapter_02()
-    step = max(w.memory for w in three.work)
-    # one seed: its warm-up and first arm wait while the second arm trains; three
-    # seeds: the two earlier seeds' arms too
-    assert one.peak_memory - step == pytest.approx(three.resident / 3)
+def test_finished_runs_are_parked_and_only_their_encoders_add_to_the_memory():
+    one, three = cost("02", {"comparison_seeds": 1}), cost("02")
+    with fmc._lpips_without_download(), torch.device("meta"):
+        from medvae_lib.medvae_stage1.settings import MODES, stage1_config
+
+        t = Stage1Trainer(stage1_config(MODES["full"], 0), device="meta")
+    encoder = sum(p.numel() * 4 for p in t.autoencoder.parameters())
+    # two more seeds: four more finished arms, each parked with its autoencoder only
+    assert three.resident - one.resident == 4 * encoder
+    assert three.peak_memory - one.peak_memory == 4 * encoder
     with pytest.raises(ValueError, match="ablation"):
-        fmc.chapter_02({"ablation": False})
+        cost("02", {"ablation": False})
 
 
 def test_frozen_vit_blocks_are_not_trained_in_the_count():
     def vit(c):
         return next(w for w in c.work if w.label == "ViT-B/16 towers").step
 
-    half, none = fmc.chapter_08(), fmc.chapter_08({"pretrained_freeze_blocks": 0})
+    half, none = cost("08"), cost("08", {"pretrained_freeze_blocks": 0})
     assert vit(half).flops < vit(none).flops
     assert vit(half).activations < vit(none).activations

@@ -570,3 +570,30 @@ def test_a_fold_checkpoints_each_run_and_a_second_call_resumes(tmp_path, monkeyp
     pd.testing.assert_frame_equal(
         curve_again[curve_again.step == 3].reset_index(drop=True), last
     )
+
+
+def test_a_resumed_fold_reports_the_scores_it_had_before_the_resume(tmp_path):
+    from dataclasses import asdict
+
+    m2 = trained_like_2d()
+    settings = {
+        **asdict(tiny_config()),
+        "steps": 4,
+        "eval_steps": [2, 4],
+        "ms_ssim_kernel": 3,
+        "checkpoint_every": 1,
+        "spacing": 2,
+    }
+    g = torch.Generator().manual_seed(0)
+    data = {
+        "patches": torch.rand(6, 1, 16, 16, 16, generator=g),
+        "val_patches": torch.rand(2, 1, 16, 16, 16, generator=g),
+    }
+    _, curve = medvae_3d.train_fold(data, settings, 0, m2, "cpu", "p", tmp_path)
+    # a rerun after a disconnect at the end: both runs resume at step 4, and the
+    # curve still has its step-2 scores (not step 4's again), equal to the first
+    _, again = medvae_3d.train_fold(data, settings, 0, m2, "cpu", "p", tmp_path)
+    import pandas as pd
+
+    assert sorted(again.step) == [0, 0, 2, 2, 4, 4]
+    pd.testing.assert_frame_equal(again, curve)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from medvae_lib.training import amp_dtype as shared_amp_dtype
 from medvae_lib.training import batch_indices, run_steps, seed_everything
 
 from .models import DualEncoder, check_method, image_encoder
@@ -48,23 +49,17 @@ def run_device(settings: Mapping) -> torch.device:
 
 
 _SCHEDULE_WARNING = "Detected call of `lr_scheduler.step"  # after a skipped step
-AMP_CHOICES = {"auto": None, "off": None, "float16": torch.float16}
-AMP_CHOICES["bfloat16"] = torch.bfloat16
 
 
 def amp_dtype(settings: Mapping, device: torch.device) -> torch.dtype | None:
-    """The dtype a run's forward pass autocasts to, from the settings' ``amp``: ``"auto"``
-    (the default) is float16 on a CUDA GPU (a T4, Colab's free GPU, has fast float16 but
-    no fast bfloat16) and none elsewhere; ``"off"``, ``"float16"`` or ``"bfloat16"`` ask
-    for it on any device. float16 comes with a gradient scaler."""
-    choice = settings.get("amp", "auto")
-    if choice not in AMP_CHOICES:
-        raise BenchmarkError(
-            f"unknown amp setting {choice!r}; expected one of {list(AMP_CHOICES)}"
-        )
-    if choice == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return AMP_CHOICES[choice]
+    """The dtype a run's forward pass autocasts to, from the settings' ``amp``
+    (:func:`medvae_lib.training.amp_dtype`, the rule every trainer follows): ``"auto"``
+    (the default) is float16 on a CUDA GPU and none elsewhere; ``"off"``, ``"float16"``
+    or ``"bfloat16"`` ask for it on any device. float16 comes with a gradient scaler."""
+    try:
+        return shared_amp_dtype(settings.get("amp", "auto"), device)
+    except ValueError as err:
+        raise BenchmarkError(str(err)) from None
 
 
 @dataclass

@@ -183,6 +183,8 @@ def run_folds(
             for table, into in ((curve, curves), (vol, per_volume), (tile, per_tile)):
                 into.append(table.assign(fold=test_person, seed=seed))
             if test_person == keep:
+                for trainer in trainers.values():  # its autoencoders stay on the GPU
+                    trainer.park(keep=("autoencoder",))
                 kept[seed] = {"data": data, "trainers": trainers}
     return {
         "curves": pd.concat(curves, ignore_index=True),

@@ -221,8 +221,9 @@ def train_with_evaluation(
     all: every trainer draws them from its seed and step) and score the validation patches there: a table
     of PSNR and MS-SSIM (means over the patches) by run and step, step 0 before any training.
 
-    With ``checkpoint_dir`` each run checkpoints into its own sub-folder and resumes from it; a run resumed
-    past an evaluation step is scored at the step it resumed at (the ``step`` column says which)."""
+    With ``checkpoint_dir`` each run checkpoints into its own sub-folder and resumes from it. Each score
+    is also kept in the run's ``evaluations``, which its checkpoints hold, so a run resumed past an
+    evaluation step reports the score it had there instead of scoring again at a later step."""
     from dataclasses import replace
 
     import pandas as pd
@@ -242,21 +243,25 @@ def train_with_evaluation(
                 except ValueError as err:
                     if "already has" not in str(err):
                         raise
+            earlier = {e["step"]: e for e in trainer.evaluations}
+            if step < trainer.step and step in earlier:  # scored before a resume
+                rows.append({"run": name, **earlier[step]})
+                continue
             rec = reconstruct_patches(
                 trainer.autoencoder, val_patches, device=trainer.device
             )
-            rows.append(
-                {
-                    "run": name,
-                    "step": trainer.step,
-                    "PSNR (dB)": float(psnr(rec, val_patches).mean()),
-                    "MS-SSIM": float(
-                        ms_ssim(
-                            rec, val_patches, kernel_size=kernel_size, scales=scales
-                        ).mean()
-                    ),
-                }
-            )
+            score = {
+                "step": trainer.step,
+                "PSNR (dB)": float(psnr(rec, val_patches).mean()),
+                "MS-SSIM": float(
+                    ms_ssim(
+                        rec, val_patches, kernel_size=kernel_size, scales=scales
+                    ).mean()
+                ),
+            }
+            if trainer.step not in earlier:
+                trainer.evaluations.append(score)
+            rows.append({"run": name, **score})
     return pd.DataFrame(rows)
 
 

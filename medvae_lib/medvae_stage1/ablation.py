@@ -69,6 +69,7 @@ def adversarial_ablation(
             data=data,
             overwrite=overwrite,
         )
+        trainer.park(keep=("autoencoder",))  # a GPU keeps the finished arm's encoder
         runs[name] = trainer
     return runs
 

@@ -11,7 +11,7 @@ import torch
 from ..data_prep import MODES as _data_modes
 from ..losses import PERCEPTUAL_KINDS
 from ..models import build_autoencoder, get_config, layout_fingerprint
-from ..training import check_types
+from ..training import amp_dtype, check_types
 
 
 @dataclass
@@ -41,10 +41,14 @@ class Stage1Config:
     disc_layers: int = 3
     seed: int = 0
     log_every: int = 10
+    # mixed precision (medvae_lib.training.amp_dtype): "auto" is float16 autocast on a
+    # GPU and float32 on a CPU; MedVAE's 3D configuration trains in bfloat16
+    amp: str = "auto"
 
     def __post_init__(self):
         check_types(self)
         get_config(self.model)  # raises on an unknown model name
+        amp_dtype(self.amp, "cpu")  # raises on an unknown amp setting
         for name in (
             "steps",
             "batch_size",
@@ -127,7 +131,9 @@ MODES = {
         # LPIPS on VGG-16 features, as MedVAE's LPIPS (from taming-transformers) is.
         "model": "medvae_4_1_2d",
         "width": "full",
-        "steps": 20000,
+        # Sized to a free Colab session (a T4, a few hours; see full_mode_cost):
+        # 4,000 steps, the GAN from step 2,000. PAPER_SCALE holds the longer run.
+        "steps": 4000,
         "batch_size": 16,
         "perceptual": "vgg",
         "kl_weight": 1e-6,
@@ -135,7 +141,7 @@ MODES = {
         "lr_d": 7.2e-5,  # MedVAE: base_learning_rate 4.5e-6 x batch size 16
         # taming's NLayerDiscriminator as MedVAE builds it: 64 channels, 3 layers.
         # MedVAE's 2D experiments: disc_start 3125, disc_weight 0.5, alternating updates.
-        "adv_start": 3125,
+        "adv_start": 2000,
         "adv_weight": 0.5,
         "alternate_updates": True,
         "disc_layers": 3,
@@ -150,8 +156,15 @@ MODES = {
         "comparison_batch_size": None,
         "checkpoint_every": 1000,
         "resume": True,
+        "amp": "auto",  # float16 autocast on a GPU (the papers: float32)
     },
 }
+
+
+# Full mode at the scale of MedVAE's schedule, for a GPU with more time than a free Colab
+# session: pass it as the notebook's ``overrides`` (about 19 T4-hours, see
+# ``python -m medvae_lib.full_mode_cost --chapter 02 --paper``).
+PAPER_SCALE = {"steps": 20000, "adv_start": 3125}
 
 
 def stage1_config(settings: dict, seed: int) -> Stage1Config:

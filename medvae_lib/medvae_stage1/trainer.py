@@ -110,14 +110,16 @@ class Stage1Trainer(CheckpointedTrainer):
         self.autoencoder.train()
         self.discriminator.train()
         self.opt_g.zero_grad(set_to_none=True)
-        x_hat, z_mu, z_sigma = self.autoencoder(x)
-        perc = self.perceptual(x_hat, x)
-        nll = reconstruction_nll(x, x_hat, perc, c.perceptual_weight)
-        kl = kl_loss(z_mu, z_sigma)
-        loss = nll + c.kl_weight * kl
+        scaler = self.scaler("generator")
+        with self.autocast():
+            x_hat, z_mu, z_sigma = self.autoencoder(x)
+            perc = self.perceptual(x_hat, x)
+            nll = reconstruction_nll(x, x_hat, perc, c.perceptual_weight)
+            kl = kl_loss(z_mu.float(), z_sigma.float())
+            loss = nll + c.kl_weight * kl
         logs = {
-            "l1": (x_hat - x).abs().mean().detach() / 2,
-            "perceptual": perc.detach(),
+            "l1": (x_hat - x).abs().mean().detach().float() / 2,
+            "perceptual": perc.detach().float(),
             "kl": kl.detach(),
         }
         if self.adversarial(step):
@@ -128,15 +130,21 @@ class Stage1Trainer(CheckpointedTrainer):
             # discriminator.
             buffers = {k: v.clone() for k, v in self.discriminator.named_buffers()}
             try:
-                logits = self.discriminator(torch.cat([x, x_hat]).contiguous())[-1]
-                adv_g = hinge_g_loss(logits[len(x) :])
+                with self.autocast():
+                    logits = self.discriminator(torch.cat([x, x_hat]).contiguous())[-1]
+                    adv_g = hinge_g_loss(logits[len(x) :].float())
                 weight = torch.tensor(c.adv_weight)
                 if c.adaptive_adv:
+                    # under float16 the balance is taken of the scaled losses, whose
+                    # gradients do not underflow; the scale cancels in the ratio
                     weight = weight * adaptive_adv_weight(
-                        nll, adv_g, decoder_output_layer(self.autoencoder)
+                        scaler.scale(nll),
+                        scaler.scale(adv_g),
+                        decoder_output_layer(self.autoencoder),
+                        eps=1e-4 * (scaler.get_scale() if scaler.is_enabled() else 1),
                     )
                 loss = loss + weight * adv_g
-                loss.backward()
+                scaler.scale(loss).backward()
             finally:
                 self.discriminator.requires_grad_(True)
                 with torch.no_grad():
@@ -144,8 +152,8 @@ class Stage1Trainer(CheckpointedTrainer):
                         v.copy_(buffers[k])
             logs.update(adv_g=adv_g.detach(), adv_weight=weight.detach())
         else:
-            loss.backward()
-        self.opt_g.step()
+            scaler.scale(loss).backward()
+        logs.update(self.backward_step(None, "generator"))
         return logs, x_hat.detach()
 
     def discriminator_step(
@@ -154,21 +162,23 @@ class Stage1Trainer(CheckpointedTrainer):
         """One discriminator update: real and reconstructed images in one batch, hinge loss."""
         self.discriminator.train()
         self.opt_d.zero_grad(set_to_none=True)
-        logits = self.discriminator(torch.cat([x, x_hat.detach()]).contiguous())[-1]
+        with self.autocast():
+            logits = self.discriminator(torch.cat([x, x_hat.detach()]).contiguous())[-1]
+        logits = logits.float()
         logits_real, logits_fake = logits[: len(x)], logits[len(x) :]
         loss_d = hinge_d_loss(logits_real, logits_fake)
-        loss_d.backward()
-        self.opt_d.step()
+        skipped = self.backward_step(loss_d, "discriminator")
         return {
             "d_loss": loss_d.detach(),
             "logit_real": logits_real.mean().detach(),
             "logit_fake": logits_fake.mean().detach(),
+            **{f"d_{k}": v for k, v in skipped.items()},
         }
 
     def train_step(self, batch: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         x = to_model_range(batch)
         if self.adversarial(step) and self.config.alternate_updates and step % 2:
-            with torch.no_grad():  # MedVAE's odd batches: the discriminator only
+            with torch.no_grad(), self.autocast():  # MedVAE's odd batches: D only
                 self.autoencoder.train()
                 x_hat = self.autoencoder(x)[0]
             return self.discriminator_step(x, x_hat)

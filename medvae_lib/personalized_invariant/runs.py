@@ -168,7 +168,7 @@ def run_folds(
     results are those of one process. With ``checkpoint_dir`` every run checkpoints into
     ``<dir>/fold_<i>/<variant>/seed_<seed>`` and a rerun resumes from there."""
     for f in folds:
-        tested = f["split"]["test"] if "split" in f else [f["person"]]
+        tested = data_fold_test_people(f)
         if settings["spatial_dims"] == 3 and len(tested) < 2:
             # checked before hours of training: the X_h swap needs two test volumes
             raise ValueError(
@@ -205,11 +205,16 @@ def run_folds(
     ]
 
 
+def data_fold_test_people(fold: dict) -> list[str]:
+    """The people a data fold tests on: its split's test list (full mode), or its one
+    held-out person (CI mode's leave-one-person-out folds)."""
+    return list(fold["split"]["test"]) if "split" in fold else [fold["person"]]
+
+
 def chapter_fold(settings: dict, folds: list) -> int:
     """Index of the fold whose test set holds ``settings["test_subjects"][0]`` (else the first)."""
     wanted = list(settings["test_subjects"])[:1]
     for i, f in enumerate(folds):
-        split = f["split"] if "split" in f else {"test": [f["person"]]}
-        if set(wanted) & set(split["test"]):
+        if set(wanted) & set(data_fold_test_people(f)):
             return i
     return 0

@@ -36,6 +36,9 @@ class PUIRConfig:
     patch: int = (
         0  # 3D: random cubic patch side; 0 = train on whole samples (2D slices)
     )
+    amp: str = (
+        "auto"  # mixed precision: float16 on a GPU (medvae_lib.training.amp_dtype)
+    )
     settings: dict = field(default_factory=dict)
 
 
@@ -105,31 +108,31 @@ class PUIRTrainer(CheckpointedTrainer):
         )
         net = self.net("model")
         logs = {}
-        if self.parts["ssl"]:
-            turns = torch.randint(0, 4, (k * b,))
-            rotated = rotate(inputs, turns)
-            out = net(patch_drop(rotated))
-            with torch.no_grad():
-                second = net(
-                    patch_drop(rotate(rotated, torch.randint(0, 4, (k * b,))))
-                )["contrastive"]
-            prediction = rotate(out["out"], (4 - turns) % 4)
-            rot = F.cross_entropy(out["rotation"], turns)
-            con = contrastive_loss(out["contrastive"], second, c.temperature)
-            ssl = rot + con
-            logs.update(rotation=rot.item(), contrastive=con.item())
-        else:
-            out = net(inputs)
-            prediction, ssl = out["out"], 0.0
-        rec = reconstruction_loss(prediction, targets, masks, c.fg_weight)
-        loss = rec + c.ssl_weight * ssl
-        if self.parts["consistency"]:
-            cons = consistency_loss(out["x_h"].reshape(k, b, *out["x_h"].shape[1:]))
-            loss = loss + c.consistency_weight * cons
-            logs["consistency"] = cons.item()
+        with self.autocast():  # float16 on a GPU (the amp setting), else float32
+            if self.parts["ssl"]:
+                turns = torch.randint(0, 4, (k * b,))
+                rotated = rotate(inputs, turns)
+                out = net(patch_drop(rotated))
+                with torch.no_grad():
+                    second = net(
+                        patch_drop(rotate(rotated, torch.randint(0, 4, (k * b,))))
+                    )["contrastive"]
+                prediction = rotate(out["out"], (4 - turns) % 4)
+                rot = F.cross_entropy(out["rotation"], turns)
+                con = contrastive_loss(out["contrastive"], second, c.temperature)
+                ssl = rot + con
+                logs.update(rotation=rot.item(), contrastive=con.item())
+            else:
+                out = net(inputs)
+                prediction, ssl = out["out"], 0.0
+            rec = reconstruction_loss(prediction, targets, masks, c.fg_weight)
+            loss = rec + c.ssl_weight * ssl
+            if self.parts["consistency"]:
+                cons = consistency_loss(out["x_h"].reshape(k, b, *out["x_h"].shape[1:]))
+                loss = loss + c.consistency_weight * cons
+                logs["consistency"] = cons.item()
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        logs.update(self.backward_step(loss, "opt"))
         return {"loss": loss.item(), "reconstruction": rec.item(), **logs}
 
 
@@ -159,6 +162,7 @@ def train_variant(
         ssl_weight=settings["ssl_weight"],
         temperature=settings["temperature"],
         patch=settings["image_size"] if settings["spatial_dims"] == 3 else 0,
+        amp=settings.get("amp", "auto"),
         # what builds the network: other settings (steps, seeds, workers, the data
         # folder) may change between a run and its resumption
         settings={

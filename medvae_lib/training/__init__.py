@@ -38,6 +38,8 @@ file holds what (each imports only the files listed above it):
   :func:`export_weights` / :func:`load_weights`.
 * ``locks.py``: :func:`remove_stale_temporaries`, :class:`RunLock` and
   :func:`rank_zero_lock`.
+* ``precision.py``: ``AMP_CHOICES``, :func:`amp_dtype` (the ``amp`` setting: float16
+  autocast on a GPU by default) and :func:`counted_precision`.
 * ``trainer.py``: :class:`CheckpointedTrainer`.
 """
 
@@ -62,6 +64,7 @@ from .distributed import (
     world,
 )
 from .locks import RunLock, rank_zero_lock, remove_stale_temporaries
+from .precision import AMP_CHOICES, amp_dtype, counted_precision
 from .settings import DRIVE_ROOT, check_types, run_dir, settings_for
 from .steps import (
     NonFiniteLossError,
@@ -73,6 +76,7 @@ from .steps import (
 from .trainer import CheckpointedTrainer
 
 __all__ = [
+    "AMP_CHOICES",
     "CHECKPOINT_NAME",
     "DRIVE_ROOT",
     "TORCHRUN_VARIABLES",
@@ -80,8 +84,10 @@ __all__ = [
     "CheckpointedTrainer",
     "NonFiniteLossError",
     "RunLock",
+    "amp_dtype",
     "batch_indices",
     "check_types",
+    "counted_precision",
     "default_device",
     "export_weights",
     "init_distributed",

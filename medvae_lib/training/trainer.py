@@ -3,6 +3,7 @@ data identity, the non-finite guard and DistributedDataParallel on several proce
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +22,7 @@ from .checkpoints import (
 )
 from .distributed import sum_over_ranks, world
 from .locks import rank_zero_lock
+from .precision import amp_dtype
 from .steps import NonFiniteLossError, batch_indices, run_steps, tensor_fingerprint
 
 
@@ -52,6 +54,13 @@ class CheckpointedTrainer:
 
     With one process, none of this changes a number: ``net`` is the plain module and
     ``global_randn_like`` is ``torch.randn_like``.
+
+    **Mixed precision** follows the config's ``amp`` setting (:func:`amp_dtype`; a config
+    without one trains in float32): ``train_step`` runs its forward passes and losses
+    under :meth:`autocast` and updates through :meth:`backward_step`, which scales the
+    loss for float16 (one :class:`torch.amp.GradScaler` per optimiser, saved in the
+    checkpoint) and skips a step whose gradients overflowed. On a CPU ``"auto"`` is
+    float32, so CPU runs are unchanged.
     """
 
     RESUMABLE = ("steps", "log_every")
@@ -62,10 +71,79 @@ class CheckpointedTrainer:
         self.device = torch.device(device)
         self.step = 0
         self.history: list[dict] = []
+        # scores a caller took of this run between its steps (e.g. a validation curve),
+        # each a dict with its "step", kept in the checkpoint so that a resumed run has
+        # the ones scored before it
+        self.evaluations: list[dict] = []
         self.data_identity: dict | None = None
         self.shard = (0, 1)  # (rank, world size) of the running step; see shard_rows
         self._ddp: dict[str, DistributedDataParallel] = {}
         self._net_used = False
+        self.amp = amp_dtype(getattr(config, "amp", "off"), self.device)
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        self.parked = False  # see park
+
+    # -- mixed precision ------------------------------------------------------------------------------
+    def autocast(self):
+        """The context a step's forward pass and losses run in: autocast to ``self.amp``,
+        or nothing (float32) when it is None."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def scaler(self, name: str) -> torch.amp.GradScaler:
+        """The gradient scaler of optimiser ``name`` (a pass-through unless float16)."""
+        if name not in self.scalers:
+            self.scalers[name] = torch.amp.GradScaler(
+                self.device.type, enabled=self.amp == torch.float16
+            )
+        return self.scalers[name]
+
+    def backward_step(self, loss: torch.Tensor | None, name: str) -> dict[str, float]:
+        """Backward pass of ``loss`` (None: already done on ``scaler(name).scale(loss)``)
+        and a step of optimiser ``name`` through its scaler. Under float16 it returns
+        ``{"amp_skipped": 1.0}`` for a step the scaler skipped (a gradient overflowed;
+        the scale is halved) and 0.0 otherwise, for the step's logs; else nothing."""
+        scaler = self.scaler(name)
+        if loss is not None:
+            scaler.scale(loss).backward()
+        if not scaler.is_enabled():
+            self.optimizers()[name].step()
+            return {}
+        before = scaler.get_scale()
+        scaler.step(self.optimizers()[name])
+        scaler.update()
+        return {"amp_skipped": float(scaler.get_scale() < before)}
+
+    # -- finished runs off the GPU -------------------------------------------------------------------
+    def park(self, keep: tuple[str, ...] = ()) -> None:
+        """Free the accelerator memory of a finished run that a chapter keeps for later:
+        the gradients go, the optimisers' moments and the modules not named in ``keep``
+        move to the CPU. The kept modules (e.g. the autoencoder a chapter encodes with)
+        stay where they are. :meth:`fit` moves everything back before it trains again.
+        Nothing changes a number: the same tensors, on another device."""
+        cpu = torch.device("cpu")
+        for name, module in self.modules().items():
+            module.zero_grad(set_to_none=True)
+            if name not in keep:
+                module.to(cpu)
+        self._move_optimizer_states(cpu)
+        self.parked = True
+
+    def _unpark(self) -> None:
+        if self.parked:
+            for module in self.modules().values():
+                module.to(self.device)
+            self._move_optimizer_states(self.device)
+            self.parked = False
+
+    def _move_optimizer_states(self, device: torch.device) -> None:
+        for opt in self.optimizers().values():
+            for state in opt.state.values():
+                for key, value in state.items():
+                    # Adam keeps its step count on the CPU unless capturable or fused
+                    if torch.is_tensor(value) and key != "step":
+                        state[key] = value.to(device)
 
     # -- what a subclass provides -----------------------------------------------------------------
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -156,7 +234,11 @@ class CheckpointedTrainer:
         extra = {
             "config": asdict(self.config),
             "history": self.history,
+            "evaluations": self.evaluations,
             "data": self.data_identity or {},
+            "scalers": {
+                k: v.state_dict() for k, v in self.scalers.items() if v.is_enabled()
+            },
         }
         rank, world_size = world()
         if world_size == 1:
@@ -228,7 +310,17 @@ class CheckpointedTrainer:
     def _restore(self, state: Mapping, path) -> int:
         step, extra = restore_checkpoint(state, self.modules(), self.optimizers(), path)
         self.step, self.history = step, list(extra.get("history", []))
+        # the checkpoint's scores, and those this trainer took since it was written (a
+        # run that checkpoints, is scored, then resumes from that checkpoint)
+        saved = list(extra.get("evaluations", []))
+        had = {e["step"] for e in saved}
+        since = [
+            e for e in self.evaluations if e["step"] not in had and e["step"] <= step
+        ]
+        self.evaluations = sorted(saved + since, key=lambda e: e["step"])
         self.data_identity = dict(extra.get("data") or {}) or None
+        for name, state in (extra.get("scalers") or {}).items():
+            self.scaler(name).load_state_dict(state)
         return step
 
     # -- the run ----------------------------------------------------------------------------------
@@ -341,6 +433,7 @@ class CheckpointedTrainer:
                 f"it must be divisible by {world_size}"
             )
         self.data_identity = identity
+        self._unpark()
         self._wrap_distributed()
         first = self.step
 
