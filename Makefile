@@ -55,7 +55,7 @@ browser:
 # downloaded from a loopback mirror of ../shared at its public URL and verified, an empty cache.
 COLAB_CHAPTERS ?= 05,06,07
 test: env browser
-	MEDVAE_RESULTS_DIR=$(CURDIR)/_build/test-results PYTHONPATH=tests $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -p colab_simulation --simulate-colab=$(COLAB_CHAPTERS)
+	MEDVAE_RESULTS_DIR=$(CURDIR)/_build/test-results PYTHONPATH=tests $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider -p colab_simulation --simulate-colab=$(COLAB_CHAPTERS) --durations=25
 
 lint: env
 	$(BIN)/python -m ruff check . && $(BIN)/python -m ruff format --check . && $(BIN)/python -m medvae_lib.nbhygiene --check $(NOTEBOOKS)

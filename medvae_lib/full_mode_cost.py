@@ -277,8 +277,9 @@ def chapter_02(overrides=None) -> ChapterCost:
     ]
     # each seed: a warm-up and two arms; while the last arm trains, its warm-up stays
     # on the GPU and the finished arms are parked (Trainer.park): their autoencoders
+    # (and perceptual networks, which a trainer keeps beside its modules)
     idle = _state_bytes(t.autoencoder, t.discriminator, t.perceptual)
-    idle += (2 * seeds - 1) * _weight_bytes(t.autoencoder)
+    idle += (2 * seeds - 1) * _weight_bytes(t.autoencoder, t.perceptual)
     ckpt = _checkpoint_bytes(t.autoencoder, t.discriminator)
     return ChapterCost(
         "02",
@@ -389,11 +390,42 @@ def chapter_05(overrides=None) -> ChapterCost:
     runs = len(s["people"]) * s["seeds"] * 2
     p = counted_precision(s["amp"])
     work = _adversarial_work("3D stage 1", counts, s["steps"], s["adv_start"], runs, p)
+    # scoring: the validation patches at step 0 and each evaluation step, and each test
+    # person's volumes, whole, by both starts (1 mm brains: sides <= 140)
+    ae = t.autoencoder
+
+    def reconstruct(x):
+        with torch.no_grad():
+            ae.decode(ae.encode(x)[0])
+
+    patches = _meta((1, 1, s["patch"], s["patch"], s["patch"]))
+    evaluations = len({0, *s["eval_steps"]}) * s["n_val_patches"]
+    work.append(
+        Work(
+            "validation patches",
+            count_step(lambda: reconstruct(patches), ae),
+            evaluations,
+            runs,
+            p,
+        )
+    )
+    volume = _meta((1, 1, 140, 140, 140))
+    work.append(
+        Work(
+            "test volumes, whole",
+            count_step(lambda: reconstruct(volume), ae),
+            len(s["test_contrasts"]),
+            runs,
+            p,
+        )
+    )
     # while a later fold trains one start, its other start stays on the GPU, and the
     # first fold's trainers (kept for the chapter's later sections) are parked
-    # (Trainer.park): their autoencoders
+    # (Trainer.park): their autoencoders and perceptual networks; and the inflated
+    # model the chapter shows in section 5.2
     idle = _state_bytes(t.autoencoder, t.discriminator, t.perceptual)
-    idle += 2 * s["seeds"] * _weight_bytes(t.autoencoder)
+    idle += 2 * s["seeds"] * _weight_bytes(t.autoencoder, t.perceptual)
+    idle += _weight_bytes(t.autoencoder)
     return ChapterCost(
         "05",
         work,

@@ -162,7 +162,9 @@ def test_finished_runs_are_parked_and_only_their_encoders_add_to_the_memory():
 
         t = Stage1Trainer(stage1_config(MODES["full"], 0), device="meta")
     encoder = sum(p.numel() * 4 for p in t.autoencoder.parameters())
+    encoder += sum(p.numel() * 4 for p in t.perceptual.parameters())
     # two more seeds: four more finished arms, each parked with its autoencoder only
+    # (and the perceptual network beside it)
     assert three.resident - one.resident == 4 * encoder
     assert three.peak_memory - one.peak_memory == 4 * encoder
     with pytest.raises(ValueError, match="ablation"):

@@ -127,7 +127,7 @@ def score_fold(trainers: dict, test_volumes: dict, settings: dict, device="cpu")
     recs = {
         name: {
             v: reconstruct_volume(
-                t.autoencoder, x[None], factor, "whole", device=device
+                t.autoencoder, x[None], factor, "whole", device=device, amp=t.config.amp
             )[0]
             for v, x in test_volumes.items()
         }
@@ -186,6 +186,7 @@ def run_folds(
                 for trainer in trainers.values():  # its autoencoders stay on the GPU
                     trainer.park(keep=("autoencoder",))
                 kept[seed] = {"data": data, "trainers": trainers}
+            del trainers  # a GPU frees the others before the next run trains
     return {
         "curves": pd.concat(curves, ignore_index=True),
         "volumes": pd.concat(per_volume, ignore_index=True),

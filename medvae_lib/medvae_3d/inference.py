@@ -16,6 +16,7 @@ import torch
 
 from ..medvae_stage1 import from_model_range, to_model_range
 from ..models import build_autoencoder, get_config
+from ..training import autocast
 from .volumes import check_volume
 
 
@@ -117,16 +118,20 @@ def reconstruct_volume(
     roi: int = 64,
     overlap=0.25,
     device="cpu",
+    amp="auto",
 ):
-    """Encode and decode a whole (N, 1, X, Y, Z) volume: ``"whole"`` in one pass each, ``"sliding"`` window by window."""
-    if method == "whole":
-        return decode_whole(
-            autoencoder, encode_whole(autoencoder, volume, factor, device), device
-        ).cpu()
-    if method == "sliding":
+    """Encode and decode a whole (N, 1, X, Y, Z) volume: ``"whole"`` in one pass each,
+    ``"sliding"`` window by window; under float16 autocast on a GPU (the ``amp`` setting)."""
+    if method not in ("whole", "sliding"):
+        raise ValueError(f"method must be 'whole' or 'sliding', got {method!r}")
+    with autocast(amp, device):
+        if method == "whole":
+            z = encode_whole(autoencoder, volume, factor, device)
+            return decode_whole(autoencoder, z, device).float().cpu()
         z = encode_sliding(autoencoder, volume, factor, roi, overlap, device)
-        return decode_sliding(autoencoder, z, factor, roi, overlap, device).cpu()
-    raise ValueError(f"method must be 'whole' or 'sliding', got {method!r}")
+        return (
+            decode_sliding(autoencoder, z, factor, roi, overlap, device).float().cpu()
+        )
 
 
 def _rss_bytes() -> int:

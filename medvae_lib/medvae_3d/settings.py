@@ -59,21 +59,21 @@ MODES = {
         "val_slab": 72,
         "tile": 64,
         "spacing": 1,
-        "patch": 64,
+        "patch": 48,  # PAPER_SCALE: 64
         "n_patches": 2048,
-        "n_val_patches": 64,
+        "n_val_patches": 32,
         "model": "medvae_4_1_3d",
         "width": "full",
-        # Sized to a free Colab session (a T4, a few hours; see full_mode_cost): batches
-        # of one patch, 1,000 steps, the GAN from step 500. PAPER_SCALE: MedVAE's.
-        "steps": 1000,
-        "eval_steps": [100, 250, 500, 1000],
+        # Sized to a free Colab session (a T4, a few hours; see full_mode_cost): one
+        # 48-voxel patch a step, 2,000 steps, the GAN from step 1,000. PAPER_SCALE: MedVAE's.
+        "steps": 2000,
+        "eval_steps": [250, 500, 1000, 2000],
         "batch_size": 1,
         "lr": 4.5e-6,  # MedVAE: base_learning_rate 4.5e-6 x batch 1
         "lr_d": 4.5e-6,
         "perceptual": "vgg",
         "perceptual_weight": 1.0,
-        "adv_start": 500,
+        "adv_start": 1000,
         "adv_weight": 0.5,
         "alternate_updates": True,  # MedVAE's schedule (chapter 2)
         "disc_layers": 3,
@@ -100,6 +100,8 @@ MODES = {
 # Full mode at the scale of MedVAE's 3D configuration (batch 4, its disc_start 3125), for
 # a GPU with about 40 GB and days: pass it as the notebook's ``overrides``.
 PAPER_SCALE = {
+    "patch": 64,
+    "n_val_patches": 64,
     "steps": 10000,
     "eval_steps": [500, 2000, 5000, 10000],
     "batch_size": 4,

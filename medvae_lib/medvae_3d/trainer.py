@@ -19,7 +19,7 @@ from ..medvae_stage1 import (
 )
 from ..metrics import ms_ssim, psnr
 from ..models import build_autoencoder, get_config
-from ..training import CheckpointedTrainer
+from ..training import CheckpointedTrainer, autocast
 from .inflation import inflate_autoencoder
 from .volumes import check_volume
 
@@ -248,7 +248,10 @@ def train_with_evaluation(
                 rows.append({"run": name, **earlier[step]})
                 continue
             rec = reconstruct_patches(
-                trainer.autoencoder, val_patches, device=trainer.device
+                trainer.autoencoder,
+                val_patches,
+                device=trainer.device,
+                amp=trainer.config.amp,
             )
             score = {
                 "step": trainer.step,
@@ -267,12 +270,14 @@ def train_with_evaluation(
 
 @torch.no_grad()
 def reconstruct_patches(
-    autoencoder, patches: torch.Tensor, batch_size: int = 8, device="cpu"
+    autoencoder, patches: torch.Tensor, batch_size: int = 8, device="cpu", amp="auto"
 ) -> torch.Tensor:
-    """Reconstructions in [0, 1] of (N, 1, s, s, s) patches from the posterior mean, patch by patch batch."""
+    """Reconstructions in [0, 1] of (N, 1, s, s, s) patches from the posterior mean, patch by
+    patch batch (under float16 autocast on a GPU: the ``amp`` setting)."""
     autoencoder.eval()
     out = []
     for chunk in patches.split(batch_size):
-        mu, _ = autoencoder.encode(to_model_range(chunk.to(device)))
-        out.append(from_model_range(autoencoder.decode(mu)).cpu())
+        with autocast(amp, device):
+            mu, _ = autoencoder.encode(to_model_range(chunk.to(device)))
+            out.append(from_model_range(autoencoder.decode(mu)).float().cpu())
     return torch.cat(out)

@@ -42,7 +42,7 @@ class Stage1Config:
     seed: int = 0
     log_every: int = 10
     # mixed precision (medvae_lib.training.amp_dtype): "auto" is float16 autocast on a
-    # GPU and float32 on a CPU; MedVAE's 3D configuration trains in bfloat16
+    # GPU and float32 on a CPU; MedVAE's configurations train in float32
     amp: str = "auto"
 
     def __post_init__(self):
@@ -189,7 +189,13 @@ def export_metadata(config, mode: str, data: dict) -> dict[str, str]:
     return {
         "stage": "1",
         "mode": mode,
-        **{k: str(v) for k, v in asdict(config).items() if k != "log_every"},
+        # logging and precision do not identify the model (an export made before the
+        # amp setting existed is reused)
+        **{
+            k: str(v)
+            for k, v in asdict(config).items()
+            if k not in ("log_every", "amp")
+        },
         "data": str(data.get("checksum")),
         "image_size": str(data.get("image_size")),
         "architecture": _layout(config.model, config.width),

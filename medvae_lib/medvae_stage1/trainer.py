@@ -203,6 +203,8 @@ class Stage1Trainer(CheckpointedTrainer):
                 opt.param_groups, settings, strict=True
             ):  # the moments are copied, lr and betas are the new config's
                 group.update(mine)
+        for name, scaler in self.scalers.items():  # float16: the scale reached so far
+            other.scaler(name).load_state_dict(scaler.state_dict())
         other.step, other.history = self.step, copy.deepcopy(self.history)
         other.data_identity = copy.deepcopy(self.data_identity)
         return other

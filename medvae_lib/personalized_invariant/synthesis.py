@@ -9,6 +9,7 @@ import functools
 import numpy as np
 import torch
 
+from ..training import autocast
 from .model import PUIRNet
 from .settings import CONTRASTS
 
@@ -71,15 +72,19 @@ def synthesise(
     model: PUIRNet, samples: torch.Tensor, settings: dict, batch: int = 64
 ) -> torch.Tensor:
     """For each source contrast, the four contrasts the model synthesises: (4 sources, N, 4 targets, ...).
-    3D samples larger than a patch go through MONAI's ``sliding_window_inference`` (Gaussian, overlap 0.5)."""
+    3D samples larger than a patch go through MONAI's ``sliding_window_inference`` (Gaussian, overlap 0.5).
+    On a GPU the model runs under float16 autocast unless ``settings["amp"]`` says otherwise."""
     from monai.inferers import sliding_window_inference
 
     model.eval()
     device = next(model.parameters()).device
     images = samples[:, : len(CONTRASTS)].float()
 
+    amp = settings.get("amp", "auto")  # float16 autocast on a GPU
+
     def predictor(x):
-        return model(x.to(device))["out"].cpu()
+        with autocast(amp, device):
+            return model(x.to(device))["out"].float().cpu()
 
     out = []
     for j in range(len(CONTRASTS)):

@@ -118,7 +118,7 @@ class PUIRTrainer(CheckpointedTrainer):
                         patch_drop(rotate(rotated, torch.randint(0, 4, (k * b,))))
                     )["contrastive"]
                 prediction = rotate(out["out"], (4 - turns) % 4)
-                rot = F.cross_entropy(out["rotation"], turns)
+                rot = F.cross_entropy(out["rotation"], turns.to(out["rotation"].device))
                 con = contrastive_loss(out["contrastive"], second, c.temperature)
                 ssl = rot + con
                 logs.update(rotation=rot.item(), contrastive=con.item())

@@ -39,7 +39,8 @@ file holds what (each imports only the files listed above it):
 * ``locks.py``: :func:`remove_stale_temporaries`, :class:`RunLock` and
   :func:`rank_zero_lock`.
 * ``precision.py``: ``AMP_CHOICES``, :func:`amp_dtype` (the ``amp`` setting: float16
-  autocast on a GPU by default) and :func:`counted_precision`.
+  autocast on a GPU by default), :func:`autocast` (its context) and
+  :func:`counted_precision`.
 * ``trainer.py``: :class:`CheckpointedTrainer`.
 """
 
@@ -64,7 +65,7 @@ from .distributed import (
     world,
 )
 from .locks import RunLock, rank_zero_lock, remove_stale_temporaries
-from .precision import AMP_CHOICES, amp_dtype, counted_precision
+from .precision import AMP_CHOICES, amp_dtype, autocast, counted_precision
 from .settings import DRIVE_ROOT, check_types, run_dir, settings_for
 from .steps import (
     NonFiniteLossError,
@@ -85,6 +86,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunLock",
     "amp_dtype",
+    "autocast",
     "batch_indices",
     "check_types",
     "counted_precision",

@@ -14,6 +14,8 @@ that small gradients do not underflow and skips a step whose gradients overflowe
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 AMP_CHOICES = {
@@ -40,3 +42,13 @@ def counted_precision(choice: str) -> str:
     """The precision a run with the ``amp`` setting ``choice`` has on a GPU: what
     :mod:`medvae_lib.full_mode_cost` counts its T4 time at."""
     return "float32" if amp_dtype(choice, "cuda") is None else "float16"
+
+
+def autocast(choice: str, device: torch.device | str):
+    """The context an inference or training pass runs in under the ``amp`` setting
+    ``choice`` on ``device``: autocast, or nothing (float32) where :func:`amp_dtype` says
+    None (a CPU, by default)."""
+    dtype = amp_dtype(choice, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)

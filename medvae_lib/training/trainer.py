@@ -31,7 +31,8 @@ class CheckpointedTrainer:
 
     A subclass sets ``self.config`` (a dataclass with at least ``steps``, ``batch_size``, ``seed`` and
     ``log_every``) and implements :meth:`modules`, :meth:`optimizers` and :meth:`train_step`.
-    ``RESUMABLE`` names the settings a resumed run may change (by default only its length and logging).
+    ``RESUMABLE`` names the settings a resumed run may change (by default its length, logging and
+    precision: a checkpoint made before the ``amp`` setting existed is resumed).
 
     **On several processes** (``torchrun``, after :func:`init_distributed`), with world size ``W``:
 
@@ -63,7 +64,7 @@ class CheckpointedTrainer:
     float32, so CPU runs are unchanged.
     """
 
-    RESUMABLE = ("steps", "log_every")
+    RESUMABLE = ("steps", "log_every", "amp")
     name = "training"
 
     def __init__(self, config, device: torch.device | str = "cpu"):
