@@ -129,3 +129,18 @@ def write_open_clip_dir(
     else:
         torch.save(state, directory / weights)
     return model.eval()
+
+
+def tiny_puir_settings(**changes) -> dict:
+    """Chapter 7's CI settings with a network small enough for a test (32 px, few
+    channels), changed by ``changes``."""
+    from medvae_lib import personalized_invariant as pi
+
+    return {
+        **pi.MODES["ci"],
+        "image_size": 32,
+        "features": (4, 4, 8, 8, 16, 4),
+        "prior_heads": 2,
+        "contrastive_dim": 8,
+        **changes,
+    }

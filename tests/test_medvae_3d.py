@@ -537,22 +537,27 @@ def test_the_settings_search_never_sees_the_test_person(monkeypatch):
         assert {"a": 1.0, "b": 2.0, "c": 3.0}[test_person] not in people
 
 
-def test_a_fold_checkpoints_each_run_and_a_second_call_resumes(tmp_path, monkeypatch):
+def _checkpointed_fold(**changes):
+    """Settings and data of a tiny fold that checkpoints (chapter 5's resume tests)."""
     from dataclasses import asdict
 
-    m2 = trained_like_2d()
     settings = {
         **asdict(tiny_config()),
-        "eval_steps": [3],
         "ms_ssim_kernel": 3,
-        "checkpoint_every": 2,
         "spacing": 2,
+        **changes,
     }
     g = torch.Generator().manual_seed(0)
     data = {
         "patches": torch.rand(6, 1, 16, 16, 16, generator=g),
         "val_patches": torch.rand(2, 1, 16, 16, 16, generator=g),
     }
+    return settings, data
+
+
+def test_a_fold_checkpoints_each_run_and_a_second_call_resumes(tmp_path, monkeypatch):
+    m2 = trained_like_2d()
+    settings, data = _checkpointed_fold(eval_steps=[3], checkpoint_every=2)
     first, curve = medvae_3d.train_fold(data, settings, 0, m2, "cpu", "p", tmp_path)
     saved = {p.parent.name for p in tmp_path.rglob("checkpoint.pt")}
     assert saved == {"inflated", "scratch"}
@@ -573,22 +578,8 @@ def test_a_fold_checkpoints_each_run_and_a_second_call_resumes(tmp_path, monkeyp
 
 
 def test_a_resumed_fold_reports_the_scores_it_had_before_the_resume(tmp_path):
-    from dataclasses import asdict
-
     m2 = trained_like_2d()
-    settings = {
-        **asdict(tiny_config()),
-        "steps": 4,
-        "eval_steps": [2, 4],
-        "ms_ssim_kernel": 3,
-        "checkpoint_every": 1,
-        "spacing": 2,
-    }
-    g = torch.Generator().manual_seed(0)
-    data = {
-        "patches": torch.rand(6, 1, 16, 16, 16, generator=g),
-        "val_patches": torch.rand(2, 1, 16, 16, 16, generator=g),
-    }
+    settings, data = _checkpointed_fold(steps=4, eval_steps=[2, 4], checkpoint_every=1)
     _, curve = medvae_3d.train_fold(data, settings, 0, m2, "cpu", "p", tmp_path)
     # a rerun after a disconnect at the end: both runs resume at step 4, and the
     # curve still has its step-2 scores (not step 4's again), equal to the first

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import tiny_puir_settings  # noqa: E402
 
 from medvae_lib import latent_downstream, medvae_3d, plotting  # noqa: E402
 
@@ -73,13 +74,7 @@ def test_chapter_5_planes_read_at_column_width_with_an_error_colour_bar():
 def test_chapter_7_synthesis_and_embedding_figures_read_at_column_width():
     from medvae_lib import personalized_invariant as pi
 
-    settings = {
-        **pi.MODES["ci"],
-        "image_size": 32,
-        "features": (4, 4, 8, 8, 16, 4),
-        "prior_heads": 2,
-        "contrastive_dim": 8,
-    }
+    settings = tiny_puir_settings()
     torch.manual_seed(0)
     model = pi.build_model(settings, "full").eval()
     sample = torch.rand(len(pi.CONTRASTS) + 1, 32, 32)

@@ -6,16 +6,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import tiny_puir_settings
 
 from medvae_lib import personalized_invariant as pi
 from medvae_lib.losses import adaptive_adv_weight
 from medvae_lib.medvae_stage1 import Stage1Config, Stage1Trainer
-from medvae_lib.training import (
-    CHECKPOINT_NAME,
-    amp_dtype,
-    read_checkpoint,
-    settings_for,
-)
+from medvae_lib.training import CHECKPOINT_NAME, amp_dtype, read_checkpoint
 
 
 def _config(**changes):
@@ -115,16 +111,7 @@ def test_a_parked_run_frees_its_gradients_and_continues_unchanged():
 
 @pytest.mark.parametrize("amp", ["float16", "bfloat16"])
 def test_puir_trains_under_autocast(amp):
-    settings = {
-        **settings_for(pi.MODES, "ci", {}),
-        "image_size": 32,
-        "features": (4, 4, 8, 8, 16, 4),
-        "prior_heads": 2,
-        "contrastive_dim": 8,
-        "steps": 3,
-        "batch_size": 2,
-        "amp": amp,
-    }
+    settings = tiny_puir_settings(steps=3, batch_size=2, amp=amp)
     images = torch.rand(4, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     mask = torch.zeros(4, 1, 32, 32)
     mask[..., 4:-4, 6:-6] = 1
@@ -162,13 +149,7 @@ def test_checkpoints_and_exports_made_before_the_amp_setting_are_reused(tmp_path
 
 
 def test_synthesis_follows_the_amp_setting():
-    settings = {
-        **settings_for(pi.MODES, "ci", {}),
-        "image_size": 32,
-        "features": (4, 4, 8, 8, 16, 4),
-        "prior_heads": 2,
-        "contrastive_dim": 8,
-    }
+    settings = tiny_puir_settings()
     torch.manual_seed(0)
     model = pi.build_model(settings, "full")
     samples = torch.rand(2, 5, 32, 32, generator=torch.Generator().manual_seed(1))
