@@ -388,8 +388,10 @@ def chapter_05(overrides=None) -> ChapterCost:
     p = s["patch"]
     counts = _stage1_steps(t, _meta((s["batch_size"], 1, p, p, p)))
     runs = len(s["people"]) * s["seeds"] * 2
-    p = counted_precision(s["amp"])
-    work = _adversarial_work("3D stage 1", counts, s["steps"], s["adv_start"], runs, p)
+    precision = counted_precision(s["amp"])
+    work = _adversarial_work(
+        "3D stage 1", counts, s["steps"], s["adv_start"], runs, precision
+    )
     # scoring: the validation patches at step 0 and each evaluation step, and each test
     # person's volumes, whole, by both starts (1 mm brains: sides <= 140)
     ae = t.autoencoder
@@ -406,7 +408,7 @@ def chapter_05(overrides=None) -> ChapterCost:
             count_step(lambda: reconstruct(patches), ae),
             evaluations,
             runs,
-            p,
+            precision,
         )
     )
     volume = _meta((1, 1, 140, 140, 140))
@@ -416,7 +418,7 @@ def chapter_05(overrides=None) -> ChapterCost:
             count_step(lambda: reconstruct(volume), ae),
             len(s["test_contrasts"]),
             runs,
-            p,
+            precision,
         )
     )
     # while a later fold trains one start, its other start stays on the GPU, and the

@@ -141,10 +141,11 @@ class Stage1Trainer(CheckpointedTrainer):
                         scaler.scale(nll),
                         scaler.scale(adv_g),
                         decoder_output_layer(self.autoencoder),
-                        eps=1e-4 * (scaler.get_scale() if scaler.is_enabled() else 1),
+                        eps=1e-4 * scaler.get_scale(),  # 1 unless float16
                     )
                 loss = loss + weight * adv_g
-                scaler.scale(loss).backward()
+                # before the buffers are put back: the graph holds them
+                skipped = self.backward_step(loss, "generator")
             finally:
                 self.discriminator.requires_grad_(True)
                 with torch.no_grad():
@@ -152,8 +153,8 @@ class Stage1Trainer(CheckpointedTrainer):
                         v.copy_(buffers[k])
             logs.update(adv_g=adv_g.detach(), adv_weight=weight.detach())
         else:
-            scaler.scale(loss).backward()
-        logs.update(self.backward_step(None, "generator"))
+            skipped = self.backward_step(loss, "generator")
+        logs.update(skipped)
         return logs, x_hat.detach()
 
     def discriminator_step(

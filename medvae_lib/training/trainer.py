@@ -3,7 +3,6 @@ data identity, the non-finite guard and DistributedDataParallel on several proce
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +21,7 @@ from .checkpoints import (
 )
 from .distributed import sum_over_ranks, world
 from .locks import rank_zero_lock
-from .precision import amp_dtype
+from .precision import amp_dtype, autocast
 from .steps import NonFiniteLossError, batch_indices, run_steps, tensor_fingerprint
 
 
@@ -88,9 +87,7 @@ class CheckpointedTrainer:
     def autocast(self):
         """The context a step's forward pass and losses run in: autocast to ``self.amp``,
         or nothing (float32) when it is None."""
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp)
+        return autocast(getattr(self.config, "amp", "off"), self.device)
 
     def scaler(self, name: str) -> torch.amp.GradScaler:
         """The gradient scaler of optimiser ``name`` (a pass-through unless float16)."""
@@ -100,14 +97,13 @@ class CheckpointedTrainer:
             )
         return self.scalers[name]
 
-    def backward_step(self, loss: torch.Tensor | None, name: str) -> dict[str, float]:
-        """Backward pass of ``loss`` (None: already done on ``scaler(name).scale(loss)``)
-        and a step of optimiser ``name`` through its scaler. Under float16 it returns
+    def backward_step(self, loss: torch.Tensor, name: str) -> dict[str, float]:
+        """Backward pass of ``loss`` and a step of optimiser ``name`` through its
+        scaler. Under float16 it returns
         ``{"amp_skipped": 1.0}`` for a step the scaler skipped (a gradient overflowed;
         the scale is halved) and 0.0 otherwise, for the step's logs; else nothing."""
         scaler = self.scaler(name)
-        if loss is not None:
-            scaler.scale(loss).backward()
+        scaler.scale(loss).backward()
         if not scaler.is_enabled():
             self.optimizers()[name].step()
             return {}
